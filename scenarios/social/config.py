@@ -1,0 +1,113 @@
+"""Configuration of the social scenario.
+
+Core objects:
+    SocialConfig: the ``scenario:`` section (topics, feed, where opinions come from).
+    FeedConfig: the recommender that fills each active agent's feed every step.
+    SocialRuleParams: ``policy.params`` of the rule-based social agent.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class FeedConfig(BaseModel):
+    """The recommender.
+
+    ``random``: posts drawn at random from the recent window. ``followees``: the newest posts of
+    the accounts an agent follows (reverse-chronological). ``hot``: Reddit's hot score,
+    sign(s)*log10(max(|s|,1)) + (t - 1134028003)/45000 with s = likes - dislikes and t the post's
+    time in epoch seconds. ``interest``: posts on the agent's topic of interest, ranked by recency
+    (half-life ``recency_half_life`` steps) and popularity. ``mix``: slots shared among the others
+    by the weights in ``mix``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    algorithm: str = Field("mix", description="random, followees, hot, interest, mix, or a "
+                           "recommender registered with register_feed")
+    size: int = Field(10, ge=1, le=200, description="posts per feed refresh")
+    window: int = Field(24, ge=1, description="only posts of the last N steps are recommended")
+    recency_half_life: float = Field(6.0, gt=0, description="steps for interest scores to halve")
+    mix: dict[Literal["random", "followees", "hot", "interest"], float] = Field(
+        default_factory=lambda: {"followees": 0.5, "interest": 0.3, "hot": 0.1, "random": 0.1}
+    )
+
+    @field_validator("algorithm")
+    @classmethod
+    def _known_feed(cls, value: str) -> str:
+        from .feeds import FEEDS  # the registry imports this module
+
+        if value not in FEEDS:
+            close = difflib.get_close_matches(value, list(FEEDS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"unknown feed {value!r}{hint} (available: {', '.join(FEEDS)})")
+        return value
+
+    @model_validator(mode="after")
+    def _mix_weights(self) -> Self:
+        if any(w < 0 for w in self.mix.values()) or sum(self.mix.values()) <= 0:
+            raise ValueError("feed.mix weights must be non-negative and not all zero")
+        return self
+
+
+class SocialConfig(BaseModel):
+    """The social network: topics, the feed, and the population attributes it reads."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    topics: list[str] = Field(
+        default_factory=lambda: ["politics", "economy", "health", "technology", "sports"],
+        min_length=1, description="topics posts are about")
+    opinion_attribute: str = Field(
+        "opinion", description="population attribute with each agent's initial opinion in "
+        "[-1, 1]; uniform(-1, 1) when the population has no such attribute")
+    interest_attribute: str = Field(
+        "interest", description="population attribute naming each agent's topic of interest; "
+        "a random topic when absent")
+    feed: FeedConfig = Field(default_factory=FeedConfig)
+    seed_posts: bool = Field(True, description="publish posts the population file brought "
+                             "(OASIS previous_tweets) at step 0")
+    extreme_threshold: float = Field(0.6, gt=0, lt=1, description="|opinion| at or above which "
+                                     "an agent counts as extreme (polarization metric)")
+
+
+class SocialRuleParams(BaseModel):
+    """Parameters of the rule-based social agent.
+
+    Each step an active agent takes one action, drawn with these rates (``do_nothing`` takes the
+    rest). Engagement (repost, quote, comment, like, follow) goes to a post the agent agrees with
+    (stance within ``confidence`` of its opinion) with probability ``homophily``, else to any post
+    in its feed; dislikes and unfollows go to posts it disagrees with. Opinions follow bounded
+    confidence: they move by ``convergence`` toward the mean stance of agreeable posts seen and,
+    with ``backfire`` > 0, away from the mean stance of disagreeable ones.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    post_rate: float = Field(0.2, ge=0, le=1)
+    repost_rate: float = Field(0.1, ge=0, le=1)
+    quote_rate: float = Field(0.03, ge=0, le=1)
+    comment_rate: float = Field(0.07, ge=0, le=1)
+    like_rate: float = Field(0.3, ge=0, le=1)
+    dislike_rate: float = Field(0.05, ge=0, le=1)
+    follow_rate: float = Field(0.05, ge=0, le=1)
+    unfollow_rate: float = Field(0.02, ge=0, le=1)
+    confidence: float = Field(0.4, gt=0, le=2, description="bounded-confidence threshold")
+    convergence: float = Field(0.1, ge=0, le=1, description="step toward agreeable stances")
+    backfire: float = Field(0.0, ge=0, le=1, description="step away from disagreeable stances")
+    homophily: float = Field(0.8, ge=0, le=1, description="share of engagement kept to agreeable posts")
+    stance_noise: float = Field(0.1, ge=0, description="sd of a new post's stance around the opinion")
+    topic_focus: float = Field(0.7, ge=0, le=1, description="chance a new post is on the agent's topic")
+
+    @model_validator(mode="after")
+    def _rates_sum(self) -> Self:
+        total = (self.post_rate + self.repost_rate + self.quote_rate + self.comment_rate
+                 + self.like_rate + self.dislike_rate + self.follow_rate + self.unfollow_rate)
+        if total > 1 + 1e-9:
+            raise ValueError(f"action rates add up to {total:.3f}; they must add up to at most 1 "
+                             "(do_nothing takes the rest)")
+        return self

@@ -1,0 +1,189 @@
+"""Recommenders: what each active agent's feed shows this step.
+
+Core objects:
+    FeedContext: what a recommender sees (the active agents, posts, follow graph, ...).
+    register_feed / FEEDS: the recommenders by name; add one with ``@register_feed("name")``.
+    build_feed: run the configured recommender and clean the result (no own posts, no repeats).
+
+A recommender returns an (agents x k) matrix of post ids, -1 where it has nothing to show. All of
+them work on the whole batch of active agents with numpy, never one agent at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import FeedConfig
+from .state import FollowState, PostStore
+
+HOT_EPOCH = 1134028003  # Reddit's hot-score reference time
+HOT_SCALE = 45000.0
+
+
+@dataclass
+class FeedContext:
+    """Inputs of a recommender for one step."""
+
+    agents: np.ndarray
+    posts: PostStore
+    follows: FollowState
+    recent: np.ndarray  # (n_agents, R): newest feedable post ids per author, -1 empty
+    feedable: np.ndarray  # ids of posts that may be recommended (not comments), ascending
+    interest: np.ndarray  # topic index per agent (all agents)
+    n_topics: int
+    step: int
+    config: FeedConfig
+    draw: Callable[[str, int], np.ndarray]  # (purpose, width) -> per-agent uniforms keyed by id
+
+    def window(self) -> np.ndarray:
+        """Recommendable post ids inside the recency window."""
+        lo = self.posts.window_start(self.step, self.config.window)
+        return self.feedable[np.searchsorted(self.feedable, lo):]
+
+    def first_id(self) -> int:
+        """Oldest post id inside the window."""
+        return self.posts.window_start(self.step, self.config.window)
+
+
+Recommender = Callable[[FeedContext, int], np.ndarray]
+FEEDS: dict[str, Recommender] = {}
+
+
+def register_feed(name: str) -> Callable[[Recommender], Recommender]:
+    """Register a recommender under ``name`` (usable as ``feed.algorithm`` in YAML)."""
+    def wrap(fn: Recommender) -> Recommender:
+        FEEDS[name] = fn
+        return fn
+    return wrap
+
+
+def _empty(n: int, k: int) -> np.ndarray:
+    return np.full((n, k), -1, dtype=np.int64)
+
+
+@register_feed("random")
+def random_feed(ctx: FeedContext, k: int) -> np.ndarray:
+    """Posts drawn uniformly from the window."""
+    pool = ctx.window()
+    n = len(ctx.agents)
+    if len(pool) == 0 or k == 0:
+        return _empty(n, k)
+    idx = (ctx.draw("feed.random", k) * len(pool)).astype(np.int64)
+    return pool[np.minimum(idx, len(pool) - 1)]
+
+
+@register_feed("followees")
+def followees_feed(ctx: FeedContext, k: int) -> np.ndarray:
+    """The newest posts of the accounts each agent follows, newest first."""
+    n = len(ctx.agents)
+    out = _empty(n, k)
+    if k == 0:
+        return out
+    seg, followees = ctx.follows.followees(ctx.agents)
+    r = ctx.recent.shape[1]
+    cand = ctx.recent[followees].ravel()
+    seg = np.repeat(seg, r)
+    keep = cand >= ctx.first_id()
+    seg, cand = seg[keep], cand[keep]
+    if len(cand) == 0:
+        return out
+    span = int(cand.max()) + 1
+    order = np.argsort(seg * span + (span - 1 - cand), kind="stable")
+    seg, cand = seg[order], cand[order]
+    starts = np.searchsorted(seg, np.arange(n))
+    rank = np.arange(len(seg)) - starts[seg]
+    top = rank < k
+    out[seg[top], rank[top]] = cand[top]
+    return out
+
+
+def hot_scores(likes: np.ndarray, dislikes: np.ndarray, created: np.ndarray) -> np.ndarray:
+    """Reddit's hot score: sign(s)*log10(max(|s|,1)) + (t - 1134028003)/45000, s = likes - dislikes."""
+    s = likes.astype(np.float64) - dislikes
+    return np.sign(s) * np.log10(np.maximum(np.abs(s), 1.0)) + (created - HOT_EPOCH) / HOT_SCALE
+
+
+@register_feed("hot")
+def hot_feed(ctx: FeedContext, k: int) -> np.ndarray:
+    """The hottest posts of the window (Reddit hot score), the same list for everyone."""
+    pool = ctx.window()
+    n = len(ctx.agents)
+    if len(pool) == 0 or k == 0:
+        return _empty(n, k)
+    p = ctx.posts
+    score = hot_scores(p.likes[pool], p.dislikes[pool], p.created[pool])
+    # one spare slot so an agent whose own post is among the top still sees k others
+    m = min(len(pool), k + 1)
+    top = np.argpartition(-score, m - 1)[:m] if m < len(pool) else np.arange(len(pool))
+    top = top[np.lexsort((-pool[top], -score[top]))]
+    ranked = pool[top]
+    feed = np.broadcast_to(ranked, (n, len(ranked))).copy()
+    own = p.author[feed] == ctx.agents[:, None]
+    feed[own] = -1
+    feed = -np.sort(-feed, axis=1)  # valid ids first, keeps k of them
+    out = _empty(n, k)
+    w = min(k, feed.shape[1])
+    out[:, :w] = feed[:, :w]
+    return out
+
+
+@register_feed("interest")
+def interest_feed(ctx: FeedContext, k: int) -> np.ndarray:
+    """Posts on the agent's topic of interest, ranked by recency and popularity, sampled."""
+    pool = ctx.window()
+    n = len(ctx.agents)
+    if len(pool) == 0 or k == 0:
+        return _empty(n, k)
+    p = ctx.posts
+    age = ctx.step - p.step[pool]
+    score = 0.5 ** (age / ctx.config.recency_half_life) * (
+        1.0 + np.log1p(np.maximum(p.likes[pool] - p.dislikes[pool], 0)))
+    c = 3 * k  # candidates per topic; each agent sees a random k of them
+    table = np.full((ctx.n_topics, c), -1, dtype=np.int64)
+    topics = p.topic[pool]
+    for t in range(ctx.n_topics):
+        sel = np.flatnonzero(topics == t)
+        if len(sel) == 0:
+            continue
+        if len(sel) > c:
+            sel = sel[np.argpartition(-score[sel], c - 1)[:c]]
+        table[t, : len(sel)] = pool[sel]
+    rows = table[ctx.interest[ctx.agents]]
+    keys = ctx.draw("feed.interest", c)
+    keys[rows < 0] = -1.0
+    pick = np.argpartition(-keys, k - 1, axis=1)[:, :k] if c > k else np.argsort(-keys, axis=1)
+    return np.take_along_axis(rows, pick, axis=1)
+
+
+@register_feed("mix")
+def mix_feed(ctx: FeedContext, k: int) -> np.ndarray:
+    """Slots shared among the other recommenders by ``feed.mix`` weights."""
+    names = [name for name, w in ctx.config.mix.items() if w > 0]
+    weights = np.array([ctx.config.mix[name] for name in names], dtype=np.float64)
+    exact = k * weights / weights.sum()
+    slots = np.floor(exact).astype(int)
+    # largest remainders get the slots rounding left over
+    for i in np.argsort(-(exact - slots), kind="stable")[: k - slots.sum()]:
+        slots[i] += 1
+    parts = [FEEDS[name](ctx, int(s)) for name, s in zip(names, slots, strict=True) if s > 0]
+    return np.concatenate(parts, axis=1)
+
+
+def build_feed(ctx: FeedContext) -> np.ndarray:
+    """Run the configured recommender; drop the agent's own posts and repeats; newest first."""
+    feed = FEEDS[ctx.config.algorithm](ctx, ctx.config.size)
+    if feed.size == 0:
+        return feed
+    valid = feed >= 0
+    own = np.zeros_like(valid)
+    own[valid] = ctx.posts.author[feed[valid]] == np.broadcast_to(
+        ctx.agents[:, None], feed.shape)[valid]
+    feed = np.where(own, -1, feed)
+    feed = -np.sort(-feed, axis=1)  # descending: newest first, -1 padding last
+    repeat = np.zeros_like(valid)
+    repeat[:, 1:] = (feed[:, 1:] == feed[:, :-1]) & (feed[:, 1:] >= 0)
+    feed[repeat] = -1
+    return -np.sort(-feed, axis=1)

@@ -1,0 +1,329 @@
+"""The social-network scenario: posts, reposts, likes and follows on a recommender-driven feed.
+
+Core objects:
+    SocialScenario: the ``social`` scenario (state, observation, application of actions,
+        metrics, cascades).
+    SocialObservation: each active agent's feed and what it needs to decide.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from populace.simulator.actions import ActionBatch
+from populace.simulator.policy import Policy
+from populace.simulator.scenario import Observation, Records, Scenario, StepContext, World
+
+from . import tables as _tables  # noqa: F401  (declares the tables on the shared Base)
+from .actions import (
+    ACTIONS,
+    COMMENT,
+    CREATE_POST,
+    DISLIKE,
+    FOLLOW,
+    LIKE,
+    NEEDS_POST,
+    NEW_POST,
+    QUOTE,
+    REPOST,
+    UNFOLLOW,
+)
+from .config import SocialConfig, SocialRuleParams
+from .feeds import FeedContext, build_feed
+from .metrics import attitude_assortativity, bimodality_coefficient, cascade_metrics, pearson
+from .rules import SocialRulePolicy
+from .state import KINDS, FollowState, LikeSet, PostStore
+from .tables import TABLES
+
+log = logging.getLogger("populace.social")
+
+RECENT = 4  # newest posts remembered per author, for followee feeds
+REJECTIONS = ("unknown_post", "not_repostable", "duplicate_reaction", "unknown_agent",
+              "self_follow", "already_following", "not_following", "bad_topic")
+
+
+@dataclass
+class SocialObservation(Observation):
+    """The feed of each active agent: post ids and, aligned with them, what the agent sees."""
+
+    feed: np.ndarray  # (n, k) post ids, -1 padding
+    stance: np.ndarray  # (n, k) stance of each post (NaN padding)
+    author: np.ndarray  # (n, k) author ids (-1 padding)
+    topic: np.ndarray  # (n, k) topic index (-1 padding)
+    followed: np.ndarray  # (n, k) whether the agent follows the post's author
+    opinion: np.ndarray  # (n,) the agent's opinion
+    interest: np.ndarray  # (n,) the agent's topic of interest
+
+
+class SocialScenario(Scenario):
+    """A social network in the style of X/Reddit, with rule-based or language-model agents."""
+
+    name: ClassVar[str] = "social"
+    config_model = SocialConfig
+    rule_params_model = SocialRuleParams
+    actions = ACTIONS
+    tables = TABLES
+    action_table = "actions"
+    examples = Path(__file__).parent / "examples"
+
+    def __init__(self, config: SocialConfig, world: World) -> None:  # type: ignore[override]
+        super().__init__(config, world)
+        self.config: SocialConfig = config
+        attrs = world.population.attributes
+        n = world.n_agents
+        self.n = n
+        self.topics = list(config.topics)
+        rng = world.rng.get("social.setup")
+        if config.opinion_attribute in attrs:
+            values = attrs[config.opinion_attribute].to_numpy(dtype=np.float64)
+            if np.isnan(values).any():
+                raise ValueError(f"population attribute {config.opinion_attribute!r} has missing "
+                                 "values; give every agent an opinion in [-1, 1]")
+            self.opinion = np.clip(values, -1.0, 1.0)
+        else:
+            self.opinion = rng.uniform(-1.0, 1.0, n)
+        random_topics = rng.integers(0, len(self.topics), n)
+        if config.interest_attribute in attrs:
+            lookup = {t: i for i, t in enumerate(self.topics)}
+            names = attrs[config.interest_attribute].astype(str).to_numpy()
+            mapped = np.array([lookup.get(v, -1) for v in names], dtype=np.int64) if n else (
+                np.zeros(0, dtype=np.int64))
+            unknown = mapped < 0
+            if unknown.any():
+                log.warning("%d agents have an interest that is not among scenario.topics; they "
+                            "get a random topic", int(unknown.sum()))
+            self.interest = np.where(unknown, random_topics, mapped)
+        else:
+            self.interest = random_topics
+        self.posts = PostStore()
+        self.likes = LikeSet()
+        self.recent = np.full((n, RECENT), -1, dtype=np.int64)
+        self.feedable = np.zeros(0, dtype=np.int64)
+        self.follows = FollowState(n, np.zeros(0, np.int64), np.zeros(0, np.int64))
+        self.rejected: dict[str, int] = {}
+        self.exposure_corr = float("nan")
+        self.new_posts = 0
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def setup(self) -> Records:
+        """Initial follow graph and seed posts, recorded as step 0."""
+        world = self.world
+        graph = world.graph
+        if graph is not None and len(graph.src):
+            self.follows = FollowState(self.n, np.asarray(graph.src), np.asarray(graph.dst))
+        records: Records = {"follows": {
+            "follower_id": self.follows.src, "followee_id": self.follows.dst,
+            "op": np.ones(self.follows.n_edges, dtype=np.int64)}}
+        self.posts.mark_step(0)
+        seed = world.population.seed_posts
+        if self.config.seed_posts and seed is not None and len(seed):
+            authors = seed["author_id"].to_numpy(dtype=np.int64)
+            noise = world.rng.get("social.seed_posts").normal(0.0, 0.1, len(authors))
+            stance = np.clip(self.opinion[authors] + noise, -1, 1)
+            ids = self._publish(authors, np.full(len(authors), 0), np.full(len(authors), -1),
+                                self.interest[authors], stance, step=0,
+                                epoch=world.clock.epoch(0))
+            records["posts"] = self._post_rows(ids, content=seed["content"].astype(str).tolist())
+        return records
+
+    # -- phases ---------------------------------------------------------------------------------
+
+    def observe(self, agents: np.ndarray, ctx: StepContext) -> SocialObservation:
+        """Refresh the feed of every active agent with the configured recommender."""
+        self.posts.mark_step(ctx.step)
+        fctx = FeedContext(
+            agents=agents, posts=self.posts, follows=self.follows, recent=self.recent,
+            feedable=self.feedable, interest=self.interest, n_topics=len(self.topics),
+            step=ctx.step, config=self.config.feed,
+            draw=lambda purpose, width: ctx.uniform(purpose, agents, width),
+        )
+        feed = build_feed(fctx)
+        valid = feed >= 0
+        safe = np.where(valid, feed, 0)
+        p = self.posts
+        stance = np.where(valid, p.stance[safe] if p.n else 0.0, np.nan)
+        author = np.where(valid, p.author[safe] if p.n else 0, -1)
+        topic = np.where(valid, p.topic[safe] if p.n else 0, -1)
+        followed = np.zeros(feed.shape, dtype=bool)
+        if valid.any():
+            followed[valid] = self.follows.has(
+                np.broadcast_to(agents[:, None], feed.shape)[valid], author[valid])
+        seen = valid.any(axis=1)
+        if seen.sum() > 1:
+            mean_seen = np.nanmean(np.where(valid[seen], stance[seen], np.nan), axis=1)
+            self.exposure_corr = pearson(self.opinion[agents[seen]], mean_seen)
+        else:
+            self.exposure_corr = float("nan")
+        return SocialObservation(agents=agents, feed=feed, stance=stance, author=author,
+                                 topic=topic, followed=followed, opinion=self.opinion[agents],
+                                 interest=self.interest[agents])
+
+    def rule_policy(self, params: SocialRuleParams) -> Policy:  # type: ignore[override]
+        """The vectorised rule-based social agent."""
+        return SocialRulePolicy(params, len(self.topics))
+
+    def apply(self, actions: ActionBatch, ctx: StepContext) -> Records:
+        """Apply the batch in activation order; refuse invalid actions with a counted reason."""
+        a = actions.args
+        codes, agents = actions.action, actions.agent
+        post, target, topic = a["post_id"], a["target_id"], a["topic"]
+        p = self.posts
+        ok = np.ones(len(actions), dtype=bool)
+        self.rejected = dict.fromkeys(REJECTIONS, 0)
+
+        def refuse(mask: np.ndarray, reason: str) -> None:
+            mask = mask & ok
+            self.rejected[reason] += int(mask.sum())
+            ok[mask] = False
+
+        needs_post = np.isin(codes, NEEDS_POST)
+        refuse(needs_post & ((post < 0) | (post >= p.n)), "unknown_post")
+        safe_post = np.clip(post, 0, max(p.n - 1, 0))
+        if p.n:
+            refuse(((codes == REPOST) | (codes == QUOTE)) & (p.kind[safe_post] == KINDS.index(
+                "comment")), "not_repostable")
+        react = (codes == LIKE) | (codes == DISLIKE)
+        refuse(react & self.likes.contains(agents, safe_post), "duplicate_reaction")
+        social = (codes == FOLLOW) | (codes == UNFOLLOW)
+        refuse(social & ((target < 0) | (target >= self.n)), "unknown_agent")
+        refuse(social & (target == agents), "self_follow")
+        safe_target = np.clip(target, 0, self.n - 1)
+        following = self.follows.has(agents, safe_target)
+        refuse((codes == FOLLOW) & following, "already_following")
+        refuse((codes == UNFOLLOW) & ~following, "not_following")
+        refuse((codes == CREATE_POST) & ((topic < 0) | (topic >= len(self.topics))), "bad_topic")
+        a["accepted"] = ok
+
+        opinion = a["opinion"]
+        moved = np.isfinite(opinion)
+        self.opinion[agents[moved]] = np.clip(opinion[moved], -1.0, 1.0)
+
+        records: Records = {}
+        # posts, in batch (activation) order
+        new = ok & np.isin(codes, NEW_POST)
+        if new.any():
+            c = codes[new]
+            kind = np.select([c == CREATE_POST, c == REPOST, c == QUOTE, c == COMMENT],
+                             [0, 1, 2, 3]).astype(np.int8)
+            parent = np.where(c == CREATE_POST, -1, post[new])
+            safe_parent = np.maximum(parent, 0)
+            t = np.where(c == CREATE_POST, topic[new], p.topic[safe_parent] if p.n else 0)
+            stance = np.where(c == REPOST, p.stance[safe_parent] if p.n else 0.0, a["stance"][new])
+            stance = np.where(np.isfinite(stance), stance, self.opinion[agents[new]])
+            if p.n:
+                shares = parent[(c == REPOST) | (c == QUOTE)]
+                np.add.at(p.cols["shares"], shares, 1)
+                np.add.at(p.cols["comments"], parent[c == COMMENT], 1)
+            ids = self._publish(agents[new], kind, parent, t, stance, ctx.step, ctx.epoch)
+            records["posts"] = self._post_rows(ids)
+        self.new_posts = int(new.sum())
+        # likes and dislikes
+        ok_react = ok & react
+        if ok_react.any():
+            value = np.where(codes[ok_react] == LIKE, 1, -1)
+            liked = post[ok_react]
+            np.add.at(p.cols["likes"], liked[value > 0], 1)
+            np.add.at(p.cols["dislikes"], liked[value < 0], 1)
+            self.likes.add(agents[ok_react], liked)
+            records["likes"] = {"agent_id": agents[ok_react], "post_id": liked, "value": value}
+        # follows and unfollows
+        fol = ok & (codes == FOLLOW)
+        unf = ok & (codes == UNFOLLOW)
+        if fol.any() or unf.any():
+            self.follows.update(agents[fol], target[fol], agents[unf], target[unf])
+            both = fol | unf
+            records["follows"] = {"follower_id": agents[both], "followee_id": target[both],
+                                  "op": np.where(codes[both] == FOLLOW, 1, -1)}
+        return records
+
+    def metrics(self, actions: ActionBatch, ctx: StepContext) -> dict[str, float]:
+        """Action counts, refusals, opinion distribution, polarization and echo-chamber measures."""
+        counts = np.bincount(actions.action.astype(np.int64), minlength=len(ACTIONS))
+        out: dict[str, float] = {f"actions.{name}": float(c) for name, c in zip(ACTIONS, counts,
+                                                                             strict=True)}
+        out.update({f"rejected.{k}": float(v) for k, v in self.rejected.items()})
+        op = self.opinion
+        out.update({
+            "active_agents": float(len(actions)),
+            "posts_new": float(self.new_posts),
+            "posts_total": float(self.posts.n),
+            "follow_edges": float(self.follows.n_edges),
+            "opinion_mean": float(op.mean()) if self.n else float("nan"),
+            "opinion_var": float(op.var()) if self.n else float("nan"),
+            "polarization": float(np.mean(np.abs(op) >= self.config.extreme_threshold)),
+            "bimodality": bimodality_coefficient(op),
+            "assortativity": attitude_assortativity(op, self.follows.src, self.follows.dst),
+            "exposure_corr": self.exposure_corr,
+        })
+        return out
+
+    def agent_state(self) -> dict[str, np.ndarray]:
+        """Opinions of every agent."""
+        return {"opinion": self.opinion}
+
+    def finish(self, ctx: StepContext) -> Records:
+        """Cascade measures of every repost tree of the run."""
+        p = self.posts
+        frame = cascade_metrics(p.parent, p.root, p.kind != KINDS.index("comment"))
+        return {"cascades": {col: frame[col].to_numpy() for col in frame.columns}}
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _publish(self, authors: np.ndarray, kind: np.ndarray, parent: np.ndarray,
+                 topic: np.ndarray, stance: np.ndarray, step: int, epoch: float) -> np.ndarray:
+        p = self.posts
+        start = p.n
+        ids = np.arange(start, start + len(authors), dtype=np.int64)
+        root = np.where(parent >= 0, p.root[np.maximum(parent, 0)] if p.n else 0, ids)
+        p.append(author=authors, step=np.full(len(ids), step), kind=kind, parent=parent,
+                 root=root, topic=topic, stance=stance, created=np.full(len(ids), epoch))
+        feedable = ids[kind != KINDS.index("comment")]
+        self.feedable = np.concatenate([self.feedable, feedable])
+        # each author's newest posts, for followee feeds (one author acts once per step, but
+        # seed posts may bring several per author: keep the newest RECENT)
+        fa = p.author[feedable]
+        order = np.argsort(fa, kind="stable")
+        fa_sorted, fid_sorted = fa[order], feedable[order]
+        for _ in range(RECENT):
+            if len(fa_sorted) == 0:
+                break
+            last = np.r_[fa_sorted[1:] != fa_sorted[:-1], True]
+            who, pid = fa_sorted[last], fid_sorted[last]
+            self.recent[who] = np.concatenate([self.recent[who, 1:], pid[:, None]], axis=1)
+            fa_sorted, fid_sorted = fa_sorted[~last], fid_sorted[~last]
+        return ids
+
+    def _post_rows(self, ids: np.ndarray, content: list[Any] | None = None) -> dict[str, Any]:
+        p = self.posts
+        kinds = np.asarray(KINDS, dtype=object)
+        topics = np.asarray(self.topics, dtype=object)
+        return {
+            "post_id": ids, "author_id": p.author[ids], "kind": kinds[p.kind[ids]],
+            "parent_id": p.parent[ids], "root_id": p.root[ids], "topic": topics[p.topic[ids]],
+            "stance": p.stance[ids].astype(np.float64),
+            "content": content if content is not None else [None] * len(ids),
+        }
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Opinions, posts, follow graph, reactions and feed indexes."""
+        return {"opinion": self.opinion, "recent": self.recent, "feedable": self.feedable,
+                "follow_keys": self.follows.keys, "like_keys": self.likes.keys,
+                **self.posts.state_dict()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what ``state_dict`` returned."""
+        self.opinion = state["opinion"].astype(np.float64).copy()
+        self.recent = state["recent"].copy()
+        self.feedable = state["feedable"].copy()
+        self.follows.keys = state["follow_keys"].astype(np.int64)
+        self.follows._reindex()
+        self.likes.keys = state["like_keys"].astype(np.int64)
+        self.posts.load_state_dict(state)

@@ -1,0 +1,228 @@
+"""The ``populace`` command line.
+
+Commands:
+    validate EXP.yaml          check an experiment and report every problem at once
+    run EXP.yaml               run it, with a progress bar, into its database
+    resume RUN                 continue a run that stopped, from its last checkpoint
+    runs                       list the runs in a database (or in ./populace_runs)
+    export RUN --format F      write a run's tables to Parquet or CSV files
+    scenarios                  list the installed scenarios
+
+Exit codes: 0 success, 1 run-time error (explained, no traceback), 2 invalid experiment or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+DEFAULT_DIR = Path("populace_runs")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="populace", description="Large-scale social simulation.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    v = sub.add_parser("validate", help="check an experiment YAML file")
+    v.add_argument("experiment", type=Path)
+
+    r = sub.add_parser("run", help="run an experiment")
+    r.add_argument("experiment", type=Path)
+    r.add_argument("--db", help="database URL or SQLite path (overrides storage.url)")
+    r.add_argument("--steps", type=int, help="override the number of steps")
+    r.add_argument("--seed", type=int, help="override the seed")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    s = sub.add_parser("resume", help="continue a run from its last checkpoint")
+    s.add_argument("run", help="run name, id (with --db), or a SQLite file")
+    s.add_argument("--db", help="database URL or SQLite path")
+    s.add_argument("--quiet", action="store_true")
+
+    ls = sub.add_parser("runs", help="list runs")
+    ls.add_argument("--db", help="database URL or SQLite path (default: ./populace_runs/*.sqlite)")
+
+    e = sub.add_parser("export", help="export a run's tables")
+    e.add_argument("run", help="run name, id (with --db), or a SQLite file")
+    e.add_argument("--db", help="database URL or SQLite path")
+    e.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    e.add_argument("--out", type=Path, required=True, help="output folder")
+
+    sub.add_parser("scenarios", help="list installed scenarios")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``populace`` command."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from populace.storage import StorageError
+
+    from .config_errors import ConfigError
+
+    try:
+        return _dispatch(args)
+    except ConfigError as err:
+        print(str(err), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: committed steps are kept; `populace resume` continues the run",
+              file=sys.stderr)
+        return 130
+    except (StorageError, ValueError, OSError, KeyError, RuntimeError) as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "validate":
+        return _validate(args)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "resume":
+        return _resume(args)
+    if args.command == "runs":
+        return _runs(args)
+    if args.command == "export":
+        return _export(args)
+    if args.command == "scenarios":
+        from .registry import available_scenarios
+
+        print("\n".join(available_scenarios()))
+        return 0
+    raise AssertionError(args.command)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .config import load_experiment
+
+    exp = load_experiment(args.experiment)
+    cfg = exp.config
+    size = cfg.population.size if cfg.population.size is not None else "from file"
+    print(f"{args.experiment}: OK — experiment {cfg.name!r}, scenario {cfg.scenario.type}, "
+          f"{size} agents, {cfg.steps} steps of {cfg.step_duration}, seed {cfg.seed}")
+    return 0
+
+
+def _url(db: str | None) -> str | None:
+    if db is None:
+        return None
+    from populace.storage import database_url
+
+    return database_url(db)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .config import load_experiment
+    from .engine import Simulation
+
+    overrides = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
+    exp = load_experiment(args.experiment, overrides=overrides)
+    sim = Simulation(exp, db_url=_url(args.db))
+    print(f"populace: building {exp.config.name!r} ...", file=sys.stderr)
+    sim.start()
+    print(f"populace: run {sim.run_id} in {sim.db.shown_url} "  # type: ignore[union-attr]
+          f"(set-up {sim.setup_s:.1f} s)", file=sys.stderr)
+    return _drive(sim, args.quiet)
+
+
+def _drive(sim, quiet: bool) -> int:  # type: ignore[no-untyped-def]
+    from .progress import ProgressBar
+
+    bar = ProgressBar(sim, disable=quiet)
+    t0 = time.perf_counter()
+    try:
+        run = sim.run(progress=bar.update)
+    finally:
+        bar.close()
+    wall = time.perf_counter() - t0
+    metrics = run.metrics()
+    last = metrics.iloc[-1] if len(metrics) else None
+    print(f"populace: run {run.id} {run.info['status']}: {run.info['steps_done']} steps in "
+          f"{wall:.1f} s; database {sim.db.shown_url}")
+    if last is not None:
+        keys = [k for k in ("posts_total", "opinion_mean", "opinion_var", "polarization",
+                            "bimodality", "assortativity") if k in last.index]
+        print("final metrics: " + ", ".join(f"{k}={last[k]:.4g}" for k in keys))
+    print(f"load it: populace.storage.open_run({sim.db.shown_url!r}, {run.id})")
+    return 0
+
+
+def _resolve(run: str, db: str | None) -> tuple[str, str | None]:
+    """(database URL, run reference) from the RUN argument and --db."""
+    from populace.storage import StorageError, database_url
+
+    if db is not None:
+        return database_url(db), run
+    if "://" in run:
+        return run, None
+    path = Path(run)
+    if path.suffix in (".sqlite", ".db", ".sqlite3") or path.is_file():
+        if not path.is_file():
+            raise StorageError(f"no run database at {path.resolve()}")
+        return database_url(path), None
+    guess = DEFAULT_DIR / f"{run}.sqlite"
+    if guess.is_file():
+        return database_url(guess), run
+    raise StorageError(
+        f"cannot find run {run!r}: no {guess}; give the database with --db URL "
+        "or the path of its SQLite file (`populace runs` lists runs)"
+    )
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from .engine import Simulation
+
+    url, ref = _resolve(args.run, _url(args.db))
+    sim = Simulation.resume(url, ref)
+    print(f"populace: resuming run {sim.run_id} after step {sim.step} in "
+          f"{sim.db.shown_url}", file=sys.stderr)  # type: ignore[union-attr]
+    return _drive(sim, args.quiet)
+
+
+def _runs(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from populace.storage import Database, list_runs
+
+    urls = [_url(args.db)] if args.db else [
+        f"sqlite:///{p}" for p in sorted(DEFAULT_DIR.glob("*.sqlite"))]
+    if not urls:
+        print(f"no runs: {DEFAULT_DIR}/ has no databases (use --db URL)")
+        return 0
+    frames = []
+    for url in urls:
+        db = Database(url, create=False)
+        frame = list_runs(db)
+        frame.insert(0, "database", db.shown_url)
+        frames.append(frame)
+        db.dispose()
+    table = pd.concat(frames, ignore_index=True)
+    table["steps"] = table["steps_done"].astype(str) + "/" + table["steps_planned"].astype(str)
+    table["wall_s"] = table["wall_s"].round(2)
+    cols = ["database", "id", "name", "scenario", "status", "seed", "n_agents", "steps", "wall_s",
+            "updated_at"]
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(table[cols].to_string(index=False))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from populace.storage import export_run, open_run
+
+    url, ref = _resolve(args.run, _url(args.db))
+    run = open_run(url, ref)
+    files = export_run(run, args.format, args.out)
+    for f in files:
+        print(f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

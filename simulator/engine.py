@@ -1,0 +1,297 @@
+"""The simulation engine: one run of an experiment, step by step, recorded in a database.
+
+Core objects:
+    Simulation: builds the world (population, follow graph, scenario, policy) from an
+        ``Experiment`` and runs it; ``Simulation.resume`` continues a run that died.
+    StepReport: what one step did (for progress display and callers).
+
+One step: activate -> observe -> decide -> apply -> record -> metrics -> (checkpoint). The rows of
+a step, its metrics, the run row's progress and (when due) the checkpoint are written in one
+transaction, so a step is either wholly in the database or not at all. Random numbers come from
+``RngStreams`` keyed by (purpose, step), so a resumed run continues exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from populace.storage import Database, Run, StorageError
+from populace.storage.runs import (
+    create_run,
+    find_run,
+    load_checkpoint,
+    save_checkpoint,
+    update_run,
+)
+from populace.storage.schema import CORE_STEP_TABLES
+
+from .actions import ActionBatch
+from .activation import Activation
+from .config import Experiment, experiment_from_dict
+from .network import build_network
+from .policy import Policy, build_policy
+from .population import build_population
+from .rng import RngStreams
+from .scenario import Records, Scenario, StepContext, World
+
+log = logging.getLogger("populace.engine")
+
+
+def package_version() -> str:
+    """The installed Populace version."""
+    try:
+        return version("populace")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+@dataclass
+class StepReport:
+    """What one step did."""
+
+    step: int
+    n_active: int
+    n_actions: int
+    compute_s: float
+    record_s: float
+    metrics: dict[str, float]
+
+
+class Simulation:
+    """One run of an experiment.
+
+    Args:
+        experiment: the validated experiment.
+        db_url: overrides ``storage.url``.
+
+    Use ``run()`` to simulate every remaining step; the result is a ``populace.storage.Run``
+    handle whose tables load as DataFrames.
+    """
+
+    def __init__(self, experiment: Experiment, db_url: str | None = None) -> None:
+        self.experiment = experiment
+        self.config = experiment.config
+        self.db_url = db_url or self.config.storage_url()
+        self.rng = RngStreams(self.config.seed)
+        self.clock = self.config.clock()
+        self.run_id: int | None = None
+        self.step = 0
+        self.db: Database | None = None
+        self.setup_s = 0.0
+        self.wall_s = 0.0
+
+    # -- building --------------------------------------------------------------------------------
+
+    def _build(self) -> Records:
+        """Build population, graph, scenario, policy and activation; return set-up rows."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        base = self.experiment.base_dir
+        population = build_population(cfg.population, self.rng.get("population"), base)
+        graph = build_network(
+            cfg.network, population.size, population.attributes, self.rng.get("network"),
+            base_dir=base, population_edges=population.follow_edges,
+        )
+        self.world = World(population, graph, self.clock, self.rng, base)
+        self.scenario: Scenario = self.experiment.scenario_cls(self.experiment.scenario_config,
+                                                               self.world)
+        self.policy: Policy
+        self.policy, self.policy_part = build_policy(cfg.policy, self.scenario,
+                                                     population.attributes, self.rng)
+        self.activation = Activation(cfg.activation, population.attributes, self.rng)
+        records = self.scenario.setup()
+        self.setup_s = time.perf_counter() - t0
+        return records
+
+    def _context(self, step: int) -> StepContext:
+        return StepContext(step=step, time=self.clock.time(step), epoch=self.clock.epoch(step),
+                           hour=self.clock.hour(step), rng=self.rng)
+
+    # -- starting and resuming -------------------------------------------------------------------
+
+    def start(self) -> int:
+        """Create the run in the database and record its initial state (step 0)."""
+        self.db = Database(self.db_url)
+        records = self._build()
+        exp = self.experiment
+        pop = self.world.population
+        self.run_id = create_run(
+            self.db, name=self.config.name, scenario=self.scenario.name, seed=self.config.seed,
+            n_agents=pop.size, steps_planned=self.config.steps, config=exp.to_dict(),
+            config_yaml=exp.yaml_text,
+            config_path=str(exp.source.resolve()) if exp.source else None,
+            package_version=package_version(), setup_s=self.setup_s,
+        )
+        agents = {
+            "agent_id": np.arange(pop.size, dtype=np.int64),
+            "attributes": pop.attributes.to_json(orient="records", lines=True,
+                                                 date_format="iso").splitlines(),
+        }
+        ctx = self._context(0)
+        metrics = self.scenario.metrics(_empty_batch(), ctx)
+        self._commit(0, records, metrics, n_active=0, n_actions=0, compute_s=self.setup_s,
+                     checkpoint=True, extra={"agents": agents})
+        self.step = 0
+        return self.run_id
+
+    @classmethod
+    def resume(cls, db_url: str, run: int | str | None = None) -> Simulation:
+        """Reopen a run that stopped and prepare to continue after its last checkpoint.
+
+        Rows written after that checkpoint are deleted, so the finished database is the one an
+        uninterrupted run would have written.
+        """
+        db = Database(db_url, create=False)
+        info = find_run(db, run)
+        if info["status"] == "completed":
+            raise StorageError(f"run {info['id']} ({info['name']}) is already completed")
+        source = Path(info["config_path"]) if info.get("config_path") else None
+        exp = experiment_from_dict(dict(info["config"]), source=source)
+        exp.yaml_text = info.get("config_yaml")
+        sim = cls(exp, db_url=db_url)
+        sim.db = db
+        sim.run_id = int(info["id"])
+        sim._build()
+        step, blob = load_checkpoint(db, sim.run_id)
+        state = dict(np.load(io.BytesIO(blob), allow_pickle=False))
+        sim.scenario.load_state_dict(
+            {k.removeprefix("scenario."): v for k, v in state.items() if k.startswith("scenario.")}
+        )
+        sim.wall_s = float(state["engine.wall_s"])
+        with db.transaction() as conn:
+            db.delete_after(conn, sim.run_id, step, (*CORE_STEP_TABLES, *sim.scenario.tables))
+            update_run(db, sim.run_id, conn=conn, status="running", steps_done=step, error=None)
+        sim.step = step
+        log.info("resuming run %s from step %s", sim.run_id, step)
+        return sim
+
+    # -- stepping --------------------------------------------------------------------------------
+
+    def run(self, progress: Callable[[StepReport], None] | None = None) -> Run:
+        """Simulate every remaining step; return a handle on the recorded run."""
+        if self.run_id is None:
+            self.start()
+        assert self.db is not None and self.run_id is not None
+        try:
+            while self.step < self.config.steps:
+                report = self.advance()
+                if progress is not None:
+                    progress(report)
+        except BaseException as exc:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            try:
+                update_run(self.db, self.run_id, status=status, error=f"{type(exc).__name__}: {exc}")
+            except Exception:  # the database itself may be what failed
+                log.exception("could not mark run %s as %s", self.run_id, status)
+            raise
+        return Run(self.db, self.run_id)
+
+    def advance(self) -> StepReport:
+        """Run and commit the next step."""
+        step = self.step + 1
+        t0 = time.perf_counter()
+        ctx = self._context(step)
+        active = self.activation.draw(step, ctx.hour)
+        obs = self.scenario.observe(active, ctx)
+        actions = self.policy.decide(obs, ctx)
+        records = self.scenario.apply(actions, ctx)
+        last = step == self.config.steps
+        metrics: dict[str, float] = {}
+        if step % self.config.metrics.every == 0 or last:
+            metrics = self.scenario.metrics(actions, ctx)
+        if last and self.config.metrics.final:
+            for table, cols in self.scenario.finish(ctx).items():
+                records.setdefault(table, {}).update(cols)
+        compute_s = time.perf_counter() - t0
+        checkpoint = step % self.config.checkpoint_every == 0 or last
+        record_s = self._commit(step, records, metrics, n_active=len(active),
+                                n_actions=len(actions), compute_s=compute_s,
+                                checkpoint=checkpoint, actions=actions)
+        self.step = step
+        return StepReport(step, len(active), len(actions), compute_s, record_s, metrics)
+
+    def _commit(self, step: int, records: Records, metrics: dict[str, float], *, n_active: int,
+                n_actions: int, compute_s: float, checkpoint: bool,
+                actions: ActionBatch | None = None, extra: Records | None = None) -> float:
+        """Write everything of ``step`` in one transaction; return the seconds it took."""
+        assert self.db is not None and self.run_id is not None
+        t0 = time.perf_counter()
+        db, run_id, rec = self.db, self.run_id, self.config.recording
+        tables: Records = dict(extra or {})
+        tables.update(records)
+        if actions is not None and rec.actions and len(actions):
+            tables[self.scenario.action_table] = self._action_rows(actions)
+        every = rec.agent_state_every
+        if every and step % every == 0:
+            state = self.scenario.agent_state()
+            if state:
+                n = self.world.n_agents
+                ids = np.arange(n, dtype=np.int64)
+                tables["agent_states"] = {
+                    "agent_id": np.tile(ids, len(state)),
+                    "variable": [name for name in state for _ in range(n)],
+                    "value": np.concatenate([np.asarray(v, dtype=np.float64)
+                                             for v in state.values()]),
+                }
+        blob = self._checkpoint_blob(step) if checkpoint else None
+        last = step == self.config.steps
+        wall = self.wall_s + compute_s
+        with db.transaction() as conn:
+            for table, cols in tables.items():
+                if not cols:
+                    continue
+                n = len(next(iter(cols.values())))
+                if table != "agents" and "step" not in cols:
+                    cols = {"step": np.full(n, step, dtype=np.int64), **cols}
+                db.insert_columns(conn, table, run_id, cols)
+            if metrics:
+                names = list(metrics)
+                db.insert_columns(conn, "step_metrics", run_id, {
+                    "step": [step] * len(names), "name": names,
+                    "value": [None if v is None or v != v else float(v) for v in metrics.values()],
+                })
+            record_s = time.perf_counter() - t0
+            db.insert_columns(conn, "steps", run_id, {
+                "step": [step], "sim_time": [self.clock.time(step)], "n_active": [n_active],
+                "n_actions": [n_actions], "compute_s": [compute_s], "record_s": [record_s],
+            })
+            if blob is not None:
+                save_checkpoint(conn, db, run_id, step, blob)
+            fields: dict[str, Any] = {"steps_done": step, "wall_s": wall + record_s}
+            if last:
+                from populace.storage.runs import now
+
+                fields.update(status="completed", finished_at=now())
+            update_run(db, run_id, conn=conn, **fields)
+        self.wall_s = wall + (time.perf_counter() - t0)
+        return time.perf_counter() - t0
+
+    def _action_rows(self, actions: ActionBatch) -> dict[str, Any]:
+        keep = np.ones(len(actions), dtype=bool)
+        names = self.scenario.actions
+        if not self.config.recording.do_nothing and "do_nothing" in names:
+            keep = actions.action != names.index("do_nothing")
+        batch = actions.take(keep) if not keep.all() else actions
+        return {"agent_id": batch.agent, "action": np.asarray(names, dtype=object)[batch.action],
+                **batch.args}
+
+    def _checkpoint_blob(self, step: int) -> bytes:
+        arrays = {f"scenario.{k}": np.asarray(v) for k, v in self.scenario.state_dict().items()}
+        arrays["engine.step"] = np.asarray(step)
+        arrays["engine.wall_s"] = np.asarray(self.wall_s)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+
+def _empty_batch() -> ActionBatch:
+    return ActionBatch(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int16))

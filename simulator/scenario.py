@@ -1,0 +1,166 @@
+"""The interface between the engine and a scenario (social network, market, clinic, ...).
+
+Core objects:
+    Scenario: the abstract base a scenario implements; the engine calls only these methods.
+    World: what a scenario is built from (population, follow graph, clock, random streams).
+    StepContext: what a step's phases know (step number, simulated time, random streams).
+    Observation: a batch of what active agents perceive, as columns.
+    Records: rows for the database, per table, as columns.
+
+The phases of one step are activate -> observe -> decide -> apply -> record -> metrics ->
+(checkpoint). ``observe`` and a policy's ``decide`` work on any subset of the active agents,
+so a runtime may split them into shards; ``apply`` sees the whole batch and resolves conflicts.
+docs/scenarios.md explains how to write one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel
+
+from .actions import ActionBatch
+from .clock import Clock
+from .rng import RngStreams
+
+if TYPE_CHECKING:
+    from .network import FollowGraph
+    from .policy import Policy
+    from .population import Population
+
+Records = dict[str, dict[str, Any]]
+"""Table name -> column name -> numpy array or list; each table's columns share one length."""
+
+
+@dataclass
+class World:
+    """Everything a scenario is constructed from."""
+
+    population: Population
+    graph: FollowGraph | None
+    clock: Clock
+    rng: RngStreams
+    base_dir: Path
+
+    @property
+    def n_agents(self) -> int:
+        """Number of agents in the population."""
+        return self.population.size
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What the phases of one step know about it."""
+
+    step: int
+    time: datetime
+    epoch: float
+    hour: int
+    rng: RngStreams
+
+    def random(self, purpose: str) -> np.random.Generator:
+        """The seeded generator for ``purpose`` in this step (for draws shared by the batch)."""
+        return self.rng.get(purpose, self.step)
+
+    def uniform(self, purpose: str, agents: np.ndarray, width: int = 1) -> np.ndarray:
+        """Per-agent uniforms keyed by agent id: independent of batching and sharding."""
+        return self.rng.uniform(purpose, self.step, agents, width)
+
+    def normal(self, purpose: str, agents: np.ndarray, width: int = 1) -> np.ndarray:
+        """Per-agent standard normals keyed by agent id."""
+        return self.rng.normal(purpose, self.step, agents, width)
+
+
+@dataclass
+class Observation:
+    """What a batch of active agents perceive; scenarios subclass it with their own columns.
+
+    Every numpy field whose first dimension equals ``len(agents)`` is per-agent and is sliced by
+    ``take``; other fields are shared by the whole batch.
+    """
+
+    agents: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.agents)
+
+    def take(self, index: np.ndarray) -> Observation:
+        """The observation of the agents at ``index`` (positions or boolean mask)."""
+        n = len(self.agents)
+        changes = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray) and value.ndim >= 1 and value.shape[0] == n:
+                changes[f.name] = value[index]
+        return dataclasses.replace(self, **changes)
+
+
+class Scenario(ABC):
+    """Base class of every scenario.
+
+    Class attributes a scenario sets:
+        name: the ``scenario.type`` that selects it in YAML.
+        config_model: pydantic model of its ``scenario:`` section (without ``type``).
+        rule_params_model: pydantic model of ``policy.params`` for its rule-based policy.
+        actions: action names; an ``ActionBatch.action`` code indexes this tuple.
+        tables: names of the tables it writes (declared on ``populace.storage.Base``; each has
+            ``run_id`` and ``step`` columns so resume can cut them back). Table names are
+            global in a database, so a scenario never reuses another's.
+        action_table: the table (one of ``tables``) that receives the trace of actions: the
+            engine writes ``agent_id``, ``action`` (name) and the ``ActionBatch.args`` columns.
+        examples: folder of its example experiment YAML files.
+    """
+
+    name: ClassVar[str]
+    config_model: ClassVar[type[BaseModel]]
+    rule_params_model: ClassVar[type[BaseModel]]
+    actions: ClassVar[tuple[str, ...]]
+    tables: ClassVar[tuple[str, ...]] = ()
+    action_table: ClassVar[str]
+    examples: ClassVar[Path | None] = None
+
+    def __init__(self, config: BaseModel, world: World) -> None:
+        self.config = config
+        self.world = world
+
+    @abstractmethod
+    def setup(self) -> Records:
+        """Build the initial state; return the rows that describe it (written as step 0)."""
+
+    @abstractmethod
+    def observe(self, agents: np.ndarray, ctx: StepContext) -> Observation:
+        """What each of ``agents`` perceives this step (e.g. its feed)."""
+
+    @abstractmethod
+    def rule_policy(self, params: BaseModel) -> Policy:
+        """The scenario's vectorised rule-based policy with validated ``params``."""
+
+    @abstractmethod
+    def apply(self, actions: ActionBatch, ctx: StepContext) -> Records:
+        """Apply a step's actions in batch order, resolving conflicts; return the rows to record."""
+
+    @abstractmethod
+    def metrics(self, actions: ActionBatch, ctx: StepContext) -> dict[str, float]:
+        """Metrics of the state after this step's actions."""
+
+    def agent_state(self) -> dict[str, np.ndarray]:
+        """Per-agent state variables to snapshot (name -> array over all agents)."""
+        return {}
+
+    def finish(self, ctx: StepContext) -> Records:
+        """End-of-run analysis rows (e.g. cascades), written with the last step."""
+        return {}
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Everything needed to continue the run after this step, as named arrays."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what ``state_dict`` returned."""

@@ -1,0 +1,29 @@
+"""Populace storage: run databases (SQLite by default, PostgreSQL for scale) and DataFrame loaders.
+
+Core objects:
+    Database: open or create a run database; bulk, per-step transactional writes.
+    Run / open_run: read a run's tables and per-step metrics as pandas DataFrames.
+    export_run: write a run's tables to Parquet or CSV.
+    Base, RunStepMixin: declare scenario tables on the shared schema.
+
+This package knows nothing about the engine or the scenarios above it.
+"""
+
+from .database import Database, StorageError, redact
+from .loaders import Run, database_url, export_run, open_run
+from .runs import find_run, list_runs
+from .schema import Base, RunStepMixin
+
+__all__ = [
+    "Base",
+    "Database",
+    "Run",
+    "RunStepMixin",
+    "StorageError",
+    "database_url",
+    "export_run",
+    "find_run",
+    "list_runs",
+    "open_run",
+    "redact",
+]

@@ -1,0 +1,241 @@
+"""Opening run databases and writing to them in bulk.
+
+Core objects:
+    Database: a SQLAlchemy engine plus the bulk-write paths (SQLite executemany, PostgreSQL COPY).
+    StorageError: a clear, user-facing error (bad URL, unreachable server, full disk, ...).
+    Columns: a batch of rows for one table, as a mapping of column name to a numpy array or list.
+
+A step's rows are written in one transaction through the database driver's bulk path, never one
+round trip per row, so that a step is either wholly committed or not at all.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+
+from .schema import Base
+
+Columns = Mapping[str, Any]
+
+
+class StorageError(RuntimeError):
+    """A database problem explained for the user: what failed and what to do about it."""
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers (notebooks, the monitor) read while a run writes; NORMAL sync is durable
+    # against a process crash (kill -9), which is what resume must survive.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _explain(url: str, exc: Exception) -> str:
+    text = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0] if str(exc) else repr(exc)
+    low = text.lower()
+    if "disk is full" in low or "no space left" in low or "disk full" in low:
+        return (
+            f"the database at {url} is full ({text}). Committed steps are intact; free some disk "
+            "space (or raise the database's size limit) and run `populace resume` to continue."
+        )
+    if "unable to open database" in low:
+        return (
+            f"cannot open the SQLite database {url} ({text}): check that its folder exists and "
+            "is writable, or set storage.url to another path."
+        )
+    if "connection" in low or "could not" in low or "refused" in low or "timeout" in low:
+        return (
+            f"cannot connect to the database {url} ({text}): check that the server is running "
+            "and that storage.url (host, port, user, database name) is right."
+        )
+    return f"database error on {url}: {text}"
+
+
+def redact(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***``, for messages and logs."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+class Database:
+    """A run database: SQLite (embedded default) or PostgreSQL, created on first use.
+
+    Args:
+        url: a SQLAlchemy URL, e.g. ``sqlite:///runs/exp.sqlite`` or
+            ``postgresql+psycopg://user@127.0.0.1:5432/test``.
+        create: create the folder (SQLite) and any missing tables.
+        connect_timeout: seconds to wait for a database server before giving up.
+    """
+
+    def __init__(self, url: str, *, create: bool = True, connect_timeout: float = 10.0) -> None:
+        self.url = url
+        self.shown_url = redact(url)
+        try:
+            parsed = sa.engine.make_url(url)
+        except ArgumentError as exc:
+            raise StorageError(
+                f"storage.url {url!r} is not a database URL; use e.g. "
+                "sqlite:///populace_runs/NAME.sqlite or postgresql+psycopg://USER@HOST:5432/DB"
+            ) from exc
+        self.dialect = parsed.get_backend_name()
+        connect_args: dict[str, Any] = {}
+        if self.dialect == "sqlite":
+            db = parsed.database
+            if db and db != ":memory:":
+                path = Path(db)
+                if create:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                elif not path.exists():
+                    raise StorageError(f"no run database at {path.resolve()}")
+            connect_args["timeout"] = 30
+        elif self.dialect == "postgresql":
+            connect_args["connect_timeout"] = max(1, int(math.ceil(connect_timeout)))
+        try:
+            self.engine: Engine = sa.create_engine(url, connect_args=connect_args)
+        except (NoSuchModuleError, ImportError) as exc:
+            hint = " (install it with: pip install 'populace[postgres]')" if (
+                self.dialect == "postgresql") else ""
+            raise StorageError(f"no database driver for {self.shown_url}{hint}: {exc}") from exc
+        if self.dialect == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        if create:
+            self.create_tables()
+
+    # -- schema -------------------------------------------------------------------------------
+
+    def create_tables(self) -> None:
+        """Create every table declared on ``Base`` that does not exist yet."""
+        try:
+            Base.metadata.create_all(self.engine)
+        except (OperationalError, DBAPIError) as exc:
+            raise StorageError(_explain(self.shown_url, exc)) from exc
+
+    def table(self, name: str) -> sa.Table:
+        """The table called ``name``: declared on ``Base`` or reflected from the database."""
+        if name in Base.metadata.tables:
+            return Base.metadata.tables[name]
+        try:
+            return sa.Table(name, sa.MetaData(), autoload_with=self.engine)
+        except sa.exc.NoSuchTableError as exc:
+            raise StorageError(f"no table {name!r} in {self.shown_url}") from exc
+
+    def table_names(self) -> list[str]:
+        """Names of the tables that exist in the database."""
+        return sorted(sa.inspect(self.engine).get_table_names())
+
+    # -- transactions ---------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction; database errors become ``StorageError`` with a clear message."""
+        # the bulk paths use the driver's cursor directly, so its own errors arrive unwrapped
+        driver_error = getattr(self.engine.dialect.dbapi, "Error", DBAPIError)
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except (OperationalError, DBAPIError, driver_error) as exc:
+            raise StorageError(_explain(self.shown_url, exc)) from exc
+
+    def insert_columns(self, conn: Connection, table: str, run_id: int, columns: Columns) -> int:
+        """Insert a column batch into ``table`` through the driver's bulk path.
+
+        Args:
+            conn: an open connection inside a transaction.
+            table: table name.
+            run_id: value for the ``run_id`` column of every row.
+            columns: column name -> numpy array or list, all of one length.
+
+        Returns:
+            The number of rows written.
+        """
+        names = list(columns)
+        if not names:
+            return 0
+        lists = [_to_list(columns[c]) for c in names]
+        n = len(lists[0])
+        if any(len(col) != n for col in lists):
+            raise ValueError(f"columns for table {table!r} differ in length")
+        if n == 0:
+            return 0
+        names = ["run_id", *names]
+        lists = [[run_id] * n, *lists]
+        dbapi_conn = conn.connection.dbapi_connection
+        if self.dialect == "postgresql":
+            _copy_rows(dbapi_conn, table, names, lists)
+        else:
+            marks = ", ".join("?" if self.dialect == "sqlite" else "%s" for _ in names)
+            sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks})"
+            cursor = dbapi_conn.cursor()
+            try:
+                cursor.executemany(sql, zip(*lists, strict=True))
+            finally:
+                cursor.close()
+        return n
+
+    def delete_after(self, conn: Connection, run_id: int, step: int, tables: Sequence[str]) -> None:
+        """Delete the rows of ``run_id`` written after ``step`` (for resume)."""
+        existing = set(self.table_names())
+        for name in tables:
+            if name in existing:
+                conn.execute(
+                    sa.text(f"DELETE FROM {name} WHERE run_id = :r AND step > :s"),
+                    {"r": run_id, "s": step},
+                )
+
+    def dispose(self) -> None:
+        """Close all pooled connections."""
+        self.engine.dispose()
+
+
+def _to_list(values: Any) -> list[Any]:
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind == "f":
+            # NaN means missing: store NULL, not a float that SQL cannot compare.
+            out = values.tolist()
+            if np.isnan(values).any():
+                return [None if v != v else v for v in out]
+            return out
+        return values.tolist()
+    return list(values)
+
+
+def _copy_rows(dbapi_conn: Any, table: str, names: list[str], lists: list[list[Any]]) -> None:
+    """PostgreSQL COPY FROM STDIN in text format, built as one buffer (no per-row round trip)."""
+    buf = io.StringIO()
+    for row in zip(*lists, strict=True):
+        buf.write("\t".join(_pg_text(v) for v in row))
+        buf.write("\n")
+    with dbapi_conn.cursor() as cur, cur.copy(
+        f"COPY {table} ({', '.join(names)}) FROM STDIN"
+    ) as copy:
+        copy.write(buf.getvalue())
+
+
+def _pg_text(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, bytes):
+        return "\\\\x" + value.hex()
+    if isinstance(value, str):
+        return (
+            value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+            .replace("\r", "\\r")
+        )
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    return str(value)

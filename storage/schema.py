@@ -1,0 +1,110 @@
+"""Database schema shared by every run: the core tables that any scenario records into.
+
+Core objects:
+    Base: the declarative base; scenarios declare their own tables on it (see ``RunStepMixin``).
+    RunRecord, Step, StepMetric, Agent, AgentState, Checkpoint: typed ORM models for the engine's tables.
+
+Storage knows nothing about scenarios or the engine: scenario packages import ``Base`` and
+``RunStepMixin`` to declare their tables, and the loaders reflect tables they do not know.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Float, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """Declarative base for every Populace table (core and scenario tables alike)."""
+
+
+class RunStepMixin:
+    """Columns every per-step table carries: the run it belongs to and the step that wrote it.
+
+    ``step`` is what resume relies on: rows with a step after the last checkpoint are deleted
+    before the run continues, so every table written during a run must have it.
+    """
+
+    run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class RunRecord(Base):
+    """One experiment run: its configuration, seed, version, status and timings."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    scenario: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20))  # running | completed | failed
+    seed: Mapped[int] = mapped_column(BigInteger)
+    n_agents: Mapped[int] = mapped_column(BigInteger)
+    steps_planned: Mapped[int] = mapped_column(Integer)
+    steps_done: Mapped[int] = mapped_column(Integer, default=0)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    config_yaml: Mapped[str | None] = mapped_column(Text, nullable=True)
+    config_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    package_version: Mapped[str] = mapped_column(String(50))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    setup_s: Mapped[float] = mapped_column(Float, default=0.0)
+    wall_s: Mapped[float] = mapped_column(Float, default=0.0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Step(RunStepMixin, Base):
+    """One committed step: written in the same transaction as the step's rows."""
+
+    __tablename__ = "steps"
+
+    sim_time: Mapped[datetime] = mapped_column(DateTime)
+    n_active: Mapped[int] = mapped_column(Integer)
+    n_actions: Mapped[int] = mapped_column(Integer)
+    compute_s: Mapped[float] = mapped_column(Float)
+    record_s: Mapped[float] = mapped_column(Float)
+
+
+class StepMetric(RunStepMixin, Base):
+    """Per-step metrics in long form: one row per (step, metric name)."""
+
+    __tablename__ = "step_metrics"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Agent(Base):
+    """The population: one row per agent with its attributes as a JSON object."""
+
+    __tablename__ = "agents"
+
+    run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agent_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    attributes: Mapped[str] = mapped_column(Text)  # JSON text: written through the bulk path
+
+
+class AgentState(RunStepMixin, Base):
+    """Snapshots of agents' changing state variables (e.g. opinion), in long form."""
+
+    __tablename__ = "agent_states"
+
+    agent_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    variable: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[float] = mapped_column(Float)
+
+
+class Checkpoint(RunStepMixin, Base):
+    """What resume needs after a step, as numbered chunks of one serialised blob."""
+
+    __tablename__ = "checkpoints"
+
+    chunk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+CORE_STEP_TABLES = ("steps", "step_metrics", "agent_states", "checkpoints")

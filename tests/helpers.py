@@ -1,0 +1,45 @@
+"""Helpers for tests: run an experiment from a dict and compare run databases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from populace.simulator import Simulation, experiment_from_dict
+from populace.storage import Run, open_run
+
+# Columns that legitimately differ between two runs of the same experiment (timings, clocks).
+VOLATILE = {"compute_s", "record_s", "created_at", "updated_at", "finished_at", "setup_s",
+            "wall_s", "data"}
+
+
+def run_experiment(data: dict[str, Any], url: str) -> Run:
+    """Run the experiment ``data`` into the database at ``url``."""
+    sim = Simulation(experiment_from_dict(data), db_url=url)
+    return sim.run()
+
+
+def content_tables(run: Run) -> dict[str, pd.DataFrame]:
+    """Every table of a run except timings, sorted, for equality checks."""
+    out = {}
+    for name in sorted(run.tables()):
+        if name == "checkpoints":
+            continue
+        frame = run.table(name)
+        frame = frame[[c for c in frame.columns if c not in VOLATILE]]
+        out[name] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
+    return out
+
+
+def assert_same_run(a: Run, b: Run) -> None:
+    """The two runs recorded identical data in every table."""
+    ta, tb = content_tables(a), content_tables(b)
+    assert sorted(ta) == sorted(tb)
+    for name in ta:
+        pd.testing.assert_frame_equal(ta[name], tb[name], check_exact=True, obj=name)
+
+
+def reopen(url: str, run_id: int) -> Run:
+    """A fresh handle on a run (re-reads its row)."""
+    return open_run(url, run_id)

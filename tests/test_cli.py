@@ -1,0 +1,153 @@
+"""The ``populace`` command as a user runs it: real subprocesses, real files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from .conftest import experiment
+from .helpers import assert_same_run, reopen, run_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "scenarios" / "social" / "examples" / "quickstart.yaml"
+POPULACE = [sys.executable, "-m", "populace.simulator.cli"]
+
+
+def populace(*args: str, cwd: Path, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in ``cwd`` and capture its output."""
+    proc = subprocess.run([*POPULACE, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"populace {args} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def test_validate_quickstart_ok(tmp_path: Path) -> None:
+    proc = populace("validate", str(QUICKSTART), cwd=tmp_path, check=True)
+    assert "OK" in proc.stdout and "1000 agents" in proc.stdout
+    assert not list(tmp_path.iterdir()), "validate must write nothing"
+
+
+def test_validate_reports_every_problem_with_position(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: demo\n"
+        "seed: 1\n"
+        "stpes: 10\n"                                   # misspelt key (line 3)
+        "scenario:\n"
+        "  type: social\n"
+        "  feed: {algorithm: folowees}\n"                # unknown feed (line 6)
+        "population:\n"
+        "  size: 100\n"
+        "  attributes:\n"
+        "    age: {dist: normal, mean: 30, sd: -2}\n"    # sd must be > 0 (line 10)
+        "policy:\n"
+        "  params: {post_rate: 2}\n"                     # rate above 1 (line 12)
+    )
+    proc = populace("validate", str(bad), cwd=tmp_path)
+    assert proc.returncode == 2
+    err = proc.stderr
+    assert "Traceback" not in err
+    assert "problems found" in err
+    assert "bad.yaml:3:1: stpes: unknown key 'stpes'; did you mean 'steps'?" in err
+    assert "required field 'steps' is missing" in err
+    assert "bad.yaml:6:" in err and "did you mean 'followees'" in err
+    assert "bad.yaml:10:" in err and "population.attributes.age.sd" in err
+    assert "bad.yaml:12:" in err and "policy.params.post_rate" in err
+    # run refuses the same file the same way and writes no database
+    run = populace("run", str(bad), cwd=tmp_path)
+    assert run.returncode == 2 and "did you mean 'steps'" in run.stderr
+    assert not (tmp_path / "populace_runs").exists()
+
+
+def test_broken_yaml_and_unknown_scenario(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: x\nsteps: [1, 2\n")
+    proc = populace("validate", str(broken), cwd=tmp_path)
+    assert proc.returncode == 2 and "invalid YAML" in proc.stderr and "broken.yaml:" in proc.stderr
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("name: x\nsteps: 3\nscenario: {type: socail}\npopulation: {size: 5}\n")
+    proc = populace("validate", str(unknown), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "unknown.yaml:3:" in proc.stderr and "did you mean 'social'" in proc.stderr
+
+
+def test_run_runs_export_quickstart(tmp_path: Path) -> None:
+    proc = populace("run", str(QUICKSTART), "--steps", "6", "--quiet", cwd=tmp_path, check=True)
+    assert "completed: 6 steps" in proc.stdout
+    db = tmp_path / "populace_runs" / "quickstart.sqlite"
+    assert db.is_file()
+    listing = populace("runs", cwd=tmp_path, check=True).stdout
+    assert "quickstart" in listing and "completed" in listing and "6/6" in listing
+    out = tmp_path / "export"
+    populace("export", "quickstart", "--format", "parquet", "--out", str(out), cwd=tmp_path,
+             check=True)
+    posts = pd.read_parquet(out / "posts.parquet")
+    con = sqlite3.connect(db)
+    assert len(posts) == con.execute("select count(*) from posts").fetchone()[0] > 0
+    populace("export", str(db), "--format", "csv", "--out", str(tmp_path / "csv"), cwd=tmp_path,
+             check=True)
+    metrics = pd.read_csv(tmp_path / "csv" / "step_metrics.csv")
+    assert set(metrics["step"]) == set(range(7))
+    assert {"runs.csv", "agents.csv", "follows.csv", "likes.csv"} <= {
+        p.name for p in (tmp_path / "csv").iterdir()}
+
+
+def test_resume_unknown_run_is_a_clear_error(tmp_path: Path) -> None:
+    proc = populace("resume", "nothing-here", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "cannot find run 'nothing-here'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
+    exp = tmp_path / "exp.yaml"
+    data = experiment(steps=2)
+    data["storage"] = {"url": "postgresql+psycopg://nobody@127.0.0.1:1/none"}
+    exp.write_text(yaml.safe_dump(data, sort_keys=False))
+    proc = populace("run", str(exp), cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "cannot connect to the database" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_gives_the_uninterrupted_database(tmp_path: Path) -> None:
+    data = experiment(name="killme", steps=40, checkpoint_every=5,
+                      population={**experiment()["population"], "size": 20000},
+                      activation={"probability": 0.2})
+    exp = tmp_path / "killme.yaml"
+    exp.write_text(yaml.safe_dump(data, sort_keys=False))
+    db = tmp_path / "populace_runs" / "killme.sqlite"
+    proc = subprocess.Popen([*POPULACE, "run", str(exp), "--quiet"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    done = 0
+    while time.time() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                con = sqlite3.connect(db, timeout=1)
+                done = con.execute("select coalesce(max(step), 0) from steps").fetchone()[0]
+                con.close()
+            except sqlite3.OperationalError:
+                done = 0
+            if done >= 7:
+                break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed = reopen(f"sqlite:///{db}", 1)
+    assert killed.info["status"] == "running" and 7 <= killed.info["steps_done"] < 40
+    resumed = populace("resume", "killme", "--quiet", cwd=tmp_path, check=True)
+    assert "completed: 40 steps" in resumed.stdout
+    reference = run_experiment(data, f"sqlite:///{tmp_path / 'reference.sqlite'}")
+    assert_same_run(reference, reopen(f"sqlite:///{db}", 1))

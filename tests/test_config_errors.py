@@ -1,0 +1,310 @@
+"""Tests for located config errors: YAML loading with marks and pydantic error conversion."""
+
+from __future__ import annotations
+
+import enum
+import pickle
+from pathlib import Path
+from typing import Annotated, Literal
+
+import pytest
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from populace.simulator.config_errors import (
+    ConfigError,
+    Marks,
+    Problem,
+    check,
+    format_path,
+    load_yaml,
+    load_yaml_text,
+    problems_from_validation_error,
+    validate,
+)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Normal(Strict):
+    dist: Literal["normal"]
+    mean: float = 0.0
+    sd: float = Field(gt=0)
+
+
+class Uniform(Strict):
+    dist: Literal["uniform"]
+    low: float
+    high: float
+
+
+Distribution = Annotated[Normal | Uniform, Field(discriminator="dist")]
+
+
+class Population(Strict):
+    size: int = Field(gt=0)
+    attributes: dict[str, Distribution] = {}
+
+
+class Feed(Strict):
+    algorithm: Literal["random", "followees", "hot", "interest", "mix"] = "random"
+
+
+class Scenario(Strict):
+    feed: Feed = Feed()
+
+
+class Agent(Strict):
+    name: str
+    weight: int | list[int] = 1
+
+
+class Experiment(Strict):
+    steps: int = Field(gt=0)
+    population: Population
+    agents: list[Agent] = []
+    scenario: dict = {}
+
+
+def _errors(model: type[BaseModel], text: str, **kwargs: object) -> ConfigError:
+    data, marks = load_yaml_text(text, "exp.yaml")
+    with pytest.raises(ConfigError) as info:
+        validate(model, data, marks, source="exp.yaml", **kwargs)  # type: ignore[arg-type]
+    return info.value
+
+
+def _by_path(err: ConfigError) -> dict[str, Problem]:
+    return {p.path: p for p in err.problems}
+
+
+MANY = """\
+stpes: 10
+population:
+  size: 0
+  attributes:
+    age: {dist: normal, mean: 40, sdd: 3}
+    income:
+      dist: norml
+    height:
+      dist: uniform
+      low: ten
+      high: 2
+agents:
+  - name: a
+    weight: heavy
+  - nme: b
+"""
+
+
+def test_every_problem_reported_with_position_path_and_suggestion() -> None:
+    err = _errors(Experiment, MANY)
+    problems = _by_path(err)
+    assert len(err.problems) == 10
+    assert set(problems) == {
+        "steps",
+        "stpes",
+        "population.size",
+        "population.attributes.age.sd",
+        "population.attributes.age.sdd",
+        "population.attributes.income.dist",
+        "population.attributes.height.low",
+        "agents[0].weight",
+        "agents[1].name",
+        "agents[1].nme",
+    }
+    # Unknown key at top level: key position and suggestion.
+    stpes = problems["stpes"]
+    assert (stpes.line, stpes.column) == (1, 1)
+    assert stpes.message == "unknown key 'stpes'"
+    assert stpes.suggestion == "steps"
+    # Missing top-level field points at the root mapping.
+    assert problems["steps"].message == "required field 'steps' is missing"
+    # Constraint: value position.
+    size = problems["population.size"]
+    assert (size.line, size.column) == (3, 9)
+    assert size.message == "must be greater than 0"
+    assert size.expected == "a number > 0"
+    # Inside a discriminated-union member, no tag noise in the path.
+    sdd = problems["population.attributes.age.sdd"]
+    assert (sdd.line, sdd.column) == (5, 35)
+    assert sdd.suggestion == "sd"
+    missing_sd = problems["population.attributes.age.sd"]
+    assert missing_sd.message == "required field 'sd' is missing"
+    assert (missing_sd.line, missing_sd.column) == (5, 5)  # the 'age' key
+    # Invalid discriminator tag: points at the tag value.
+    tag = problems["population.attributes.income.dist"]
+    assert (tag.line, tag.column) == (7, 13)
+    assert tag.expected == "one of: normal, uniform"
+    assert tag.suggestion == "normal"
+    # Type error inside the other union member.
+    low = problems["population.attributes.height.low"]
+    assert (low.line, low.column) == (10, 12)
+    assert low.message == "expected a number, got 'ten'"
+    # Plain union branches are merged into one problem.
+    weight = problems["agents[0].weight"]
+    assert weight.message == "expected an integer or a list, got 'heavy'"
+    assert (weight.line, weight.column) == (14, 13)
+    # Unknown key inside a list item.
+    nme = problems["agents[1].nme"]
+    assert (nme.line, nme.column) == (15, 5)
+    assert nme.suggestion == "name"
+
+
+def test_literal_suggestion_and_loc_prefix() -> None:
+    text = "steps: 3\nscenario:\n  feed:\n    algorithm: folowees\n    extra: 1\n"
+    data, marks = load_yaml_text(text, "exp.yaml")
+    with pytest.raises(ConfigError) as info:
+        validate(Scenario, data["scenario"], marks, source="exp.yaml", loc_prefix=("scenario",))
+    algo, extra = info.value.problems
+    assert algo.path == "scenario.feed.algorithm"
+    assert (algo.line, algo.column) == (4, 16)
+    assert algo.message == "invalid value 'folowees'"
+    assert algo.expected == "one of: random, followees, hot, interest, mix"
+    assert algo.suggestion == "followees"
+    assert extra.path == "scenario.feed.extra"
+    assert (extra.line, extra.column) == (5, 5)
+    assert extra.suggestion is None
+    assert extra.expected == "one of: algorithm"
+
+
+def test_enum_and_no_model_fallback() -> None:
+    class Color(enum.Enum):
+        RED = "red"
+        GREEN = "green"
+
+    class Paint(Strict):
+        color: Color
+        finish: Literal["matte", "gloss"]
+
+    data, marks = load_yaml_text("color: gren\nfinish: glos\n")
+    with pytest.raises(ValidationError) as info:
+        Paint.model_validate(data)
+    # Without the model, choices are parsed from pydantic's message.
+    color, finish = problems_from_validation_error(info.value, marks)
+    assert (color.path, color.line, color.column) == ("color", 1, 8)
+    assert color.expected == "one of: red, green"
+    assert color.suggestion == "green"
+    assert finish.suggestion == "gloss"
+
+
+def test_str_format_and_sort_order() -> None:
+    text = "population:\n  size: -1\nstpes: 10\nsteps: 1\n"
+    err = _errors(Experiment, text)
+    assert str(err).splitlines() == [
+        "exp.yaml: 2 problems found",
+        "exp.yaml:2:9: population.size: must be greater than 0 (expected: a number > 0)",
+        "exp.yaml:3:1: stpes: unknown key 'stpes'; did you mean 'steps'?",
+    ]
+    # Sorted by position regardless of construction order.
+    unsorted = ConfigError(
+        [Problem("b", "late", 9, 1), Problem("", "nowhere"), Problem("a", "early", 2, 5)],
+        "f.yaml",
+    )
+    assert [p.message for p in unsorted.problems] == ["early", "late", "nowhere"]
+    assert str(unsorted).splitlines()[0] == "f.yaml: 3 problems found"
+    assert str(unsorted).splitlines()[-1] == "f.yaml: nowhere"
+    one = ConfigError([Problem("x", "bad", 1, 2, expected="one of: a, b", suggestion="a")])
+    assert str(one) == "1 problem found\n1:2: x: bad (expected one of: a, b); did you mean 'a'?"
+    assert str(pickle.loads(pickle.dumps(one))) == str(one)
+
+
+def test_model_validator_error_points_at_mapping_key() -> None:
+    class Window(Strict):
+        start: int
+        end: int
+
+        @model_validator(mode="after")
+        def _ordered(self) -> Window:
+            if self.end < self.start:
+                raise ValueError("end must not be before start")
+            return self
+
+    class Run(Strict):
+        window: Window
+
+    err = _errors(Run, "window:\n  start: 5\n  end: 1\n")
+    (problem,) = err.problems
+    assert (problem.path, problem.line, problem.column) == ("window", 1, 1)
+    assert problem.message == "end must not be before start"
+
+
+def test_yaml_syntax_error_position() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_yaml_text("steps: 1\npopulation:\n  size: 3\n   bad: [1, 2\n", "exp.yaml")
+    (problem,) = info.value.problems
+    assert problem.path == ""
+    assert problem.message.startswith("invalid YAML: ")
+    assert (problem.line, problem.column) == (4, 7)
+    assert str(info.value).splitlines()[1].startswith("exp.yaml:4:7: invalid YAML: ")
+
+
+def test_duplicate_keys() -> None:
+    text = "steps: 1\npopulation:\n  size: 1\n  size: 2\nsteps: 3\n"
+    with pytest.raises(ConfigError) as info:
+        load_yaml_text(text, "exp.yaml")
+    dup_size, dup_steps = info.value.problems
+    assert (dup_size.path, dup_size.line, dup_size.column) == ("population.size", 4, 3)
+    assert dup_size.message == "duplicate key 'size' (first defined at line 3)"
+    assert (dup_steps.path, dup_steps.line) == ("steps", 5)
+    # Deferred: kept in marks.problems so they can be reported with validation problems.
+    data, marks = load_yaml_text(text, defer_duplicates=True)
+    assert data == {"steps": 3, "population": {"size": 2}}
+    assert [p.path for p in marks.problems] == ["population.size", "steps"]
+
+
+def test_merge_keys_are_not_duplicates() -> None:
+    text = "base: &b {size: 1, attributes: {}}\npopulation:\n  <<: *b\n  size: 2\n"
+    data, marks = load_yaml_text(text)
+    assert data["population"] == {"size": 2, "attributes": {}}
+    assert marks.problems == []
+
+
+def test_top_level_must_be_mapping_and_empty_file() -> None:
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_yaml_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="empty"):
+        load_yaml_text("# nothing\n")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_yaml(missing)
+    (problem,) = info.value.problems
+    assert problem.message == f"file not found: {missing.absolute()}"
+    assert str(info.value).startswith(f"{missing}: 1 problem found")
+
+
+def test_load_yaml_file_and_scalar_types(tmp_path: Path) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text("steps: 10\nrate: 0.5\non: yes\nseed: ~\nday: 2024-01-02\n", "utf-8")
+    data, marks = load_yaml(path)
+    assert data["steps"] == 10 and data["rate"] == 0.5 and data["seed"] is None
+    assert data[True] is True  # YAML 1.1 booleans, as SafeLoader
+    assert str(data["day"]) == "2024-01-02"
+    assert marks.locate_value(("rate",)) == (2, 7)
+
+
+def test_marks_locate_rules() -> None:
+    _, marks = load_yaml_text("a:\n  b:\n    - x: 1\n    -   y: 2\n")
+    assert marks.locate_key(("a", "b")) == (2, 3)
+    assert marks.locate_value(("a", "b")) == (3, 5)
+    assert marks.locate_value(("a", "b", 1)) == (4, 9)  # list items have no key
+    assert marks.locate_key(("a", "b", 1, "y")) == (4, 9)
+    assert marks.locate_value(("a", "b", 1, "y")) == (4, 12)
+    # Missing: closest existing parent (its key if it has one).
+    assert marks.locate(("a", "b", 1, "z")) == (4, 9)
+    assert marks.locate(("a", "q", "r")) == (1, 1)
+    assert marks.exists(("a", "b", 0, "x"))
+    assert not marks.exists(("a", "b", 2))
+    assert Marks.empty().locate(("a",)) is None
+
+
+def test_check_without_marks_and_format_path() -> None:
+    instance, problems = check(Feed, {"algorithm": "hott"}, Marks.empty())
+    assert instance is None
+    (problem,) = problems
+    assert (problem.path, problem.line, problem.suggestion) == ("algorithm", None, "hot")
+    assert format_path(("agents", 0, "name")) == "agents[0].name"
+    assert format_path((1, "a")) == "[1].a"
