@@ -120,8 +120,9 @@ class Simulation:
 
     def start(self) -> int:
         """Create the run in the database and record its initial state (step 0)."""
-        self.db = Database(self.db_url)
+        # build first: a population or graph that cannot be built leaves no database behind
         records = self._build()
+        self.db = Database(self.db_url)
         exp = self.experiment
         pop = self.world.population
         self.run_id = create_run(
@@ -282,7 +283,7 @@ class Simulation:
             keep = actions.action != names.index("do_nothing")
         batch = actions.take(keep) if not keep.all() else actions
         return {"agent_id": batch.agent, "action": np.asarray(names, dtype=object)[batch.action],
-                **batch.args}
+                **{k: batch.args[k] for k in self.scenario.trace_columns}}
 
     def _checkpoint_blob(self, step: int) -> bytes:
         arrays = {f"scenario.{k}": np.asarray(v) for k, v in self.scenario.state_dict().items()}

@@ -113,7 +113,8 @@ class Scenario(ABC):
             ``run_id`` and ``step`` columns so resume can cut them back). Table names are
             global in a database, so a scenario never reuses another's.
         action_table: the table (one of ``tables``) that receives the trace of actions: the
-            engine writes ``agent_id``, ``action`` (name) and the ``ActionBatch.args`` columns.
+            engine writes ``agent_id``, ``action`` (name) and the ``trace_columns`` of
+            ``ActionBatch.args`` (``apply`` may add outcome columns there, e.g. ``accepted``).
         examples: folder of its example experiment YAML files.
     """
 
@@ -123,6 +124,7 @@ class Scenario(ABC):
     actions: ClassVar[tuple[str, ...]]
     tables: ClassVar[tuple[str, ...]] = ()
     action_table: ClassVar[str]
+    trace_columns: ClassVar[tuple[str, ...]] = ()
     examples: ClassVar[Path | None] = None
 
     def __init__(self, config: BaseModel, world: World) -> None:

@@ -4,7 +4,7 @@ Core objects:
     Database: open or create a run database; bulk, per-step transactional writes.
     Run / open_run: read a run's tables and per-step metrics as pandas DataFrames.
     export_run: write a run's tables to Parquet or CSV.
-    Base, RunStepMixin: declare scenario tables on the shared schema.
+    Base, RunStepMixin, EventMixin: declare scenario tables on the shared schema.
 
 This package knows nothing about the engine or the scenarios above it.
 """
@@ -12,11 +12,12 @@ This package knows nothing about the engine or the scenarios above it.
 from .database import Database, StorageError, redact
 from .loaders import Run, database_url, export_run, open_run
 from .runs import find_run, list_runs
-from .schema import Base, RunStepMixin
+from .schema import Base, EventMixin, RunStepMixin
 
 __all__ = [
     "Base",
     "Database",
+    "EventMixin",
     "Run",
     "RunStepMixin",
     "StorageError",

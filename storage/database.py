@@ -40,6 +40,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA cache_size=-262144")  # 256 MiB: big steps touch many pages
+    cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
 
 
@@ -163,7 +165,9 @@ class Database:
         Returns:
             The number of rows written.
         """
-        names = list(columns)
+        # a column given as all-None is left to its default (NULL): one bind less per row
+        names = [c for c in columns
+                 if not (isinstance(columns[c], list) and all(v is None for v in columns[c]))]
         if not names:
             return 0
         lists = [_to_list(columns[c]) for c in names]

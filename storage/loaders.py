@@ -64,11 +64,12 @@ class Run:
 
     def _select(self, name: str, where: Any = None) -> sa.Select:
         t = self.db.table(name)
-        cols = [c for c in t.c if c.name != "run_id"]
+        # the surrogate key of event tables means nothing to users; it only keeps write order
+        cols = [c for c in t.c if c.name not in ("run_id", "id")]
         stmt = sa.select(*cols).where(t.c.run_id == self.id)
         if where is not None:
             stmt = stmt.where(where(t))
-        order = [c for c in ("step", "agent_id", "post_id") if c in t.c]
+        order = [c for c in ("step", "id", "post_id") if c in t.c]
         return stmt.order_by(*[t.c[c] for c in order]) if order else stmt
 
     def table(self, name: str) -> pd.DataFrame:

@@ -1,7 +1,8 @@
 """Database schema shared by every run: the core tables that any scenario records into.
 
 Core objects:
-    Base: the declarative base; scenarios declare their own tables on it (see ``RunStepMixin``).
+    Base: the declarative base; scenarios declare their own tables on it (see ``RunStepMixin``
+        and ``EventMixin``).
     RunRecord, Step, StepMetric, Agent, AgentState, Checkpoint: typed ORM models for the engine's tables.
 
 Storage knows nothing about scenarios or the engine: scenario packages import ``Base`` and
@@ -30,6 +31,20 @@ class RunStepMixin:
 
     run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     step: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class EventMixin:
+    """For tables that receive many rows per step (actions, likes, ...): a surrogate key only.
+
+    The key is SQLite's rowid (PostgreSQL: an identity column), so bulk inserts append to one
+    B-tree instead of maintaining a composite index in random order; rows read back in the order
+    they were written.
+    """
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(Integer)
 
 
 class RunRecord(Base):
@@ -88,13 +103,13 @@ class Agent(Base):
     attributes: Mapped[str] = mapped_column(Text)  # JSON text: written through the bulk path
 
 
-class AgentState(RunStepMixin, Base):
+class AgentState(EventMixin, Base):
     """Snapshots of agents' changing state variables (e.g. opinion), in long form."""
 
     __tablename__ = "agent_states"
 
-    agent_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    variable: Mapped[str] = mapped_column(String(100), primary_key=True)
+    agent_id: Mapped[int] = mapped_column(BigInteger)
+    variable: Mapped[str] = mapped_column(String(100))
     value: Mapped[float] = mapped_column(Float)
 
 

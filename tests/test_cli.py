@@ -151,3 +151,22 @@ def test_kill_9_then_resume_gives_the_uninterrupted_database(tmp_path: Path) -> 
     assert "completed: 40 steps" in resumed.stdout
     reference = run_experiment(data, f"sqlite:///{tmp_path / 'reference.sqlite'}")
     assert_same_run(reference, reopen(f"sqlite:///{db}", 1))
+
+
+def test_bad_population_file_is_explained_and_writes_nothing(tmp_path: Path) -> None:
+    users = tmp_path / "users.csv"
+    users.write_text("name,age\nann,31\nbob,not-a-number\n")
+    data = experiment(steps=2)
+    data["population"] = {"file": {"path": "users.csv"},
+                          "attributes": {"age": {"dist": "integer", "low": 18, "high": 99}}}
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump(data, sort_keys=False))
+    proc = populace("run", str(exp), cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "users.csv" in proc.stderr and "age" in proc.stderr and "row 2" in proc.stderr
+    assert not (tmp_path / "populace_runs").exists()
+    data["population"] = {"file": {"path": "missing.csv"}}
+    exp.write_text(yaml.safe_dump(data, sort_keys=False))
+    proc = populace("run", str(exp), cwd=tmp_path)
+    assert proc.returncode == 1 and "missing.csv" in proc.stderr
+    assert "population.file.path" in proc.stderr

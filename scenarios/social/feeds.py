@@ -87,16 +87,18 @@ def followees_feed(ctx: FeedContext, k: int) -> np.ndarray:
     cand = ctx.recent[followees].ravel()
     seg = np.repeat(seg, r)
     keep = cand >= ctx.first_id()
-    seg, cand = seg[keep], cand[keep]
+    seg, cand = seg[keep], cand[keep]  # seg stays ascending
     if len(cand) == 0:
         return out
-    span = int(cand.max()) + 1
-    order = np.argsort(seg * span + (span - 1 - cand), kind="stable")
-    seg, cand = seg[order], cand[order]
-    starts = np.searchsorted(seg, np.arange(n))
-    rank = np.arange(len(seg)) - starts[seg]
-    top = rank < k
-    out[seg[top], rank[top]] = cand[top]
+    # top-k per agent by k passes of a segmented maximum: no sort of all candidates
+    # (post ids are unique, so removing the maximum removes exactly one candidate)
+    starts = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]])
+    rows = seg[starts]
+    lens = np.diff(np.r_[starts, len(seg)])
+    for slot in range(k):
+        best = np.maximum.reduceat(cand, starts)
+        out[rows, slot] = best
+        cand = np.where(cand == np.repeat(best, lens), -1, cand)
     return out
 
 

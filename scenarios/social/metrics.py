@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from populace.simulator.arrays import sorted_unique
+
 
 def bimodality_coefficient(x: np.ndarray) -> float:
     """Sarle's bimodality coefficient with bias-corrected skewness and excess kurtosis."""
@@ -20,11 +22,12 @@ def bimodality_coefficient(x: np.ndarray) -> float:
     if n < 4:
         return float("nan")
     d = x - x.mean()
-    m2 = np.mean(d**2)
+    d2 = d * d
+    m2 = d2.mean()
     if m2 <= 0:
         return float("nan")
-    g1 = np.mean(d**3) / m2**1.5
-    g2 = np.mean(d**4) / m2**2 - 3.0
+    g1 = np.dot(d2, d) / n / m2**1.5
+    g2 = np.dot(d2, d2) / n / m2**2 - 3.0
     skew = g1 * np.sqrt(n * (n - 1)) / (n - 2)
     kurt = ((n + 1) * g2 + 6) * (n - 1) / ((n - 2) * (n - 3))
     return float((skew**2 + 1) / (kurt + 3 * (n - 1) ** 2 / ((n - 2) * (n - 3))))
@@ -36,13 +39,32 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
         return float("nan")
     a = a - a.mean()
     b = b - b.mean()
-    den = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / den) if den > 0 else float("nan")
+    den = np.sqrt(np.dot(a, a) * np.dot(b, b))
+    return float(np.dot(a, b) / den) if den > 0 else float("nan")
 
 
-def attitude_assortativity(opinion: np.ndarray, src: np.ndarray, dst: np.ndarray) -> float:
-    """Correlation between the opinions of followers and the accounts they follow."""
-    return pearson(opinion[src], opinion[dst])
+def attitude_assortativity(opinion: np.ndarray, indptr: np.ndarray, dst: np.ndarray) -> float:
+    """Correlation between the opinions of followers and the accounts they follow.
+
+    Computed from the CSR index (``indptr`` over followers, ``dst`` followees) with per-agent
+    sums, so the only pass over all edges is one gather of followee opinions.
+    """
+    m = len(dst)
+    if m < 2:
+        return float("nan")
+    out_deg = np.diff(indptr).astype(np.float64)
+    b = opinion[dst]
+    # per follower: sum of its followees' opinions (reduceat needs non-empty segments)
+    has = out_deg > 0
+    sum_b = np.zeros(len(opinion))
+    sum_b[has] = np.add.reduceat(b, indptr[:-1][has])
+    mean_a = np.dot(opinion, out_deg) / m
+    mean_b = b.sum() / m
+    cov = np.dot(opinion, sum_b) / m - mean_a * mean_b
+    var_a = np.dot(opinion * opinion, out_deg) / m - mean_a**2
+    var_b = np.dot(b, b) / m - mean_b**2
+    den = np.sqrt(var_a * var_b)
+    return float(cov / den) if den > 0 else float("nan")
 
 
 def cascade_metrics(parent: np.ndarray, root: np.ndarray, in_cascade: np.ndarray) -> pd.DataFrame:
@@ -62,7 +84,7 @@ def cascade_metrics(parent: np.ndarray, root: np.ndarray, in_cascade: np.ndarray
     n = len(parent)
     member = in_cascade & ((parent < 0) | in_cascade[np.maximum(parent, 0)])
     child = np.flatnonzero(member & (parent >= 0))
-    roots_with_children = np.unique(root[child])
+    roots_with_children = sorted_unique(root[child])
     if len(roots_with_children) == 0:
         return pd.DataFrame({c: pd.Series(dtype="int64") for c in
                              ("root_id", "scale", "depth", "max_breadth")}).assign(

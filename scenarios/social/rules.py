@@ -68,13 +68,18 @@ class SocialRulePolicy(Policy):
         codes = np.where(pick < len(self.codes), self.codes[np.minimum(pick, len(self.codes) - 1)],
                          DO_NOTHING).astype(np.int16)
 
-        # candidate posts for each agent's chosen action
+        # candidate posts for each agent's chosen action; who follows whom is looked up only
+        # for the agents about to follow or unfollow
+        followed = np.zeros(obs.feed.shape, dtype=bool)
+        social = np.flatnonzero((codes == FOLLOW) | (codes == UNFOLLOW))
+        if len(social):
+            followed[social] = obs.followed(social)
         engage = np.where((u[1] < p.homophily)[:, None], agree, valid)
         cand = engage
         cand = np.where((codes == DISLIKE)[:, None], disagree, cand)
-        cand = np.where((codes == UNFOLLOW)[:, None], disagree & obs.followed, cand)
+        cand = np.where((codes == UNFOLLOW)[:, None], disagree & followed, cand)
         own = obs.author == obs.agents[:, None]
-        cand = np.where((codes == FOLLOW)[:, None], engage & ~obs.followed & ~own, cand)
+        cand = np.where((codes == FOLLOW)[:, None], engage & ~followed & ~own, cand)
         keys = ctx.uniform("social.rules.target", obs.agents, cand.shape[1])
         keys[~cand] = -1.0
         j = np.argmax(keys, axis=1) if cand.shape[1] else np.zeros(n, dtype=np.int64)

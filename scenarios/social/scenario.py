@@ -55,9 +55,23 @@ class SocialObservation(Observation):
     stance: np.ndarray  # (n, k) stance of each post (NaN padding)
     author: np.ndarray  # (n, k) author ids (-1 padding)
     topic: np.ndarray  # (n, k) topic index (-1 padding)
-    followed: np.ndarray  # (n, k) whether the agent follows the post's author
     opinion: np.ndarray  # (n,) the agent's opinion
     interest: np.ndarray  # (n,) the agent's topic of interest
+    follows: FollowState  # the follow graph (shared by the batch)
+
+    def followed(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Whether each agent (at ``rows``, default all) follows the author of each feed post.
+
+        Computed on demand: only the agents that consider following or unfollowing need it.
+        """
+        rows = np.arange(len(self.agents)) if rows is None else rows
+        author = self.author[rows]
+        valid = author >= 0
+        out = np.zeros(author.shape, dtype=bool)
+        if valid.any():
+            who = np.broadcast_to(self.agents[rows][:, None], author.shape)
+            out[valid] = self.follows.has(who[valid], author[valid])
+        return out
 
 
 class SocialScenario(Scenario):
@@ -69,6 +83,7 @@ class SocialScenario(Scenario):
     actions = ACTIONS
     tables = TABLES
     action_table = "actions"
+    trace_columns = ("post_id", "target_id", "accepted")
     examples = Path(__file__).parent / "examples"
 
     def __init__(self, config: SocialConfig, world: World) -> None:  # type: ignore[override]
@@ -150,10 +165,6 @@ class SocialScenario(Scenario):
         stance = np.where(valid, p.stance[safe] if p.n else 0.0, np.nan)
         author = np.where(valid, p.author[safe] if p.n else 0, -1)
         topic = np.where(valid, p.topic[safe] if p.n else 0, -1)
-        followed = np.zeros(feed.shape, dtype=bool)
-        if valid.any():
-            followed[valid] = self.follows.has(
-                np.broadcast_to(agents[:, None], feed.shape)[valid], author[valid])
         seen = valid.any(axis=1)
         if seen.sum() > 1:
             mean_seen = np.nanmean(np.where(valid[seen], stance[seen], np.nan), axis=1)
@@ -161,8 +172,8 @@ class SocialScenario(Scenario):
         else:
             self.exposure_corr = float("nan")
         return SocialObservation(agents=agents, feed=feed, stance=stance, author=author,
-                                 topic=topic, followed=followed, opinion=self.opinion[agents],
-                                 interest=self.interest[agents])
+                                 topic=topic, opinion=self.opinion[agents],
+                                 interest=self.interest[agents], follows=self.follows)
 
     def rule_policy(self, params: SocialRuleParams) -> Policy:  # type: ignore[override]
         """The vectorised rule-based social agent."""
@@ -258,7 +269,7 @@ class SocialScenario(Scenario):
             "opinion_var": float(op.var()) if self.n else float("nan"),
             "polarization": float(np.mean(np.abs(op) >= self.config.extreme_threshold)),
             "bimodality": bimodality_coefficient(op),
-            "assortativity": attitude_assortativity(op, self.follows.src, self.follows.dst),
+            "assortativity": attitude_assortativity(op, self.follows.indptr, self.follows.dst),
             "exposure_corr": self.exposure_corr,
         })
         return out

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from populace.simulator.arrays import sorted_unique
+
 KINDS = ("post", "repost", "quote", "comment")
 POST, REPOST, QUOTE, COMMENT = range(4)
 
@@ -87,20 +89,30 @@ class FollowState:
 
     Args:
         n: number of agents.
-        src, dst: initial edges ("src follows dst"), without duplicates or self loops.
+        src, dst: initial edges ("src follows dst").
+
+    Updates keep ``keys``, ``dst`` and ``indptr`` in step with bulk inserts and deletes; the
+    follower column ``src`` is derived on demand (metrics need it, the hot path does not).
     """
 
     def __init__(self, n: int, src: np.ndarray, dst: np.ndarray) -> None:
         self.n = n
-        self.keys = np.unique(src.astype(np.int64) * n + dst.astype(np.int64))
+        self.keys = sorted_unique(src.astype(np.int64) * n + dst.astype(np.int64))
         self._reindex()
 
     def _reindex(self) -> None:
-        self.src = self.keys // self.n
-        self.dst = self.keys - self.src * self.n
-        counts = np.bincount(self.src, minlength=self.n)
+        src = self.keys // self.n
+        self.dst = self.keys - src * self.n
         self.indptr = np.zeros(self.n + 1, dtype=np.int64)
-        np.cumsum(counts, out=self.indptr[1:])
+        np.cumsum(np.bincount(src, minlength=self.n), out=self.indptr[1:])
+        self._src: np.ndarray | None = src
+
+    @property
+    def src(self) -> np.ndarray:
+        """Follower of each edge, aligned with ``keys`` and ``dst``."""
+        if self._src is None:
+            self._src = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(self.indptr))
+        return self._src
 
     @property
     def n_edges(self) -> int:
@@ -109,12 +121,8 @@ class FollowState:
 
     def has(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         """Whether each ``src`` follows the matching ``dst`` (element-wise)."""
-        if len(self.keys) == 0:
-            return np.zeros(np.shape(src), dtype=bool)
-        k = np.asarray(src, dtype=np.int64) * self.n + np.asarray(dst, dtype=np.int64)
-        pos = np.searchsorted(self.keys, k)
-        pos = np.minimum(pos, len(self.keys) - 1)
-        return self.keys[pos] == k
+        return sorted_member(self.keys, np.asarray(src, dtype=np.int64) * self.n
+                             + np.asarray(dst, dtype=np.int64))
 
     def followees(self, agents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Followees of ``agents`` as (position in ``agents``, followee id), grouped by agent."""
@@ -126,20 +134,49 @@ class FollowState:
 
     def update(self, add_src: np.ndarray, add_dst: np.ndarray, del_src: np.ndarray,
                del_dst: np.ndarray) -> None:
-        """Add and remove edges in bulk (callers pass only edges that are absent / present)."""
+        """Add absent edges and remove present ones, in bulk."""
         if len(add_src) == 0 and len(del_src) == 0:
             return
-        keys = self.keys
+        n = self.n
+        delta = np.zeros(n, dtype=np.int64)
         if len(del_src):
-            gone = np.unique(del_src.astype(np.int64) * self.n + del_dst)
-            pos = np.minimum(np.searchsorted(keys, gone), max(len(keys) - 1, 0))
-            present = keys[pos] == gone if len(keys) else np.zeros(len(gone), dtype=bool)
-            keys = np.delete(keys, pos[present])
+            gone = sorted_unique(del_src.astype(np.int64) * n + del_dst)
+            gone = gone[sorted_member(self.keys, gone)]
+            pos = np.searchsorted(self.keys, gone)
+            np.subtract.at(delta, gone // n, 1)
+            self.keys = np.delete(self.keys, pos)
+            self.dst = np.delete(self.dst, pos)
         if len(add_src):
-            new = np.unique(add_src.astype(np.int64) * self.n + add_dst)
-            keys = np.insert(keys, np.searchsorted(keys, new), new)
-        self.keys = keys
-        self._reindex()
+            new = sorted_unique(add_src.astype(np.int64) * n + add_dst)
+            new = new[~sorted_member(self.keys, new)]
+            at = np.searchsorted(self.keys, new)
+            np.add.at(delta, new // n, 1)
+            self.keys = np.insert(self.keys, at, new)
+            self.dst = np.insert(self.dst, at, new % n)
+        self.indptr[1:] += np.cumsum(delta)
+        self._src = None
+
+
+def sorted_member(sorted_keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Whether each of ``queries`` is in ``sorted_keys``.
+
+    Large query batches are sorted first: a binary search over ascending needles walks memory
+    in order and is several times faster than one over random needles.
+    """
+    queries = np.asarray(queries, dtype=np.int64)
+    shape = queries.shape
+    flat = queries.ravel()
+    if len(sorted_keys) == 0 or len(flat) == 0:
+        return np.zeros(shape, dtype=bool)
+    if len(flat) > 4096:
+        order = np.argsort(flat)
+        pos = np.searchsorted(sorted_keys, flat[order])
+        found = np.empty(len(flat), dtype=bool)
+        found[order] = sorted_keys[np.minimum(pos, len(sorted_keys) - 1)] == flat[order]
+    else:
+        pos = np.searchsorted(sorted_keys, flat)
+        found = sorted_keys[np.minimum(pos, len(sorted_keys) - 1)] == flat
+    return found.reshape(shape)
 
 
 class LikeSet:
@@ -152,11 +189,7 @@ class LikeSet:
 
     def contains(self, agents: np.ndarray, posts: np.ndarray) -> np.ndarray:
         """Whether each pair was reacted to before."""
-        if len(self.keys) == 0:
-            return np.zeros(len(agents), dtype=bool)
-        k = agents.astype(np.int64) * self.SPAN + posts
-        pos = np.minimum(np.searchsorted(self.keys, k), len(self.keys) - 1)
-        return self.keys[pos] == k
+        return sorted_member(self.keys, agents.astype(np.int64) * self.SPAN + posts)
 
     def add(self, agents: np.ndarray, posts: np.ndarray) -> None:
         """Record new pairs (absent and distinct)."""

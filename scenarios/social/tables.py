@@ -13,17 +13,18 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Boolean, Float, Integer, SmallInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from populace.storage import Base, RunStepMixin
+from populace.storage import Base, EventMixin
 
 
-class Post(Base):
-    """A post; reposts, quotes and comments point at their ``parent_id`` and cascade ``root_id``."""
+class Post(EventMixin, Base):
+    """A post; reposts, quotes and comments point at their ``parent_id`` and cascade ``root_id``.
+
+    ``post_id`` is unique within a run (the engine numbers posts in creation order).
+    """
 
     __tablename__ = "posts"
 
-    run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    post_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    step: Mapped[int] = mapped_column(Integer)
+    post_id: Mapped[int] = mapped_column(BigInteger)
     author_id: Mapped[int] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(String(10))  # post | repost | quote | comment
     parent_id: Mapped[int] = mapped_column(BigInteger)  # -1 for an original post
@@ -33,47 +34,47 @@ class Post(Base):
     content: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
-class Like(RunStepMixin, Base):
+class Like(EventMixin, Base):
     """A like (``value`` +1) or dislike (-1) of a post by an agent."""
 
     __tablename__ = "likes"
 
-    agent_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    agent_id: Mapped[int] = mapped_column(BigInteger)
     post_id: Mapped[int] = mapped_column(BigInteger)
     value: Mapped[int] = mapped_column(SmallInteger)
 
 
-class Follow(RunStepMixin, Base):
+class Follow(EventMixin, Base):
     """A follow (``op`` +1) or unfollow (-1) event; step 0 rows are the initial graph."""
 
     __tablename__ = "follows"
 
-    follower_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    followee_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    follower_id: Mapped[int] = mapped_column(BigInteger)
+    followee_id: Mapped[int] = mapped_column(BigInteger)
     op: Mapped[int] = mapped_column(SmallInteger)
 
 
-class SocialAction(RunStepMixin, Base):
-    """One agent's action in a step, with its target and whether it took effect."""
+class SocialAction(EventMixin, Base):
+    """One agent's action in a step, with its target and whether it took effect.
+
+    New posts' topic and stance are in ``posts``; opinions in ``agent_states`` snapshots.
+    """
 
     __tablename__ = "actions"
 
-    agent_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    agent_id: Mapped[int] = mapped_column(BigInteger)
     action: Mapped[str] = mapped_column(String(20))
     post_id: Mapped[int] = mapped_column(BigInteger)  # target post, -1 if none
     target_id: Mapped[int] = mapped_column(BigInteger)  # target agent, -1 if none
-    topic: Mapped[int] = mapped_column(SmallInteger)  # topic index of a new post, -1 if none
-    stance: Mapped[float | None] = mapped_column(Float, nullable=True)
-    opinion: Mapped[float | None] = mapped_column(Float, nullable=True)  # opinion after the step
-    accepted: Mapped[bool] = mapped_column(Boolean)
+    accepted: Mapped[bool] = mapped_column(Boolean)  # False: refused (see rejected.* metrics)
 
 
-class Cascade(RunStepMixin, Base):
+class Cascade(EventMixin, Base):
     """Repost cascade of one original post: scale, depth, max breadth, structural virality."""
 
     __tablename__ = "cascades"
 
-    root_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    root_id: Mapped[int] = mapped_column(BigInteger)
     scale: Mapped[int] = mapped_column(Integer)
     depth: Mapped[int] = mapped_column(Integer)
     max_breadth: Mapped[int] = mapped_column(Integer)
