@@ -110,26 +110,21 @@ def hot_scores(likes: np.ndarray, dislikes: np.ndarray, created: np.ndarray) -> 
 
 @register_feed("hot")
 def hot_feed(ctx: FeedContext, k: int) -> np.ndarray:
-    """The hottest posts of the window (Reddit hot score), the same list for everyone."""
+    """The hottest posts of the window (Reddit hot score), in score order, the same for all.
+
+    Twice ``k`` posts are ranked so that authors of top posts, whose own posts are removed
+    later, still see ``k`` others.
+    """
     pool = ctx.window()
     n = len(ctx.agents)
     if len(pool) == 0 or k == 0:
         return _empty(n, k)
     p = ctx.posts
     score = hot_scores(p.likes[pool], p.dislikes[pool], p.created[pool])
-    # one spare slot so an agent whose own post is among the top still sees k others
-    m = min(len(pool), k + 1)
+    m = min(len(pool), 2 * k)
     top = np.argpartition(-score, m - 1)[:m] if m < len(pool) else np.arange(len(pool))
-    top = top[np.lexsort((-pool[top], -score[top]))]
-    ranked = pool[top]
-    feed = np.broadcast_to(ranked, (n, len(ranked))).copy()
-    own = p.author[feed] == ctx.agents[:, None]
-    feed[own] = -1
-    feed = -np.sort(-feed, axis=1)  # valid ids first, keeps k of them
-    out = _empty(n, k)
-    w = min(k, feed.shape[1])
-    out[:, :w] = feed[:, :w]
-    return out
+    top = top[np.lexsort((-pool[top], -score[top]))]  # score, then newer first
+    return np.broadcast_to(pool[top], (n, len(top))).copy()
 
 
 @register_feed("interest")
@@ -174,8 +169,20 @@ def mix_feed(ctx: FeedContext, k: int) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
+def compact(feed: np.ndarray, drop: np.ndarray) -> np.ndarray:
+    """Remove the ``drop`` entries of each row, keeping the others' order; pad with -1 at the end."""
+    feed = np.where(drop, -1, feed)
+    order = np.argsort(feed < 0, axis=1, kind="stable")
+    return np.take_along_axis(feed, order, axis=1)
+
+
 def build_feed(ctx: FeedContext) -> np.ndarray:
-    """Run the configured recommender; drop the agent's own posts and repeats; newest first."""
+    """Run the configured recommender and clean its ranking.
+
+    The agent's own posts and repeats (a post recommended by two sources of a mix) are removed;
+    the recommender's order is kept (newest first for followees, by score for hot, ...), and
+    each row holds at most ``feed.size`` posts.
+    """
     feed = FEEDS[ctx.config.algorithm](ctx, ctx.config.size)
     if feed.size == 0:
         return feed
@@ -183,9 +190,11 @@ def build_feed(ctx: FeedContext) -> np.ndarray:
     own = np.zeros_like(valid)
     own[valid] = ctx.posts.author[feed[valid]] == np.broadcast_to(
         ctx.agents[:, None], feed.shape)[valid]
-    feed = np.where(own, -1, feed)
-    feed = -np.sort(-feed, axis=1)  # descending: newest first, -1 padding last
+    # repeats: every occurrence of a post after its first in the row
+    order = np.argsort(feed, axis=1, kind="stable")
+    ranked = np.take_along_axis(feed, order, axis=1)
+    later = np.zeros_like(valid)
+    later[:, 1:] = (ranked[:, 1:] == ranked[:, :-1]) & (ranked[:, 1:] >= 0)
     repeat = np.zeros_like(valid)
-    repeat[:, 1:] = (feed[:, 1:] == feed[:, :-1]) & (feed[:, 1:] >= 0)
-    feed[repeat] = -1
-    return -np.sort(-feed, axis=1)
+    np.put_along_axis(repeat, order, later, axis=1)
+    return compact(feed, own | repeat)[:, : ctx.config.size]

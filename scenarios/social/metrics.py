@@ -19,7 +19,7 @@ from populace.simulator.arrays import sorted_unique
 def bimodality_coefficient(x: np.ndarray) -> float:
     """Sarle's bimodality coefficient with bias-corrected skewness and excess kurtosis."""
     n = len(x)
-    if n < 4:
+    if n < 4 or np.ptp(x) == 0:  # fewer than 4 values, or consensus: no shape to speak of
         return float("nan")
     d = x - x.mean()
     d2 = d * d

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from populace.simulator.actions import ActionBatch
+from populace.simulator.arrays import sorted_unique
 from populace.simulator.policy import Policy
 from populace.simulator.scenario import Observation, Records, Scenario, StepContext, World
 
@@ -116,7 +117,7 @@ class SocialScenario(Scenario):
         else:
             self.interest = random_topics
         self.posts = PostStore()
-        self.likes = LikeSet()
+        self.likes = LikeSet(n)
         self.recent = np.full((n, RECENT), -1, dtype=np.int64)
         self.feedable = np.zeros(0, dtype=np.int64)
         self.follows = FollowState(n, np.zeros(0, np.int64), np.zeros(0, np.int64))
@@ -308,6 +309,9 @@ class SocialScenario(Scenario):
             who, pid = fa_sorted[last], fid_sorted[last]
             self.recent[who] = np.concatenate([self.recent[who, 1:], pid[:, None]], axis=1)
             fa_sorted, fid_sorted = fa_sorted[~last], fid_sorted[~last]
+        # several posts of one author arrive newest-first above: keep each row ascending
+        touched = sorted_unique(fa)
+        self.recent[touched] = np.sort(self.recent[touched], axis=1)
         return ids
 
     def _post_rows(self, ids: np.ndarray, content: list[Any] | None = None) -> dict[str, Any]:

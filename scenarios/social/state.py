@@ -180,19 +180,21 @@ def sorted_member(sorted_keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
 
 
 class LikeSet:
-    """The (agent, post) pairs already reacted to, as sorted keys ``agent * span + post``."""
+    """The (agent, post) pairs already reacted to, as sorted keys ``post * n_agents + agent``.
 
-    SPAN = 1 << 40  # post ids stay below 2**40
+    Keys fit int64 while posts x agents < 9.2e18 (e.g. 10^9 posts among 10^9 agents).
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, n_agents: int) -> None:
+        self.n = max(int(n_agents), 1)
         self.keys = np.zeros(0, dtype=np.int64)
 
     def contains(self, agents: np.ndarray, posts: np.ndarray) -> np.ndarray:
         """Whether each pair was reacted to before."""
-        return sorted_member(self.keys, agents.astype(np.int64) * self.SPAN + posts)
+        return sorted_member(self.keys, np.asarray(posts, dtype=np.int64) * self.n + agents)
 
     def add(self, agents: np.ndarray, posts: np.ndarray) -> None:
         """Record new pairs (absent and distinct)."""
         if len(agents):
-            new = np.sort(agents.astype(np.int64) * self.SPAN + posts)
+            new = np.sort(np.asarray(posts, dtype=np.int64) * self.n + agents)
             self.keys = np.insert(self.keys, np.searchsorted(self.keys, new), new)
