@@ -105,8 +105,9 @@ def _validate(args: argparse.Namespace) -> int:
     exp = load_experiment(args.experiment)
     cfg = exp.config
     size = cfg.population.size if cfg.population.size is not None else "from file"
+    duration = cfg.model_dump(mode="json", include={"step_duration"})["step_duration"]
     print(f"{args.experiment}: OK — experiment {cfg.name!r}, scenario {cfg.scenario.type}, "
-          f"{size} agents, {cfg.steps} steps of {cfg.step_duration}, seed {cfg.seed}")
+          f"{size} agents, {cfg.steps} steps of {duration}, seed {cfg.seed}")
     return 0
 
 
@@ -143,13 +144,12 @@ def _drive(sim, quiet: bool) -> int:  # type: ignore[no-untyped-def]
         bar.close()
     wall = time.perf_counter() - t0
     metrics = run.metrics()
-    last = metrics.iloc[-1] if len(metrics) else None
     print(f"populace: run {run.id} {run.info['status']}: {run.info['steps_done']} steps in "
           f"{wall:.1f} s; database {sim.db.shown_url}")
-    if last is not None:
-        keys = [k for k in ("posts_total", "opinion_mean", "opinion_var", "polarization",
-                            "bimodality", "assortativity") if k in last.index]
-        print("final metrics: " + ", ".join(f"{k}={last[k]:.4g}" for k in keys))
+    if len(metrics):
+        last = metrics.iloc[-1].dropna()
+        shown = [k for k in last.index if "." not in k][:8]  # headline metrics, not counters
+        print("final metrics: " + ", ".join(f"{k}={last[k]:.4g}" for k in shown))
     print(f"load it: populace.storage.open_run({sim.db.shown_url!r}, {run.id})")
     return 0
 

@@ -68,6 +68,9 @@ class StorageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str | None = None
+    background_writes: bool = Field(
+        True, description="write each step in a background thread while the next one is "
+        "computed (at most one step in flight); false writes before computing on")
 
 
 class RecordingConfig(BaseModel):

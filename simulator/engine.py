@@ -17,7 +17,9 @@ import io
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from populace.storage.runs import (
     create_run,
     find_run,
     load_checkpoint,
+    now,
     save_checkpoint,
     update_run,
 )
@@ -88,6 +91,8 @@ class Simulation:
         self.db: Database | None = None
         self.setup_s = 0.0
         self.wall_s = 0.0
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: Future[float] | None = None
 
     # -- building --------------------------------------------------------------------------------
 
@@ -132,15 +137,14 @@ class Simulation:
             config_path=str(exp.source.resolve()) if exp.source else None,
             package_version=package_version(), setup_s=self.setup_s,
         )
-        agents = {
-            "agent_id": np.arange(pop.size, dtype=np.int64),
-            "attributes": pop.attributes.to_json(orient="records", lines=True,
-                                                 date_format="iso").splitlines(),
-        }
+        attributes = (pop.attributes.to_json(orient="records", lines=True,
+                                             date_format="iso").splitlines()
+                      if len(pop.attributes.columns) else ["{}"] * pop.size)
+        agents = {"agent_id": np.arange(pop.size, dtype=np.int64), "attributes": attributes}
         ctx = self._context(0)
         metrics = self.scenario.metrics(_empty_batch(), ctx)
         self._commit(0, records, metrics, n_active=0, n_actions=0, compute_s=self.setup_s,
-                     checkpoint=True, extra={"agents": agents})
+                     checkpoint=True, extra={"agents": agents}, background=False)
         self.step = 0
         return self.run_id
 
@@ -187,7 +191,12 @@ class Simulation:
                 report = self.advance()
                 if progress is not None:
                     progress(report)
+            self.close()
         except BaseException as exc:
+            try:  # let the steps already handed to the writer land before marking the run
+                self.close()
+            except Exception:
+                log.exception("the last step's write failed too")
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             try:
                 update_run(self.db, self.run_id, status=status, error=f"{type(exc).__name__}: {exc}")
@@ -197,7 +206,11 @@ class Simulation:
         return Run(self.db, self.run_id)
 
     def advance(self) -> StepReport:
-        """Run and commit the next step."""
+        """Compute the next step and hand its rows to the writer.
+
+        With ``storage.background_writes`` the step's transaction runs in a writer thread while
+        the next step is computed (at most one step is in flight); ``flush()`` waits for it.
+        """
         step = self.step + 1
         t0 = time.perf_counter()
         ctx = self._context(step)
@@ -220,13 +233,54 @@ class Simulation:
         self.step = step
         return StepReport(step, len(active), len(actions), compute_s, record_s, metrics)
 
+    def flush(self) -> None:
+        """Wait until every step handed to the writer is committed (re-raising its error)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Flush and stop the writer thread."""
+        try:
+            self.flush()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
+
     def _commit(self, step: int, records: Records, metrics: dict[str, float], *, n_active: int,
                 n_actions: int, compute_s: float, checkpoint: bool,
-                actions: ActionBatch | None = None, extra: Records | None = None) -> float:
-        """Write everything of ``step`` in one transaction; return the seconds it took."""
-        assert self.db is not None and self.run_id is not None
+                actions: ActionBatch | None = None, extra: Records | None = None,
+                background: bool | None = None) -> float:
+        """Prepare the rows of ``step`` and write them in one transaction.
+
+        Returns the seconds this thread spent: preparing, plus waiting for the writer (in the
+        background) or writing (in the foreground).
+        """
         t0 = time.perf_counter()
-        db, run_id, rec = self.db, self.run_id, self.config.recording
+        tables = self._step_tables(step, records, actions, extra)
+        blob = self._checkpoint_blob(step, self.wall_s + compute_s) if checkpoint else None
+        self.wall_s += compute_s
+        job = partial(self._write, step, tables, metrics, blob, n_active, n_actions, compute_s,
+                      self.wall_s)
+        if background is None:
+            background = self.config.storage.background_writes
+        # a failed earlier step surfaces here, before anything later is written
+        self.flush()
+        if background:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="populace-db")
+            self._pending = self._writer.submit(job)
+        else:
+            job()
+        spent = time.perf_counter() - t0
+        self.wall_s += spent
+        return spent
+
+    def _step_tables(self, step: int, records: Records, actions: ActionBatch | None,
+                     extra: Records | None) -> Records:
+        """Every row of ``step`` by table, with the step column filled in."""
+        rec = self.config.recording
         tables: Records = dict(extra or {})
         tables.update(records)
         if actions is not None and rec.actions and len(actions):
@@ -236,23 +290,31 @@ class Simulation:
             state = self.scenario.agent_state()
             if state:
                 n = self.world.n_agents
-                ids = np.arange(n, dtype=np.int64)
                 tables["agent_states"] = {
-                    "agent_id": np.tile(ids, len(state)),
+                    "agent_id": np.tile(np.arange(n, dtype=np.int64), len(state)),
                     "variable": [name for name in state for _ in range(n)],
+                    # copies: the writer may run while the next step changes the state
                     "value": np.concatenate([np.asarray(v, dtype=np.float64)
                                              for v in state.values()]),
                 }
-        blob = self._checkpoint_blob(step) if checkpoint else None
-        last = step == self.config.steps
-        wall = self.wall_s + compute_s
+        out: Records = {}
+        for table, cols in tables.items():
+            if not cols:
+                continue
+            n = len(next(iter(cols.values())))
+            if table != "agents" and "step" not in cols:
+                cols = {"step": np.full(n, step, dtype=np.int64), **cols}
+            out[table] = cols
+        return out
+
+    def _write(self, step: int, tables: Records, metrics: dict[str, float], blob: bytes | None,
+               n_active: int, n_actions: int, compute_s: float, wall_s: float) -> float:
+        """The transaction of one step (runs in the writer thread when in the background)."""
+        assert self.db is not None and self.run_id is not None
+        db, run_id = self.db, self.run_id
+        t0 = time.perf_counter()
         with db.transaction() as conn:
             for table, cols in tables.items():
-                if not cols:
-                    continue
-                n = len(next(iter(cols.values())))
-                if table != "agents" and "step" not in cols:
-                    cols = {"step": np.full(n, step, dtype=np.int64), **cols}
                 db.insert_columns(conn, table, run_id, cols)
             if metrics:
                 names = list(metrics)
@@ -267,13 +329,10 @@ class Simulation:
             })
             if blob is not None:
                 save_checkpoint(conn, db, run_id, step, blob)
-            fields: dict[str, Any] = {"steps_done": step, "wall_s": wall + record_s}
-            if last:
-                from populace.storage.runs import now
-
+            fields: dict[str, Any] = {"steps_done": step, "wall_s": wall_s}
+            if step == self.config.steps:
                 fields.update(status="completed", finished_at=now())
             update_run(db, run_id, conn=conn, **fields)
-        self.wall_s = wall + (time.perf_counter() - t0)
         return time.perf_counter() - t0
 
     def _action_rows(self, actions: ActionBatch) -> dict[str, Any]:
@@ -285,10 +344,10 @@ class Simulation:
         return {"agent_id": batch.agent, "action": np.asarray(names, dtype=object)[batch.action],
                 **{k: batch.args[k] for k in self.scenario.trace_columns}}
 
-    def _checkpoint_blob(self, step: int) -> bytes:
+    def _checkpoint_blob(self, step: int, wall_s: float) -> bytes:
         arrays = {f"scenario.{k}": np.asarray(v) for k, v in self.scenario.state_dict().items()}
         arrays["engine.step"] = np.asarray(step)
-        arrays["engine.wall_s"] = np.asarray(self.wall_s)
+        arrays["engine.wall_s"] = np.asarray(wall_s)
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         return buf.getvalue()

@@ -105,9 +105,6 @@ class MixedPolicy(Policy):
     def decide(self, obs: Observation, ctx: StepContext) -> ActionBatch:
         """Split the batch by part, decide each sub-batch, and restore activation order."""
         parts = self.assignment[obs.agents]
-        if (parts < 0).any():
-            missing = obs.agents[parts < 0][:5].tolist()
-            raise RuntimeError(f"agents {missing} are assigned to no policy part")
         batches = [
             policy.decide(obs.take(np.flatnonzero(parts == i)), ctx)
             for i, policy in enumerate(self.policies)
@@ -144,6 +141,11 @@ def build_policy(config: PolicyConfig, scenario: Scenario, attributes: pd.DataFr
     policies = [scenario.rule_policy(scenario.rule_params_model.model_validate(p.params))
                 for p in parts]
     assignment = assign_parts(parts, attributes, rng)
+    unassigned = int((assignment < 0).sum())
+    if unassigned:
+        raise ValueError(
+            f"{unassigned} agents match no part of the mixed policy; end `policy.parts` with a "
+            "part that has no `select`, so that it takes everyone left")
     if len(policies) == 1 and (assignment == 0).all():
         return policies[0], assignment
     return MixedPolicy(policies, assignment), assignment

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 
 class ProgressBar:
-    """A tqdm bar fed with ``StepReport``s; disabled when ``disable`` or not on a terminal."""
+    """A tqdm bar fed with ``StepReport``s; disabled by ``disable`` (``--quiet``)."""
 
     def __init__(self, sim: Simulation, disable: bool = False) -> None:
         self.sim = sim

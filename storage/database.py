@@ -24,7 +24,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
-from .schema import Base
+from .schema import SCHEMA_VERSION, Base, Meta
 
 Columns = Mapping[str, Any]
 
@@ -105,6 +105,7 @@ class Database:
                 elif not path.exists():
                     raise StorageError(f"no run database at {path.resolve()}")
             connect_args["timeout"] = 30
+            connect_args["check_same_thread"] = False  # the engine writes from a writer thread
         elif self.dialect == "postgresql":
             connect_args["connect_timeout"] = max(1, int(math.ceil(connect_timeout)))
         try:
@@ -117,15 +118,47 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         if create:
             self.create_tables()
+        else:
+            try:
+                self.check_schema()
+            except (OperationalError, DBAPIError) as exc:
+                raise StorageError(_explain(self.shown_url, exc)) from exc
 
     # -- schema -------------------------------------------------------------------------------
 
     def create_tables(self) -> None:
-        """Create every table declared on ``Base`` that does not exist yet."""
+        """Create every table declared on ``Base`` that does not exist yet.
+
+        Raises:
+            StorageError: the database holds Populace tables of another schema version.
+        """
         try:
+            existing = set(sa.inspect(self.engine).get_table_names())
+            self.check_schema(existing)
             Base.metadata.create_all(self.engine)
+            if "populace_meta" not in existing:
+                with self.engine.begin() as conn:
+                    conn.execute(sa.insert(Meta).values(key="schema_version",
+                                                        value=str(SCHEMA_VERSION)))
         except (OperationalError, DBAPIError) as exc:
             raise StorageError(_explain(self.shown_url, exc)) from exc
+
+    def check_schema(self, existing: set[str] | None = None) -> None:
+        """Refuse a database whose Populace tables have another layout than this version's."""
+        if existing is None:
+            existing = set(sa.inspect(self.engine).get_table_names())
+        if "runs" not in existing:
+            return
+        found = None
+        if "populace_meta" in existing:
+            with self.engine.connect() as conn:
+                found = conn.execute(sa.select(Meta.value).where(
+                    Meta.key == "schema_version")).scalar()
+        if found != str(SCHEMA_VERSION):
+            raise StorageError(
+                f"{self.shown_url} holds runs of another Populace version (schema "
+                f"{found or 'unversioned'}, this version writes {SCHEMA_VERSION}); write new "
+                "runs to another database (storage.url or --db)")
 
     def table(self, name: str) -> sa.Table:
         """The table called ``name``: declared on ``Base`` or reflected from the database."""

@@ -118,20 +118,24 @@ def open_run(db: str | Path | Database, run: int | str | None = None) -> Run:
 def export_run(run: Run, fmt: str, out_dir: str | Path, chunk_rows: int = 500_000) -> list[Path]:
     """Write every table of ``run`` to ``out_dir`` as Parquet or CSV; return the files written.
 
-    Large tables stream in chunks of ``chunk_rows`` so export needs little memory.
+    Large tables stream in chunks of ``chunk_rows`` so export needs little memory. The
+    ``agents`` file has one column per attribute; resume checkpoints are not exported.
     """
     if fmt not in ("parquet", "csv"):
         raise StorageError(f"unknown export format {fmt!r}; use parquet or csv")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    names = ["runs", *run.tables()]
+    # checkpoints are resume blobs, not data; agents are written one column per attribute
+    names = ["runs", *[t for t in run.tables() if t != "checkpoints"]]
     for name in names:
         path = out / f"{name}.{fmt}"
         if name == "runs":
             frame = pd.DataFrame([{k: (json.dumps(v) if isinstance(v, dict) else v)
                                    for k, v in run.info.items()}])
             frames: Any = [frame]
+        elif name == "agents":
+            frames = [run.agents().reset_index()]
         else:
             frames = _chunks(run, name, chunk_rows)
         _write_frames(frames, path, fmt)

@@ -47,6 +47,19 @@ class EventMixin:
     step: Mapped[int] = mapped_column(Integer)
 
 
+SCHEMA_VERSION = 1
+"""Version of the table layout; a database written with another version is refused."""
+
+
+class Meta(Base):
+    """Facts about the database itself (its schema version)."""
+
+    __tablename__ = "populace_meta"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
 class RunRecord(Base):
     """One experiment run: its configuration, seed, version, status and timings."""
 

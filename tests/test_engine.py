@@ -130,6 +130,7 @@ def test_full_disk_keeps_committed_steps_and_resumes(tmp_path) -> None:
     sim = Simulation(experiment_from_dict(data), db_url=url)
     sim.start()
     sim.advance()
+    sim.flush()
     path = tmp_path / "full.sqlite"
     con = sqlite3.connect(path)
     pages = con.execute("PRAGMA page_count").fetchone()[0]

@@ -172,3 +172,15 @@ def test_password_is_hidden_in_messages() -> None:
     with pytest.raises(StorageError) as info:
         Database("postgresql+psycopg://user:secret@127.0.0.1:1/none", connect_timeout=2)
     assert "secret" not in str(info.value) and "***" in str(info.value)
+
+
+def test_database_of_another_schema_version_is_refused(sqlite_url: str) -> None:
+    db = Database(sqlite_url)
+    new_run(db)
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("update populace_meta set value = '0'"))
+    db.dispose()
+    with pytest.raises(StorageError, match="another Populace version"):
+        Database(sqlite_url)
+    with pytest.raises(StorageError, match="schema 0"):
+        open_run(sqlite_url)

@@ -170,10 +170,34 @@ def mix_feed(ctx: FeedContext, k: int) -> np.ndarray:
 
 
 def compact(feed: np.ndarray, drop: np.ndarray) -> np.ndarray:
-    """Remove the ``drop`` entries of each row, keeping the others' order; pad with -1 at the end."""
+    """Remove the ``drop`` entries of each row, keeping the others' order; pad with -1 at the end.
+
+    Only rows that need it are rearranged (most rows have nothing to drop).
+    """
     feed = np.where(drop, -1, feed)
-    order = np.argsort(feed < 0, axis=1, kind="stable")
-    return np.take_along_axis(feed, order, axis=1)
+    empty = feed < 0
+    rows = np.flatnonzero((empty[:, :-1] & ~empty[:, 1:]).any(axis=1))
+    if len(rows):
+        order = np.argsort(empty[rows], axis=1, kind="stable")
+        feed[rows] = np.take_along_axis(feed[rows], order, axis=1)
+    return feed
+
+
+def repeats(feed: np.ndarray) -> np.ndarray:
+    """Mask of every occurrence of a post after its first in the same row."""
+    out = np.zeros(feed.shape, dtype=bool)
+    ranked = np.sort(feed, axis=1)
+    rows = np.flatnonzero(((ranked[:, 1:] == ranked[:, :-1]) & (ranked[:, 1:] >= 0)).any(axis=1))
+    if len(rows):  # only rows that hold a repeat: mark later occurrences in a stable order
+        sub = feed[rows]
+        order = np.argsort(sub, axis=1, kind="stable")
+        ranked = np.take_along_axis(sub, order, axis=1)
+        later = np.zeros(sub.shape, dtype=bool)
+        later[:, 1:] = (ranked[:, 1:] == ranked[:, :-1]) & (ranked[:, 1:] >= 0)
+        mask = np.zeros(sub.shape, dtype=bool)
+        np.put_along_axis(mask, order, later, axis=1)
+        out[rows] = mask
+    return out
 
 
 def build_feed(ctx: FeedContext) -> np.ndarray:
@@ -190,11 +214,4 @@ def build_feed(ctx: FeedContext) -> np.ndarray:
     own = np.zeros_like(valid)
     own[valid] = ctx.posts.author[feed[valid]] == np.broadcast_to(
         ctx.agents[:, None], feed.shape)[valid]
-    # repeats: every occurrence of a post after its first in the row
-    order = np.argsort(feed, axis=1, kind="stable")
-    ranked = np.take_along_axis(feed, order, axis=1)
-    later = np.zeros_like(valid)
-    later[:, 1:] = (ranked[:, 1:] == ranked[:, :-1]) & (ranked[:, 1:] >= 0)
-    repeat = np.zeros_like(valid)
-    np.put_along_axis(repeat, order, later, axis=1)
-    return compact(feed, own | repeat)[:, : ctx.config.size]
+    return compact(feed, own | repeats(feed))[:, : ctx.config.size]

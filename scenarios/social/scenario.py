@@ -76,7 +76,7 @@ class SocialObservation(Observation):
 
 
 class SocialScenario(Scenario):
-    """A social network in the style of X/Reddit, with rule-based or language-model agents."""
+    """A social network in the style of X/Reddit, driven by any policy (rule-based for now)."""
 
     name: ClassVar[str] = "social"
     config_model = SocialConfig

@@ -91,8 +91,8 @@ class FollowState:
         n: number of agents.
         src, dst: initial edges ("src follows dst").
 
-    Updates keep ``keys``, ``dst`` and ``indptr`` in step with bulk inserts and deletes; the
-    follower column ``src`` is derived on demand (metrics need it, the hot path does not).
+    Only ``keys`` and ``indptr`` are kept up to date by bulk updates; the ``src`` and ``dst``
+    columns are derived on demand (metrics need them, the step's hot path does not).
     """
 
     def __init__(self, n: int, src: np.ndarray, dst: np.ndarray) -> None:
@@ -101,18 +101,24 @@ class FollowState:
         self._reindex()
 
     def _reindex(self) -> None:
-        src = self.keys // self.n
-        self.dst = self.keys - src * self.n
         self.indptr = np.zeros(self.n + 1, dtype=np.int64)
-        np.cumsum(np.bincount(src, minlength=self.n), out=self.indptr[1:])
-        self._src: np.ndarray | None = src
+        np.cumsum(np.bincount(self.keys // self.n, minlength=self.n), out=self.indptr[1:])
+        self._src: np.ndarray | None = None
+        self._dst: np.ndarray | None = None
 
     @property
     def src(self) -> np.ndarray:
-        """Follower of each edge, aligned with ``keys`` and ``dst``."""
+        """Follower of each edge, aligned with ``keys``."""
         if self._src is None:
             self._src = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(self.indptr))
         return self._src
+
+    @property
+    def dst(self) -> np.ndarray:
+        """Followee of each edge, aligned with ``keys``."""
+        if self._dst is None:
+            self._dst = self.keys % self.n
+        return self._dst
 
     @property
     def n_edges(self) -> int:
@@ -130,7 +136,7 @@ class FollowState:
         lens = self.indptr[agents + 1] - starts
         seg = np.repeat(np.arange(len(agents)), lens)
         offsets = np.arange(len(seg)) - np.repeat(np.cumsum(lens) - lens, lens)
-        return seg, self.dst[np.repeat(starts, lens) + offsets]
+        return seg, self.keys[np.repeat(starts, lens) + offsets] % self.n
 
     def update(self, add_src: np.ndarray, add_dst: np.ndarray, del_src: np.ndarray,
                del_dst: np.ndarray) -> None:
@@ -142,19 +148,15 @@ class FollowState:
         if len(del_src):
             gone = sorted_unique(del_src.astype(np.int64) * n + del_dst)
             gone = gone[sorted_member(self.keys, gone)]
-            pos = np.searchsorted(self.keys, gone)
             np.subtract.at(delta, gone // n, 1)
-            self.keys = np.delete(self.keys, pos)
-            self.dst = np.delete(self.dst, pos)
+            self.keys = np.delete(self.keys, np.searchsorted(self.keys, gone))
         if len(add_src):
             new = sorted_unique(add_src.astype(np.int64) * n + add_dst)
             new = new[~sorted_member(self.keys, new)]
-            at = np.searchsorted(self.keys, new)
             np.add.at(delta, new // n, 1)
-            self.keys = np.insert(self.keys, at, new)
-            self.dst = np.insert(self.dst, at, new % n)
+            self.keys = np.insert(self.keys, np.searchsorted(self.keys, new), new)
         self.indptr[1:] += np.cumsum(delta)
-        self._src = None
+        self._src = self._dst = None
 
 
 def sorted_member(sorted_keys: np.ndarray, queries: np.ndarray) -> np.ndarray:

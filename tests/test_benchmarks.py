@@ -1,0 +1,130 @@
+"""The engine benchmark (benchmarks/engine.py) and its Mesa baseline (benchmarks/mesa_opinion.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str) -> ModuleType:
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+def _bench(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    out = tmp_path / "results.json"
+    proc = subprocess.run([sys.executable, str(BENCH / "engine.py"), *args, "--out", str(out)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.exists(), proc.stdout + proc.stderr
+    return proc, json.loads(out.read_text(encoding="utf-8"))
+
+
+def test_engine_benchmark_smoke(tmp_path: Path) -> None:
+    proc, data = _bench(tmp_path, "--sizes", "2000", "--steps", "3", "--mesa-sizes", "2000",
+                        "--mesa-steps", "3")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "agent-steps/s" in proc.stdout and "Populace / Mesa" in proc.stdout
+
+    env = data["environment"]
+    assert "engine.py" in env["command"] and env["cpu_count"] >= 1
+    assert env["numpy"] and env["mesa"] and env["python"]
+
+    [pop] = data["populace"]
+    assert pop["ok"] and pop["size"] == 2000 and len(pop["steps"]) == 3
+    for key in ("setup_s", "initial_commit_s", "s_per_step", "compute_s", "record_s",
+                "agent_steps_per_s", "active_decisions_per_s", "peak_rss_mb", "db_mb"):
+        assert pop[key] > 0, key
+    assert pop["agent_steps_per_s"] == pytest.approx(2000 / pop["s_per_step"])
+    assert 0 < pop["n_active"] < 2000  # activation probability 0.1
+    assert pop["timed_steps"] == [3]  # two warm-up steps left out
+
+    [mesa] = data["mesa"]
+    assert mesa["ok"] and mesa["size"] == 2000 and len(mesa["step_s"]) == 3
+    for key in ("setup_s", "s_per_step", "agent_steps_per_s", "active_decisions_per_s",
+                "peak_rss_mb"):
+        assert mesa[key] > 0, key
+
+    [ratio] = data["ratios"]
+    assert ratio["size"] == 2000
+    assert ratio["ratio"] == pytest.approx(pop["agent_steps_per_s"] / mesa["agent_steps_per_s"])
+    assert ratio["compute_ratio"] > 0
+
+
+def test_engine_benchmark_reports_a_failed_child_and_goes_on(tmp_path: Path) -> None:
+    proc, data = _bench(tmp_path, "--sizes", "2000", "--steps", "2", "--mesa-sizes",
+                        "--timeout", "0.05")
+    assert proc.returncode == 1
+    [pop] = data["populace"]
+    assert not pop["ok"] and "timed out" in pop["error"]
+    assert "FAILED" in proc.stdout
+    assert data["ratios"] == []
+
+
+def test_experiment_is_valid() -> None:
+    from populace.simulator import experiment_from_dict
+
+    exp = experiment_from_dict(_load("engine").populace_experiment(1000, 10))
+    cfg = exp.config
+    assert cfg.population.size == 1000 and cfg.steps == 10 and cfg.checkpoint_every == 10
+    assert cfg.activation.probability == 0.1 and cfg.metrics.every == 1
+    assert cfg.recording.actions and cfg.recording.agent_state_every == 0
+
+
+def test_mesa_parameters_are_populace_defaults() -> None:
+    from populace.scenarios.social.config import SocialRuleParams
+
+    mesa_params = _load("mesa_opinion").SocialRuleParams()
+    populace_params = SocialRuleParams()
+    for name, value in vars(mesa_params).items():
+        assert getattr(populace_params, name) == value, name
+
+
+def test_mesa_bounded_confidence_reduces_variance() -> None:
+    mo = _load("mesa_opinion")
+    # every agent active, so that 10 steps of 500 agents see enough posts to move opinions
+    model = mo.OpinionModel(500, seed=3, activation=1.0)
+    for _ in range(10):
+        model.step()
+    frame = model.datacollector.get_model_vars_dataframe()
+    assert len(frame) == 11  # the initial state and one row per step
+    var = frame["opinion_var"].to_numpy()
+    assert var[-1] < 0.97 * var[0]
+    assert (var[1:] <= var[:-1] + 1e-12).mean() >= 0.8  # it falls step after step
+    assert frame["posts"].iloc[-1] > 0
+
+    # without convergence nothing moves opinions: the change above is bounded confidence's
+    params = mo.SocialRuleParams(convergence=0.0)
+    still = mo.OpinionModel(500, seed=3, activation=1.0, params=params)
+    for _ in range(10):
+        still.step()
+    var = still.datacollector.get_model_vars_dataframe()["opinion_var"]
+    assert var.iloc[-1] == pytest.approx(var.iloc[0], abs=1e-15)
+
+
+def test_mesa_user_moves_toward_agreeable_stances_only() -> None:
+    mo = _load("mesa_opinion")
+    quiet = mo.SocialRuleParams(post_rate=0.0, like_rate=0.0, follow_rate=0.0)
+    model = mo.OpinionModel(10, seed=0, activation=1.0, params=quiet)
+    users = list(model.agents)
+    me, near, far = users[0], users[1], users[2]
+    me.opinion = 0.0
+    me.following = {near, far}
+    near.posts = [mo.Post(0, near, 0.3, 0, 0), mo.Post(1, near, 0.1, 0, 0)]
+    far.posts = [mo.Post(2, far, -0.9, 0, 0)]  # beyond confidence 0.4: ignored
+    me.step()
+    assert me.opinion == pytest.approx(0.1 * 0.2)  # convergence 0.1 toward mean 0.2
+    assert model.n_active == 1
