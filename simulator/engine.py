@@ -217,6 +217,7 @@ class Simulation:
         active = self.activation.draw(step, ctx.hour)
         obs = self.scenario.observe(active, ctx)
         actions = self.policy.decide(obs, ctx)
+        self._check_batch(actions, active)
         records = self.scenario.apply(actions, ctx)
         last = step == self.config.steps
         metrics: dict[str, float] = {}
@@ -232,6 +233,18 @@ class Simulation:
                                 checkpoint=checkpoint, actions=actions)
         self.step = step
         return StepReport(step, len(active), len(actions), compute_s, record_s, metrics)
+
+    def _check_batch(self, actions: ActionBatch, active: np.ndarray) -> None:
+        """A policy must answer every active agent once, with one of the scenario's actions."""
+        names = self.scenario.actions
+        bad = (actions.action < 0) | (actions.action >= len(names))
+        if bad.any():
+            raise ValueError(
+                f"the policy returned unknown action codes {sorted(set(actions.action[bad].tolist()))[:5]} "
+                f"(scenario {self.scenario.name!r} has {len(names)} actions: {', '.join(names)})")
+        if len(actions) != len(active) or not np.array_equal(actions.agent, active):
+            raise ValueError("the policy must return one action per active agent, in the "
+                             "order of the observation")
 
     def flush(self) -> None:
         """Wait until every step handed to the writer is committed (re-raising its error)."""

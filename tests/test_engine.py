@@ -174,3 +174,21 @@ def test_runs_on_postgresql_match_sqlite(tmp_path, pg_url: str) -> None:
                 np.testing.assert_allclose(x.astype(float), y.astype(float), equal_nan=True)
             else:
                 assert list(map(str, x)) == list(map(str, y)), (name, col)
+
+
+def test_unknown_action_from_a_policy_stops_the_run_clearly(sqlite_url: str) -> None:
+    sim = Simulation(experiment_from_dict(experiment(steps=3)), db_url=sqlite_url)
+    sim.start()
+    inner = sim.policy
+
+    class Broken:
+        def decide(self, obs, ctx):
+            batch = inner.decide(obs, ctx)
+            batch.action[:1] = 42
+            return batch
+
+    sim.policy = Broken()
+    with pytest.raises(ValueError, match=r"unknown action codes \[42\].*9 actions: create_post"):
+        sim.run()
+    run = reopen(sqlite_url, sim.run_id)
+    assert run.info["status"] == "failed" and run.info["steps_done"] == 0
