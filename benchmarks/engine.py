@@ -110,14 +110,15 @@ class _PhaseTimer:
 
 
 def run_populace(n: int, steps: int, seed: int, db_dir: Path, *, feed: str | None = None,
-                 keep_db: bool = False) -> dict[str, Any]:
+                 keep_db: bool = False, activation: float = 0.1) -> dict[str, Any]:
     """Run the experiment in this process and time it (what a Populace child does)."""
     from populace.simulator import Simulation, experiment_from_dict
 
     db_path = db_dir / f"bench_{n}.sqlite"
     for stale in _db_files(db_path):
         stale.unlink()
-    exp = experiment_from_dict(populace_experiment(n, steps, seed, feed=feed))
+    exp = experiment_from_dict(populace_experiment(n, steps, seed, feed=feed,
+                                                   activation=activation))
     sim = Simulation(exp, db_url=f"sqlite:///{db_path}")
     t0 = time.perf_counter()
     sim.start()
@@ -180,13 +181,14 @@ def child_main(args: argparse.Namespace) -> int:
 
         import_rss = _peak_rss_bytes()
         out = run_populace(args.size, args.steps, args.seed, Path(args.db_dir), feed=args.feed,
-                           keep_db=args.keep_db)
+                           keep_db=args.keep_db, activation=args.activation)
     else:
         sys.path.insert(0, str(HERE))
         import mesa_opinion
 
         import_rss = _peak_rss_bytes()
-        out = mesa_opinion.run_mesa(args.size, args.steps, seed=args.seed)
+        out = mesa_opinion.run_mesa(args.size, args.steps, seed=args.seed,
+                                    activation=args.activation)
     out["import_rss_bytes"] = import_rss
     out["peak_rss_bytes"] = _peak_rss_bytes()
     Path(args.result).write_text(json.dumps(out), encoding="utf-8")
@@ -203,7 +205,7 @@ def spawn(kind: str, n: int, steps: int, args: argparse.Namespace, db_dir: Path,
     err_path = work / f"{kind}_{n}.stderr"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--size", str(n),
            "--steps", str(steps), "--seed", str(args.seed), "--result", str(result),
-           "--db-dir", str(db_dir)]
+           "--db-dir", str(db_dir), "--activation", str(args.activation)]
     if args.feed:
         cmd += ["--feed", args.feed]
     if args.keep_db:
@@ -409,6 +411,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=2,
                     help="first steps left out of the medians (default 2)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--activation", type=float, default=0.1,
+                    help="activation probability per step, for both systems (default 0.1)")
     ap.add_argument("--feed", default=None,
                     help="Populace feed algorithm (default: the scenario's default, mix)")
     ap.add_argument("--blas-threads", type=int, default=1,
@@ -493,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"sizes": args.sizes, "steps": args.steps, "mesa_sizes": args.mesa_sizes,
                      "mesa_steps": args.mesa_steps, "warmup": args.warmup, "seed": args.seed,
                      "blas_threads": args.blas_threads or "environment",
-                     "feed": args.feed or "mix (scenario default)", "activation": 0.1,
+                     "feed": args.feed or "mix (scenario default)", "activation": args.activation,
                      "network": "barabasi_albert m=5",
                      "experiment": _experiment_template(args)},
         "populace": populace,

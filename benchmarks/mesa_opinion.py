@@ -188,7 +188,7 @@ class OpinionModel(mesa.Model):
         self.datacollector.collect(self)
 
 
-def run_mesa(n: int, steps: int, seed: int = 0) -> dict[str, Any]:
+def run_mesa(n: int, steps: int, seed: int = 0, activation: float = 0.1) -> dict[str, Any]:
     """Build the model and time each step.
 
     Returns ``setup_s`` (graph and agents), ``step_s`` (seconds of each step, DataCollector
@@ -196,7 +196,7 @@ def run_mesa(n: int, steps: int, seed: int = 0) -> dict[str, Any]:
     and the end.
     """
     t0 = time.perf_counter()
-    model = OpinionModel(n, seed=seed)
+    model = OpinionModel(n, seed=seed, activation=activation)
     setup_s = time.perf_counter() - t0
     step_s: list[float] = []
     cpu_s: list[float] = []

@@ -49,9 +49,12 @@ _M2 = np.uint64(0x94D049BB133111EB)
 def _mix64(x: np.ndarray) -> np.ndarray:
     """SplitMix64's finaliser: a bijective scramble of 64-bit integers (wraps on overflow)."""
     x = x + _GOLDEN
-    x = (x ^ (x >> np.uint64(30))) * _M1
-    x = (x ^ (x >> np.uint64(27))) * _M2
-    return x ^ (x >> np.uint64(31))
+    x ^= x >> np.uint64(30)
+    x *= _M1
+    x ^= x >> np.uint64(27)
+    x *= _M2
+    x ^= x >> np.uint64(31)
+    return x
 
 
 def per_agent_uniform(seed: int, purpose: str, step: int, agents: np.ndarray,
@@ -67,8 +70,12 @@ def per_agent_uniform(seed: int, purpose: str, step: int, agents: np.ndarray,
     base = _mix64(_mix64(_mix64(key[0:1]) ^ key[1:2]) ^ key[2:3])
     counters = (np.asarray(agents, dtype=np.uint64)[:, None] * np.uint64(width)
                 + np.arange(width, dtype=np.uint64)[None, :])
-    bits = _mix64(_mix64(counters ^ base))
-    return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+    # SplitMix64 at position `counter` of the stream `base`: one multiply-add and one mix
+    counters *= _GOLDEN
+    counters += base
+    bits = _mix64(counters)
+    bits >>= np.uint64(11)
+    return bits.astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
 def per_agent_normal(seed: int, purpose: str, step: int, agents: np.ndarray,

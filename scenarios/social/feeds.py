@@ -37,6 +37,7 @@ class FeedContext:
     step: int
     config: FeedConfig
     draw: Callable[[str, int], np.ndarray]  # (purpose, width) -> per-agent uniforms keyed by id
+    shared_random: Callable[[str], np.random.Generator]  # purpose -> generator of this step
 
     def window(self) -> np.ndarray:
         """Recommendable post ids inside the recency window."""
@@ -75,14 +76,51 @@ def random_feed(ctx: FeedContext, k: int) -> np.ndarray:
     return pool[np.minimum(idx, len(pool) - 1)]
 
 
+PADDED_FOLLOWEES = 16  # agents following at most this many accounts take the dense path
+
+
 @register_feed("followees")
 def followees_feed(ctx: FeedContext, k: int) -> np.ndarray:
     """The newest posts of the accounts each agent follows, newest first."""
     n = len(ctx.agents)
     out = _empty(n, k)
-    if k == 0:
+    if k == 0 or n == 0:
         return out
-    seg, followees = ctx.follows.followees(ctx.agents)
+    indptr = ctx.follows.indptr
+    lens = indptr[ctx.agents + 1] - indptr[ctx.agents]
+    dense = lens <= PADDED_FOLLOWEES
+    # agents with the same number of followees share one dense matrix (no padding)
+    for d in np.unique(lens[dense]).tolist():
+        rows = np.flatnonzero(lens == d)
+        if d:
+            out[rows] = _followees_dense(ctx, rows, int(d), k)
+    rows = np.flatnonzero(~dense)
+    if len(rows):
+        out[rows] = _followees_segmented(ctx, ctx.agents[rows], k)
+    return out
+
+
+def _followees_dense(ctx: FeedContext, rows: np.ndarray, d: int, k: int) -> np.ndarray:
+    """Top-k newest followee posts for agents that each follow exactly ``d`` accounts."""
+    out = _empty(len(rows), k)
+    follows = ctx.follows
+    pos = follows.indptr[ctx.agents[rows]][:, None] + np.arange(d)
+    followee = follows.keys[pos] % follows.n
+    r = ctx.recent.shape[1]
+    cand = ctx.recent[followee].reshape(len(rows), d * r)
+    cand[cand < ctx.first_id()] = -1
+    width = min(k, cand.shape[1])
+    if cand.shape[1] > width:
+        cand = -np.partition(-cand, width - 1, axis=1)[:, :width]
+    out[:, :width] = -np.sort(-cand, axis=1)[:, :width]
+    return out
+
+
+def _followees_segmented(ctx: FeedContext, agents: np.ndarray, k: int) -> np.ndarray:
+    """Top-k newest followee posts for agents with many followees: segmented maxima."""
+    n = len(agents)
+    out = _empty(n, k)
+    seg, followees = ctx.follows.followees(agents)
     r = ctx.recent.shape[1]
     cand = ctx.recent[followees].ravel()
     seg = np.repeat(seg, r)
@@ -90,8 +128,8 @@ def followees_feed(ctx: FeedContext, k: int) -> np.ndarray:
     seg, cand = seg[keep], cand[keep]  # seg stays ascending
     if len(cand) == 0:
         return out
-    # top-k per agent by k passes of a segmented maximum: no sort of all candidates
-    # (post ids are unique, so removing the maximum removes exactly one candidate)
+    # k passes of a segmented maximum: no sort of all candidates (post ids are unique, so
+    # removing the maximum removes exactly one candidate)
     starts = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]])
     rows = seg[starts]
     lens = np.diff(np.r_[starts, len(seg)])
@@ -129,7 +167,11 @@ def hot_feed(ctx: FeedContext, k: int) -> np.ndarray:
 
 @register_feed("interest")
 def interest_feed(ctx: FeedContext, k: int) -> np.ndarray:
-    """Posts on the agent's topic of interest, ranked by recency and popularity, sampled."""
+    """Posts on the agent's topic of interest, ranked by recency and popularity, sampled.
+
+    Each topic keeps its 3k best posts by score = 0.5^(age / half-life) * (1 + log(1 + max(likes -
+    dislikes, 0))), in random order; each agent sees k consecutive ones from a random start.
+    """
     pool = ctx.window()
     n = len(ctx.agents)
     if len(pool) == 0 or k == 0:
@@ -138,21 +180,26 @@ def interest_feed(ctx: FeedContext, k: int) -> np.ndarray:
     age = ctx.step - p.step[pool]
     score = 0.5 ** (age / ctx.config.recency_half_life) * (
         1.0 + np.log1p(np.maximum(p.likes[pool] - p.dislikes[pool], 0)))
-    c = 3 * k  # candidates per topic; each agent sees a random k of them
+    c = 3 * k  # candidates per topic
     table = np.full((ctx.n_topics, c), -1, dtype=np.int64)
+    count = np.zeros(ctx.n_topics, dtype=np.int64)
     topics = p.topic[pool]
+    shuffle = ctx.shared_random("feed.interest.order")
     for t in range(ctx.n_topics):
         sel = np.flatnonzero(topics == t)
         if len(sel) == 0:
             continue
         if len(sel) > c:
             sel = sel[np.argpartition(-score[sel], c - 1)[:c]]
-        table[t, : len(sel)] = pool[sel]
-    rows = table[ctx.interest[ctx.agents]]
-    keys = ctx.draw("feed.interest", c)
-    keys[rows < 0] = -1.0
-    pick = np.argpartition(-keys, k - 1, axis=1)[:, :k] if c > k else np.argsort(-keys, axis=1)
-    return np.take_along_axis(rows, pick, axis=1)
+        table[t, : len(sel)] = pool[sel[shuffle.permutation(len(sel))]]
+        count[t] = len(sel)
+    mine = ctx.interest[ctx.agents]
+    have = count[mine]
+    start_at = (ctx.draw("feed.interest", 1)[:, 0] * np.maximum(have, 1)).astype(np.int64)
+    cols = (start_at[:, None] + np.arange(k)) % np.maximum(have, 1)[:, None]
+    feed = table[mine[:, None], cols]
+    feed[np.arange(k) >= have[:, None]] = -1  # a topic with fewer than k posts
+    return feed
 
 
 @register_feed("mix")
@@ -170,17 +217,13 @@ def mix_feed(ctx: FeedContext, k: int) -> np.ndarray:
 
 
 def compact(feed: np.ndarray, drop: np.ndarray) -> np.ndarray:
-    """Remove the ``drop`` entries of each row, keeping the others' order; pad with -1 at the end.
-
-    Only rows that need it are rearranged (most rows have nothing to drop).
-    """
-    feed = np.where(drop, -1, feed)
-    empty = feed < 0
-    rows = np.flatnonzero((empty[:, :-1] & ~empty[:, 1:]).any(axis=1))
-    if len(rows):
-        order = np.argsort(empty[rows], axis=1, kind="stable")
-        feed[rows] = np.take_along_axis(feed[rows], order, axis=1)
-    return feed
+    """Remove the ``drop`` entries of each row, keeping the others' order; pad with -1 at the end."""
+    keep = ~drop & (feed >= 0)
+    pos = np.cumsum(keep, axis=1) - 1
+    out = np.full(feed.shape, -1, dtype=feed.dtype)
+    rows = np.broadcast_to(np.arange(feed.shape[0])[:, None], feed.shape)
+    out[rows[keep], pos[keep]] = feed[keep]
+    return out
 
 
 def repeats(feed: np.ndarray) -> np.ndarray:

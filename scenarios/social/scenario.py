@@ -158,6 +158,7 @@ class SocialScenario(Scenario):
             feedable=self.feedable, interest=self.interest, n_topics=len(self.topics),
             step=ctx.step, config=self.config.feed,
             draw=lambda purpose, width: ctx.uniform(purpose, agents, width),
+            shared_random=ctx.random,
         )
         feed = build_feed(fctx)
         valid = feed >= 0
