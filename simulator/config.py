@@ -32,6 +32,7 @@ from pydantic import (
 from .activation import ActivationConfig
 from .clock import Clock, parse_duration
 from .config_errors import ConfigError, Marks, Problem, load_yaml, problems_from_validation_error
+from .llm.config import LLMConfig, LLMParams
 from .network import NetworkConfig
 from .policy import PolicyConfig
 from .population import PopulationConfig
@@ -111,6 +112,8 @@ class ExperimentConfig(BaseModel):
                                    validate_default=True)
     activation: ActivationConfig = Field(default_factory=ActivationConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    llm: LLMConfig | None = Field(None, description="language-model backend for `type: llm` "
+                                  "policy parts")
     storage: StorageConfig = Field(default_factory=StorageConfig)
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
@@ -217,17 +220,19 @@ def _check_policy_params(policy: Any, scenario_cls: type[Scenario], marks: Marks
         policy = {}
     if not isinstance(policy, dict):
         return []
-    places: list[tuple[tuple[Any, ...], Any]] = [(("policy", "params"), policy.get("params", {}))]
+    places: list[tuple[tuple[Any, ...], Any, Any]] = [
+        (("policy", "params"), policy.get("params", {}), policy.get("type", "rule"))]
     parts = policy.get("parts")
     if isinstance(parts, list):
         for i, part in enumerate(parts):
             if isinstance(part, dict):
-                places.append((("policy", "parts", i, "params"), part.get("params", {})))
+                places.append((("policy", "parts", i, "params"), part.get("params", {}),
+                               part.get("type", "rule")))
     problems: list[Problem] = []
-    model = scenario_cls.rule_params_model
-    for prefix, params in places:
-        if not isinstance(params, dict):
+    for prefix, params, kind in places:
+        if not isinstance(params, dict) or kind == "mixed":
             continue
+        model = LLMParams if kind == "llm" else scenario_cls.rule_params_model
         try:
             model.model_validate(params)
         except ValidationError as err:

@@ -35,6 +35,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from .config import ExperimentConfig, ScenarioSection
+from .llm.config import LLMParams
 from .policy import PolicyConfig, PolicyPart
 from .registry import available_scenarios, get_scenario
 
@@ -767,6 +768,8 @@ def _build(scenarios: Sequence[str] | None) -> tuple[_Reference, dict[type[BaseM
     contents_at = len(ref.order)
     ref.add_model(ExperimentConfig, "", 2, heading="Top level", label="top level",
                   child_level=2)
+    ref.add_model(LLMParams, "policy.params", 2, heading="`policy.params` of `type: llm`",
+                  label="policy.params (llm)")
     # Each scenario's own sections, with the scenario's name in their headings.
     scenario_links: list[str] = []
     params_links: list[str] = []
@@ -784,9 +787,10 @@ def _build(scenarios: Sequence[str] | None) -> tuple[_Reference, dict[type[BaseM
     ref.suffix = ""
     notes = {
         ScenarioSection: "Installed scenarios: " + (", ".join(scenario_links) or "none") + ".",
-        PolicyConfig: "`params` are checked by the scenario's rule-parameter model: "
-        + (", ".join(params_links) or "none") + ".",
-        PolicyPart: "`params` are checked like `policy.params`.",
+        PolicyConfig: "`params` of `type: rule` are checked by the scenario's rule-parameter "
+        "model: " + (", ".join(params_links) or "none") + "; `params` of `type: llm` by "
+        f"[the language-model parameters](#{ref.anchor[LLMParams][1]}).",
+        PolicyPart: "`params` are checked like `policy.params`, by the part's `type`.",
     }
     contents = ["## Contents", ""]
     for item in ref.order:

@@ -40,6 +40,7 @@ from populace.storage.schema import CORE_STEP_TABLES
 from .actions import ActionBatch
 from .activation import Activation
 from .config import Experiment, experiment_from_dict
+from .llm.tables import STEP_TABLES as LLM_STEP_TABLES
 from .network import build_network
 from .policy import Policy, build_policy
 from .population import build_population
@@ -110,8 +111,9 @@ class Simulation:
         self.scenario: Scenario = self.experiment.scenario_cls(self.experiment.scenario_config,
                                                                self.world)
         self.policy: Policy
-        self.policy, self.policy_part = build_policy(cfg.policy, self.scenario,
-                                                     population.attributes, self.rng)
+        self.policy, self.policy_part = build_policy(
+            cfg.policy, self.scenario, population.attributes, self.rng, llm=cfg.llm,
+            base_dir=base, seed=cfg.seed)
         self.activation = Activation(cfg.activation, population.attributes, self.rng)
         records = self.scenario.setup()
         self.setup_s = time.perf_counter() - t0
@@ -141,6 +143,7 @@ class Simulation:
                                              date_format="iso").splitlines()
                       if len(pop.attributes.columns) else ["{}"] * pop.size)
         agents = {"agent_id": np.arange(pop.size, dtype=np.int64), "attributes": attributes}
+        self.policy.attach(self.db, self.run_id)
         ctx = self._context(0)
         metrics = self.scenario.metrics(_empty_batch(), ctx)
         self._commit(0, records, metrics, n_active=0, n_actions=0, compute_s=self.setup_s,
@@ -166,6 +169,7 @@ class Simulation:
         sim.db = db
         sim.run_id = int(info["id"])
         sim._build()
+        sim.policy.attach(db, sim.run_id)
         step, blob = load_checkpoint(db, sim.run_id)
         state = dict(np.load(io.BytesIO(blob), allow_pickle=False))
         sim.scenario.load_state_dict(
@@ -173,7 +177,8 @@ class Simulation:
         )
         sim.wall_s = float(state["engine.wall_s"])
         with db.transaction() as conn:
-            db.delete_after(conn, sim.run_id, step, (*CORE_STEP_TABLES, *sim.scenario.tables))
+            db.delete_after(conn, sim.run_id, step,
+                            (*CORE_STEP_TABLES, *LLM_STEP_TABLES, *sim.scenario.tables))
             update_run(db, sim.run_id, conn=conn, status="running", steps_done=step, error=None)
         sim.step = step
         log.info("resuming run %s from step %s", sim.run_id, step)
@@ -219,10 +224,11 @@ class Simulation:
         actions = self.policy.decide(obs, ctx)
         self._check_batch(actions, active)
         records = self.scenario.apply(actions, ctx)
+        records.update(self.policy.drain_records())
         last = step == self.config.steps
-        metrics: dict[str, float] = {}
+        metrics: dict[str, float] = self.policy.step_metrics()
         if step % self.config.metrics.every == 0 or last:
-            metrics = self.scenario.metrics(actions, ctx)
+            metrics.update(self.scenario.metrics(actions, ctx))
         if last and self.config.metrics.final:
             for table, cols in self.scenario.finish(ctx).items():
                 records.setdefault(table, {}).update(cols)
@@ -253,13 +259,16 @@ class Simulation:
             pending.result()
 
     def close(self) -> None:
-        """Flush and stop the writer thread."""
+        """Flush and stop the writer thread; close the policy's connections."""
         try:
             self.flush()
         finally:
             if self._writer is not None:
                 self._writer.shutdown(wait=True)
                 self._writer = None
+            policy = getattr(self, "policy", None)
+            if policy is not None:
+                policy.close()
 
     def _commit(self, step: int, records: Records, metrics: dict[str, float], *, n_active: int,
                 n_actions: int, compute_s: float, checkpoint: bool,

@@ -7,13 +7,15 @@ Core objects:
         seeded) and runs each policy on its own sub-batch.
     build_policy: make the run's policy from its config and scenario.
 
-Kinds: ``rule`` (the scenario's vectorised heuristics). Language-model policies plug in here as
-another kind; every kind takes the same batch and returns the same ``ActionBatch``.
+Kinds: ``rule`` (the scenario's vectorised heuristics) and ``llm`` (a language model through the
+backends of ``populace.simulator.llm``); every kind takes the same batch and returns the same
+``ActionBatch``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 import numpy as np
@@ -23,19 +25,42 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from .actions import ActionBatch
 
 if TYPE_CHECKING:
-    from .rng import RngStreams
-    from .scenario import Observation, Scenario, StepContext
+    from populace.storage import Database
 
-PolicyKind = Literal["rule"]
+    from .llm.config import LLMConfig
+    from .rng import RngStreams
+    from .scenario import Observation, Records, Scenario, StepContext
+
+PolicyKind = Literal["rule", "llm"]
 Scalar = str | int | float | bool
 
 
 class Policy(ABC):
-    """Decides the actions of a batch of agents."""
+    """Decides the actions of a batch of agents.
+
+    Besides ``decide``, a policy may connect to the run's database when the run starts
+    (``attach``), hand rows and metrics to the engine after each step (``drain_records``,
+    ``step_metrics``: a language-model policy records its calls and their cost), and release
+    resources at the end (``close``).
+    """
 
     @abstractmethod
     def decide(self, obs: Observation, ctx: StepContext) -> ActionBatch:
         """Return one action per agent of ``obs``, in the same order."""
+
+    def attach(self, db: Database, run_id: int) -> None:  # noqa: B027  (optional hook)
+        """Connect to the run's database (called once the run exists)."""
+
+    def drain_records(self) -> Records:
+        """Rows this policy produced since the last call, to write with the step."""
+        return {}
+
+    def step_metrics(self) -> dict[str, float]:
+        """Metrics of this policy for the step just decided."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027  (optional hook)
+        """Release connections, threads and event loops."""
 
 
 class Selection(BaseModel):
@@ -65,13 +90,14 @@ class PolicyPart(BaseModel):
 class PolicyConfig(BaseModel):
     """The ``policy:`` section.
 
-    ``type: rule`` with ``params`` for the scenario's rule policy, or ``type: mixed`` with
+    ``type: rule`` with ``params`` for the scenario's rule policy, ``type: llm`` with ``params``
+    for a language-model policy (the backend is the top-level ``llm:`` section), or ``type: mixed`` with
     ``parts``: agents take the first part whose selection matches them, in order.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["rule", "mixed"] = "rule"
+    type: Literal["rule", "llm", "mixed"] = "rule"
     params: dict[str, Any] = Field(default_factory=dict)
     parts: list[PolicyPart] = Field(default_factory=list)
 
@@ -101,6 +127,35 @@ class MixedPolicy(Policy):
     def __init__(self, policies: list[Policy], assignment: np.ndarray) -> None:
         self.policies = policies
         self.assignment = assignment
+
+    def attach(self, db: Database, run_id: int) -> None:
+        """Attach every part."""
+        for policy in self.policies:
+            policy.attach(db, run_id)
+
+    def drain_records(self) -> Records:
+        """Rows of every part, table by table."""
+        out: Records = {}
+        for policy in self.policies:
+            for table, cols in policy.drain_records().items():
+                if table in out:
+                    out[table] = {k: list(out[table][k]) + list(v) for k, v in cols.items()}
+                else:
+                    out[table] = cols
+        return out
+
+    def step_metrics(self) -> dict[str, float]:
+        """Metrics of every part (parts of one kind share names, so counters add up)."""
+        out: dict[str, float] = {}
+        for policy in self.policies:
+            for name, value in policy.step_metrics().items():
+                out[name] = out.get(name, 0.0) + value if name in out else value
+        return out
+
+    def close(self) -> None:
+        """Close every part."""
+        for policy in self.policies:
+            policy.close()
 
     def decide(self, obs: Observation, ctx: StepContext) -> ActionBatch:
         """Split the batch by part, decide each sub-batch, and restore activation order."""
@@ -135,11 +190,24 @@ def assign_parts(parts: list[PolicyPart], attributes: pd.DataFrame, rng: RngStre
 
 
 def build_policy(config: PolicyConfig, scenario: Scenario, attributes: pd.DataFrame,
-                 rng: RngStreams) -> tuple[Policy, np.ndarray]:
+                 rng: RngStreams, *, llm: LLMConfig | None = None, base_dir: Path = Path("."),
+                 seed: int = 0) -> tuple[Policy, np.ndarray]:
     """The run's policy and, per agent, the index of the policy part that decides for it."""
     parts = config.part_list()
-    policies = [scenario.rule_policy(scenario.rule_params_model.model_validate(p.params))
-                for p in parts]
+    policies: list[Policy] = []
+    for i, part in enumerate(parts):
+        if part.type == "llm":
+            from .llm.config import LLMParams
+            from .llm.policy import LLMPolicy
+
+            if llm is None:
+                raise ValueError(f"policy part {i} is of type llm, but the experiment has no "
+                                 "`llm:` section (backend, model, endpoints)")
+            policies.append(LLMPolicy(scenario, llm, LLMParams.model_validate(part.params),
+                                      base_dir=base_dir, seed=seed))
+        else:
+            policies.append(scenario.rule_policy(
+                scenario.rule_params_model.model_validate(part.params)))
     assignment = assign_parts(parts, attributes, rng)
     unassigned = int((assignment < 0).sum())
     if unassigned:

@@ -151,6 +151,26 @@ class Scenario(ABC):
     def metrics(self, actions: ActionBatch, ctx: StepContext) -> dict[str, float]:
         """Metrics of the state after this step's actions."""
 
+    # -- language-model agents (optional: a scenario without them runs rule policies only) -------
+
+    prompt_dir: ClassVar[Path | None] = None
+    """Folder of the scenario's default Jinja2 prompt templates: ``system.j2`` (the part shared
+    by every agent, sent first so servers cache it) and ``agent.j2`` (one agent's profile and
+    observation); ``<role>.system.j2`` / ``<role>.agent.j2`` override them for a role."""
+
+    def decision_model(self) -> type[BaseModel] | None:
+        """The pydantic model of one decision a language model returns (None: no LLM agents)."""
+        return None
+
+    def prompt_context(self, obs: Observation) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Template variables: those shared by the batch, and one dict per agent of ``obs``."""
+        raise NotImplementedError(f"scenario {self.name!r} has no language-model agents")
+
+    def decisions_to_actions(self, obs: Observation, decisions: list[BaseModel | None],
+                             fallback: str) -> ActionBatch:
+        """Turn validated decisions (None: use the ``fallback`` action) into an ActionBatch."""
+        raise NotImplementedError(f"scenario {self.name!r} has no language-model agents")
+
     def agent_state(self) -> dict[str, np.ndarray]:
         """Per-agent state variables to snapshot (name -> array over all agents)."""
         return {}

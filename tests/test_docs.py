@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from populace.simulator import load_experiment
 from populace.simulator.docgen import COMMAND, model_anchors, render_reference, slugify
+from populace.simulator.llm.config import LLMParams
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -152,8 +153,12 @@ def test_every_key_of_the_examples_is_in_the_reference(example: Path) -> None:
     scenario = exp.scenario_cls
     pairs = list(_model_keys(exp.config)) + list(_model_keys(exp.scenario_config))
     policy = exp.config.policy
-    for params in [policy.params, *(part.params for part in policy.parts)]:
-        pairs += _model_keys(scenario.rule_params_model.model_validate(params))
+    parts = [(policy.type, policy.params), *((part.type, part.params) for part in policy.parts)]
+    for kind, params in parts:
+        if kind == "mixed":
+            continue
+        model = LLMParams if kind == "llm" else scenario.rule_params_model
+        pairs += _model_keys(model.model_validate(params))
     anchors = model_anchors(_installed_scenarios())
     sections = _sections(REFERENCE.read_text(encoding="utf-8"))
     missing = []

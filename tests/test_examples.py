@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from populace.simulator import Simulation, experiment_from_dict, load_experiment
+from populace.simulator.llm.testserver import ServerBehaviour, TestServer
 from populace.storage import Run
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "scenarios" / "social" / "examples"
@@ -47,6 +48,13 @@ def _run(path: Path, directory: Path) -> tuple[Run, dict[str, Any]]:
     if size is not None and size > SMALL_ENOUGH:
         raw["population"]["size"] = SCALED_SIZE
     raw["storage"] = {"url": f"sqlite:///{directory / (path.stem + '.sqlite')}"}
+    if raw.get("llm", {}).get("backend", "openai") == "openai" and "llm" in raw:
+        # language-model examples talk to the project's test server instead of a real model
+        with TestServer(ServerBehaviour(seed=1)) as server:
+            for endpoint in raw["llm"]["endpoints"]:
+                endpoint["base_url"] = server.url
+            exp = experiment_from_dict(raw, source=path)
+            return Simulation(exp).run(), raw
     exp = experiment_from_dict(raw, source=path)
     return Simulation(exp).run(), raw
 

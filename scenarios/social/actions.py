@@ -11,6 +11,7 @@ Argument columns of a social ``ActionBatch`` (-1 / NaN where unused):
     topic: topic index of a new post (create_post, quote, comment).
     stance: stance in [-1, 1] of a new post.
     opinion: the agent's opinion after the step (NaN: unchanged).
+    content: text of a new post (object array; None for rule agents, which write no text).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ NEW_POST = (CREATE_POST, REPOST, QUOTE, COMMENT)
 
 def action_batch(agents: np.ndarray, codes: np.ndarray, *, post_id: np.ndarray | None = None,
                  target_id: np.ndarray | None = None, topic: np.ndarray | None = None,
-                 stance: np.ndarray | None = None, opinion: np.ndarray | None = None) -> ActionBatch:
+                 stance: np.ndarray | None = None, opinion: np.ndarray | None = None,
+                 content: np.ndarray | None = None) -> ActionBatch:
     """A social ``ActionBatch`` with every argument column present (missing ones unset)."""
     n = len(agents)
 
@@ -41,5 +43,6 @@ def action_batch(agents: np.ndarray, codes: np.ndarray, *, post_id: np.ndarray |
     return ActionBatch(
         np.asarray(agents, dtype=np.int64), np.asarray(codes, dtype=np.int16),
         {"post_id": ints(post_id), "target_id": ints(target_id), "topic": ints(topic),
-         "stance": floats(stance), "opinion": floats(opinion)},
+         "stance": floats(stance), "opinion": floats(opinion),
+         "content": np.full(n, None, dtype=object) if content is None else content},
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import BaseModel
 
 from populace.simulator.actions import ActionBatch
 from populace.simulator.arrays import sorted_unique
@@ -35,6 +36,7 @@ from .actions import (
     UNFOLLOW,
 )
 from .config import SocialConfig, SocialRuleParams
+from .decisions import decision_model, decisions_to_actions, prompt_context
 from .feeds import FeedContext, build_feed
 from .metrics import attitude_assortativity, bimodality_coefficient, cascade_metrics, pearson
 from .rules import SocialRulePolicy
@@ -86,6 +88,7 @@ class SocialScenario(Scenario):
     action_table = "actions"
     trace_columns = ("post_id", "target_id", "accepted")
     examples = Path(__file__).parent / "examples"
+    prompt_dir = Path(__file__).parent / "prompts"
 
     def __init__(self, config: SocialConfig, world: World) -> None:  # type: ignore[override]
         super().__init__(config, world)
@@ -122,6 +125,9 @@ class SocialScenario(Scenario):
         self.feedable = np.zeros(0, dtype=np.int64)
         self.follows = FollowState(n, np.zeros(0, np.int64), np.zeros(0, np.int64))
         self.rejected: dict[str, int] = {}
+        self.post_content: dict[int, str] = {}  # text of posts that have one (seed, LLM)
+        self._profiles: list[dict[str, Any]] | None = None
+        self._decision_model: type[BaseModel] | None = None
         self.exposure_corr = float("nan")
         self.new_posts = 0
 
@@ -145,7 +151,9 @@ class SocialScenario(Scenario):
             ids = self._publish(authors, np.full(len(authors), 0), np.full(len(authors), -1),
                                 self.interest[authors], stance, step=0,
                                 epoch=world.clock.epoch(0))
-            records["posts"] = self._post_rows(ids, content=seed["content"].astype(str).tolist())
+            texts = seed["content"].astype(str).tolist()
+            self.post_content.update(zip(ids.tolist(), texts, strict=True))
+            records["posts"] = self._post_rows(ids, content=texts)
         return records
 
     # -- phases ---------------------------------------------------------------------------------
@@ -234,7 +242,13 @@ class SocialScenario(Scenario):
                 np.add.at(p.cols["shares"], shares, 1)
                 np.add.at(p.cols["comments"], parent[c == COMMENT], 1)
             ids = self._publish(agents[new], kind, parent, t, stance, ctx.step, ctx.epoch)
-            records["posts"] = self._post_rows(ids)
+            texts = a["content"][new] if "content" in a else None
+            if texts is not None and any(x is not None for x in texts):
+                self.post_content.update((i, x) for i, x in zip(ids.tolist(), texts.tolist(),
+                                                                strict=True) if x is not None)
+                records["posts"] = self._post_rows(ids, content=texts.tolist())
+            else:
+                records["posts"] = self._post_rows(ids)
         self.new_posts = int(new.sum())
         # likes and dislikes
         ok_react = ok & react
@@ -275,6 +289,33 @@ class SocialScenario(Scenario):
             "exposure_corr": self.exposure_corr,
         })
         return out
+
+    # -- language-model agents ------------------------------------------------------------------
+
+    def decision_model(self) -> type[BaseModel]:
+        """One answer of a language-model user (see ``decisions.decision_model``)."""
+        if self._decision_model is None:
+            self._decision_model = decision_model(self.topics)
+        return self._decision_model
+
+    def prompt_context(self, obs: SocialObservation  # type: ignore[override]
+                       ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Template variables: the platform and topics, and each agent's profile and feed."""
+        return prompt_context(self, obs)
+
+    def decisions_to_actions(self, obs: SocialObservation,  # type: ignore[override]
+                             decisions: list[BaseModel | None], fallback: str) -> ActionBatch:
+        """Validated answers as actions; None entries take ``fallback``."""
+        return decisions_to_actions(self, obs, decisions, fallback)
+
+    def profiles(self) -> list[dict[str, Any]]:
+        """Each agent's attributes as a dict (built once, on first use by a prompt)."""
+        if self._profiles is None:
+            hidden = {self.config.opinion_attribute, self.config.interest_attribute}
+            attrs = self.world.population.attributes
+            cols = [c for c in attrs.columns if c not in hidden]
+            self._profiles = attrs[cols].to_dict("records")
+        return self._profiles
 
     def agent_state(self) -> dict[str, np.ndarray]:
         """Opinions of every agent."""
@@ -330,8 +371,13 @@ class SocialScenario(Scenario):
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Opinions, posts, follow graph, reactions and feed indexes."""
+        ids = np.fromiter(self.post_content, dtype=np.int64, count=len(self.post_content))
+        texts = [self.post_content[i].encode("utf-8") for i in ids.tolist()]
         return {"opinion": self.opinion, "recent": self.recent, "feedable": self.feedable,
                 "follow_keys": self.follows.keys, "like_keys": self.likes.keys,
+                "content_ids": ids,
+                "content_ends": np.cumsum([len(t) for t in texts], dtype=np.int64),
+                "content_bytes": np.frombuffer(b"".join(texts), dtype=np.uint8),
                 **self.posts.state_dict()}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
@@ -343,3 +389,9 @@ class SocialScenario(Scenario):
         self.follows._reindex()
         self.likes.keys = state["like_keys"].astype(np.int64)
         self.posts.load_state_dict(state)
+        blob = state["content_bytes"].tobytes()
+        starts = np.r_[0, state["content_ends"][:-1]] if len(state["content_ends"]) else []
+        self.post_content = {
+            int(i): blob[s:e].decode("utf-8")
+            for i, s, e in zip(state["content_ids"].tolist(), list(starts),
+                               state["content_ends"].tolist(), strict=True)}

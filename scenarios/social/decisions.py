@@ -1,0 +1,154 @@
+"""What a language-model agent answers in the social scenario, and how it becomes actions.
+
+Core objects:
+    decision_model: the pydantic model of one answer: a union of one model per action,
+        told apart by the ``action`` field, each with an optional ``opinion``.
+    prompt_context: the template variables for a batch of observations.
+    decisions_to_actions: validated answers (or a fallback) as an ``ActionBatch``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+
+from populace.simulator.actions import ActionBatch
+
+from .actions import ACTIONS, action_batch
+from .state import KINDS
+
+if TYPE_CHECKING:
+    from .scenario import SocialObservation, SocialScenario
+
+Stance = Annotated[float, Field(ge=-1.0, le=1.0)]
+Text = Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class _Decision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    opinion: Stance | None = None
+
+
+def decision_model(topics: list[str]) -> type[BaseModel]:
+    """The answer schema for a scenario with these topics (a discriminated union on ``action``)."""
+    topic = Literal[tuple(topics)]  # type: ignore[valid-type]
+
+    class CreatePost(_Decision):
+        action: Literal["create_post"]
+        topic: topic  # type: ignore[valid-type]
+        content: Text
+        stance: Stance
+
+    class Repost(_Decision):
+        action: Literal["repost"]
+        post_id: int = Field(ge=0)
+
+    class Quote(_Decision):
+        action: Literal["quote"]
+        post_id: int = Field(ge=0)
+        content: Text
+        stance: Stance
+
+    class Comment(_Decision):
+        action: Literal["comment"]
+        post_id: int = Field(ge=0)
+        content: Text
+        stance: Stance
+
+    class Like(_Decision):
+        action: Literal["like"]
+        post_id: int = Field(ge=0)
+
+    class Dislike(_Decision):
+        action: Literal["dislike"]
+        post_id: int = Field(ge=0)
+
+    class Follow(_Decision):
+        action: Literal["follow"]
+        user_id: int = Field(ge=0)
+
+    class Unfollow(_Decision):
+        action: Literal["unfollow"]
+        user_id: int = Field(ge=0)
+
+    class DoNothing(_Decision):
+        action: Literal["do_nothing"]
+
+    union = Annotated[CreatePost | Repost | Quote | Comment | Like | Dislike | Follow | Unfollow
+                      | DoNothing, Field(discriminator="action")]
+
+    class Answer(RootModel[union]):  # type: ignore[valid-type]
+        """One decision of a social-network user: an object with an ``action`` field."""
+
+    return Answer
+
+
+def _post_text(kind: str, topic: str, stance: float, content: Any) -> str:
+    if isinstance(content, str) and content:
+        return content
+    lean = "for" if stance > 0.15 else "against" if stance < -0.15 else "undecided about"
+    return f"({kind} on {topic}, {lean} the issue, stance {stance:+.2f})"
+
+
+def prompt_context(scenario: SocialScenario, obs: SocialObservation
+                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Shared and per-agent template variables for a batch of observations."""
+    shared = {"platform": "Populace Social", "topics": scenario.topics,
+              "actions": list(ACTIONS)}
+    profiles = scenario.profiles()
+    p = scenario.posts
+    followed = obs.followed()
+    contents = scenario.post_content
+    out = []
+    for i, agent in enumerate(obs.agents.tolist()):
+        feed = []
+        for j, post in enumerate(obs.feed[i].tolist()):
+            if post < 0:
+                break
+            kind = KINDS[int(p.kind[post])]
+            topic = scenario.topics[int(obs.topic[i, j])]
+            stance = float(obs.stance[i, j])
+            feed.append({"post_id": post, "author_id": int(obs.author[i, j]), "kind": kind,
+                         "topic": topic, "stance": stance, "likes": int(p.likes[post]),
+                         "followed": bool(followed[i, j]),
+                         "text": _post_text(kind, topic, stance, contents.get(post))})
+        out.append({"agent_id": agent, "profile": profiles[agent],
+                    "opinion": float(obs.opinion[i]),
+                    "interest": scenario.topics[int(obs.interest[i])], "feed": feed})
+    return shared, out
+
+
+def decisions_to_actions(scenario: SocialScenario, obs: SocialObservation,
+                         decisions: list[BaseModel | None], fallback: str) -> ActionBatch:
+    """Validated answers as a social ``ActionBatch``; ``None`` entries take ``fallback``."""
+    n = len(obs.agents)
+    codes = np.full(n, ACTIONS.index(fallback), dtype=np.int16)
+    post = np.full(n, -1, dtype=np.int64)
+    target = np.full(n, -1, dtype=np.int64)
+    topic = np.full(n, -1, dtype=np.int64)
+    stance = np.full(n, np.nan)
+    opinion = np.full(n, np.nan)
+    content = np.full(n, None, dtype=object)
+    lookup = {t: i for i, t in enumerate(scenario.topics)}
+    for i, answer in enumerate(decisions):
+        if answer is None:
+            continue
+        d = getattr(answer, "root", answer)
+        codes[i] = ACTIONS.index(d.action)
+        if d.opinion is not None:
+            opinion[i] = d.opinion
+        if hasattr(d, "post_id"):
+            post[i] = d.post_id
+        if hasattr(d, "user_id"):
+            target[i] = d.user_id
+        if hasattr(d, "topic"):
+            topic[i] = lookup[d.topic]
+        if hasattr(d, "stance"):
+            stance[i] = d.stance
+        if hasattr(d, "content"):
+            content[i] = d.content
+    return action_batch(obs.agents, codes, post_id=post, target_id=target, topic=topic,
+                        stance=stance, opinion=opinion, content=content)

@@ -1,0 +1,87 @@
+"""Configuration of language-model agents.
+
+Core objects:
+    LLMConfig: the top-level ``llm:`` section: backend, model, endpoints, sampling, response
+        cache, replay, prices. Shared by every ``type: llm`` part of the policy.
+    EndpointSettings: one OpenAI-compatible server.
+    LLMParams: ``params`` of a ``type: llm`` policy part: prompt templates, role, fallback.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class EndpointSettings(BaseModel):
+    """One OpenAI-compatible server (vLLM ``serve``, SGLang, llama.cpp server, OpenAI, ...)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = Field(description="e.g. http://127.0.0.1:8000/v1")
+    max_in_flight: int = Field(64, ge=1, description="requests outstanding at once")
+    rate_limit_rps: float | None = Field(None, gt=0, description="requests per second cap")
+    api_key_env: str | None = Field(
+        None, description="name of the environment variable that holds the API key (the key "
+        "itself never goes in the YAML)")
+
+
+class Prices(BaseModel):
+    """Prices per million tokens, for the cost estimate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_per_million: float = Field(0.0, ge=0)
+    completion_per_million: float = Field(0.0, ge=0)
+
+
+class LLMConfig(BaseModel):
+    """``llm:``: how language-model agents reach a model.
+
+    ``backend: openai`` sends requests to ``endpoints``; ``vllm`` runs an in-process vLLM
+    engine (needs a GPU and ``populace[vllm]``); ``replay`` answers from the recorded calls of
+    the run named in ``replay`` (no server: the original run is reproduced exactly).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["openai", "vllm", "replay"] = "openai"
+    model: str = Field("populace-test", description="model name as the server knows it")
+    endpoints: list[EndpointSettings] = Field(default_factory=list)
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(256, ge=1)
+    top_p: float = Field(1.0, gt=0, le=1)
+    timeout_s: float = Field(60.0, gt=0, description="per request attempt")
+    max_attempts: int = Field(4, ge=1, description="attempts per request (retries included)")
+    structured_output: bool = Field(
+        True, description="send the answer's JSON schema (response_format / guided decoding)")
+    cache: bool = Field(True, description="reuse stored answers to identical requests "
+                        "(same model, sampling parameters and prompt) instead of paying twice")
+    replay: str | int | None = Field(None, description="run (id or name) whose recorded calls "
+                                     "answer this run's requests (with backend: replay)")
+    replay_db: str | None = Field(None, description="database of the replayed run (default: "
+                                  "this run's database)")
+    record_prompts: bool = Field(True, description="store every prompt text with its answer")
+    prices: Prices = Field(default_factory=Prices)
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> Self:
+        if self.backend == "openai" and not self.endpoints:
+            raise ValueError("backend openai needs at least one entry in `endpoints`")
+        if self.backend == "replay" and self.replay is None:
+            raise ValueError("backend replay needs `replay`: the run to answer from")
+        return self
+
+
+class LLMParams(BaseModel):
+    """``params`` of a ``type: llm`` policy part."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: str = Field("agent", description="prompt role: templates <role>.system.j2 and "
+                      "<role>.agent.j2 are used when present")
+    templates: str | None = Field(None, description="folder of templates that override the "
+                                  "scenario's (relative to the experiment file)")
+    fallback: str = Field("do_nothing", description="action taken when no valid answer comes")
+    repair: bool = Field(True, description="send one repair request after an invalid answer")

@@ -1,0 +1,632 @@
+"""Asyncio client for OpenAI-compatible chat servers (vLLM, SGLang, llama.cpp, OpenAI itself).
+
+Core objects:
+    EndpointConfig: one base URL with its in-flight limit, optional rate limit, API key variable
+        and weight.
+    RetryPolicy: how many attempts a request gets, the backoff between them and the per-attempt
+        timeout.
+    OpenAIBackend: the ``Backend`` that answers a batch by spreading it over the endpoints:
+        least outstanding requests first, per-endpoint in-flight caps and token buckets,
+        retries with jittered exponential backoff, and ejection of failing endpoints with
+        probing to bring them back.
+
+The hot path is kept lean because client CPU per request bounds how many requests one process can
+drive: one shared ``aiohttp.ClientSession``, the request body encoded once (``orjson`` when
+importable), pre-built headers per endpoint, and a FIFO hand-off of endpoint slots so that a waiting
+request is woken only when a slot is actually reserved for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import math
+import os
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from populace.simulator.llm.types import Backend, BackendError, ChatRequest, ChatResponse
+
+try:  # orjson is several times faster than the stdlib; optional.
+    import orjson
+
+    _dumps: Callable[[Any], bytes] = orjson.dumps
+    _loads: Callable[[bytes], Any] = orjson.loads
+except ImportError:  # pragma: no cover - depends on the environment
+    import json
+
+    def _dumps(obj: Any) -> bytes:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    _loads = json.loads
+
+__all__ = ["EndpointConfig", "OpenAIBackend", "RetryPolicy"]
+
+_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+_LATENCY_WINDOW = 10_000  # latencies kept per endpoint for the percentiles in stats()
+_ERROR_TEXT_MAX = 300
+
+# Outcome of one attempt for an endpoint's health: a healthy answer resets the failure streak,
+# a failure extends it, and a 429 (alive but busy) leaves it as it is.
+_OK, _FAIL, _NEUTRAL = 0, 1, 2
+
+
+@dataclass
+class EndpointConfig:
+    """One OpenAI-compatible server.
+
+    Attributes:
+        base_url: the API root, e.g. ``http://127.0.0.1:8000/v1``; requests go to
+            ``{base_url}/chat/completions``.
+        max_in_flight: requests outstanding at once on this endpoint.
+        rate_limit_rps: token bucket in requests per second (burst of one), or None for no limit.
+        api_key_env: NAME of an environment variable holding the API key (never the key
+            itself); read when the backend is constructed and sent as ``Authorization: Bearer``.
+        weight: preference among endpoints with free slots; the load compared is
+            ``in_flight / (max_in_flight * weight)``.
+    """
+
+    base_url: str
+    max_in_flight: int = 64
+    rate_limit_rps: float | None = None
+    api_key_env: str | None = None
+    weight: float = 1.0
+
+
+@dataclass
+class RetryPolicy:
+    """Retries of 429, 500, 502, 503, 504, timeouts and connection errors.
+
+    Attributes:
+        max_attempts: HTTP attempts per request, the first included.
+        backoff_s: base delay; the delay before retry ``k`` (0-based) is
+            ``uniform(0, min(max_backoff_s, backoff_s * 2**k))`` (full jitter), or the server's
+            ``Retry-After`` when it sends one (capped at ``timeout_s``).
+        max_backoff_s: cap on the exponential delay.
+        timeout_s: total time allowed for one attempt; also how long a request waits for an
+            endpoint while every endpoint is ejected before that counts as a failed attempt.
+    """
+
+    max_attempts: int = 4
+    backoff_s: float = 0.2
+    max_backoff_s: float = 5.0
+    timeout_s: float = 60.0
+
+
+class _NoHealthyEndpoint(Exception):
+    """Raised to a waiting request when every endpoint stayed ejected past its deadline."""
+
+
+class _Endpoint:
+    """Run-time state of one endpoint: slots, token bucket, health and counters."""
+
+    __slots__ = (
+        "base_url", "url", "headers", "capacity", "scale", "interval", "next_token",
+        "in_flight", "streak", "ejected", "probe_at", "probing",
+        "sent", "ok", "retried", "failed", "max_in_flight_seen", "ejections", "latencies",
+    )
+
+    def __init__(self, cfg: EndpointConfig, api_key: str | None) -> None:
+        self.base_url = cfg.base_url
+        self.url = cfg.base_url.rstrip("/") + "/chat/completions"
+        self.headers = {"Content-Type": "application/json"}
+        if api_key is not None:
+            self.headers["Authorization"] = f"Bearer {api_key}"
+        self.capacity = cfg.max_in_flight
+        self.scale = 1.0 / (cfg.max_in_flight * cfg.weight)
+        self.interval = 1.0 / cfg.rate_limit_rps if cfg.rate_limit_rps else 0.0
+        self.next_token = 0.0  # monotonic time from which the bucket allows the next request
+        self.in_flight = 0
+        self.streak = 0  # consecutive failures
+        self.ejected = False
+        self.probe_at = 0.0
+        self.probing = False
+        self.sent = self.ok = self.retried = self.failed = 0
+        self.max_in_flight_seen = 0
+        self.ejections = 0
+        self.latencies: deque[float] = deque(maxlen=_LATENCY_WINDOW)
+
+    def reset_runtime(self) -> None:
+        """Forget slots and probes held under a previous event loop (those tasks are gone)."""
+        self.in_flight = 0
+        self.probing = False
+
+
+@dataclass(slots=True)
+class _Waiter:
+    """A request waiting for an endpoint slot."""
+
+    future: asyncio.Future[tuple[_Endpoint, bool]]
+    avoid: _Endpoint | None
+    deadline: float  # when it gives up if every endpoint is still ejected
+
+
+class OpenAIBackend(Backend):
+    """A ``Backend`` over one or many OpenAI-compatible ``/chat/completions`` endpoints.
+
+    Every request of a batch is submitted at once as an asyncio task; each takes a slot on the
+    healthy endpoint with the fewest outstanding requests relative to its capacity, so endpoints of
+    different sizes all stay near full. Waiting requests are served first in, first out.
+
+    A failed attempt (429, 5xx, timeout, connection error) is retried after a jittered backoff,
+    preferably on another endpoint; other 4xx answers are final. A request never raises: when it
+    fails for good its ``ChatResponse`` carries ``error`` and ``attempts``.
+
+    Args:
+        endpoints: the servers; at least one.
+        retry: retry and timeout policy.
+        eject_after: consecutive failures after which an endpoint is taken out of rotation.
+        probe_after_s: seconds after an ejection (or a failed probe) before a single probe
+            request is let through; its success puts the endpoint back.
+        use_response_format: send ``response_format`` (JSON schema) when a request has a schema.
+        seed: seed of the backoff jitter.
+
+    Raises:
+        BackendError: no endpoints, a URL that is not ``http(s)://host...``, invalid limits, or
+            an ``api_key_env`` variable that is not set.
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        endpoints: list[EndpointConfig],
+        *,
+        retry: RetryPolicy | None = None,
+        eject_after: int = 5,
+        probe_after_s: float = 2.0,
+        use_response_format: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if not endpoints:
+            raise BackendError("OpenAIBackend needs at least one endpoint")
+        self.retry = retry if retry is not None else RetryPolicy()
+        if self.retry.max_attempts < 1:
+            raise BackendError(f"retry.max_attempts must be >= 1, got {self.retry.max_attempts}")
+        if self.retry.timeout_s <= 0:
+            raise BackendError(f"retry.timeout_s must be > 0, got {self.retry.timeout_s}")
+        if eject_after < 1:
+            raise BackendError(f"eject_after must be >= 1, got {eject_after}")
+        self.eject_after = eject_after
+        self.probe_after_s = probe_after_s
+        self.use_response_format = use_response_format
+        self._rng = random.Random(seed)
+        self._endpoints = [_Endpoint(cfg, _check_endpoint(cfg)) for cfg in endpoints]
+
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: deque[_Waiter] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        self._requests = self._requests_ok = self._requests_failed = 0
+        self._attempts = self._no_endpoint = 0
+
+    # ------------------------------------------------------------------ public API
+
+    async def generate(self, requests: list[ChatRequest]) -> list[ChatResponse]:
+        """Answer ``requests`` in the same order; failures come back with ``error`` set.
+
+        Args:
+            requests: the batch; all of it is submitted at once.
+
+        Returns:
+            One ``ChatResponse`` per request, in order.
+        """
+        if not requests:
+            return []
+        session = await self._ensure_session()
+        return list(await asyncio.gather(*(self._one(session, r) for r in requests)))
+
+    async def close(self) -> None:
+        """Close the HTTP session; a later ``generate`` opens a new one."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_at = None, math.inf
+        if self._session is not None:
+            session, self._session = self._session, None
+            with contextlib.suppress(Exception):  # a session of a dead loop cannot close cleanly
+                await session.close()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters per endpoint and in total.
+
+        Returns:
+            ``{"endpoints": [...], "totals": {...}}``. Per endpoint: ``sent`` (attempts sent),
+            ``ok``, ``retried`` (failed attempts followed by a retry), ``failed`` (failed
+            attempts that ended their request), ``in_flight``, ``max_in_flight``,
+            ``max_in_flight_seen``, ``ejected``, ``ejections``, ``latency_p50_s``,
+            ``latency_p95_s``, ``latency_mean_s`` (over the last successful attempts).
+            Totals: ``requests``, ``ok``, ``failed`` (requests), ``attempts``, ``retries``,
+            ``no_endpoint`` (attempts that found every endpoint ejected), ``waiting``.
+        """
+        eps = []
+        for ep in self._endpoints:
+            lat = sorted(ep.latencies)
+            eps.append({
+                "base_url": ep.base_url,
+                "sent": ep.sent,
+                "ok": ep.ok,
+                "retried": ep.retried,
+                "failed": ep.failed,
+                "in_flight": ep.in_flight,
+                "max_in_flight": ep.capacity,
+                "max_in_flight_seen": ep.max_in_flight_seen,
+                "ejected": ep.ejected,
+                "ejections": ep.ejections,
+                "latency_p50_s": _percentile(lat, 0.50),
+                "latency_p95_s": _percentile(lat, 0.95),
+                "latency_mean_s": sum(lat) / len(lat) if lat else None,
+            })
+        totals = {
+            "requests": self._requests,
+            "ok": self._requests_ok,
+            "failed": self._requests_failed,
+            "attempts": self._attempts,
+            "retries": sum(e["retried"] for e in eps),
+            "no_endpoint": self._no_endpoint,
+            "waiting": len(self._waiters),
+        }
+        return {"endpoints": eps, "totals": totals}
+
+    # ------------------------------------------------------------------ one request
+
+    def _encode(self, req: ChatRequest) -> bytes:
+        body: dict[str, Any] = {
+            "model": req.model,
+            "messages": req.messages,
+            "temperature": req.temperature,
+            "max_tokens": req.max_tokens,
+            "top_p": req.top_p,
+        }
+        if req.seed is not None:
+            body["seed"] = req.seed
+        if req.schema is not None and self.use_response_format:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "decision", "schema": req.schema, "strict": True},
+            }
+        return _dumps(body)
+
+    async def _one(self, session: aiohttp.ClientSession, req: ChatRequest) -> ChatResponse:
+        """Send one request with retries; never raises (cancellation aside)."""
+        self._requests += 1
+        try:
+            resp = await self._attempts_loop(session, req)
+        except Exception as exc:  # a bug or an unexpected library error: confine it to this request
+            resp = ChatResponse(text="", error=f"{type(exc).__name__}: {exc}", key=req.key)
+        if resp.error is None:
+            self._requests_ok += 1
+        else:
+            self._requests_failed += 1
+        return resp
+
+    async def _attempts_loop(self, session: aiohttp.ClientSession,
+                             req: ChatRequest) -> ChatResponse:
+        payload = self._encode(req)
+        policy = self.retry
+        avoid: _Endpoint | None = None
+        error = ""
+        where = ""
+        for attempt in range(1, policy.max_attempts + 1):
+            self._attempts += 1
+            last = attempt == policy.max_attempts
+            try:
+                ep, probe = await self._acquire(avoid)
+            except _NoHealthyEndpoint:
+                self._no_endpoint += 1
+                error = f"no healthy endpoint (all ejected) after {attempt} attempts"
+                if not last:
+                    await asyncio.sleep(self._backoff(attempt - 1, None))
+                continue
+
+            ep.sent += 1
+            where = ep.base_url
+            retry_after: float | None = None
+            health = _FAIL
+            t0 = time.perf_counter()
+            try:
+                async with session.post(ep.url, data=payload, headers=ep.headers) as http:
+                    status = http.status
+                    raw = await http.read()
+                    if 200 <= status < 300:
+                        latency = time.perf_counter() - t0
+                        try:
+                            answer = self._parse(raw, req)
+                        except (ValueError, KeyError, IndexError, TypeError) as exc:
+                            error = f"bad response after {attempt} attempts: {exc!r}"[:400]
+                        else:
+                            health = _OK
+                            ep.ok += 1
+                            ep.latencies.append(latency)
+                            answer.latency_s = latency
+                            answer.endpoint = ep.base_url
+                            answer.attempts = attempt
+                            return answer
+                    elif status in _RETRY_STATUS:
+                        if status == 429:  # alive but busy: not a strike towards ejection
+                            health = _NEUTRAL
+                        retry_after = _retry_after(http.headers.get("Retry-After"))
+                        error = f"HTTP {status} after {attempt} attempts: {_error_text(raw)}"
+                    else:  # the server answered and refused: retrying would not help
+                        health = _OK
+                        ep.failed += 1
+                        return ChatResponse(
+                            text="", endpoint=ep.base_url, attempts=attempt, key=req.key,
+                            error=f"HTTP {status}: {_error_text(raw)}",
+                            latency_s=time.perf_counter() - t0,
+                        )
+            except TimeoutError:
+                error = f"timeout after {attempt} attempts ({policy.timeout_s:g} s per attempt)"
+            except aiohttp.ClientError as exc:
+                error = f"connection error after {attempt} attempts: {exc}"[:400]
+            finally:
+                self._release(ep, probe, health)
+
+            if last:
+                ep.failed += 1
+            else:
+                ep.retried += 1
+                avoid = ep
+                await asyncio.sleep(self._backoff(attempt - 1, retry_after))
+        return ChatResponse(text="", error=error, attempts=policy.max_attempts, key=req.key,
+                            endpoint=where)
+
+    def _parse(self, raw: bytes, req: ChatRequest) -> ChatResponse:
+        obj = _loads(raw)
+        choice = obj["choices"][0]
+        text = choice["message"].get("content") or ""
+        usage = obj.get("usage") or {}
+        prompt = usage.get("prompt_tokens")
+        completion = usage.get("completion_tokens")
+        if prompt is None:  # servers without usage: about four characters per token
+            chars = sum(len(m.get("content") or "") for m in req.messages)
+            prompt = math.ceil(chars / 4)
+        if completion is None:
+            completion = math.ceil(len(text) / 4)
+        resp = ChatResponse(text=text, prompt_tokens=prompt, completion_tokens=completion,
+                            key=req.key)
+        finish = choice.get("finish_reason")
+        if finish is not None:
+            resp.extra["finish_reason"] = finish
+        return resp
+
+    def _backoff(self, retry_index: int, retry_after: float | None) -> float:
+        policy = self.retry
+        if retry_after is not None:
+            return min(retry_after, policy.timeout_s)
+        cap = min(policy.max_backoff_s, policy.backoff_s * (2 ** retry_index))
+        return self._rng.uniform(0.0, cap)
+
+    # ------------------------------------------------------------------ endpoint slots
+
+    def _pick(self, now: float, avoid: _Endpoint | None) -> tuple[_Endpoint | None, bool, float]:
+        """The least-loaded endpoint that can take a request now.
+
+        Returns:
+            ``(endpoint, is_probe, wake)``: the endpoint (None when none can) and, when none
+            can, the earliest time a rate limit or probe window opens (``inf`` when only a
+            finishing request can free a slot).
+        """
+        best: _Endpoint | None = None
+        best_load = math.inf
+        best_probe = False
+        wake = math.inf
+        for ep in self._endpoints:
+            if ep.in_flight >= ep.capacity:
+                continue
+            if ep.ejected:
+                if ep.probing:
+                    continue
+                if now < ep.probe_at:
+                    wake = min(wake, ep.probe_at)
+                    continue
+            if ep.next_token > now:
+                wake = min(wake, ep.next_token)
+                continue
+            load = ep.in_flight * ep.scale
+            if ep is avoid:  # a retry goes elsewhere when anything else is free
+                load += 1e9
+            if load < best_load:
+                best, best_load, best_probe = ep, load, ep.ejected
+        return best, best_probe, wake
+
+    def _take(self, ep: _Endpoint, probe: bool, now: float) -> None:
+        ep.in_flight += 1
+        if ep.in_flight > ep.max_in_flight_seen:
+            ep.max_in_flight_seen = ep.in_flight
+        if ep.interval:
+            ep.next_token = max(ep.next_token, now) + ep.interval
+        if probe:
+            ep.probing = True
+
+    async def _acquire(self, avoid: _Endpoint | None) -> tuple[_Endpoint, bool]:
+        """Reserve a slot; waits (FIFO) when no endpoint can take the request now."""
+        now = time.monotonic()
+        if not self._waiters:  # fast path: nobody ahead of us
+            ep, probe, _ = self._pick(now, avoid)
+            if ep is not None:
+                self._take(ep, probe, now)
+                return ep, probe
+        assert self._loop is not None
+        fut: asyncio.Future[tuple[_Endpoint, bool]] = self._loop.create_future()
+        self._waiters.append(_Waiter(fut, avoid, now + self.retry.timeout_s))
+        self._dispatch()  # serves us at once if we are first and a slot is free; else arms a timer
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            # The slot may have been handed over just before the cancellation: give it back.
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                ep, probe = fut.result()
+                self._release(ep, probe, _NEUTRAL)
+            raise
+
+    def _release(self, ep: _Endpoint, probe: bool, health: int) -> None:
+        """Free a slot, update the endpoint's health and hand slots to waiting requests."""
+        ep.in_flight -= 1
+        if probe:
+            ep.probing = False
+        if health == _OK:
+            ep.streak = 0
+            if ep.ejected:  # any success (the probe's, or a late one) puts it back
+                ep.ejected = False
+        elif health == _FAIL:
+            ep.streak += 1
+            if ep.ejected:
+                if probe:
+                    ep.probe_at = time.monotonic() + self.probe_after_s
+            elif ep.streak >= self.eject_after:
+                ep.ejected = True
+                ep.ejections += 1
+                ep.probe_at = time.monotonic() + self.probe_after_s
+        elif probe:  # a busy (429) probe: try again after the next window
+            ep.probe_at = time.monotonic() + self.probe_after_s
+        if self._waiters:
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Hand free slots to waiting requests in arrival order."""
+        now = time.monotonic()
+        waiters = self._waiters
+        while waiters:
+            head = waiters[0]
+            if head.future.done():  # cancelled while waiting
+                waiters.popleft()
+                continue
+            ep, probe, wake = self._pick(now, head.avoid)
+            if ep is None:
+                if all(e.ejected for e in self._endpoints):
+                    self._expire(now)
+                    if not waiters:
+                        return
+                self._schedule(wake, now)
+                return
+            waiters.popleft()
+            self._take(ep, probe, now)
+            head.future.set_result((ep, probe))
+
+    def _expire(self, now: float) -> None:
+        """Fail the waiters whose deadline passed while every endpoint is ejected."""
+        kept = []
+        for w in self._waiters:
+            if w.future.done():
+                continue
+            if w.deadline <= now:
+                w.future.set_exception(_NoHealthyEndpoint())
+            else:
+                kept.append(w)
+        self._waiters.clear()  # in place: _dispatch holds a reference to this deque
+        self._waiters.extend(kept)
+
+    def _schedule(self, wake: float, now: float) -> None:
+        """Make sure ``_dispatch`` runs at ``wake`` (a rate-limit token or a probe window)."""
+        if wake == math.inf:
+            return
+        if self._waiters and all(e.ejected for e in self._endpoints):
+            # Also wake at the head's deadline (the earliest: FIFO), so waiting stays bounded.
+            wake = min(wake, self._waiters[0].deadline)
+        if self._timer is not None and self._timer_at <= wake:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        assert self._loop is not None
+        self._timer_at = wake
+        self._timer = self._loop.call_later(max(0.0, wake - now), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        self._dispatch()
+
+    # ------------------------------------------------------------------ session
+
+    async def _ensure_session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is not None and not self._session.closed and self._loop is loop:
+            return self._session
+        if self._loop is not loop:  # a new event loop: state tied to the old one is stale
+            await self.close()
+            for ep in self._endpoints:
+                ep.reset_runtime()
+            self._waiters = deque()
+        self._loop = loop
+        connector = aiohttp.TCPConnector(
+            limit=sum(ep.capacity for ep in self._endpoints),  # our slots are the real limit
+            limit_per_host=0,
+            ttl_dns_cache=300,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self.retry.timeout_s),
+        )
+        return self._session
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _check_endpoint(cfg: EndpointConfig) -> str | None:
+    """Validate one endpoint's configuration and return its API key (or None)."""
+    parts = urlsplit(cfg.base_url) if isinstance(cfg.base_url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise BackendError(
+            f"endpoint base_url must look like http://host:port/v1, got {cfg.base_url!r}")
+    if cfg.max_in_flight < 1:
+        raise BackendError(f"{cfg.base_url}: max_in_flight must be >= 1, got {cfg.max_in_flight}")
+    if cfg.rate_limit_rps is not None and cfg.rate_limit_rps <= 0:
+        raise BackendError(
+            f"{cfg.base_url}: rate_limit_rps must be > 0 or None, got {cfg.rate_limit_rps}")
+    if cfg.weight <= 0:
+        raise BackendError(f"{cfg.base_url}: weight must be > 0, got {cfg.weight}")
+    if cfg.api_key_env is None:
+        return None
+    key = os.environ.get(cfg.api_key_env)
+    if key is None:
+        raise BackendError(
+            f"{cfg.base_url}: environment variable {cfg.api_key_env} (api_key_env) is not set")
+    return key
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _error_text(raw: bytes) -> str:
+    """The server's error message from an OpenAI/vLLM-style error body, or the raw text."""
+    text = raw.decode("utf-8", "replace")
+    try:
+        obj = _loads(raw)
+    except ValueError:
+        return text[:_ERROR_TEXT_MAX]
+    if isinstance(obj, dict):
+        err = obj.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])[:_ERROR_TEXT_MAX]
+        for name in ("message", "detail", "error"):
+            if obj.get(name):
+                return str(obj[name])[:_ERROR_TEXT_MAX]
+    return text[:_ERROR_TEXT_MAX]
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile of sorted ``values`` (None when empty)."""
+    if not values:
+        return None
+    return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]

@@ -1,0 +1,206 @@
+"""The language-model policy: prompts from profile and observation, structured answers, batched.
+
+Core objects:
+    LLMPolicy: decides for a batch by sending every agent's prompt at once to the backend,
+        validating each answer against the scenario's decision model, repairing once, falling
+        back when it must, and accounting for every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import zlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydantic import TypeAdapter
+
+from ..actions import ActionBatch
+from ..policy import Policy
+from .answers import parse_decision, repair_messages
+from .backends import ResponseCache, make_backend
+from .config import LLMConfig, LLMParams
+from .prompts import PromptBuilder
+from .types import Backend, ChatRequest, ChatResponse
+
+if TYPE_CHECKING:
+    from populace.storage import Database
+
+    from ..scenario import Observation, Records, Scenario, StepContext
+
+COUNTERS = ("requests", "invalid", "repairs", "repaired", "fallbacks", "errors", "cache_hits",
+            "prompt_tokens", "completion_tokens")
+
+
+class LLMPolicy(Policy):
+    """Agents that decide with a language model.
+
+    Args:
+        scenario: the running scenario (its decision model, prompt context and templates).
+        llm: the ``llm:`` section.
+        params: this policy part's params.
+        base_dir: the experiment file's folder (for ``params.templates``).
+        seed: the run's seed (each request's sampling seed derives from it, the step and agent).
+    """
+
+    def __init__(self, scenario: Scenario, llm: LLMConfig, params: LLMParams, *,
+                 base_dir: Path, seed: int) -> None:
+        model = scenario.decision_model()
+        if model is None:
+            raise ValueError(f"scenario {scenario.name!r} has no language-model agents")
+        if params.fallback not in scenario.actions:
+            raise ValueError(f"policy params.fallback {params.fallback!r} is not an action of "
+                             f"scenario {scenario.name!r} ({', '.join(scenario.actions)})")
+        self.scenario, self.llm, self.params, self.seed = scenario, llm, params, seed
+        self.adapter: TypeAdapter[Any] = TypeAdapter(model)
+        self.schema = self.adapter.json_schema() if llm.structured_output else None
+        user_dir = base_dir / params.templates if params.templates else None
+        self.prompts = PromptBuilder(scenario.prompt_dir, user_dir, params.role)
+        self.backend: Backend | None = None
+        self.cache: ResponseCache | None = None
+        self.loop = asyncio.new_event_loop()
+        self._rows: list[dict[str, Any]] = []
+        self._cache_rows: list[dict[str, Any]] = []
+        self._counts = dict.fromkeys(COUNTERS, 0)
+        self._latencies: list[float] = []
+        self._prefix_chars = 0
+        self._prompt_chars = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def attach(self, db: Database, run_id: int) -> None:
+        """Connect to the backend (and the response cache in ``db``)."""
+        self.backend = make_backend(self.llm, db, self.seed)
+        if self.llm.cache and self.llm.backend != "replay":
+            self.cache = ResponseCache(db)
+
+    def close(self) -> None:
+        """Close the backend's connections and the event loop."""
+        if self.backend is not None and not self.loop.is_closed():
+            self.loop.run_until_complete(self.backend.close())
+        if not self.loop.is_closed():
+            self.loop.close()
+
+    # -- deciding -------------------------------------------------------------------------------
+
+    def decide(self, obs: Observation, ctx: StepContext) -> ActionBatch:
+        """Prompt every agent of the batch at once; validate, repair, fall back."""
+        if self.backend is None:
+            raise RuntimeError("the LLM policy is not attached to a run (Policy.attach)")
+        shared, contexts = self.scenario.prompt_context(obs)
+        system = self.prompts.system_text(shared)
+        requests = []
+        for agent, context in zip(obs.agents.tolist(), contexts, strict=True):
+            user = self.prompts.agent_text(shared, context)
+            self._prefix_chars += len(system)
+            self._prompt_chars += len(system) + len(user)
+            requests.append(self._request(
+                [{"role": "system", "content": system}, {"role": "user", "content": user}],
+                agent, ctx.step, 0))
+        answers = self._send(requests)
+        decisions: list[Any] = []
+        to_repair: list[tuple[int, ChatRequest, str, str]] = []
+        for i, (req, resp) in enumerate(zip(requests, answers, strict=True)):
+            decision, problem = self._judge(req, resp, "decision", ctx.step)
+            decisions.append(decision)
+            if decision is None and resp.error is None and self.params.repair:
+                to_repair.append((i, req, resp.text, problem or "invalid"))
+        if to_repair:
+            fixes = [self._request(repair_messages(req.messages, text, problem, self.schema),
+                                   req.key, ctx.step, 1) for _, req, text, problem in to_repair]
+            self._counts["repairs"] += len(fixes)
+            for (i, *_), req, resp in zip(to_repair, fixes, self._send(fixes), strict=True):
+                decision, _ = self._judge(req, resp, "repair", ctx.step)
+                if decision is not None:
+                    self._counts["repaired"] += 1
+                decisions[i] = decision
+        self._counts["fallbacks"] += sum(d is None for d in decisions)
+        return self.scenario.decisions_to_actions(obs, decisions, self.params.fallback)
+
+    def _request(self, messages: list[dict[str, str]], agent: int, step: int,
+                 attempt: int) -> ChatRequest:
+        # a sampling seed per (run seed, step, agent, attempt): servers that honour seeds
+        # answer the same prompt the same way in a re-run
+        seed = zlib.crc32(f"{self.seed}:{step}:{agent}:{attempt}".encode()) & 0x7FFFFFFF
+        return ChatRequest(messages=messages, model=self.llm.model, schema=self.schema,
+                           temperature=self.llm.temperature, max_tokens=self.llm.max_tokens,
+                           top_p=self.llm.top_p, seed=seed, key=agent)
+
+    def _send(self, requests: list[ChatRequest]) -> list[ChatResponse]:
+        """Answers from the cache where it has them, the backend for the rest (one batch)."""
+        assert self.backend is not None
+        hashes = [r.prompt_hash() for r in requests]
+        cached = self.cache.lookup(hashes) if self.cache is not None else {}
+        misses = [i for i, h in enumerate(hashes) if h not in cached]
+        fresh = self.loop.run_until_complete(self.backend.generate([requests[i] for i in misses]))
+        out: list[ChatResponse] = [cached.get(h) for h in hashes]  # type: ignore[misc]
+        for i, resp in zip(misses, fresh, strict=True):
+            out[i] = resp
+            if self.cache is not None and resp.error is None and resp.source == "model":
+                self._cache_rows.append({"prompt_hash": hashes[i], "model": requests[i].model,
+                                         "response": resp.text,
+                                         "prompt_tokens": resp.prompt_tokens,
+                                         "completion_tokens": resp.completion_tokens})
+                cached[hashes[i]] = resp  # identical prompts later in this step reuse it
+        self._counts["requests"] += len(requests)
+        self._counts["cache_hits"] += len(requests) - len(misses)
+        return out
+
+    def _judge(self, req: ChatRequest, resp: ChatResponse, kind: str, step: int
+               ) -> tuple[Any, str | None]:
+        """Validate one answer, count it, and keep its row for the ``llm_calls`` table."""
+        if resp.error is not None:
+            decision, problem = None, resp.error
+            self._counts["errors"] += 1
+        else:
+            decision, problem = parse_decision(resp.text, self.adapter)
+            if decision is None:
+                self._counts["invalid"] += 1
+        self._counts["prompt_tokens"] += resp.prompt_tokens
+        self._counts["completion_tokens"] += resp.completion_tokens
+        if resp.source == "model":
+            self._latencies.append(resp.latency_s)
+        self._rows.append({
+            "agent_id": req.key, "kind": kind, "model": req.model,
+            "prompt_hash": req.prompt_hash(), "sampling": json.dumps(req.sampling()),
+            "prompt": (json.dumps(req.messages, ensure_ascii=False)
+                       if self.llm.record_prompts else None),
+            "response": resp.text, "prompt_tokens": resp.prompt_tokens,
+            "completion_tokens": resp.completion_tokens, "latency_s": resp.latency_s,
+            "source": resp.source, "endpoint": resp.endpoint,
+            "error": resp.error if resp.error is not None else (problem if decision is None
+                                                                else None),
+            "valid": decision is not None})
+        return decision, problem
+
+    # -- what the engine records ----------------------------------------------------------------
+
+    def drain_records(self) -> Records:
+        """This step's calls (``llm_calls``) and new cache entries (``llm_cache``)."""
+        records: Records = {}
+        for table, rows in (("llm_calls", self._rows), ("llm_cache", self._cache_rows)):
+            if rows:
+                records[table] = {k: [r[k] for r in rows] for k in rows[0]}
+        self._rows, self._cache_rows = [], []
+        return records
+
+    def step_metrics(self) -> dict[str, float]:
+        """Requests, tokens, latency, cache hits, invalid answers, repairs, fallbacks, cost."""
+        c = self._counts
+        lat = np.asarray(self._latencies)
+        prices = self.llm.prices
+        out = {f"llm.{k}": float(v) for k, v in c.items()}
+        out.update({
+            "llm.latency_p50": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+            "llm.latency_p95": float(np.percentile(lat, 95)) if len(lat) else float("nan"),
+            "llm.cost": (c["prompt_tokens"] * prices.prompt_per_million
+                         + c["completion_tokens"] * prices.completion_per_million) / 1e6,
+            "llm.shared_prefix_share": (self._prefix_chars / self._prompt_chars
+                                        if self._prompt_chars else float("nan")),
+        })
+        self._counts = dict.fromkeys(COUNTERS, 0)
+        self._latencies = []
+        self._prefix_chars = self._prompt_chars = 0
+        return out

@@ -1,0 +1,1167 @@
+"""A small OpenAI-compatible HTTP server for tests and benchmarks of the LLM path.
+
+No model can be downloaded where Populace is developed and tested, so the LLM backends are
+exercised against this server: a real HTTP server (``aiohttp.web``) that speaks the subset of
+the OpenAI / vLLM API the backends use, answers with schema-valid decisions chosen by a seeded
+rule, and can be told to misbehave (latency, limited capacity, invalid answers, 429/500, hangs).
+
+Core objects:
+    ServerBehaviour: how the server behaves (latency, capacity, fault rates, seed); may be
+        changed while the server runs.
+    TestServer: the server itself; run it in the current event loop (``start``/``stop``, or
+        ``async with``) or in a daemon thread with its own loop (``start_in_thread``, or
+        ``with``). ``stats`` counts what it saw and sent.
+    sample_instance: a JSON value valid under a (pydantic v2 style) JSON schema, drawn from an rng.
+    conforms: a small validator for the same schema subset (used to make sure that a
+        "wrong action" answer really is invalid).
+    main: the command line (``python -m populace.simulator.llm.testserver --port 8011 ...``).
+
+Endpoints: ``GET /v1/models``, ``GET /health``, ``POST /v1/chat/completions``,
+``POST /v1/completions`` (with vLLM's ``guided_json``), plus two helpers for out-of-process
+use: ``GET /testserver/stats`` and ``POST /testserver/behaviour`` (JSON object of
+``ServerBehaviour`` fields to change).
+
+Answers: when the last user message (or the prompt) holds a line ``ANSWER: <text>``, that text is
+returned verbatim (a test hook). Otherwise, with a schema, ``sample_instance`` draws an answer
+from an rng seeded by (behaviour seed, sha256 of the messages / prompt), so the same request
+always gets the same answer; without a schema the answer is ``{"action": "do_nothing"}``.
+
+Faults are decided per request by hashing (seed, request body, attempt), where attempt counts how
+often that exact body already drew a fault, so a client's retry of a failed request gets a fresh
+draw and whole runs stay reproducible. Checked in order (each with its own draw): hang, rate
+limit (429, no capacity slot taken), then, after queueing for a slot and the latency, error
+(500), then per answer item: invalid JSON, schema-invalid JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import math
+import random
+import re
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["ServerBehaviour", "TestServer", "conforms", "main", "sample_instance"]
+
+DEFAULT_ANSWER = '{"action": "do_nothing"}'
+
+# Vocabulary of sampled strings (short lowercase words, like a terse model would write).
+_WORDS = (
+    "agree", "post", "like", "share", "news", "vote", "tax", "health", "city", "friend",
+    "market", "policy", "school", "sport", "trust", "rumor", "local", "green", "debate",
+    "price", "job", "family", "music", "travel", "science", "climate", "safety", "data",
+)
+
+# Chatty non-JSON answers sent when an invalid-JSON fault is drawn.
+_CHATTER = (
+    "Sure! I think I will like the post.",
+    "As an AI language model, I would probably share this with my friends.",
+    "I'd rather do nothing today, to be honest.",
+    "Let me think about it... Liking it seems reasonable.",
+    "action: like_post (because it matches my interests)",
+)
+
+_ANSWER_LINE = re.compile(r"^[ \t]*ANSWER:[ \t]?(.*?)[ \t]*$", re.MULTILINE)
+
+# Recursive schemas (trees, linked lists) stop growing past this depth.
+_MAX_DEPTH = 8
+
+
+# --------------------------------------------------------------------------------------------
+# Behaviour
+
+
+@dataclass
+class ServerBehaviour:
+    """How a ``TestServer`` behaves; fields may be changed while it runs.
+
+    All rates are probabilities in [0, 1], drawn per request (per answer item for the two content
+    faults) from a seeded hash of (seed, request body, attempt), so runs are reproducible.
+
+    Attributes:
+        latency_s: fixed latency added to every processed request.
+        latency_jitter_s: extra latency drawn uniformly from ``[0, latency_jitter_s)``.
+        capacity: most requests processed at once (0 = unlimited); further requests wait in a
+            queue, as on a saturated vLLM server.
+        invalid_json_rate: answer content that is not JSON at all.
+        wrong_action_rate: answer content that is JSON but does not validate against the schema.
+        rate_limit_rate: HTTP 429 with ``Retry-After: 0``, answered at once.
+        error_rate: HTTP 500 after the latency.
+        hang_rate: never answer (until the client gives up or the server stops); a hung request
+            takes no capacity slot, so it never blocks other requests.
+        seed: seed of every draw (faults, latency jitter and answers).
+        max_concurrent_seen: a statistic the server writes: the peak number of requests processed
+            at once (same as ``stats["max_concurrent"]``).
+    """
+
+    latency_s: float = 0.0
+    latency_jitter_s: float = 0.0
+    capacity: int = 0
+    invalid_json_rate: float = 0.0
+    wrong_action_rate: float = 0.0
+    rate_limit_rate: float = 0.0
+    error_rate: float = 0.0
+    hang_rate: float = 0.0
+    seed: int = 0
+    max_concurrent_seen: int = field(default=0, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("invalid_json_rate", "wrong_action_rate", "rate_limit_rate", "error_rate",
+                     "hang_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if self.latency_s < 0 or self.latency_jitter_s < 0:
+            raise ValueError("latency_s and latency_jitter_s must be >= 0")
+        if self.capacity < 0:
+            raise ValueError(f"capacity must be >= 0 (0 = unlimited), got {self.capacity}")
+
+
+def _unit(*parts: Any) -> float:
+    """A reproducible number in [0, 1) from the given parts."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def _seeded_rng(seed: int, payload: str) -> random.Random:
+    """An rng seeded by the server seed and the sha256 of ``payload`` (messages or prompt)."""
+    digest = hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    return random.Random(f"{seed}:{digest}")
+
+
+def _estimate_tokens(text: str) -> int:
+    return math.ceil(len(text) / 4)
+
+
+# --------------------------------------------------------------------------------------------
+# Schema sampling
+
+
+def _resolve(schema: Any, root: dict[str, Any]) -> Any:
+    """Follow local ``$ref`` pointers (``#/$defs/Name``, ``#/definitions/Name``, ``#``)."""
+    seen = 0
+    while isinstance(schema, dict) and "$ref" in schema:
+        ref = schema["$ref"]
+        if not isinstance(ref, str) or not ref.startswith("#"):
+            raise ValueError(f"only local $ref are supported, got {ref!r}")
+        target: Any = root
+        for part in [p for p in ref[1:].split("/") if p]:
+            part = part.replace("~1", "/").replace("~0", "~")
+            target = target[int(part)] if isinstance(target, list) else target[part]
+        # Siblings of $ref (e.g. a description) are kept; the target's keywords take over.
+        extra = {k: v for k, v in schema.items() if k != "$ref"}
+        schema = {**target, **extra} if extra and isinstance(target, dict) else target
+        seen += 1
+        if seen > 64:
+            raise ValueError(f"$ref cycle at {ref!r}")
+    return schema
+
+
+def _merge_all_of(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """Fold ``allOf`` parts into one schema (pydantic emits ``allOf: [{$ref}]`` for fields)."""
+    merged = {k: v for k, v in schema.items() if k != "allOf"}
+    for part in schema["allOf"]:
+        part = _resolve(part, root)
+        if isinstance(part, dict) and "allOf" in part:
+            part = _merge_all_of(part, root)
+        if not isinstance(part, dict):
+            continue
+        for key, value in part.items():
+            if key == "properties":
+                merged["properties"] = {**merged.get("properties", {}), **value}
+            elif key == "required":
+                merged["required"] = sorted(set(merged.get("required", [])) | set(value))
+            else:
+                merged.setdefault(key, value)
+    return merged
+
+
+def _schema_type(schema: dict[str, Any], rng: random.Random) -> str | None:
+    declared = schema.get("type")
+    if isinstance(declared, list):
+        return rng.choice(declared) if declared else None
+    if declared is not None:
+        return declared
+    if "properties" in schema or "additionalProperties" in schema or "required" in schema:
+        return "object"
+    if "items" in schema or "prefixItems" in schema:
+        return "array"
+    if any(k in schema for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")):
+        return "number"
+    if any(k in schema for k in ("minLength", "maxLength", "pattern", "format")):
+        return "string"
+    return None
+
+
+def _words(rng: random.Random, low: int, high: int) -> str:
+    """One to three lowercase words, cut or padded to ``low`` .. ``high`` characters."""
+    text = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(1, 3)))
+    while len(text) < low:
+        text += " " + rng.choice(_WORDS)
+    text = text[:high].rstrip()
+    while len(text) < low:  # the cut may have left a trailing space, now stripped
+        text += rng.choice("abcdefghijklmnopqrstuvwxyz")
+    return text
+
+
+def _sample_string(schema: dict[str, Any], rng: random.Random) -> str:
+    fmt = schema.get("format")
+    if fmt == "date-time":
+        return f"2024-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}T1{rng.randint(0, 9)}:00:00Z"
+    if fmt == "date":
+        return f"2024-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}"
+    if fmt == "time":
+        return f"1{rng.randint(0, 9)}:{rng.randint(10, 59)}:00"
+    if fmt == "uuid":
+        return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    if fmt == "email":
+        return f"{rng.choice(_WORDS)}@example.org"
+    if fmt in ("uri", "url"):
+        return f"https://example.org/{rng.choice(_WORDS)}"
+    low = int(schema.get("minLength", 0))
+    # Short answers by default: a word or a few, never more than the schema allows.
+    high = min(int(schema.get("maxLength", max(low, 24))), max(low, 24))
+    if high <= 0:
+        return ""
+    pattern = schema.get("pattern")
+    if isinstance(pattern, str):
+        # Patterns are not generated from; a few drawn words may happen to match.
+        with contextlib.suppress(re.error):
+            for _ in range(50):
+                text = _words(rng, low, high)
+                if re.search(pattern, text):
+                    return text
+    return _words(rng, low, high)
+
+
+def _bounds(schema: dict[str, Any]) -> tuple[float | None, bool, float | None, bool]:
+    """(low, low_exclusive, high, high_exclusive), handling draft-4 boolean exclusives too."""
+    low, high = schema.get("minimum"), schema.get("maximum")
+    low_ex = high_ex = False
+    ex_min, ex_max = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
+    if isinstance(ex_min, bool):
+        low_ex = ex_min
+    elif ex_min is not None and (low is None or ex_min >= low):
+        low, low_ex = ex_min, True
+    if isinstance(ex_max, bool):
+        high_ex = ex_max
+    elif ex_max is not None and (high is None or ex_max <= high):
+        high, high_ex = ex_max, True
+    return low, low_ex, high, high_ex
+
+
+def _sample_integer(schema: dict[str, Any], rng: random.Random) -> int:
+    low, low_ex, high, high_ex = _bounds(schema)
+    lo = None if low is None else (math.floor(low) + 1 if low_ex else math.ceil(low))
+    hi = None if high is None else (math.ceil(high) - 1 if high_ex else math.floor(high))
+    if lo is None and hi is None:
+        lo, hi = 0, 100
+    elif lo is None:
+        lo = hi - 100
+    elif hi is None:
+        hi = lo + 100
+    if hi < lo:  # unsatisfiable: the closest we can do
+        return lo
+    step = schema.get("multipleOf")
+    if isinstance(step, int) and step > 0:
+        first, last = math.ceil(lo / step), math.floor(hi / step)
+        if first <= last:
+            return rng.randint(first, last) * step
+    return rng.randint(lo, hi)
+
+
+def _sample_number(schema: dict[str, Any], rng: random.Random) -> float:
+    low, low_ex, high, high_ex = _bounds(schema)
+    lo = -100.0 if low is None else float(low)
+    hi = (lo + 100.0 if high is None else float(high))
+    if low is None and high is not None:
+        lo = hi - 100.0
+    if hi < lo:
+        return lo
+    step = schema.get("multipleOf")
+    if isinstance(step, (int, float)) and step > 0:
+        first, last = math.ceil(lo / step), math.floor(hi / step)
+        if low_ex and first * step <= lo:
+            first += 1
+        if high_ex and last * step >= hi:
+            last -= 1
+        if first <= last:
+            return float(rng.randint(first, last) * step)
+    value = round(rng.uniform(lo, hi), 3)
+    if (value < lo or value > hi or (low_ex and value <= lo) or (high_ex and value >= hi)):
+        value = (lo + hi) / 2.0  # rounding hit an (exclusive) bound
+    return value
+
+
+def _sample_array(schema: dict[str, Any], root: dict[str, Any], rng: random.Random,
+                  depth: int) -> list[Any]:
+    prefix = schema.get("prefixItems") or []
+    items = schema.get("items", {})
+    if isinstance(items, list):  # draft-4 tuple form
+        prefix, items = items, schema.get("additionalItems", {})
+    low = int(schema.get("minItems", 0))
+    high = int(schema.get("maxItems", max(low, len(prefix), 3)))
+    if items is False:  # closed tuple
+        high = min(high, len(prefix))
+    count = low if depth >= _MAX_DEPTH else rng.randint(low, max(low, high))
+    count = max(count, min(len(prefix), high))  # tuples come whole
+    unique = bool(schema.get("uniqueItems"))
+    out: list[Any] = []
+    seen: set[str] = set()
+    tries = 0
+    while len(out) < count and tries < count * 20 + 20:
+        tries += 1
+        index = len(out)
+        sub = prefix[index] if index < len(prefix) else (items if isinstance(items, dict) else {})
+        value = _sample(sub, root, rng, depth + 1)
+        key = json.dumps(value, sort_keys=True)
+        if unique and key in seen:
+            continue
+        seen.add(key)
+        out.append(value)
+    return out
+
+
+def _sample_object(schema: dict[str, Any], root: dict[str, Any], rng: random.Random,
+                   depth: int) -> dict[str, Any]:
+    properties: dict[str, Any] = schema.get("properties", {})
+    required = set(schema.get("required", []))
+    out: dict[str, Any] = {}
+    for name, sub in properties.items():
+        # Optional properties appear half of the time (never deep in a recursive schema).
+        if name in required or (depth < _MAX_DEPTH and rng.random() < 0.5):
+            out[name] = _sample(sub, root, rng, depth + 1)
+    for name in required - out.keys():  # required but not described: anything will do
+        out[name] = rng.choice(_WORDS)
+    extra = schema.get("additionalProperties")
+    wanted = int(schema.get("minProperties", 0))
+    if isinstance(extra, dict) and not properties and depth < _MAX_DEPTH:  # a dict[str, X]
+        wanted = rng.randint(wanted, max(wanted, int(schema.get("maxProperties", 3))))
+    while len(out) < wanted:
+        key = rng.choice(_WORDS) + str(len(out))
+        sub = extra if isinstance(extra, dict) else {}
+        out[key] = _sample(sub, root, rng, depth + 1)
+    return out
+
+
+def _sample(schema: Any, root: dict[str, Any], rng: random.Random, depth: int) -> Any:
+    if schema is True or schema == {}:
+        return rng.choice(_WORDS)
+    if not isinstance(schema, dict):
+        raise ValueError(f"not a JSON schema: {schema!r}")
+    schema = _resolve(schema, root)
+    if "allOf" in schema:
+        schema = _merge_all_of(schema, root)
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return rng.choice(schema["enum"])
+    for key in ("oneOf", "anyOf"):
+        if key in schema:
+            branches = schema[key]
+            if depth >= _MAX_DEPTH:  # stop recursion: prefer a branch that can be null
+                nulls = [b for b in branches if _resolve(b, root).get("type") == "null"]
+                branches = nulls or branches
+            branch = rng.choice(branches)
+            rest = {k: v for k, v in schema.items() if k not in (key, "discriminator")}
+            merged = {**rest, **_resolve(branch, root)} if rest else branch
+            value = _sample(merged, root, rng, depth)
+            disc = schema.get("discriminator")
+            if isinstance(disc, dict) and isinstance(value, dict):
+                # Make the discriminator property agree with the chosen branch's mapping key.
+                ref = branch.get("$ref") if isinstance(branch, dict) else None
+                for tag, target in (disc.get("mapping") or {}).items():
+                    if target == ref:
+                        value[disc["propertyName"]] = tag
+            return value
+    kind = _schema_type(schema, rng)
+    if kind == "object":
+        return _sample_object(schema, root, rng, depth)
+    if kind == "array":
+        return _sample_array(schema, root, rng, depth)
+    if kind == "string":
+        return _sample_string(schema, rng)
+    if kind == "integer":
+        return _sample_integer(schema, rng)
+    if kind == "number":
+        return _sample_number(schema, rng)
+    if kind == "boolean":
+        return rng.random() < 0.5
+    if kind == "null":
+        return None
+    return rng.choice(_WORDS)
+
+
+def sample_instance(schema: dict[str, Any], rng: random.Random) -> Any:
+    """Draw a JSON value that validates against ``schema``.
+
+    Supports the JSON schemas pydantic v2 emits: objects (``properties``, ``required``,
+    ``additionalProperties``), ``$defs`` + ``$ref``, ``allOf``, ``oneOf`` / ``anyOf`` (one branch is
+    picked), discriminated unions (``discriminator`` with ``propertyName`` / ``mapping``),
+    ``const``, ``enum``, strings (``minLength`` / ``maxLength``, a few ``format``\\ s; short
+    lowercase words), integers and numbers (``minimum``, ``maximum``, exclusive bounds,
+    ``multipleOf``), booleans, null and arrays (``minItems``, ``maxItems``, ``items``,
+    ``prefixItems``, ``uniqueItems``). ``pattern`` is not honoured.
+
+    Args:
+        schema: the JSON schema (its ``$defs`` are resolved against this root).
+        rng: the source of every choice; the same rng state gives the same value.
+
+    Returns:
+        A JSON-serialisable value.
+
+    Raises:
+        ValueError: on a non-local ``$ref``, a ``$ref`` cycle, or something that is not a schema.
+    """
+    return _sample(schema, schema, rng, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation (subset): used to guarantee that "wrong action" answers really are invalid.
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    """Equality under JSON semantics: ``true`` is not ``1``."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
+    if _is_number(a) or _is_number(b):
+        return _is_number(a) and _is_number(b) and a == b
+    return type(a) is type(b) and a == b
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _has_type(value: Any, kind: str) -> bool:
+    checks = {
+        "object": lambda v: isinstance(v, dict),
+        "array": lambda v: isinstance(v, list),
+        "string": lambda v: isinstance(v, str),
+        "boolean": lambda v: isinstance(v, bool),
+        "null": lambda v: v is None,
+        "number": _is_number,
+        "integer": lambda v: _is_number(v) and float(v).is_integer(),
+    }
+    return checks[kind](value) if kind in checks else True
+
+
+def _conforms(schema: Any, value: Any, root: dict[str, Any], depth: int) -> bool:
+    if schema is True or depth > 64:
+        return True
+    if schema is False:
+        return False
+    if not isinstance(schema, dict):
+        return True
+    schema = _resolve(schema, root)
+    if "allOf" in schema and not all(_conforms(s, value, root, depth + 1)
+                                     for s in schema["allOf"]):
+        return False
+    if "anyOf" in schema and not any(_conforms(s, value, root, depth + 1)
+                                     for s in schema["anyOf"]):
+        return False
+    if "oneOf" in schema and sum(_conforms(s, value, root, depth + 1)
+                                 for s in schema["oneOf"]) != 1:
+        return False
+    if "const" in schema and not _json_equal(schema["const"], value):
+        return False
+    if "enum" in schema and not any(_json_equal(e, value) for e in schema["enum"]):
+        return False
+    declared = schema.get("type")
+    if declared is not None:
+        kinds = declared if isinstance(declared, list) else [declared]
+        if not any(_has_type(value, k) for k in kinds):
+            return False
+    if isinstance(value, str):
+        if len(value) < schema.get("minLength", 0):
+            return False
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            return False
+        pattern = schema.get("pattern")
+        with contextlib.suppress(re.error):
+            if pattern is not None and re.search(pattern, value) is None:
+                return False
+    if _is_number(value):
+        low, low_ex, high, high_ex = _bounds(schema)
+        if low is not None and (value <= low if low_ex else value < low):
+            return False
+        if high is not None and (value >= high if high_ex else value > high):
+            return False
+    if isinstance(value, list):
+        if len(value) < schema.get("minItems", 0):
+            return False
+        if "maxItems" in schema and len(value) > schema["maxItems"]:
+            return False
+        prefix = schema.get("prefixItems") or []
+        for index, item in enumerate(value):
+            sub = prefix[index] if index < len(prefix) else schema.get("items", True)
+            if isinstance(sub, list):  # draft-4 tuple form
+                sub = sub[index] if index < len(sub) else schema.get("additionalItems", True)
+            if not _conforms(sub, item, root, depth + 1):
+                return False
+        if schema.get("uniqueItems"):
+            keys = [json.dumps(v, sort_keys=True) for v in value]
+            if len(set(keys)) != len(keys):
+                return False
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        if any(name not in value for name in schema.get("required", [])):
+            return False
+        if len(value) < schema.get("minProperties", 0):
+            return False
+        if "maxProperties" in schema and len(value) > schema["maxProperties"]:
+            return False
+        extra = schema.get("additionalProperties", True)
+        for name, item in value.items():
+            sub = properties.get(name, extra)
+            if not _conforms(sub, item, root, depth + 1):
+                return False
+    return True
+
+
+def conforms(schema: dict[str, Any], value: Any) -> bool:
+    """Whether ``value`` validates against ``schema`` (the subset ``sample_instance`` knows).
+
+    Unknown keywords are ignored (treated as satisfied), ``format`` is not asserted, as in
+    ``jsonschema``'s default mode.
+
+    Args:
+        schema: the JSON schema.
+        value: a decoded JSON value.
+
+    Returns:
+        True when every supported keyword is satisfied.
+    """
+    return _conforms(schema, value, schema, 0)
+
+
+def _wrong_instance(schema: dict[str, Any] | None, rng: random.Random) -> Any:
+    """Valid JSON that does not validate against ``schema`` (like a model ignoring it)."""
+    if schema is None:
+        return {"action": "teleport"}
+    valid = sample_instance(schema, rng)
+    candidates: list[Any] = []
+    if isinstance(valid, dict):
+        if "action" in valid:
+            candidates.append({**valid, "action": "teleport"})
+        required = _required_of(schema, valid)
+        if required:
+            drop = rng.choice(sorted(required))
+            candidates.append({k: v for k, v in valid.items() if k != drop})
+        for name, item in valid.items():
+            if _is_number(item):
+                candidates.append({**valid, name: "lots"})
+            elif isinstance(item, str) and name != "action":
+                candidates.append({**valid, name: 10**9})
+    rng.shuffle(candidates)
+    candidates += [{"action": "teleport"}, ["teleport"], "teleport", 123456789, None]
+    for candidate in candidates:
+        if not conforms(schema, candidate):
+            return candidate
+    return {"action": "teleport"}  # the schema accepts anything: nothing can be wrong
+
+
+def _required_of(schema: dict[str, Any], value: dict[str, Any]) -> set[str]:
+    """The required properties of the (union branch of the) schema that ``value`` follows."""
+    node = _resolve(schema, schema)
+    for key in ("oneOf", "anyOf"):
+        for branch in node.get(key, []):
+            if _conforms(branch, value, schema, 0):
+                return set(_resolve(branch, schema).get("required", []))
+    return set(node.get("required", []))
+
+
+# --------------------------------------------------------------------------------------------
+# The server
+
+
+class _BadRequest(Exception):
+    """A request the server refuses, with its HTTP status and OpenAI error fields."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error",
+                 code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind, self.code = status, message, kind, code
+
+
+def _error_response(status: int, message: str, kind: str, code: str | int | None,
+                    headers: dict[str, str] | None = None) -> web.Response:
+    body = {"error": {"message": message, "type": kind, "code": code}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _content_text(content: Any) -> str:
+    """Text of a message's content: a string or OpenAI content parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [p.get("text", "") for p in content if isinstance(p, dict)]
+        if len(texts) == len(content) and all(isinstance(t, str) for t in texts):
+            return "".join(texts)
+    raise _BadRequest(400, "message content must be a string or a list of text parts")
+
+
+def _schema_from_format(response_format: Any) -> dict[str, Any] | None:
+    if response_format is None:
+        return None
+    if not isinstance(response_format, dict):
+        raise _BadRequest(400, "response_format must be an object")
+    kind = response_format.get("type")
+    if kind in ("text", "json_object"):
+        return None
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise _BadRequest(400, "response_format.json_schema.schema must be an object")
+        return schema
+    raise _BadRequest(400, f"unsupported response_format type {kind!r}")
+
+
+def _check_refs(schema: dict[str, Any]) -> None:
+    """Refuse, before any latency, a schema whose ``$ref`` cannot be followed."""
+    stack: list[Any] = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "$ref" in node:
+                try:
+                    _resolve({"$ref": node["$ref"]}, schema)
+                except (ValueError, KeyError, IndexError, TypeError) as exc:
+                    raise _BadRequest(400, f"cannot answer with this schema: bad $ref "
+                                      f"{node['$ref']!r} ({exc})") from None
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
+def _answer_hook(text: str) -> str | None:
+    """The text of the last ``ANSWER: ...`` line, if any (the test hook)."""
+    found = _ANSWER_LINE.findall(text)
+    return found[-1] if found else None
+
+
+class TestServer:
+    """An OpenAI-compatible test server (see the module docstring for what it answers).
+
+    Use it in the current event loop::
+
+        async with TestServer(ServerBehaviour(latency_s=0.1)) as server:
+            url = server.url  # "http://127.0.0.1:PORT/v1"
+
+    or in a daemon thread (for synchronous code)::
+
+        with TestServer() as server:
+            requests.post(server.url + "/chat/completions", json=...)
+
+    Attributes:
+        behaviour: the live behaviour; assign fields (or a new object) at any time.
+        model: the only model name served; other names get a 404.
+        url: the base URL once started (``http://HOST:PORT/v1``), else None.
+    """
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    def __init__(self, behaviour: ServerBehaviour | None = None, host: str = "127.0.0.1",
+                 port: int = 0, model: str = "populace-test") -> None:
+        """Prepare a server; nothing listens until ``start`` or ``start_in_thread``.
+
+        Args:
+            behaviour: latency, capacity, fault rates and seed (defaults: a well-behaved server).
+            host: interface to listen on.
+            port: TCP port; 0 picks a free one (read it back from the returned URL).
+            model: model name served by ``/v1/models`` and accepted in requests.
+        """
+        self.behaviour = behaviour or ServerBehaviour()
+        self.host, self.port, self.model = host, port, model
+        self.url: str | None = None
+        self._runner: web.AppRunner | None = None
+        self._stopping: asyncio.Event | None = None
+        # Requests waiting for a processing slot, first come first served; each future is
+        # resolved once a slot has been taken on its behalf.
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._active = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self.reset_stats()
+
+    # -- statistics -------------------------------------------------------------------------
+
+    def reset_stats(self) -> None:
+        """Zero every counter (and the attempt memory of the fault draws)."""
+        self._stats: dict[str, Any] = {
+            "requests": 0, "by_status": {}, "answered": 0, "invalid_json": 0,
+            "wrong_action": 0, "hung": 0, "max_concurrent": 0, "prompts_seen": 0,
+            "completion_items": 0, "chat_requests": 0, "completion_requests": 0,
+        }
+        self._fault_attempts = {}
+        self.behaviour.max_concurrent_seen = 0
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of the counters.
+
+        Keys: ``requests`` (HTTP requests to the completion endpoints), ``by_status``
+        (status code -> count, hung requests excluded), ``answered`` (200 answers),
+        ``invalid_json`` / ``wrong_action`` (answer items sent with that fault), ``hung``,
+        ``max_concurrent`` (peak requests processed at once), ``in_flight`` (now being processed),
+        ``prompts_seen`` (conversations and prompts received in well-formed requests),
+        ``completion_items`` (choices sent in 200 answers), ``chat_requests`` and
+        ``completion_requests``.
+        """
+        snapshot = dict(self._stats)
+        snapshot["by_status"] = dict(self._stats["by_status"])
+        snapshot["in_flight"] = self._active
+        return snapshot
+
+    def _count_status(self, status: int) -> None:
+        by_status = self._stats["by_status"]
+        by_status[status] = by_status.get(status, 0) + 1
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def _make_app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024**2)
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._completions)
+        app.router.add_get("/testserver/stats", self._stats_endpoint)
+        app.router.add_post("/testserver/behaviour", self._behaviour_endpoint)
+        return app
+
+    async def start(self) -> str:
+        """Start listening in the running event loop.
+
+        Returns:
+            The base URL, ``http://HOST:PORT/v1``.
+        """
+        if self._runner is not None:
+            raise RuntimeError("the test server is already running")
+        self._stopping = asyncio.Event()
+        self._waiters.clear()
+        # handler_cancellation: a client that gives up cancels its handler, freeing its slot
+        # (vLLM aborts such requests too); shutdown_timeout keeps stop() quick.
+        runner = web.AppRunner(self._make_app(), access_log=None, handler_cancellation=True,
+                               shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port)
+        await site.start()
+        self._runner = runner
+        self.port = runner.addresses[0][1]  # the real port when 0 was asked for
+        self.url = f"http://{self.host}:{self.port}/v1"
+        return self.url
+
+    async def stop(self) -> None:
+        """Stop listening; hung requests are released and open connections closed."""
+        if self._runner is None:
+            return
+        assert self._stopping is not None
+        self._stopping.set()
+        runner, self._runner = self._runner, None
+        await runner.cleanup()
+
+    async def __aenter__(self) -> TestServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def start_in_thread(self) -> str:
+        """Run the server in a daemon thread with its own event loop.
+
+        Returns:
+            The base URL, ``http://HOST:PORT/v1``.
+        """
+        if self._thread is not None:
+            raise RuntimeError("the test server thread is already running")
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        loop = asyncio.new_event_loop()
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self.start())
+            except BaseException as exc:  # reported to the starting thread
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.close()
+
+        self._loop = loop
+        self._thread = threading.Thread(target=serve, name="populace-testserver", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            self._thread.join()
+            self._thread = self._loop = None
+            raise failure[0]
+        assert self.url is not None
+        return self.url
+
+    def stop_thread(self) -> None:
+        """Stop a server started with ``start_in_thread`` and join its thread."""
+        if self._thread is None or self._loop is None:
+            return
+        loop, thread = self._loop, self._thread
+        asyncio.run_coroutine_threadsafe(self.stop(), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+        self._thread = self._loop = None
+
+    def __enter__(self) -> TestServer:
+        self.start_in_thread()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_thread()
+
+    # -- simple endpoints -------------------------------------------------------------------
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [
+            {"id": self.model, "object": "model", "created": 0, "owned_by": "populace"}]})
+
+    async def _stats_endpoint(self, request: web.Request) -> web.Response:
+        stats = self.stats
+        stats["by_status"] = {str(k): v for k, v in stats["by_status"].items()}
+        return web.json_response(stats)
+
+    async def _behaviour_endpoint(self, request: web.Request) -> web.Response:
+        try:
+            changes = await request.json()
+            if not isinstance(changes, dict):
+                raise ValueError("expected a JSON object")
+            known = {f.name for f in fields(ServerBehaviour)}
+            unknown = set(changes) - known
+            if unknown:
+                raise ValueError(f"unknown behaviour fields: {sorted(unknown)}")
+            self.behaviour = ServerBehaviour(**{**asdict(self.behaviour), **changes})
+        except (ValueError, TypeError) as exc:
+            return _error_response(400, str(exc), "invalid_request_error", None)
+        self._wake()  # a larger capacity lets queued requests in now
+        return web.json_response(asdict(self.behaviour))
+
+    # -- completion endpoints ---------------------------------------------------------------
+
+    async def _read_body(self, request: web.Request) -> tuple[bytes, dict[str, Any]]:
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _BadRequest(400, f"request body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise _BadRequest(400, "request body must be a JSON object")
+        model = body.get("model") or self.model  # vLLM also serves requests that name none
+        if model != self.model:
+            raise _BadRequest(404, f"The model `{model}` does not exist.",
+                              "NotFoundError", "model_not_found")
+        if body.get("stream"):
+            raise _BadRequest(400, "streaming is not supported by the test server")
+        for name in ("temperature", "top_p"):
+            if name in body and body[name] is not None and not _is_number(body[name]):
+                raise _BadRequest(400, f"{name} must be a number")
+        if "max_tokens" in body and body["max_tokens"] is not None and (
+                not isinstance(body["max_tokens"], int) or isinstance(body["max_tokens"], bool)):
+            raise _BadRequest(400, "max_tokens must be an integer")
+        return raw, body
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        try:
+            raw, body = await self._read_body(request)
+            messages = body.get("messages")
+            if not isinstance(messages, list) or not messages or not all(
+                    isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
+                raise _BadRequest(400, "messages must be a non-empty list of {role, content}")
+            texts = [_content_text(m.get("content")) for m in messages]
+            schema = _schema_from_format(body.get("response_format"))
+            if schema is not None:
+                _check_refs(schema)
+        except _BadRequest as exc:
+            return self._refuse(exc)
+        users = [t for m, t in zip(messages, texts, strict=True) if m["role"] == "user"]
+        hook = _answer_hook(users[-1]) if users else None
+        payload = json.dumps(messages, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        self._stats["chat_requests"] += 1
+        items = [(payload, schema, hook)]
+        prompt_tokens = _estimate_tokens("".join(texts))
+
+        def build(contents: list[str]) -> dict[str, Any]:
+            completion_tokens = _estimate_tokens(contents[0])
+            return {
+                "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
+                "created": int(time.time()), "model": self.model,
+                "choices": [{"index": 0, "logprobs": None, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": contents[0]}}],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                          "total_tokens": prompt_tokens + completion_tokens},
+            }
+
+        return await self._serve(request, raw, items, build)
+
+    async def _completions(self, request: web.Request) -> web.Response:
+        try:
+            raw, body = await self._read_body(request)
+            prompt = body.get("prompt")
+            prompts = [prompt] if isinstance(prompt, str) else prompt
+            if not isinstance(prompts, list) or not prompts or not all(
+                    isinstance(p, str) for p in prompts):
+                raise _BadRequest(400, "prompt must be a string or a non-empty list of strings")
+            guided = body.get("guided_json")
+            if isinstance(guided, str):  # vLLM also takes the schema as a JSON string
+                try:
+                    guided = json.loads(guided)
+                except ValueError:
+                    raise _BadRequest(400, "guided_json is not valid JSON") from None
+            if guided is not None and not isinstance(guided, dict):
+                raise _BadRequest(400, "guided_json must be a JSON schema object")
+            schema = guided if guided is not None else _schema_from_format(
+                body.get("response_format"))
+            if schema is not None:
+                _check_refs(schema)
+        except _BadRequest as exc:
+            return self._refuse(exc)
+        self._stats["completion_requests"] += 1
+        items = [(p, schema, _answer_hook(p)) for p in prompts]
+
+        def build(contents: list[str]) -> dict[str, Any]:
+            prompt_tokens = sum(_estimate_tokens(p) for p in prompts)
+            completion_tokens = sum(_estimate_tokens(c) for c in contents)
+            return {
+                "id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion",
+                "created": int(time.time()), "model": self.model,
+                "choices": [{"index": i, "text": c, "logprobs": None, "finish_reason": "stop"}
+                            for i, c in enumerate(contents)],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                          "total_tokens": prompt_tokens + completion_tokens},
+            }
+
+        return await self._serve(request, raw, items, build)
+
+    def _refuse(self, exc: _BadRequest, counted: bool = False) -> web.Response:
+        if not counted:
+            self._stats["requests"] += 1
+        self._count_status(exc.status)
+        return _error_response(exc.status, exc.message, exc.kind, exc.code)
+
+    async def _serve(self, request: web.Request, raw: bytes,
+                     items: list[tuple[str, dict[str, Any] | None, str | None]],
+                     build: Callable[[list[str]], dict[str, Any]]) -> web.Response:
+        """Apply the behaviour to a well-formed request and answer its items."""
+        behaviour = self.behaviour
+        stats = self._stats
+        stats["requests"] += 1
+        stats["prompts_seen"] += len(items)
+        body_key = hashlib.sha256(raw).hexdigest()
+        attempt = self._fault_attempts.get(body_key, 0)
+
+        def draw(kind: str, index: int = 0) -> float:
+            return _unit(behaviour.seed, body_key, attempt, kind, index)
+
+        def faulted() -> None:
+            # Only faulted bodies are remembered: a retry draws anew, memory stays small.
+            if len(self._fault_attempts) > 1_000_000:
+                self._fault_attempts.clear()
+            self._fault_attempts[body_key] = attempt + 1
+
+        if draw("hang") < behaviour.hang_rate:
+            faulted()
+            stats["hung"] += 1
+            await self._hang(request)
+            raise web.HTTPServiceUnavailable()  # the client left, or the server stops
+        if draw("rate_limit") < behaviour.rate_limit_rate:
+            faulted()
+            self._count_status(429)
+            return _error_response(429, "Rate limit reached (injected by the test server).",
+                                   "rate_limit_error", "rate_limit_exceeded",
+                                   headers={"Retry-After": "0"})
+        async with self._slot():
+            delay = behaviour.latency_s + behaviour.latency_jitter_s * draw("latency")
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if draw("error") < behaviour.error_rate:
+                faulted()
+                self._count_status(500)
+                return _error_response(500, "Internal server error (injected by the test "
+                                       "server).", "server_error", 500)
+            try:
+                contents = self._contents(items, behaviour, draw, faulted)
+            except (ValueError, KeyError, IndexError, TypeError) as exc:  # unusable schema
+                return self._refuse(_BadRequest(400, f"cannot answer with this schema: {exc}"),
+                                    counted=True)
+            self._count_status(200)
+            stats["answered"] += 1
+            stats["completion_items"] += len(contents)
+            return web.json_response(build(contents))
+
+    def _contents(self, items: list[tuple[str, dict[str, Any] | None, str | None]],
+                  behaviour: ServerBehaviour, draw: Callable[[str, int], float],
+                  faulted: Callable[[], None]) -> list[str]:
+        """The answer text of each item: the hook, a content fault or a sampled decision."""
+        stats = self._stats
+        contents = []
+        for index, (payload, schema, hook) in enumerate(items):
+            rng = _seeded_rng(behaviour.seed, payload)
+            if hook is not None:
+                contents.append(hook)  # the test hook wins over content faults
+            elif draw("invalid_json", index) < behaviour.invalid_json_rate:
+                faulted()
+                stats["invalid_json"] += 1
+                contents.append(rng.choice(_CHATTER))
+            elif draw("wrong_action", index) < behaviour.wrong_action_rate:
+                faulted()
+                stats["wrong_action"] += 1
+                contents.append(json.dumps(_wrong_instance(schema, rng)))
+            elif schema is None:
+                contents.append(DEFAULT_ANSWER)
+            else:
+                contents.append(json.dumps(sample_instance(schema, rng)))
+        return contents
+
+    async def _hang(self, request: web.Request) -> None:
+        """Wait until the client goes away or the server stops."""
+        assert self._stopping is not None
+        while not self._stopping.is_set():
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return
+            # Polling backs up handler cancellation, which fires on disconnect.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=0.1)
+
+    def _can_enter(self) -> bool:
+        capacity = self.behaviour.capacity
+        return capacity <= 0 or self._active < capacity
+
+    def _enter(self) -> None:
+        self._active += 1
+        peak = max(self._stats["max_concurrent"], self._active)
+        self._stats["max_concurrent"] = peak
+        self.behaviour.max_concurrent_seen = peak
+
+    def _wake(self) -> None:
+        """Hand free slots to waiting requests, oldest first."""
+        while self._waiters and self._can_enter():
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._enter()
+                waiter.set_result(None)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """Hold one of ``behaviour.capacity`` processing slots (queue while none is free)."""
+        if not self._waiters and self._can_enter():
+            self._enter()
+        else:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:  # the client gave up while queued
+                if waiter.done() and not waiter.cancelled():
+                    self._active -= 1  # a slot was taken for us just before: give it back
+                    self._wake()
+                else:
+                    with contextlib.suppress(ValueError):
+                        self._waiters.remove(waiter)
+                raise
+        try:
+            yield
+        finally:
+            self._active -= 1
+            self._wake()
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m populace.simulator.llm.testserver",
+        description="Serve the Populace OpenAI-compatible test server until killed; prints its "
+                    "base URL on the first line of stdout.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8011, help="TCP port (0: any free port)")
+    parser.add_argument("--model", default="populace-test")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
+    parser.add_argument("--latency-jitter", type=float, default=0.0)
+    parser.add_argument("--capacity", type=int, default=0, help="concurrent requests (0: any)")
+    parser.add_argument("--invalid-json-rate", type=float, default=0.0)
+    parser.add_argument("--wrong-action-rate", type=float, default=0.0)
+    parser.add_argument("--rate-limit-rate", type=float, default=0.0)
+    parser.add_argument("--error-rate", type=float, default=0.0)
+    parser.add_argument("--hang-rate", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+async def _serve_forever(server: TestServer) -> None:
+    url = await server.start()
+    print(url, flush=True)
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # not on Windows
+            loop.add_signal_handler(sig, done.set)
+    try:
+        await done.wait()
+    finally:
+        await server.stop()
+        print(json.dumps(server.stats, default=str), file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the test server from the command line until SIGINT / SIGTERM.
+
+    Args:
+        argv: arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status (0). The final stats go to stderr as one JSON line.
+    """
+    args = _parse_args(argv)
+    try:
+        behaviour = ServerBehaviour(
+            latency_s=args.latency, latency_jitter_s=args.latency_jitter,
+            capacity=args.capacity, invalid_json_rate=args.invalid_json_rate,
+            wrong_action_rate=args.wrong_action_rate, rate_limit_rate=args.rate_limit_rate,
+            error_rate=args.error_rate, hang_rate=args.hang_rate, seed=args.seed)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(_serve_forever(TestServer(behaviour, host=args.host, port=args.port,
+                                          model=args.model)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
