@@ -175,6 +175,8 @@ class Simulation:
         sim.scenario.load_state_dict(
             {k.removeprefix("scenario."): v for k, v in state.items() if k.startswith("scenario.")}
         )
+        sim.policy.load_state_dict(
+            {k.removeprefix("policy."): v for k, v in state.items() if k.startswith("policy.")})
         sim.wall_s = float(state["engine.wall_s"])
         with db.transaction() as conn:
             db.delete_after(conn, sim.run_id, step,
@@ -368,6 +370,7 @@ class Simulation:
 
     def _checkpoint_blob(self, step: int, wall_s: float) -> bytes:
         arrays = {f"scenario.{k}": np.asarray(v) for k, v in self.scenario.state_dict().items()}
+        arrays.update({f"policy.{k}": np.asarray(v) for k, v in self.policy.state_dict().items()})
         arrays["engine.step"] = np.asarray(step)
         arrays["engine.wall_s"] = np.asarray(wall_s)
         buf = io.BytesIO()

@@ -62,6 +62,13 @@ class Policy(ABC):
     def close(self) -> None:  # noqa: B027  (optional hook)
         """Release connections, threads and event loops."""
 
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """What the policy must carry across a resume (e.g. agent memories), as arrays."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:  # noqa: B027
+        """Restore what ``state_dict`` returned."""
+
 
 class Selection(BaseModel):
     """Which agents a part of a mixed policy takes.
@@ -157,6 +164,18 @@ class MixedPolicy(Policy):
         for policy in self.policies:
             policy.close()
 
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Every part's state, prefixed by its index."""
+        return {f"{i}.{k}": v for i, p in enumerate(self.policies)
+                for k, v in p.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Hand each part its own entries."""
+        for i, policy in enumerate(self.policies):
+            prefix = f"{i}."
+            policy.load_state_dict({k.removeprefix(prefix): v for k, v in state.items()
+                                    if k.startswith(prefix)})
+
     def decide(self, obs: Observation, ctx: StepContext) -> ActionBatch:
         """Split the batch by part, decide each sub-batch, and restore activation order."""
         parts = self.assignment[obs.agents]
@@ -194,6 +213,7 @@ def build_policy(config: PolicyConfig, scenario: Scenario, attributes: pd.DataFr
                  seed: int = 0) -> tuple[Policy, np.ndarray]:
     """The run's policy and, per agent, the index of the policy part that decides for it."""
     parts = config.part_list()
+    assignment = assign_parts(parts, attributes, rng)
     policies: list[Policy] = []
     for i, part in enumerate(parts):
         if part.type == "llm":
@@ -204,11 +224,11 @@ def build_policy(config: PolicyConfig, scenario: Scenario, attributes: pd.DataFr
                 raise ValueError(f"policy part {i} is of type llm, but the experiment has no "
                                  "`llm:` section (backend, model, endpoints)")
             policies.append(LLMPolicy(scenario, llm, LLMParams.model_validate(part.params),
-                                      base_dir=base_dir, seed=seed))
+                                      base_dir=base_dir, seed=seed,
+                                      agents=np.flatnonzero(assignment == i)))
         else:
             policies.append(scenario.rule_policy(
                 scenario.rule_params_model.model_validate(part.params)))
-    assignment = assign_parts(parts, attributes, rng)
     unassigned = int((assignment < 0).sum())
     if unassigned:
         raise ValueError(

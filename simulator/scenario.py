@@ -171,6 +171,18 @@ class Scenario(ABC):
         """Turn validated decisions (None: use the ``fallback`` action) into an ActionBatch."""
         raise NotImplementedError(f"scenario {self.name!r} has no language-model agents")
 
+    def memory_query(self, context: dict[str, Any]) -> str:
+        """The text an agent's memories are retrieved for (default: none, no retrieval)."""
+        return ""
+
+    def memories(self, obs: Observation, contexts: list[dict[str, Any]],
+                 actions: ActionBatch) -> list[tuple[int, str, str, float]]:
+        """What LLM agents remember of this step: ``(row in obs, kind, text, importance 0-10)``.
+
+        ``kind`` is one of observation, action, message. Default: nothing.
+        """
+        return []
+
     def agent_state(self) -> dict[str, np.ndarray]:
         """Per-agent state variables to snapshot (name -> array over all agents)."""
         return {}

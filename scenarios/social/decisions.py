@@ -121,6 +121,46 @@ def prompt_context(scenario: SocialScenario, obs: SocialObservation
     return shared, out
 
 
+ACTION_IMPORTANCE = {"create_post": 6.0, "quote": 5.0, "comment": 5.0, "repost": 4.0,
+                     "follow": 4.0, "unfollow": 4.0, "like": 2.0, "dislike": 3.0}
+
+
+def memory_query(context: dict[str, Any]) -> str:
+    """What an agent's memories are retrieved for: its interest and the posts in its feed."""
+    return " ".join([context["interest"], *(post["text"] for post in context["feed"])])
+
+
+def memories(obs: SocialObservation, contexts: list[dict[str, Any]], actions: ActionBatch
+             ) -> list[tuple[int, str, str, float]]:
+    """Each agent remembers what it did, and the most-liked post of its feed."""
+    out: list[tuple[int, str, str, float]] = []
+    codes = actions.action.tolist()
+    posts = actions.args["post_id"].tolist()
+    targets = actions.args["target_id"].tolist()
+    contents = actions.args["content"].tolist()
+    for i, context in enumerate(contexts):
+        feed = {p["post_id"]: p for p in context["feed"]}
+        if feed:
+            top = max(feed.values(), key=lambda p: p["likes"])
+            out.append((i, "observation", f"I read user {top['author_id']}'s {top['kind']} on "
+                        f"{top['topic']}: {top['text']}", 1.0 + min(4.0, np.log1p(top["likes"]))))
+        name = ACTIONS[codes[i]]
+        if name == "do_nothing":
+            continue
+        if name in ("follow", "unfollow"):
+            text = f"I decided to {name} user {targets[i]}."
+        elif name == "create_post":
+            text = f"I posted: {contents[i]}" if contents[i] else "I wrote a post."
+        else:
+            seen = feed.get(posts[i])
+            about = f" user {seen['author_id']}'s post: {seen['text']}" if seen else (
+                f" post {posts[i]}")
+            said = f" I wrote: {contents[i]}" if contents[i] else ""
+            text = f"I chose to {name}{about}.{said}"
+        out.append((i, "action", text, ACTION_IMPORTANCE[name]))
+    return out
+
+
 def decisions_to_actions(scenario: SocialScenario, obs: SocialObservation,
                          decisions: list[BaseModel | None], fallback: str) -> ActionBatch:
     """Validated answers as a social ``ActionBatch``; ``None`` entries take ``fallback``."""

@@ -36,7 +36,13 @@ from .actions import (
     UNFOLLOW,
 )
 from .config import SocialConfig, SocialRuleParams
-from .decisions import decision_model, decisions_to_actions, prompt_context
+from .decisions import (
+    decision_model,
+    decisions_to_actions,
+    memories,
+    memory_query,
+    prompt_context,
+)
 from .feeds import FeedContext, build_feed
 from .metrics import attitude_assortativity, bimodality_coefficient, cascade_metrics, pearson
 from .rules import SocialRulePolicy
@@ -307,6 +313,15 @@ class SocialScenario(Scenario):
                              decisions: list[BaseModel | None], fallback: str) -> ActionBatch:
         """Validated answers as actions; None entries take ``fallback``."""
         return decisions_to_actions(self, obs, decisions, fallback)
+
+    def memory_query(self, context: dict[str, Any]) -> str:
+        """Memories are retrieved for the agent's interest and the posts in its feed."""
+        return memory_query(context)
+
+    def memories(self, obs: SocialObservation, contexts: list[dict[str, Any]],  # type: ignore[override]
+                 actions: ActionBatch) -> list[tuple[int, str, str, float]]:
+        """LLM agents remember their own action and the most-liked post they read."""
+        return memories(obs, contexts, actions)
 
     def profiles(self) -> list[dict[str, Any]]:
         """Each agent's attributes as a dict (built once, on first use by a prompt)."""

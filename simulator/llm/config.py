@@ -13,6 +13,8 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .memory import MemoryConfig
+
 
 class EndpointSettings(BaseModel):
     """One OpenAI-compatible server (vLLM ``serve``, SGLang, llama.cpp server, OpenAI, ...)."""
@@ -85,3 +87,5 @@ class LLMParams(BaseModel):
                                   "scenario's (relative to the experiment file)")
     fallback: str = Field("do_nothing", description="action taken when no valid answer comes")
     repair: bool = Field(True, description="send one repair request after an invalid answer")
+    memory: MemoryConfig = Field(default_factory=MemoryConfig,
+                                 description="each agent's memory stream and its retrieval")

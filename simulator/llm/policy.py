@@ -12,16 +12,17 @@ import asyncio
 import json
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
-from pydantic import TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from ..actions import ActionBatch
 from ..policy import Policy
 from .answers import parse_decision, repair_messages
 from .backends import ResponseCache, make_backend
 from .config import LLMConfig, LLMParams
+from .memory import MemoryStore
 from .prompts import PromptBuilder
 from .types import Backend, ChatRequest, ChatResponse
 
@@ -31,7 +32,21 @@ if TYPE_CHECKING:
     from ..scenario import Observation, Records, Scenario, StepContext
 
 COUNTERS = ("requests", "invalid", "repairs", "repaired", "fallbacks", "errors", "cache_hits",
-            "prompt_tokens", "completion_tokens")
+            "prompt_tokens", "completion_tokens", "reflections")
+REFLECTION_SYSTEM = ("You are a member of an online community, thinking back on what you saw and "
+                     "did. Answer with a single JSON object and nothing else.")
+
+
+def _insights_model(n: int) -> type[BaseModel]:
+    """The answer of a reflection: ``{"insights": [n short sentences]}``."""
+    sentence = Annotated[str, Field(min_length=3, max_length=300)]
+
+    class Insights(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        insights: list[sentence] = Field(min_length=1, max_length=n)  # type: ignore[valid-type]
+
+    return Insights
 
 
 class LLMPolicy(Policy):
@@ -43,10 +58,12 @@ class LLMPolicy(Policy):
         params: this policy part's params.
         base_dir: the experiment file's folder (for ``params.templates``).
         seed: the run's seed (each request's sampling seed derives from it, the step and agent).
+        agents: the agents this policy decides for (their memories are allocated up front);
+            default every agent of the population.
     """
 
     def __init__(self, scenario: Scenario, llm: LLMConfig, params: LLMParams, *,
-                 base_dir: Path, seed: int) -> None:
+                 base_dir: Path, seed: int, agents: np.ndarray | None = None) -> None:
         model = scenario.decision_model()
         if model is None:
             raise ValueError(f"scenario {scenario.name!r} has no language-model agents")
@@ -67,6 +84,14 @@ class LLMPolicy(Policy):
         self._latencies: list[float] = []
         self._prefix_chars = 0
         self._prompt_chars = 0
+        self._memory_rows: list[dict[str, Any]] = []
+        self.memory: MemoryStore | None = None
+        if params.memory.enabled:
+            if agents is None:
+                agents = np.arange(scenario.world.n_agents)
+            self.memory = MemoryStore(agents, params.memory)
+        self._reflection_adapter: TypeAdapter[Any] = TypeAdapter(
+            _insights_model(params.memory.reflection_insights))
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -90,6 +115,14 @@ class LLMPolicy(Policy):
         if self.backend is None:
             raise RuntimeError("the LLM policy is not attached to a run (Policy.attach)")
         shared, contexts = self.scenario.prompt_context(obs)
+        if self.memory is not None:
+            queries = [self.scenario.memory_query(c) for c in contexts]
+            for context, remembered in zip(contexts, self.memory.retrieve(
+                    obs.agents, queries, ctx.step), strict=True):
+                context["memories"] = remembered
+        else:
+            for context in contexts:
+                context["memories"] = []
         system = self.prompts.system_text(shared)
         requests = []
         for agent, context in zip(obs.agents.tolist(), contexts, strict=True):
@@ -117,7 +150,82 @@ class LLMPolicy(Policy):
                     self._counts["repaired"] += 1
                 decisions[i] = decision
         self._counts["fallbacks"] += sum(d is None for d in decisions)
-        return self.scenario.decisions_to_actions(obs, decisions, self.params.fallback)
+        actions = self.scenario.decisions_to_actions(obs, decisions, self.params.fallback)
+        if self.memory is not None:
+            self._remember(obs, contexts, actions, ctx.step)
+            self._reflect(obs.agents, ctx.step)
+        return actions
+
+    # -- memory ---------------------------------------------------------------------------------
+
+    def _remember(self, obs: Observation, contexts: list[dict[str, Any]], actions: ActionBatch,
+                  step: int) -> None:
+        """Store what the scenario says agents remember of this step."""
+        assert self.memory is not None
+        events = self.scenario.memories(obs, contexts, actions)
+        if not events:
+            return
+        agents = obs.agents[np.array([e[0] for e in events], dtype=np.int64)]
+        self._store(agents, [e[1] for e in events], [e[2] for e in events],
+                    np.array([e[3] for e in events], dtype=np.float32), step)
+
+    def _store(self, agents: np.ndarray, kinds: list[str], texts: list[str],
+               importance: np.ndarray, step: int) -> None:
+        assert self.memory is not None
+        self.memory.add(agents, kinds, texts, importance, step)
+        self._memory_rows += [{"agent_id": int(a), "kind": k, "text": t, "importance": float(i)}
+                              for a, k, t, i in zip(agents.tolist(), kinds, texts,
+                                                    importance.tolist(), strict=True)]
+
+    def _reflect(self, agents: np.ndarray, step: int) -> None:
+        """Agents whose recent memories passed the importance threshold write insights."""
+        assert self.memory is not None
+        due = self.memory.due_for_reflection(agents)
+        if len(due) == 0:
+            return
+        n = self.params.memory.reflection_insights
+        schema = self._reflection_adapter.json_schema() if self.llm.structured_output else None
+        requests = []
+        for agent in due.tolist():
+            recent = "\n".join(f"- {m}" for m in self.memory.recent(agent, 30))
+            requests.append(ChatRequest(
+                messages=[{"role": "system", "content": REFLECTION_SYSTEM},
+                          {"role": "user", "content": f"Your recent memories:\n{recent}\n\n"
+                           f"What are the {n} most important things you have learned about "
+                           f"yourself, others and the issue? Answer as JSON: "
+                           f'{{"insights": [{n} short sentences]}}'}],
+                model=self.llm.model, schema=schema, temperature=self.llm.temperature,
+                max_tokens=self.llm.max_tokens, top_p=self.llm.top_p, key=agent,
+                seed=zlib.crc32(f"{self.seed}:{step}:{agent}:reflect".encode()) & 0x7FFFFFFF))
+        self._counts["reflections"] += len(requests)
+        adapter = self.adapter
+        self.adapter = self._reflection_adapter  # _judge validates with the current adapter
+        try:
+            answers = self._send(requests)
+            judged = [self._judge(r, a, "reflection", step)[0]
+                      for r, a in zip(requests, answers, strict=True)]
+        finally:
+            self.adapter = adapter
+        who, texts = [], []
+        for agent, result in zip(due.tolist(), judged, strict=True):
+            if result is not None:
+                who += [agent] * len(result.insights)
+                texts += list(result.insights)
+        if texts:
+            self._store(np.array(who, dtype=np.int64), ["reflection"] * len(texts), texts,
+                        np.full(len(texts), 8.0, dtype=np.float32), step)
+        self.memory.reflected(due)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The agents' memories."""
+        if self.memory is None:
+            return {}
+        return {f"memory.{k}": v for k, v in self.memory.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore the agents' memories."""
+        if self.memory is not None and state:
+            self.memory.load_state_dict({k.removeprefix("memory."): v for k, v in state.items()})
 
     def _request(self, messages: list[dict[str, str]], agent: int, step: int,
                  attempt: int) -> ChatRequest:
@@ -180,10 +288,11 @@ class LLMPolicy(Policy):
     def drain_records(self) -> Records:
         """This step's calls (``llm_calls``) and new cache entries (``llm_cache``)."""
         records: Records = {}
-        for table, rows in (("llm_calls", self._rows), ("llm_cache", self._cache_rows)):
+        for table, rows in (("llm_calls", self._rows), ("llm_cache", self._cache_rows),
+                            ("memories", self._memory_rows)):
             if rows:
                 records[table] = {k: [r[k] for r in rows] for k in rows[0]}
-        self._rows, self._cache_rows = [], []
+        self._rows, self._cache_rows, self._memory_rows = [], [], []
         return records
 
     def step_metrics(self) -> dict[str, float]:

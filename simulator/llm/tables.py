@@ -4,6 +4,7 @@ Core objects:
     LLMCall: every request and answer of a run (decisions and repairs), with tokens, latency,
         where the answer came from and whether it was valid: what replay reads back.
     LLMCacheEntry: answers by request hash, shared by every run of a database.
+    Memory: the memory stream of LLM agents, as it was formed (evictions are not recorded).
 """
 
 from __future__ import annotations
@@ -48,4 +49,15 @@ class LLMCacheEntry(EventMixin, Base):
     completion_tokens: Mapped[int] = mapped_column(Integer)
 
 
-STEP_TABLES = ("llm_calls",)
+class Memory(EventMixin, Base):
+    """A memory an LLM agent formed (observation, action, message or reflection)."""
+
+    __tablename__ = "memories"
+
+    agent_id: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(12))
+    text: Mapped[str] = mapped_column(Text)
+    importance: Mapped[float] = mapped_column(Float)
+
+
+STEP_TABLES = ("llm_calls", "memories")
