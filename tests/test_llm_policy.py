@@ -154,3 +154,38 @@ def test_llm_configuration_errors_are_reported() -> None:
     data["policy"]["parts"][0]["params"] = {"fallbak": "like"}
     with pytest.raises(ConfigError, match="did you mean 'fallback'"):
         experiment_from_dict(data)
+
+
+def test_hung_requests_time_out_and_the_run_goes_on(server, sqlite_url: str) -> None:
+    srv, url = server
+    srv.behaviour.hang_rate = 0.6
+    result = run(llm_experiment(url, steps=2, timeout_s=0.5, max_attempts=2, cache=False),
+                 sqlite_url)
+    m = result.metrics().sum()
+    assert result.info["status"] == "completed" and srv.stats["hung"] > 0
+    calls = result.table("llm_calls")
+    failed = calls["error"].notna() & (calls["response"] == "")  # no answer at all
+    # a hung request times out; repeated timeouts take the endpoint out until a probe succeeds
+    assert calls.loc[failed, "error"].str.contains("timeout|ejected").all() and failed.any()
+    assert m["llm.errors"] == failed.sum()
+    assert m["llm.fallbacks"] == failed.sum()
+    assert result.steps()["step"].max() == 2
+
+
+def test_a_model_naming_posts_that_do_not_exist_is_refused_and_counted(
+        server, sqlite_url: str, tmp_path) -> None:
+    _, url = server
+    templates = tmp_path / "prompts"
+    templates.mkdir()
+    (templates / "agent.j2").write_text(
+        'You are user {{ agent_id }}.\nANSWER: {"action": "like", "post_id": 999999}\n')
+    data = llm_experiment(url, steps=2, share=1.0)
+    data["policy"] = {"type": "llm", "params": {"templates": str(templates), "memory":
+                                                {"enabled": False}}}
+    result = run(data, sqlite_url)
+    m = result.metrics().sum()
+    assert m["llm.requests"] > 0 and m["llm.fallbacks"] == 0  # valid JSON, schema-valid
+    assert m["rejected.unknown_post"] == m["actions.like"] == m["llm.requests"]
+    assert result.table("likes").empty
+    actions = result.table("actions")
+    assert not actions["accepted"].astype(bool).any()
