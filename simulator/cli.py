@@ -7,6 +7,8 @@ Commands:
     runs                       list the runs in a database (or in ./populace_runs)
     export RUN --format F      write a run's tables to Parquet or CSV files
     scenarios                  list the installed scenarios
+    profiles generate EXP.yaml --out FILE
+                               write a language-model biography for every agent
 
 Exit codes: 0 success, 1 run-time error (explained, no traceback), 2 invalid experiment or usage.
 """
@@ -53,6 +55,30 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", type=Path, required=True, help="output folder")
 
     sub.add_parser("scenarios", help="list installed scenarios")
+
+    pr = sub.add_parser("profiles", help="language-model written agent profiles")
+    prs = pr.add_subparsers(dest="profiles_command", required=True)
+    g = prs.add_parser(
+        "generate", help="write a short biography for every agent",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Build the experiment's population exactly as a run would and ask its "
+        "`llm:` model\nfor a 2-4 sentence first-person biography of each agent, consistent "
+        "with its\nattributes (which stay the source of truth). Answers are cached in the "
+        "database;\nrunning the command again continues where it stopped.",
+        epilog="The output has one row per agent: agent_id, every attribute, bio, error (bio "
+        "is empty\nand error says why when no valid biography came). Use it as the population "
+        "of an\nexperiment (row i is agent i):\n\n  population:\n    file: {path: "
+        "profiles.parquet}\n")
+    g.add_argument("experiment", type=Path)
+    g.add_argument("--out", type=Path, required=True, help="output file: .parquet or .csv")
+    g.add_argument("--limit", type=int, help="only the first N agents")
+    g.add_argument("--batch", type=int, default=1000,
+                   help="agents asked at once and written per chunk (default 1000)")
+    g.add_argument("--db", help="database of the response cache (default: storage.url, else "
+                   "populace_runs/NAME.sqlite)")
+    g.add_argument("--template", type=Path, help="Jinja2 prompt template instead of the "
+                   "built-in simulator/llm/templates/profile.j2")
+    g.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
 
@@ -96,6 +122,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print("\n".join(available_scenarios()))
         return 0
+    if args.command == "profiles":
+        return _profiles(args)
     raise AssertionError(args.command)
 
 
@@ -221,6 +249,25 @@ def _export(args: argparse.Namespace) -> int:
     files = export_run(run, args.format, args.out)
     for f in files:
         print(f)
+    return 0
+
+
+def _profiles(args: argparse.Namespace) -> int:
+    from .config import load_experiment
+    from .llm.profiles import generate_profiles
+
+    exp = load_experiment(args.experiment)
+    try:
+        report = generate_profiles(
+            exp, args.out, limit=args.limit, batch=args.batch, db_url=_url(args.db),
+            template=args.template,
+            progress=None if args.quiet else lambda line: print(line, file=sys.stderr))
+    except KeyboardInterrupt as exc:
+        kept = f"{exc.rows} agents are kept in {exc.out}" if hasattr(exc, "rows") else (
+            "nothing was written")
+        print(f"interrupted: {kept}; run the same command again to continue", file=sys.stderr)
+        return 130
+    print(report.text())
     return 0
 
 

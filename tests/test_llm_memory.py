@@ -109,3 +109,18 @@ def test_llm_agents_remember_reflect_and_resume_identically(server, tmp_path, mo
         assert ta[name].equals(tb[name]), name
     responses = lambda run: run.table("llm_calls")["response"].tolist()  # noqa: E731
     assert responses(full_run) == responses(done)
+
+
+def test_the_model_can_rate_how_important_memories_are(server, sqlite_url: str) -> None:
+    data = llm_experiment(server.url, steps=2, share=0.5)
+    data["policy"]["parts"][0]["params"] = {"memory": {"importance": "llm"}}
+    run = Simulation(experiment_from_dict(data), db_url=sqlite_url).run()
+    calls = run.table("llm_calls")
+    ratings = calls[calls["kind"] == "rating"]
+    memories = run.table("memories")
+    assert len(ratings) == len(memories) > 0
+    # every rated memory carries the model's integer score (the heuristic ones are fractional
+    # for observations); the test server answers within the schema's 1-10
+    scores = [json.loads(r)["importance"] for r in ratings["response"]]
+    assert sorted(scores) == sorted(memories["importance"].astype(int).tolist())
+    assert memories["importance"].between(1, 10).all()

@@ -60,6 +60,9 @@ class MemoryConfig(BaseModel):
         150.0, gt=0, description="importance accumulated since the last reflection that "
         "triggers a new one (0-10 importance per memory)")
     reflection_insights: int = Field(3, ge=1, le=10)
+    importance: Literal["heuristic", "llm"] = Field(
+        "heuristic", description="heuristic: the scenario's score; llm: the model rates each "
+        "new memory 1-10 (one more request per memory; the heuristic stands in if it fails)")
 
 
 class HashedWords:

@@ -37,6 +37,18 @@ REFLECTION_SYSTEM = ("You are a member of an online community, thinking back on 
                      "did. Answer with a single JSON object and nothing else.")
 
 
+RATING_SYSTEM = ("You rate how important memories are to the person who has them. Answer with a "
+                 "single JSON object and nothing else.")
+
+
+class Rating(BaseModel):
+    """The answer of an importance rating."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    importance: int = Field(ge=1, le=10)
+
+
 def _insights_model(n: int) -> type[BaseModel]:
     """The answer of a reflection: ``{"insights": [n short sentences]}``."""
     sentence = Annotated[str, Field(min_length=3, max_length=300)]
@@ -92,6 +104,7 @@ class LLMPolicy(Policy):
             self.memory = MemoryStore(agents, params.memory)
         self._reflection_adapter: TypeAdapter[Any] = TypeAdapter(
             _insights_model(params.memory.reflection_insights))
+        self._rating_adapter: TypeAdapter[Any] = TypeAdapter(Rating)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -166,8 +179,37 @@ class LLMPolicy(Policy):
         if not events:
             return
         agents = obs.agents[np.array([e[0] for e in events], dtype=np.int64)]
-        self._store(agents, [e[1] for e in events], [e[2] for e in events],
-                    np.array([e[3] for e in events], dtype=np.float32), step)
+        texts = [e[2] for e in events]
+        importance = np.array([e[3] for e in events], dtype=np.float32)
+        if self.params.memory.importance == "llm":
+            importance = self._rate(agents, texts, importance, step)
+        self._store(agents, [e[1] for e in events], texts, importance, step)
+
+    def _rate(self, agents: np.ndarray, texts: list[str], heuristic: np.ndarray,
+              step: int) -> np.ndarray:
+        """Ask the model how important each new memory is (1-10), as Generative Agents does."""
+        schema = self._rating_adapter.json_schema() if self.llm.structured_output else None
+        requests = [ChatRequest(
+            messages=[{"role": "system", "content": RATING_SYSTEM},
+                      {"role": "user", "content": f"Memory: {text}\nRate it from 1 (mundane, "
+                       "e.g. scrolling past a post) to 10 (life-changing). Answer as JSON: "
+                       '{"importance": <1-10>}'}],
+            model=self.llm.model, schema=schema, temperature=0.0, max_tokens=20,
+            top_p=self.llm.top_p, key=int(agent),
+            seed=zlib.crc32(f"{self.seed}:{step}:{agent}:{i}:rate".encode()) & 0x7FFFFFFF)
+            for i, (agent, text) in enumerate(zip(agents.tolist(), texts, strict=True))]
+        adapter, self.adapter = self.adapter, self._rating_adapter
+        try:
+            answers = self._send(requests)
+            rated = [self._judge(r, a, "rating", step)[0]
+                     for r, a in zip(requests, answers, strict=True)]
+        finally:
+            self.adapter = adapter
+        out = heuristic.copy()
+        for i, result in enumerate(rated):
+            if result is not None:
+                out[i] = float(result.importance)
+        return out
 
     def _store(self, agents: np.ndarray, kinds: list[str], texts: list[str],
                importance: np.ndarray, step: int) -> None:
