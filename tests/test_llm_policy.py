@@ -189,3 +189,19 @@ def test_a_model_naming_posts_that_do_not_exist_is_refused_and_counted(
     assert result.table("likes").empty
     actions = result.table("actions")
     assert not actions["accepted"].astype(bool).any()
+
+
+def test_vllm_backend_without_vllm_or_gpu_is_a_clear_error(sqlite_url: str) -> None:
+    from populace.simulator.llm.backends import make_backend
+    from populace.simulator.llm.config import LLMConfig
+    from populace.simulator.llm.types import BackendError
+    from populace.storage import Database
+
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("vLLM is installed here: the error path cannot be shown")
+    with pytest.raises(BackendError, match=r"needs vLLM: pip install 'populace\[vllm\]'"):
+        make_backend(LLMConfig(backend="vllm", model="any"), Database(sqlite_url), 0)
