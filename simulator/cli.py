@@ -268,6 +268,10 @@ def _profiles(args: argparse.Namespace) -> int:
         print(f"interrupted: {kept}; run the same command again to continue", file=sys.stderr)
         return 130
     print(report.text())
+    if report.written and report.counts["failed"] == report.written:
+        print("error: no agent got a biography (see the `error` column and the counts above)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -326,10 +326,14 @@ class SocialScenario(Scenario):
     def profiles(self) -> list[dict[str, Any]]:
         """Each agent's attributes as a dict (built once, on first use by a prompt)."""
         if self._profiles is None:
-            hidden = {self.config.opinion_attribute, self.config.interest_attribute}
+            # opinion and interest are shown on their own; agent_id and error come from a
+            # profiles file (populace profiles generate) and mean nothing to the agent
+            hidden = {self.config.opinion_attribute, self.config.interest_attribute,
+                      "agent_id", "error"}
             attrs = self.world.population.attributes
             cols = [c for c in attrs.columns if c not in hidden]
-            self._profiles = attrs[cols].to_dict("records")
+            self._profiles = [{k: v for k, v in row.items() if v is not None and v == v}
+                              for row in attrs[cols].to_dict("records")]
         return self._profiles
 
     def agent_state(self) -> dict[str, np.ndarray]:

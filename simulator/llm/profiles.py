@@ -25,9 +25,11 @@ How it works:
       costs nothing.
     * Agents are asked ``--batch`` at a time and each batch is appended to the output file (CSV:
       in place; Parquet: one row group per batch into a temporary file that replaces the output
-      when the command ends, Ctrl-C included). Running the command again continues after the
-      agents already in the file; agents whose request failed (server down) are asked again;
-      a complete file is only reported on.
+      when the command ends, Ctrl-C included; after a hard kill the Parquet output keeps its
+      previous rows, and the lost batches come back from the cache). Running the command again
+      continues after the agents already in the file; agents whose request failed (server
+      down) are asked again, invalid answers are final (the cache holds them); a complete file
+      is only reported on. ``--limit N`` asks only for agents ``0 .. N-1``.
     * At the end a diversity report (``diversity_report``) checks that the biographies do not
       collapse into one voice (distinct n-grams, word-set overlap, duplicates, lengths).
 
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
 import os
 import re
@@ -255,7 +258,10 @@ def diversity_report(bios: Sequence[str | None], *, sample: int = 500,
         return DiversityReport(0, nan, nan, nan, nan, 0, nan, nan, 0, 0)
     tokens = [words(t) for t in texts]
     lengths = np.array([len(t) for t in tokens], dtype=np.int64)
-    d1, d2, d3 = (_distinct(tokens, lengths, n) for n in (1, 2, 3))
+    flat = np.empty(int(lengths.sum()), dtype=object)
+    flat[:] = list(itertools.chain.from_iterable(tokens))
+    ids, vocab = pd.factorize(flat)
+    d1, d2, d3 = (_distinct(ids.astype(np.int64), lengths, len(vocab), n) for n in (1, 2, 3))
     jaccard, n_sample = _mean_jaccard(tokens, sample, seed)
     normal = pd.Series([" ".join(t.split()) for t in texts])
     return DiversityReport(
@@ -265,26 +271,27 @@ def diversity_report(bios: Sequence[str | None], *, sample: int = 500,
         max_words=int(lengths.max()))
 
 
-def _distinct(tokens: list[list[str]], lengths: np.ndarray, n: int) -> float:
-    """Distinct n-grams / n-grams, n-grams never crossing from one bio into the next."""
-    vocab: dict[str, int] = {}
-    ids = np.fromiter((vocab.setdefault(w, len(vocab)) for t in tokens for w in t),
-                      dtype=np.int64, count=int(lengths.sum()))
+def _distinct(ids: np.ndarray, lengths: np.ndarray, size: int, n: int) -> float:
+    """Distinct n-grams / n-grams, n-grams never crossing from one bio into the next.
+
+    ``ids`` are the words of every bio one after the other (as integers below ``size``).
+    """
     m = len(ids) - n + 1
     if m <= 0:
         return float("nan")
-    doc = np.repeat(np.arange(len(tokens)), lengths)
+    doc = np.repeat(np.arange(len(lengths)), lengths)
     inside = doc[:m] == doc[n - 1:]  # first and last word in one bio: all of them are
     total = int(inside.sum())
     if total == 0:
         return float("nan")
-    size = max(len(vocab), 1)
-    if size ** n < 2**62:  # pack each n-gram into one integer exactly
+    if max(size, 1) ** n < 2**62:  # pack each n-gram into one integer exactly
         code = ids[:m].copy()
         for k in range(1, n):
             code = code * size + ids[k:k + m]
-        return len(np.unique(code[inside])) / total
-    grams = {tuple(t[i:i + n]) for t in tokens for i in range(len(t) - n + 1)}
+        grams = pd.unique(code[inside])
+    else:  # a vocabulary above 2 million words: compare the n-grams as rows
+        rows = np.stack([ids[k:k + m] for k in range(n)], axis=1)[inside]
+        grams = np.unique(rows, axis=0)
     return len(grams) / total
 
 
@@ -365,7 +372,8 @@ class ProfileReport:
                 f"{': run the command again to ask those again' if self.failed_requests else ''}"
                 "); their `error` column says why")
         lines += self.diversity.lines()
-        lines.append(f"use it: population: {{file: {{path: {self.out}}}}}")
+        lines.append(f"use it: population: {{file: {{path: {self.out}}}}}  (a relative path "
+                     "is read from the experiment file's folder)")
         return "\n".join(lines)
 
 
@@ -427,8 +435,11 @@ def generate_profiles(exp: Experiment, out: str | Path, *, limit: int | None = N
     columns = ["agent_id", *map(str, attrs.columns), "bio", "error"]
 
     existing = _read_existing(out, fmt, columns, attrs)
+    # agents without a bio are asked again unless their answer was invalid (that is final:
+    # the cache would give the same answer); those are the ones whose request failed
     retry = (existing["bio"].isna()
-             & existing["error"].astype("string").str.startswith(REQUEST_FAILED).fillna(False))
+             & ~existing["error"].astype("string").str.startswith(INVALID).fillna(False)
+             & (existing["agent_id"] < n))
     kept = existing[~retry]
     done = set(kept["agent_id"].tolist())
     todo = [i for i in range(n) if i not in done]
@@ -448,10 +459,12 @@ def generate_profiles(exp: Experiment, out: str | Path, *, limit: int | None = N
 
         db = Database(database_url(db_url) if db_url else cfg.storage_url())
         cache_shown = db.shown_url
-        asker = _Asker(llm, db, cfg.seed)
-        writer = _writer(fmt, out, columns, attrs, existing if retry.any() else None, kept,
-                         batch)
+        asker: _Asker | None = None
+        writer: _ParquetOut | _CsvOut | None = None
         try:
+            asker = _Asker(llm, db, cfg.seed)
+            writer = _writer(fmt, out, columns, attrs, existing if retry.any() else None, kept,
+                             batch)
             for start in range(0, len(todo), batch):
                 agents = todo[start:start + batch]
                 frame = _chunk(agents, attrs, prompts, asker, llm, cfg.seed, counts)
@@ -466,11 +479,14 @@ def generate_profiles(exp: Experiment, out: str | Path, *, limit: int | None = N
                              f"{counts['cache_hits']}, repairs {counts['repairs']}, without a "
                              f"bio {counts['failed']}")
         except KeyboardInterrupt as exc:
-            writer.close()
+            if writer is not None:
+                writer.close()
             raise ProfilesInterrupted(out, len(kept) + written) from exc
         finally:
-            writer.close()
-            asker.close()
+            if writer is not None:
+                writer.close()
+            if asker is not None:
+                asker.close()
             db.dispose()
     else:
         notes.append(f"nothing to do: the {n} agents asked for are all in {out}")
@@ -707,6 +723,9 @@ class _ParquetOut:
             return
         writer, self.writer = self.writer, None
         writer.close()
+        if self.rows == 0 and not self.out.exists():  # failed before the first chunk
+            self.tmp.unlink()
+            return
         os.replace(self.tmp, self.out)
         _sort_if_needed(self.out, "parquet", self.schema)
 
