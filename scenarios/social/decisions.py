@@ -100,6 +100,7 @@ def prompt_context(scenario: SocialScenario, obs: SocialObservation
               "actions": list(ACTIONS)}
     profiles = scenario.profiles()
     p = scenario.posts
+    kinds, likes = p.kind, p.likes  # column views, looked up once rather than per post
     followed = obs.followed()
     contents = scenario.post_content
     out = []
@@ -108,11 +109,11 @@ def prompt_context(scenario: SocialScenario, obs: SocialObservation
         for j, post in enumerate(obs.feed[i].tolist()):
             if post < 0:
                 break
-            kind = KINDS[int(p.kind[post])]
+            kind = KINDS[int(kinds[post])]
             topic = scenario.topics[int(obs.topic[i, j])]
             stance = float(obs.stance[i, j])
             feed.append({"post_id": post, "author_id": int(obs.author[i, j]), "kind": kind,
-                         "topic": topic, "stance": stance, "likes": int(p.likes[post]),
+                         "topic": topic, "stance": stance, "likes": int(likes[post]),
                          "followed": bool(followed[i, j]),
                          "text": _post_text(kind, topic, stance, contents.get(post))})
         out.append({"agent_id": agent, "profile": profiles[agent],

@@ -310,7 +310,7 @@ class OpenAIBackend(Backend):
 
     async def _attempts_loop(self, session: aiohttp.ClientSession,
                              req: ChatRequest) -> ChatResponse:
-        payload = self._encode(req)
+        payload: bytes | None = None  # encoded once a slot is free, not while thousands queue
         policy = self.retry
         avoid: _Endpoint | None = None
         error = ""
@@ -327,6 +327,8 @@ class OpenAIBackend(Backend):
                     await asyncio.sleep(self._backoff(attempt - 1, None))
                 continue
 
+            if payload is None:
+                payload = self._encode(req)
             ep.sent += 1
             where = ep.base_url
             retry_after: float | None = None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from ..actions import ActionBatch
@@ -315,7 +316,7 @@ class LLMPolicy(Policy):
         self._rows.append({
             "agent_id": req.key, "kind": kind, "model": req.model,
             "prompt_hash": req.prompt_hash(), "sampling": json.dumps(req.sampling()),
-            "prompt": (json.dumps(req.messages, ensure_ascii=False)
+            "prompt": (orjson.dumps(req.messages).decode()
                        if self.llm.record_prompts else None),
             "response": resp.text, "prompt_tokens": resp.prompt_tokens,
             "completion_tokens": resp.completion_tokens, "latency_s": resp.latency_s,

@@ -11,10 +11,11 @@ Core objects:
 from __future__ import annotations
 
 import hashlib
-import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 
 @dataclass
@@ -39,6 +40,7 @@ class ChatRequest:
     top_p: float = 1.0
     seed: int | None = None
     key: int = -1
+    _hash: str | None = field(default=None, repr=False, compare=False)
 
     def sampling(self) -> dict[str, Any]:
         """The sampling parameters as a dict (what the cache and replay key on)."""
@@ -46,10 +48,15 @@ class ChatRequest:
                 "top_p": self.top_p, "seed": self.seed}
 
     def prompt_hash(self) -> str:
-        """SHA-256 of model, sampling parameters, schema and messages: the cache/replay key."""
-        blob = json.dumps([self.model, self.sampling(), self.schema, self.messages],
-                          sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+        """SHA-256 of model, sampling parameters, schema and messages: the cache/replay key.
+
+        Computed once per request (orjson with sorted keys: the same bytes on every machine).
+        """
+        if self._hash is None:
+            blob = orjson.dumps([self.model, self.sampling(), self.schema, self.messages],
+                                option=orjson.OPT_SORT_KEYS)
+            self._hash = hashlib.sha256(blob).hexdigest()
+        return self._hash
 
 
 @dataclass
