@@ -16,12 +16,13 @@ def test_llm_benchmark_smoke(tmp_path: Path) -> None:
     out = tmp_path / "llm.json"
     proc = subprocess.run(
         [sys.executable, str(BENCH), "--agents", "300", "--single", "8:0.05", "--dual", "none",
-         "--cpu-agents", "300", "--cpu-modes", "foreground", "--out", str(out)],
+         "--cpu-agents", "300", "--cpu-modes", "foreground", "--cpu-repeat", "1",
+         "--out", str(out)],
         capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.exists(), proc.stdout + proc.stderr
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "%ideal" in proc.stdout and "ms/decision" in proc.stdout
-    assert "memory retrieval: not built yet" in proc.stdout
+    assert "memory: enabled True" in proc.stdout
     data = json.loads(out.read_text(encoding="utf-8"))
     assert "llm.py" in data["environment"]["command"]
 
@@ -34,14 +35,21 @@ def test_llm_benchmark_smoke(tmp_path: Path) -> None:
     [server] = run["servers"]
     assert server["peak"] == 8 and server["requests"] == 300 and server["share"] == 1.0
     assert run["client_peak"] == [16]
+    assert run["first_answer_s"] > 0
+    assert 0 < server["busy_slots"] <= 8 and server["slot_s"] >= 0.05
     assert run["problems"] == {"invalid": 0, "repairs": 0, "fallbacks": 0, "errors": 0}
 
     [cpu] = data["cpu"]
     assert cpu["ok"] and cpu["measured_step"] == 2 and cpu["decisions"] == 300
     assert cpu["cpu_ms_per_decision"] > 0
     assert cpu["phases_ms"]["decide"] > 0
+    assert len(cpu["repeats_cpu_ms"]) == 1
     split = cpu["decide_ms"]
-    for key in ("prompt building", "backend (HTTP client)", "parse + validate"):
+    for key in ("prompt building (sum)", "prompt: memory retrieval (query + retrieve)",
+                "requests: backend.generate (HTTP client)",
+                "answers: parse + validate (pydantic)"):
         assert split[key] > 0, key
+    # the phases and the rest add up to the measured CPU
+    assert sum(cpu["phases_ms"].values()) == pytest.approx(cpu["cpu_ms_per_decision"])
     assert cpu["prompt_tokens"] > cpu["completion_tokens"] > 0
     assert 0 < cpu["shared_prefix_share"] < 1
