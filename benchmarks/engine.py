@@ -30,18 +30,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
-import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+from environment import environment as _environment
 
 HERE = Path(__file__).resolve().parent
 TOPICS = ["politics", "economy", "health", "technology", "sports"]
@@ -375,28 +373,9 @@ def print_table(populace: list[dict[str, Any]], mesa: list[dict[str, Any]],
               f"(compute only: {q['compute_ratio']:.1f}x)")
 
 
-def _version(dist: str) -> str:
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "not installed"
-
-
 def environment() -> dict[str, Any]:
-    argv = getattr(sys, "orig_argv", [sys.executable, *sys.argv])
-    return {
-        "command": shlex.join(argv),
-        "cwd": os.getcwd(),
-        "python": platform.python_version(),
-        "numpy": _version("numpy"),
-        "mesa": _version("mesa"),
-        "populace": _version("populace"),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    """The machine and software this benchmark ran on."""
+    return _environment(["numpy", "mesa", "populace"])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -51,8 +51,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import select
 import shlex
 import signal
@@ -64,10 +62,10 @@ import tempfile
 import threading
 import time
 import urllib.request
-from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+from environment import environment as _environment
 
 TOPICS = ["politics", "economy", "health", "technology", "sports"]
 TARGET_SHARE = 0.95  # throughput target: 95% of the servers' ideal rate
@@ -765,31 +763,9 @@ def print_tables(throughput: list[dict[str, Any]], cpu: list[dict[str, Any]]) ->
               f"{_fmt(r['shared_prefix_share'], '.3f')}")
 
 
-def _version(dist: str) -> str:
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "not installed"
-
-
 def environment() -> dict[str, Any]:
-    argv = getattr(sys, "orig_argv", [sys.executable, *sys.argv])
-    return {
-        "command": shlex.join(argv),
-        "cwd": os.getcwd(),
-        "python": platform.python_version(),
-        "populace": _version("populace"),
-        "aiohttp": _version("aiohttp"),
-        "orjson": _version("orjson"),
-        "pydantic": _version("pydantic"),
-        "jinja2": _version("jinja2"),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "load_avg": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    """The machine and software this benchmark ran on."""
+    return _environment(["populace", "aiohttp", "orjson", "pydantic", "jinja2"])
 
 
 def _pair(text: str) -> tuple[int, float]:

@@ -17,6 +17,8 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 def _load(name: str) -> ModuleType:
     if name in sys.modules:
         return sys.modules[name]
+    if str(BENCH) not in sys.path:  # the scripts import their sibling environment.py
+        sys.path.insert(0, str(BENCH))
     spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
