@@ -135,16 +135,8 @@ class VLLMBackend(Backend):
         """The whole batch in one ``LLM.chat`` call, guided by each request's schema."""
         from vllm import SamplingParams
 
-        try:
-            from vllm.sampling_params import GuidedDecodingParams
-        except ImportError:  # older/newer vLLM without it: unguided, validated on our side
-            GuidedDecodingParams = None  # noqa: N806
-        params = []
-        for r in requests:
-            guided = (GuidedDecodingParams(json=r.schema) if GuidedDecodingParams and r.schema
-                      else None)
-            params.append(SamplingParams(temperature=r.temperature, max_tokens=r.max_tokens,
-                                         top_p=r.top_p, seed=r.seed, guided_decoding=guided))
+        params = [SamplingParams(temperature=r.temperature, max_tokens=r.max_tokens, top_p=r.top_p,
+                                 seed=r.seed, **_structured(r.schema)) for r in requests]
         t0 = time.perf_counter()
         outputs = await asyncio.to_thread(self.engine.chat, [r.messages for r in requests], params,
                                           use_tqdm=False)
@@ -152,6 +144,24 @@ class VLLMBackend(Backend):
         return [ChatResponse(o.outputs[0].text, len(o.prompt_token_ids),
                              len(o.outputs[0].token_ids), latency, "model", "vllm", None, 1, r.key)
                 for o, r in zip(outputs, requests, strict=True)]
+
+
+def _structured(schema: dict[str, Any] | None) -> dict[str, Any]:
+    """Guided JSON decoding arguments of SamplingParams, for the installed vLLM version."""
+    if schema is None:
+        return {}
+    try:  # vLLM >= 0.11
+        from vllm.sampling_params import StructuredOutputsParams
+
+        return {"structured_outputs": StructuredOutputsParams(json=schema)}
+    except ImportError:
+        pass
+    try:  # older vLLM
+        from vllm.sampling_params import GuidedDecodingParams
+
+        return {"guided_decoding": GuidedDecodingParams(json=schema)}
+    except ImportError:  # no guided decoding: answers are still validated on our side
+        return {}
 
 
 __all__ = ["ReplayBackend", "ResponseCache", "VLLMBackend", "make_backend"]
