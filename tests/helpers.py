@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
+import pytest
 
 from populace.simulator import Simulation, experiment_from_dict
 from populace.storage import Run, open_run
@@ -43,3 +44,19 @@ def assert_same_run(a: Run, b: Run) -> None:
 def reopen(url: str, run_id: int) -> Run:
     """A fresh handle on a run (re-reads its row)."""
     return open_run(url, run_id)
+
+
+class Crash(RuntimeError):
+    """The simulated failure of ``crash_after``."""
+
+
+def crash_after(sim: Simulation, step: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``sim.run()`` raise ``Crash`` once ``step`` is committed (before the next step)."""
+    original = sim.advance
+
+    def advance():  # noqa: ANN202
+        if sim.step == step:
+            raise Crash("simulated crash")
+        return original()
+
+    monkeypatch.setattr(sim, "advance", advance)

@@ -9,7 +9,7 @@ from populace.simulator import Simulation, experiment_from_dict
 from populace.storage import StorageError
 
 from .conftest import experiment
-from .helpers import assert_same_run, content_tables, reopen, run_experiment
+from .helpers import Crash, assert_same_run, content_tables, crash_after, reopen, run_experiment
 
 
 def test_run_records_every_step_consistently(sqlite_url: str) -> None:
@@ -85,22 +85,12 @@ def test_mixed_policy_parts_behave_differently(sqlite_url: str) -> None:
     assert (others["action"] != "create_post").all()
 
 
-class Crash(RuntimeError):
-    pass
-
-
 def test_resume_after_crash_matches_uninterrupted_run(tmp_path, monkeypatch) -> None:
     full = run_experiment(experiment(), f"sqlite:///{tmp_path / 'full.sqlite'}")
     url = f"sqlite:///{tmp_path / 'crash.sqlite'}"
     sim = Simulation(experiment_from_dict(experiment()), db_url=url)
-    original = sim.advance
-
-    def crash_at_7():  # dies after step 6 committed (checkpoint at 4): steps 5-6 are redone
-        if sim.step == 6:
-            raise Crash("simulated crash")
-        return original()
-
-    monkeypatch.setattr(sim, "advance", crash_at_7)
+    # dies after step 6 committed (checkpoint at 4): steps 5-6 are redone
+    crash_after(sim, 6, monkeypatch)
     with pytest.raises(Crash):
         sim.run()
     crashed = reopen(url, sim.run_id)

@@ -11,7 +11,7 @@ from populace.simulator import Simulation, experiment_from_dict
 from populace.simulator.llm.memory import HashedWords, MemoryConfig, MemoryStore
 from populace.simulator.llm.testserver import ServerBehaviour, TestServer
 
-from .helpers import content_tables, reopen
+from .helpers import Crash, content_tables, crash_after, reopen
 from .test_llm_policy import llm_experiment
 
 
@@ -91,15 +91,8 @@ def test_llm_agents_remember_reflect_and_resume_identically(server, tmp_path, mo
     url = f"sqlite:///{tmp_path / 'b.sqlite'}"
     data["llm"]["cache"] = False
     sim = Simulation(experiment_from_dict(data), db_url=url)
-    original = sim.advance
-
-    def crash():
-        if sim.step == 5:
-            raise RuntimeError("crash")
-        return original()
-
-    monkeypatch.setattr(sim, "advance", crash)
-    with pytest.raises(RuntimeError):
+    crash_after(sim, 5, monkeypatch)
+    with pytest.raises(Crash):
         sim.run()
     resumed = Simulation.resume(url, sim.run_id)
     assert resumed.step == 4
