@@ -46,7 +46,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _explain(url: str, exc: Exception) -> str:
-    text = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0] if str(exc) else repr(exc)
+    # the driver's own error (SQLAlchemy wraps it in .orig) says what happened; its first line
+    # is enough, and an error with no message at all is shown by its type
+    messages = (str(getattr(exc, "orig", "") or ""), str(exc))
+    text = next((m.strip().splitlines()[0] for m in messages if m.strip()), repr(exc))
     low = text.lower()
     if "disk is full" in low or "no space left" in low or "disk full" in low:
         return (

@@ -184,3 +184,14 @@ def test_database_of_another_schema_version_is_refused(sqlite_url: str) -> None:
         Database(sqlite_url)
     with pytest.raises(StorageError, match="schema 0"):
         open_run(sqlite_url)
+
+
+def test_an_error_without_a_message_is_still_explained() -> None:
+    from populace.storage.database import _explain
+
+    class Wrapped(Exception):
+        orig = RuntimeError("")
+
+    assert _explain("sqlite://", RuntimeError("")) == "database error on sqlite://: RuntimeError('')"
+    assert _explain("sqlite://", Wrapped("outer message")) == (
+        "database error on sqlite://: outer message")
