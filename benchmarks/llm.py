@@ -83,8 +83,15 @@ DECIDE_PARTS = ("prompt_context", "memory_query", "memory_retrieve", "render", "
 
 
 def llm_experiment(n: int, steps: int, seed: int, endpoints: list[dict[str, Any]], *,
-                   background_writes: bool = True) -> dict[str, Any]:
-    """The benchmark experiment as the dict a YAML file would give."""
+                   background_writes: bool = True, prompts_per_request: int = 1
+                   ) -> dict[str, Any]:
+    """The benchmark experiment as the dict a YAML file would give.
+
+    ``prompts_per_request`` > 1 sends that many prompts per HTTP request through the
+    completions API (chat otherwise).
+    """
+    batched = ({"api": "completions", "prompts_per_request": prompts_per_request}
+               if prompts_per_request > 1 else {})
     return {
         "name": f"llm_bench_{n}",
         "seed": seed,
@@ -112,6 +119,7 @@ def llm_experiment(n: int, steps: int, seed: int, endpoints: list[dict[str, Any]
             "max_tokens": 200,
             "cache": False,
             "prices": {"prompt_per_million": 0.10, "completion_per_million": 0.40},
+            **batched,
         },
         "policy": {"type": "llm", "params": {"fallback": "do_nothing"}},
         "storage": {"background_writes": background_writes},
@@ -235,8 +243,9 @@ def run_child(spec: dict[str, Any], db_dir: Path, profile_dir: Path | None) -> d
         stale.unlink()
     # one step more is planned than is run: the measured steps are never the last one (which
     # also runs the end-of-run analysis and saves the checkpoint)
-    exp = experiment_from_dict(llm_experiment(n, steps + 1, spec["seed"], spec["endpoints"],
-                                              background_writes=spec["background_writes"]))
+    exp = experiment_from_dict(llm_experiment(
+        n, steps + 1, spec["seed"], spec["endpoints"], background_writes=spec["background_writes"],
+        prompts_per_request=spec.get("prompts_per_request", 1)))
     sim = Simulation(exp, db_url=f"sqlite:///{db_path}")
     t0 = time.perf_counter()
     sim.start()
@@ -568,7 +577,9 @@ def summarise_throughput(raw: dict[str, Any]) -> dict[str, Any]:
     decisions = sum(r["n_active"] for r in steps)
     decide_s = sum(_phase(r, "decide", "wall_s") for r in steps)
     backend_s = sum(_phase(r, "backend", "wall_s") for r in steps)
-    ideal = sum(s["capacity"] / s["latency_s"] for s in raw["servers"])
+    # a server slot answers a whole HTTP request, i.e. up to prompts_per_request decisions
+    per_request = raw["spec"].get("prompts_per_request", 1)
+    ideal = per_request * sum(s["capacity"] / s["latency_s"] for s in raw["servers"])
     total_requests = sum(s["stats"]["requests"] for s in raw["servers"]) or 1
     total_capacity = sum(s["capacity"] for s in raw["servers"])
     servers = [{**s, "peak": s["stats"]["max_concurrent"], "requests": s["stats"]["requests"],
@@ -803,6 +814,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--in-flight-factor", type=float, default=2.0,
                     help="client max_in_flight per endpoint = factor * server capacity "
                     "(default 2)")
+    ap.add_argument("--prompts-per-request", type=int, default=1,
+                    help="prompts per HTTP request; > 1 uses the completions API (default 1: "
+                    "chat, one decision per request); the ideal rate is then C*B/L decisions/s")
     ap.add_argument("--cpu-agents", type=int, default=5_000,
                     help="agents of the CPU runs (default 5000; 0 skips them)")
     ap.add_argument("--cpu-modes", nargs="*", choices=["foreground", "background"],
@@ -830,8 +844,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--db-dir", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if not args.child:
-        if args.steps < 1 or args.cpu_repeat < 1:
-            ap.error("--steps and --cpu-repeat must be at least 1")
+        if args.steps < 1 or args.cpu_repeat < 1 or args.prompts_per_request < 1:
+            ap.error("--steps, --cpu-repeat and --prompts-per-request must be at least 1")
         if args.agents < 10 or (args.cpu_agents and args.cpu_agents < 10):
             ap.error("--agents and --cpu-agents must be at least 10 (the follow graph has m=4)")
         pairs = list(args.single)
@@ -878,14 +892,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="populace-llm-bench-") as tmp:
         work = Path(tmp)
         for name, servers in plans:
-            ideal = sum(c / lat for c, lat in servers)
+            ideal = args.prompts_per_request * sum(c / lat for c, lat in servers)
             print(f"running {name}: {args.agents:,} agents x {args.steps} step(s), ideal "
                   f"{ideal:.0f} req/s (~{args.agents * args.steps / ideal:.0f}s of requests) ...",
                   flush=True)
             spec = {"name": name, "agents": args.agents, "steps": args.steps,
                     "seed": args.seed, "background_writes": True, "split": False,
                     "flush": False, "profile_steps": list(range(1, args.steps + 1)),
-                    "profiler": args.profiler}
+                    "profiler": args.profiler, "prompts_per_request": args.prompts_per_request}
             r = summarise_throughput(run_with_servers(spec, servers, args, work))
             throughput.append(r)
             if r["ok"]:
@@ -904,7 +918,8 @@ def main(argv: list[str] | None = None) -> int:
                           "server, step 2 measured ...", flush=True)
                     spec = {"name": name, "agents": args.cpu_agents, "steps": 2,
                             "seed": args.seed, "background_writes": bg, "split": not bg,
-                            "flush": True, "profile_steps": [2], "profiler": args.profiler}
+                            "flush": True, "profile_steps": [2], "profiler": args.profiler,
+                            "prompts_per_request": args.prompts_per_request}
                     r = summarise_cpu(run_with_servers(spec, [(0, 0.0)], args, work), 2)
                     runs.append(r)
                     if r["ok"]:
@@ -926,6 +941,7 @@ def main(argv: list[str] | None = None) -> int:
                      "in_flight_factor": args.in_flight_factor, "cpu_agents": args.cpu_agents,
                      "cpu_modes": args.cpu_modes, "cpu_repeat": args.cpu_repeat,
                      "cpu_in_flight": args.cpu_in_flight, "seed": args.seed,
+                     "prompts_per_request": args.prompts_per_request,
                      "profile": str(args.profile) if args.profile else None,
                      "targets": {"share_of_ideal": TARGET_SHARE,
                                  "cpu_ms_per_decision": CPU_TARGET_MS,

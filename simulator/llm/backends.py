@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict, deque
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,17 +24,32 @@ from .tables import LLMCacheEntry, LLMCall
 from .types import Backend, BackendError, ChatRequest, ChatResponse
 
 
-def make_backend(llm: LLMConfig, db: Database, seed: int) -> Backend:
-    """The backend ``llm.backend`` names, connected to ``db`` where it needs the database."""
+def make_backend(llm: LLMConfig, db: Database, seed: int, base_dir: Path | None = None) -> Backend:
+    """The backend ``llm.backend`` names, connected to ``db`` where it needs the database.
+
+    ``base_dir`` (the experiment file's folder) locates ``llm.chat_template``.
+    """
     if llm.backend == "openai":
+        from .chat_formats import make_renderer
         from .openai_backend import EndpointConfig, OpenAIBackend, RetryPolicy
+
+        render = None
+        if llm.api == "completions":
+            template = None
+            if llm.chat_template is not None:
+                template = (base_dir or Path(".")) / llm.chat_template
+            try:
+                render = make_renderer(llm.chat_format, template)
+            except ValueError as exc:
+                raise BackendError(str(exc)) from None
 
         endpoints = [EndpointConfig(base_url=e.base_url, max_in_flight=e.max_in_flight,
                                     rate_limit_rps=e.rate_limit_rps, api_key_env=e.api_key_env)
                      for e in llm.endpoints]
         retry = RetryPolicy(max_attempts=llm.max_attempts, timeout_s=llm.timeout_s)
         return OpenAIBackend(endpoints, retry=retry, use_response_format=llm.structured_output,
-                             seed=seed)
+                             seed=seed, api=llm.api, prompts_per_request=llm.prompts_per_request,
+                             render=render)
     if llm.backend == "replay":
         source = Database(database_url(llm.replay_db), create=False) if llm.replay_db else db
         return ReplayBackend(source, llm.replay)

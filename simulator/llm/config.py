@@ -56,6 +56,19 @@ class LLMConfig(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1)
     timeout_s: float = Field(60.0, gt=0, description="per request attempt")
     max_attempts: int = Field(4, ge=1, description="attempts per request (retries included)")
+    api: Literal["chat", "completions"] = Field(
+        "chat", description="backend openai: chat (/chat/completions, the server applies the "
+        "model's chat template) or completions (/completions, Populace renders the prompt with "
+        "chat_format or chat_template)")
+    prompts_per_request: int = Field(
+        1, ge=1, le=1024, description="with api: completions, prompts sent in one HTTP request "
+        "(vLLM, SGLang and llama.cpp take a list); fewer requests, less client CPU per decision")
+    chat_format: Literal["chatml", "llama3", "gemma", "mistral", "plain"] = Field(
+        "chatml", description="with api: completions, how chat messages become one prompt")
+    chat_template: str | None = Field(
+        None, description="with api: completions, a Jinja chat template file in Hugging "
+        "Face's convention (the model's tokenizer_config.json chat_template), relative to the "
+        "experiment file; overrides chat_format")
     structured_output: bool = Field(
         True, description="send the answer's JSON schema (response_format / guided decoding)")
     cache: bool = Field(True, description="reuse stored answers to identical requests "
@@ -71,6 +84,9 @@ class LLMConfig(BaseModel):
     def _backend_needs(self) -> Self:
         if self.backend == "openai" and not self.endpoints:
             raise ValueError("backend openai needs at least one entry in `endpoints`")
+        if self.prompts_per_request > 1 and self.api != "completions":
+            raise ValueError("prompts_per_request > 1 needs api: completions (a chat request "
+                             "holds one conversation)")
         if self.backend == "replay" and self.replay is None:
             raise ValueError("backend replay needs `replay`: the run to answer from")
         return self

@@ -1,4 +1,4 @@
-"""Asyncio client for OpenAI-compatible chat servers (vLLM, SGLang, llama.cpp, OpenAI itself).
+"""Asyncio client for OpenAI-compatible servers (vLLM, SGLang, llama.cpp, OpenAI itself).
 
 Core objects:
     EndpointConfig: one base URL with its in-flight limit, optional rate limit, API key variable
@@ -65,7 +65,7 @@ class EndpointConfig:
 
     Attributes:
         base_url: the API root, e.g. ``http://127.0.0.1:8000/v1``; requests go to
-            ``{base_url}/chat/completions``.
+            ``{base_url}/chat/completions`` (or ``/completions``).
         max_in_flight: requests outstanding at once on this endpoint.
         rate_limit_rps: token bucket in requests per second (burst of one), or None for no limit.
         api_key_env: NAME of an environment variable holding the API key (never the key
@@ -114,9 +114,9 @@ class _Endpoint:
         "sent", "ok", "retried", "failed", "max_in_flight_seen", "ejections", "latencies",
     )
 
-    def __init__(self, cfg: EndpointConfig, api_key: str | None) -> None:
+    def __init__(self, cfg: EndpointConfig, api_key: str | None, path: str) -> None:
         self.base_url = cfg.base_url
-        self.url = cfg.base_url.rstrip("/") + "/chat/completions"
+        self.url = cfg.base_url.rstrip("/") + path
         self.headers = {"Content-Type": "application/json"}
         if api_key is not None:
             self.headers["Authorization"] = f"Bearer {api_key}"
@@ -150,7 +150,7 @@ class _Waiter:
 
 
 class OpenAIBackend(Backend):
-    """A ``Backend`` over one or many OpenAI-compatible ``/chat/completions`` endpoints.
+    """A ``Backend`` over one or many OpenAI-compatible endpoints (chat or completions API).
 
     Every request of a batch is submitted at once as an asyncio task; each takes a slot on the
     healthy endpoint with the fewest outstanding requests relative to its capacity, so endpoints of
@@ -168,6 +168,14 @@ class OpenAIBackend(Backend):
             request is let through; its success puts the endpoint back.
         use_response_format: send ``response_format`` (JSON schema) when a request has a schema.
         seed: seed of the backoff jitter.
+        api: ``chat`` (``/chat/completions``, one request per HTTP request) or ``completions``
+            (``/completions``, prompts rendered by ``render``).
+        prompts_per_request: with ``api="completions"``, up to this many prompts that share
+            model, sampling parameters and schema go in one HTTP request (vLLM, SGLang and
+            llama.cpp answer a list of prompts); an endpoint's ``max_in_flight`` counts HTTP
+            requests, so a request's retries and failures apply to all its prompts.
+        render: chat messages to prompt text (``chat_formats.make_renderer``); required with
+            ``api="completions"``.
 
     Raises:
         BackendError: no endpoints, a URL that is not ``http(s)://host...``, invalid limits, or
@@ -185,7 +193,20 @@ class OpenAIBackend(Backend):
         probe_after_s: float = 2.0,
         use_response_format: bool = True,
         seed: int = 0,
+        api: str = "chat",
+        prompts_per_request: int = 1,
+        render: Callable[[list[dict[str, str]]], str] | None = None,
     ) -> None:
+        if api not in ("chat", "completions"):
+            raise BackendError(f"api must be chat or completions, got {api!r}")
+        if prompts_per_request < 1 or (prompts_per_request > 1 and api != "completions"):
+            raise BackendError("prompts_per_request > 1 needs api completions (a chat request "
+                               f"holds one conversation), got {prompts_per_request} with {api}")
+        if api == "completions" and render is None:
+            raise BackendError("api completions needs a render function for the prompts")
+        self.api = api
+        self.prompts_per_request = prompts_per_request
+        self.render = render
         if not endpoints:
             raise BackendError("OpenAIBackend needs at least one endpoint")
         self.retry = retry if retry is not None else RetryPolicy()
@@ -199,7 +220,8 @@ class OpenAIBackend(Backend):
         self.probe_after_s = probe_after_s
         self.use_response_format = use_response_format
         self._rng = random.Random(seed)
-        self._endpoints = [_Endpoint(cfg, _check_endpoint(cfg)) for cfg in endpoints]
+        path = "/chat/completions" if api == "chat" else "/completions"
+        self._endpoints = [_Endpoint(cfg, _check_endpoint(cfg), path) for cfg in endpoints]
 
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -223,7 +245,17 @@ class OpenAIBackend(Backend):
         if not requests:
             return []
         session = await self._ensure_session()
-        return list(await asyncio.gather(*(self._one(session, r) for r in requests)))
+        if self.prompts_per_request == 1:
+            units = await asyncio.gather(*(self._unit(session, [r]) for r in requests))
+            return [u[0] for u in units]
+        groups = _units(requests, self.prompts_per_request)
+        answers = await asyncio.gather(
+            *(self._unit(session, [requests[i] for i in g]) for g in groups))
+        out: list[ChatResponse | None] = [None] * len(requests)
+        for group, resps in zip(groups, answers, strict=True):
+            for i, resp in zip(group, resps, strict=True):
+                out[i] = resp
+        return out  # type: ignore[return-value]  (every slot is filled)
 
     async def close(self) -> None:
         """Close the HTTP session; a later ``generate`` opens a new one."""
@@ -278,14 +310,17 @@ class OpenAIBackend(Backend):
 
     # ------------------------------------------------------------------ one request
 
-    def _encode(self, req: ChatRequest) -> bytes:
-        body: dict[str, Any] = {
-            "model": req.model,
-            "messages": req.messages,
-            "temperature": req.temperature,
-            "max_tokens": req.max_tokens,
-            "top_p": req.top_p,
-        }
+    def _encode(self, reqs: list[ChatRequest]) -> bytes:
+        req = reqs[0]  # a unit shares model, sampling parameters and schema (see _units)
+        body: dict[str, Any] = {"model": req.model}
+        if self.api == "chat":
+            body["messages"] = req.messages
+        else:
+            render = self.render
+            body["prompt"] = [render(r.messages) for r in reqs]
+        body["temperature"] = req.temperature
+        body["max_tokens"] = req.max_tokens
+        body["top_p"] = req.top_p
         if req.seed is not None:
             body["seed"] = req.seed
         if req.schema is not None and self.use_response_format:
@@ -295,21 +330,31 @@ class OpenAIBackend(Backend):
             }
         return _dumps(body)
 
-    async def _one(self, session: aiohttp.ClientSession, req: ChatRequest) -> ChatResponse:
-        """Send one request with retries; never raises (cancellation aside)."""
-        self._requests += 1
+    async def _unit(self, session: aiohttp.ClientSession,
+                    reqs: list[ChatRequest]) -> list[ChatResponse]:
+        """Send one HTTP request (one chat request, or several prompts) with retries.
+
+        Never raises (cancellation aside): a failure comes back as one error response per
+        request of the unit.
+        """
+        self._requests += len(reqs)
         try:
-            resp = await self._attempts_loop(session, req)
-        except Exception as exc:  # a bug or an unexpected library error: confine it to this request
-            resp = ChatResponse(text="", error=f"{type(exc).__name__}: {exc}", key=req.key)
-        if resp.error is None:
-            self._requests_ok += 1
-        else:
-            self._requests_failed += 1
-        return resp
+            resps = await self._attempts_loop(session, reqs)
+        except Exception as exc:  # a bug or an unexpected library error: confine it to this unit
+            resps = [ChatResponse(text="", error=f"{type(exc).__name__}: {exc}", key=r.key)
+                     for r in reqs]
+        for resp in resps:
+            if resp.error is None:
+                self._requests_ok += 1
+            else:
+                self._requests_failed += 1
+        return resps
+
+    def _failed(self, reqs: list[ChatRequest], error: str, **fields: Any) -> list[ChatResponse]:
+        return [ChatResponse(text="", error=error, key=r.key, **fields) for r in reqs]
 
     async def _attempts_loop(self, session: aiohttp.ClientSession,
-                             req: ChatRequest) -> ChatResponse:
+                             reqs: list[ChatRequest]) -> list[ChatResponse]:
         payload: bytes | None = None  # encoded once a slot is free, not while thousands queue
         policy = self.retry
         avoid: _Endpoint | None = None
@@ -328,7 +373,7 @@ class OpenAIBackend(Backend):
                 continue
 
             if payload is None:
-                payload = self._encode(req)
+                payload = self._encode(reqs)
             ep.sent += 1
             where = ep.base_url
             retry_after: float | None = None
@@ -341,17 +386,18 @@ class OpenAIBackend(Backend):
                     if 200 <= status < 300:
                         latency = time.perf_counter() - t0
                         try:
-                            answer = self._parse(raw, req)
+                            answers = self._parse(raw, reqs)
                         except (ValueError, KeyError, IndexError, TypeError) as exc:
                             error = f"bad response after {attempt} attempts: {exc!r}"[:400]
                         else:
                             health = _OK
                             ep.ok += 1
                             ep.latencies.append(latency)
-                            answer.latency_s = latency
-                            answer.endpoint = ep.base_url
-                            answer.attempts = attempt
-                            return answer
+                            for answer in answers:
+                                answer.latency_s = latency
+                                answer.endpoint = ep.base_url
+                                answer.attempts = attempt
+                            return answers
                     elif status in _RETRY_STATUS:
                         if status == 429:  # alive but busy: not a strike towards ejection
                             health = _NEUTRAL
@@ -360,11 +406,9 @@ class OpenAIBackend(Backend):
                     else:  # the server answered and refused: retrying would not help
                         health = _OK
                         ep.failed += 1
-                        return ChatResponse(
-                            text="", endpoint=ep.base_url, attempts=attempt, key=req.key,
-                            error=f"HTTP {status}: {_error_text(raw)}",
-                            latency_s=time.perf_counter() - t0,
-                        )
+                        return self._failed(reqs, f"HTTP {status}: {_error_text(raw)}",
+                                            endpoint=ep.base_url, attempts=attempt,
+                                            latency_s=time.perf_counter() - t0)
             except TimeoutError:
                 error = f"timeout after {attempt} attempts ({policy.timeout_s:g} s per attempt)"
             except aiohttp.ClientError as exc:
@@ -378,27 +422,34 @@ class OpenAIBackend(Backend):
                 ep.retried += 1
                 avoid = ep
                 await asyncio.sleep(self._backoff(attempt - 1, retry_after))
-        return ChatResponse(text="", error=error, attempts=policy.max_attempts, key=req.key,
-                            endpoint=where)
+        return self._failed(reqs, error, attempts=policy.max_attempts, endpoint=where)
 
-    def _parse(self, raw: bytes, req: ChatRequest) -> ChatResponse:
+    def _parse(self, raw: bytes, reqs: list[ChatRequest]) -> list[ChatResponse]:
         obj = _loads(raw)
-        choice = obj["choices"][0]
-        text = choice["message"].get("content") or ""
         usage = obj.get("usage") or {}
-        prompt = usage.get("prompt_tokens")
-        completion = usage.get("completion_tokens")
-        if prompt is None:  # servers without usage: about four characters per token
-            chars = sum(len(m.get("content") or "") for m in req.messages)
-            prompt = math.ceil(chars / 4)
-        if completion is None:
-            completion = math.ceil(len(text) / 4)
-        resp = ChatResponse(text=text, prompt_tokens=prompt, completion_tokens=completion,
-                            key=req.key)
-        finish = choice.get("finish_reason")
-        if finish is not None:
-            resp.extra["finish_reason"] = finish
-        return resp
+        if self.api == "chat":
+            req = reqs[0]
+            choice = obj["choices"][0]
+            texts = [choice["message"].get("content") or ""]
+            finishes = [choice.get("finish_reason")]
+            prompt_chars = [sum(len(m.get("content") or "") for m in req.messages)]
+        else:
+            choices = sorted(obj["choices"], key=lambda c: c.get("index", 0))
+            if len(choices) != len(reqs):
+                raise ValueError(f"{len(choices)} choices for {len(reqs)} prompts")
+            texts = [c.get("text") or "" for c in choices]
+            finishes = [c.get("finish_reason") for c in choices]
+            prompt_chars = [sum(len(m.get("content") or "") for m in r.messages) for r in reqs]
+        prompt = _shares(usage.get("prompt_tokens"), prompt_chars)
+        completion = _shares(usage.get("completion_tokens"), [len(t) for t in texts])
+        out = []
+        for req, text, finish, p, c in zip(reqs, texts, finishes, prompt, completion,
+                                           strict=True):
+            resp = ChatResponse(text=text, prompt_tokens=p, completion_tokens=c, key=req.key)
+            if finish is not None:
+                resp.extra["finish_reason"] = finish
+            out.append(resp)
+        return out
 
     def _backoff(self, retry_index: int, retry_after: float | None) -> float:
         policy = self.retry
@@ -625,6 +676,42 @@ def _error_text(raw: bytes) -> str:
             if obj.get(name):
                 return str(obj[name])[:_ERROR_TEXT_MAX]
     return text[:_ERROR_TEXT_MAX]
+
+
+def _units(requests: list[ChatRequest], size: int) -> list[list[int]]:
+    """Indices of ``requests`` in groups of at most ``size`` that can share one HTTP request.
+
+    Requests share a request when they have the same model, sampling parameters (the seed
+    aside: the group is sent with its first request's seed) and schema. Groups keep the
+    requests' order, so the same batch always gives the same groups.
+    """
+    schema_keys: dict[int, bytes] = {}
+    buckets: dict[tuple[Any, ...], list[int]] = {}
+    for i, r in enumerate(requests):
+        sk = schema_keys.get(id(r.schema))
+        if sk is None:
+            sk = schema_keys[id(r.schema)] = _dumps(r.schema)
+        buckets.setdefault((r.model, r.temperature, r.max_tokens, r.top_p, sk), []).append(i)
+    return [idx[k:k + size] for idx in buckets.values() for k in range(0, len(idx), size)]
+
+
+def _shares(total: int | None, weights: list[int]) -> list[int]:
+    """``total`` tokens split over the prompts in proportion to ``weights`` (characters).
+
+    A multi-prompt completions answer reports usage for the whole request only. Without a
+    total (servers that report no usage) each share is estimated at four characters a token.
+    """
+    if total is None:
+        return [math.ceil(w / 4) for w in weights]
+    if len(weights) == 1:
+        return [int(total)]
+    whole = sum(weights)
+    if whole == 0:
+        base, extra = divmod(int(total), len(weights))
+        return [base + (1 if i < extra else 0) for i in range(len(weights))]
+    shares = [int(total) * w // whole for w in weights]
+    shares[-1] += int(total) - sum(shares)  # the rounding remainder, so the shares sum up
+    return shares
 
 
 def _percentile(values: list[float], q: float) -> float | None:

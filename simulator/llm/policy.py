@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -86,6 +87,7 @@ class LLMPolicy(Policy):
         self.scenario, self.llm, self.params, self.seed = scenario, llm, params, seed
         self.adapter: TypeAdapter[Any] = TypeAdapter(model)
         self.schema = self.adapter.json_schema() if llm.structured_output else None
+        self.base_dir = base_dir
         user_dir = base_dir / params.templates if params.templates else None
         self.prompts = PromptBuilder(scenario.prompt_dir, user_dir, params.role)
         self.backend: Backend | None = None
@@ -111,7 +113,7 @@ class LLMPolicy(Policy):
 
     def attach(self, db: Database, run_id: int) -> None:
         """Connect to the backend (and the response cache in ``db``)."""
-        self.backend = make_backend(self.llm, db, self.seed)
+        self.backend = make_backend(self.llm, db, self.seed, self.base_dir)
         if self.llm.cache and self.llm.backend != "replay":
             self.cache = ResponseCache(db)
 
@@ -340,19 +342,32 @@ class LLMPolicy(Policy):
 
     def step_metrics(self) -> dict[str, float]:
         """Requests, tokens, latency, cache hits, invalid answers, repairs, fallbacks, cost."""
-        c = self._counts
-        lat = np.asarray(self._latencies)
-        prices = self.llm.prices
-        out = {f"llm.{k}": float(v) for k, v in c.items()}
+        return type(self).pooled_step_metrics([self])
+
+    @classmethod
+    def pooled_step_metrics(cls, policies: Sequence[Policy]) -> dict[str, float]:
+        """One set of LLM metrics for several LLM parts: counters and cost add up; latency
+        percentiles and the shared-prefix share come from the parts' pooled measurements."""
+        parts = [p for p in policies if isinstance(p, LLMPolicy)]
+        counts = {k: sum(p._counts[k] for p in parts) for k in COUNTERS}
+        lat = np.asarray([x for p in parts for x in p._latencies])
+        prefix = sum(p._prefix_chars for p in parts)
+        prompt = sum(p._prompt_chars for p in parts)
+        cost = sum((p._counts["prompt_tokens"] * p.llm.prices.prompt_per_million
+                    + p._counts["completion_tokens"] * p.llm.prices.completion_per_million)
+                   / 1e6 for p in parts)
+        out = {f"llm.{k}": float(v) for k, v in counts.items()}
         out.update({
             "llm.latency_p50": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
             "llm.latency_p95": float(np.percentile(lat, 95)) if len(lat) else float("nan"),
-            "llm.cost": (c["prompt_tokens"] * prices.prompt_per_million
-                         + c["completion_tokens"] * prices.completion_per_million) / 1e6,
-            "llm.shared_prefix_share": (self._prefix_chars / self._prompt_chars
-                                        if self._prompt_chars else float("nan")),
+            "llm.cost": cost,
+            "llm.shared_prefix_share": prefix / prompt if prompt else float("nan"),
         })
+        for p in parts:
+            p._reset_step_measurements()
+        return out
+
+    def _reset_step_measurements(self) -> None:
         self._counts = dict.fromkeys(COUNTERS, 0)
         self._latencies = []
         self._prefix_chars = self._prompt_chars = 0
-        return out

@@ -462,7 +462,7 @@ def generate_profiles(exp: Experiment, out: str | Path, *, limit: int | None = N
         asker: _Asker | None = None
         writer: _ParquetOut | _CsvOut | None = None
         try:
-            asker = _Asker(llm, db, cfg.seed)
+            asker = _Asker(llm, db, cfg.seed, exp.base_dir)
             writer = _writer(fmt, out, columns, attrs, existing if retry.any() else None, kept,
                              batch)
             for start in range(0, len(todo), batch):
@@ -574,9 +574,9 @@ def _chunk(agents: list[int], attrs: pd.DataFrame, prompts: ProfilePrompts, aske
 class _Asker:
     """The backend in its own event loop, behind the response cache."""
 
-    def __init__(self, llm: LLMConfig, db: Database, seed: int) -> None:
+    def __init__(self, llm: LLMConfig, db: Database, seed: int, base_dir: Path) -> None:
         self.db = db
-        self.backend: Backend = make_backend(llm, db, seed)
+        self.backend: Backend = make_backend(llm, db, seed, base_dir)
         self.cache = ResponseCache(db) if llm.cache else None
         self.loop = asyncio.new_event_loop()
 
