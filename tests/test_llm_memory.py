@@ -50,6 +50,30 @@ def test_memory_is_bounded_and_evicts_the_weakest() -> None:
     assert mem.used[1].sum() == 0
 
 
+def test_bulk_adds_match_one_at_a_time_eviction() -> None:
+    """Several agents with several new memories per call, evicting: the same slots as adding
+    the memories one by one in order."""
+    rng = np.random.default_rng(4)
+    cfg = {"capacity": 4, "decay": 0.9}
+    bulk, single = (MemoryStore(np.array([10, 20, 30]), MemoryConfig(**cfg)) for _ in range(2))
+    for step in range(1, 9):
+        n = int(rng.integers(1, 9))
+        agents = rng.choice([10, 20, 30], size=n)
+        texts = [f"s{step} m{i}" for i in range(n)]
+        imp = rng.uniform(0, 10, size=n).astype(np.float32)
+        bulk.add(agents, ["observation"] * n, texts, imp, step=step)
+        for i in range(n):
+            single.add(agents[i:i + 1], ["observation"], texts[i:i + 1], imp[i:i + 1], step=step)
+        if step % 3 == 0:  # retrieval refreshes last access, which eviction weighs
+            for mem in (bulk, single):
+                mem.retrieve(np.array([10, 30]), ["m1"], step=step, k=2)
+    assert bulk.used.all()
+    assert bulk.text.tolist() == single.text.tolist()
+    np.testing.assert_array_equal(bulk.importance, single.importance)
+    np.testing.assert_array_equal(bulk.created, single.created)
+    np.testing.assert_allclose(bulk.since_reflection, single.since_reflection, rtol=1e-6)
+
+
 def test_reflection_is_due_after_enough_importance_and_state_roundtrips() -> None:
     mem = store(reflection_threshold=10)
     mem.add(np.array([10, 10, 20]), ["action"] * 3, ["x é", "y", "z"], np.array([6.0, 5, 3]), 1)
