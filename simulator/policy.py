@@ -15,6 +15,7 @@ backends of ``populace.simulator.llm``); every kind takes the same batch and ret
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
@@ -58,6 +59,19 @@ class Policy(ABC):
     def step_metrics(self) -> dict[str, float]:
         """Metrics of this policy for the step just decided."""
         return {}
+
+    @classmethod
+    def pooled_step_metrics(cls, policies: Sequence[Policy]) -> dict[str, float]:
+        """The step metrics of several parts of this kind (a mixed policy), as one set.
+
+        Counters add up, which is the default; a kind with metrics that do not add up
+        (percentiles, shares) overrides this to pool the parts' raw measurements.
+        """
+        out: dict[str, float] = {}
+        for policy in policies:
+            for name, value in policy.step_metrics().items():
+                out[name] = out.get(name, 0.0) + value if name in out else value
+        return out
 
     def close(self) -> None:  # noqa: B027  (optional hook)
         """Release connections, threads and event loops."""
@@ -152,11 +166,13 @@ class MixedPolicy(Policy):
         return out
 
     def step_metrics(self) -> dict[str, float]:
-        """Metrics of every part (parts of one kind share names, so counters add up)."""
-        out: dict[str, float] = {}
+        """Metrics of every part; parts of one kind share names and are pooled by their kind."""
+        kinds: dict[type[Policy], list[Policy]] = {}
         for policy in self.policies:
-            for name, value in policy.step_metrics().items():
-                out[name] = out.get(name, 0.0) + value if name in out else value
+            kinds.setdefault(type(policy), []).append(policy)
+        out: dict[str, float] = {}
+        for kind, parts in kinds.items():
+            out.update(kind.pooled_step_metrics(parts))
         return out
 
     def close(self) -> None:

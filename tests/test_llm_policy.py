@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from populace.simulator import Simulation, experiment_from_dict
@@ -205,3 +206,26 @@ def test_vllm_backend_without_vllm_or_gpu_is_a_clear_error(sqlite_url: str) -> N
         pytest.skip("vLLM is installed here: the error path cannot be shown")
     with pytest.raises(BackendError, match=r"needs vLLM: pip install 'populace\[vllm\]'"):
         make_backend(LLMConfig(backend="vllm", model="any"), Database(sqlite_url), 0)
+
+
+def test_two_llm_parts_pool_their_latency_percentiles_and_prefix_share(sqlite_url) -> None:
+    srv = TestServer(ServerBehaviour(seed=2, latency_s=0.001, latency_jitter_s=0.02))
+    url = srv.start_in_thread()
+    try:
+        data = llm_experiment(url, steps=3, cache=False)
+        data["policy"]["parts"] = [
+            {"select": {"fraction": 0.25}, "type": "llm", "params": {"fallback": "like"}},
+            {"select": {"fraction": 0.25}, "type": "llm"},
+            {"type": "rule"}]
+        result = run(data, sqlite_url)
+    finally:
+        srv.stop_thread()
+    calls = result.table("llm_calls")
+    metrics = result.metrics()
+    for step, rows in calls[calls["source"] == "model"].groupby("step"):
+        lat = rows["latency_s"].to_numpy()
+        # percentiles of both parts' answers together, not the sum of each part's percentile
+        assert metrics.loc[step, "llm.latency_p50"] == pytest.approx(np.percentile(lat, 50))
+        assert metrics.loc[step, "llm.latency_p95"] == pytest.approx(np.percentile(lat, 95))
+        assert metrics.loc[step, "llm.requests"] == len(calls[calls["step"] == step])
+        assert 0.2 < metrics.loc[step, "llm.shared_prefix_share"] < 0.95
