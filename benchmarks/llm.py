@@ -83,8 +83,8 @@ DECIDE_PARTS = ("prompt_context", "memory_query", "memory_retrieve", "render", "
 
 
 def llm_experiment(n: int, steps: int, seed: int, endpoints: list[dict[str, Any]], *,
-                   background_writes: bool = True, prompts_per_request: int = 1
-                   ) -> dict[str, Any]:
+                   background_writes: bool = True, prompts_per_request: int = 1,
+                   relevance: str = "lexical") -> dict[str, Any]:
     """The benchmark experiment as the dict a YAML file would give.
 
     ``prompts_per_request`` > 1 sends that many prompts per HTTP request through the
@@ -121,7 +121,8 @@ def llm_experiment(n: int, steps: int, seed: int, endpoints: list[dict[str, Any]
             "prices": {"prompt_per_million": 0.10, "completion_per_million": 0.40},
             **batched,
         },
-        "policy": {"type": "llm", "params": {"fallback": "do_nothing"}},
+        "policy": {"type": "llm", "params": {"fallback": "do_nothing",
+                                             "memory": {"relevance": relevance}}},
         "storage": {"background_writes": background_writes},
         "metrics": {"every": 1},
         "checkpoint_every": steps,
@@ -245,7 +246,8 @@ def run_child(spec: dict[str, Any], db_dir: Path, profile_dir: Path | None) -> d
     # also runs the end-of-run analysis and saves the checkpoint)
     exp = experiment_from_dict(llm_experiment(
         n, steps + 1, spec["seed"], spec["endpoints"], background_writes=spec["background_writes"],
-        prompts_per_request=spec.get("prompts_per_request", 1)))
+        prompts_per_request=spec.get("prompts_per_request", 1),
+        relevance=spec.get("relevance", "lexical")))
     sim = Simulation(exp, db_url=f"sqlite:///{db_path}")
     t0 = time.perf_counter()
     sim.start()
@@ -817,6 +819,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--prompts-per-request", type=int, default=1,
                     help="prompts per HTTP request; > 1 uses the completions API (default 1: "
                     "chat, one decision per request); the ideal rate is then C*B/L decisions/s")
+    ap.add_argument("--relevance", choices=["lexical", "embeddings"], default="lexical",
+                    help="memory relevance of every run (default lexical; embeddings runs "
+                    "all-MiniLM-L6-v2 on the CPU and needs populace[embeddings])")
     ap.add_argument("--cpu-agents", type=int, default=5_000,
                     help="agents of the CPU runs (default 5000; 0 skips them)")
     ap.add_argument("--cpu-modes", nargs="*", choices=["foreground", "background"],
@@ -899,7 +904,8 @@ def main(argv: list[str] | None = None) -> int:
             spec = {"name": name, "agents": args.agents, "steps": args.steps,
                     "seed": args.seed, "background_writes": True, "split": False,
                     "flush": False, "profile_steps": list(range(1, args.steps + 1)),
-                    "profiler": args.profiler, "prompts_per_request": args.prompts_per_request}
+                    "profiler": args.profiler, "prompts_per_request": args.prompts_per_request,
+                    "relevance": args.relevance}
             r = summarise_throughput(run_with_servers(spec, servers, args, work))
             throughput.append(r)
             if r["ok"]:
@@ -919,7 +925,8 @@ def main(argv: list[str] | None = None) -> int:
                     spec = {"name": name, "agents": args.cpu_agents, "steps": 2,
                             "seed": args.seed, "background_writes": bg, "split": not bg,
                             "flush": True, "profile_steps": [2], "profiler": args.profiler,
-                            "prompts_per_request": args.prompts_per_request}
+                            "prompts_per_request": args.prompts_per_request,
+                            "relevance": args.relevance}
                     r = summarise_cpu(run_with_servers(spec, [(0, 0.0)], args, work), 2)
                     runs.append(r)
                     if r["ok"]:
@@ -942,6 +949,7 @@ def main(argv: list[str] | None = None) -> int:
                      "cpu_modes": args.cpu_modes, "cpu_repeat": args.cpu_repeat,
                      "cpu_in_flight": args.cpu_in_flight, "seed": args.seed,
                      "prompts_per_request": args.prompts_per_request,
+                     "relevance": args.relevance,
                      "profile": str(args.profile) if args.profile else None,
                      "targets": {"share_of_ideal": TARGET_SHARE,
                                  "cpu_ms_per_decision": CPU_TARGET_MS,
