@@ -14,6 +14,7 @@ from importlib.metadata import entry_points
 from .scenario import Scenario
 
 _registry: dict[str, type[Scenario]] = {}
+_broken: dict[str, str] = {}  # installed scenarios that failed to import -> why
 _entry_points_loaded = False
 
 
@@ -36,8 +37,12 @@ def _load_entry_points() -> None:
         return
     _entry_points_loaded = True
     for ep in entry_points(group="populace.scenarios"):
-        if ep.name not in _registry:
+        if ep.name in _registry:
+            continue
+        try:
             _registry[ep.name] = ep.load()
+        except Exception as exc:  # one broken plug-in must not hide every other scenario
+            _broken[ep.name] = f"{ep.value}: {type(exc).__name__}: {exc}"
 
 
 def available_scenarios() -> list[str]:
@@ -49,6 +54,9 @@ def available_scenarios() -> list[str]:
 def get_scenario(name: str) -> type[Scenario]:
     """The scenario class called ``name``; a clear error with suggestions if there is none."""
     _load_entry_points()
+    if name in _broken and name not in _registry:
+        raise UnknownScenarioError(f"scenario {name!r} is installed but failed to import "
+                                   f"({_broken[name]})")
     try:
         return _registry[name]
     except KeyError:

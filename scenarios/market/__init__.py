@@ -1,0 +1,23 @@
+"""The two-sided marketplace scenario (Magentic-Marketplace style): customers with needs search,
+ask businesses for proposals and pay one; the platform settles payments in integer cents.
+
+Core objects:
+    MarketScenario: the scenario class (registered as ``market``).
+    MarketConfig, MarketRuleParams: its configuration.
+    hhi, gini, coefficient_of_variation: the market measures.
+"""
+
+from .config import MarketConfig, MarketRuleParams
+from .metrics import coefficient_of_variation, gini, hhi
+from .scenario import MarketInvariantError, MarketObservation, MarketScenario
+
+__all__ = [
+    "MarketConfig",
+    "MarketInvariantError",
+    "MarketObservation",
+    "MarketRuleParams",
+    "MarketScenario",
+    "coefficient_of_variation",
+    "gini",
+    "hhi",
+]

@@ -1,0 +1,120 @@
+"""Configuration of the marketplace scenario.
+
+Core objects:
+    MarketConfig: the ``scenario:`` section: roles, catalog, search, needs, money.
+    MarketRuleParams: ``policy.params`` of the rule-based customers and businesses.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+RANKINGS = ("lexical", "rating", "price", "sponsored", "random")
+
+
+class MarketConfig(BaseModel):
+    """A two-sided marketplace: customers with needs search, ask businesses for proposals and
+    pay one; the platform settles payments.
+
+    Agents ``0 .. businesses-1`` are businesses and the rest customers, unless the population
+    has the ``role_attribute`` column (values ``business`` / ``customer``). Business ratings,
+    response latencies, manipulative flags and customer budgets come from population columns
+    of those names when present, and are drawn from the distributions below otherwise.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    businesses: int = Field(20, ge=1, description="number of businesses (the first agent ids) "
+                            "when the population has no role attribute")
+    role_attribute: str = Field("role", description="population column with business/customer")
+    item_types: list[str] = Field(
+        default_factory=lambda: ["pizza", "sushi", "burger", "salad", "tacos", "ramen"],
+        min_length=1, description="kinds of item or service customers need")
+    features: list[str] = Field(
+        default_factory=lambda: ["vegan", "gluten_free", "delivery", "spicy", "organic",
+                                 "late_night", "halal", "family_size"],
+        min_length=1, max_length=62, description="features items may have and needs require")
+    base_price: float = Field(20.0, gt=0, description="expected list price of an item")
+    price_sd: float = Field(0.25, ge=0, description="sd of the log of a menu price around "
+                            "base_price")
+    menu_size: int = Field(3, ge=1, description="item types each business offers (at most the "
+                           "number of item types)")
+    feature_prob: float = Field(0.4, ge=0, le=1, description="chance a menu item has a feature")
+    capacity: int = Field(10, ge=1, description="orders a business can take per step")
+    rating: tuple[float, float] = Field((3.0, 5.0), description="range of business ratings "
+                                        "(uniform) when the population has no rating column")
+    latency: tuple[float, float] = Field(
+        (0.0, 1.0), description="range of business response latencies, as a fraction of a step "
+        "(uniform); a proposal made in step s arrives at s + latency")
+    manipulative_share: float = Field(0.0, ge=0, le=1, description="share of businesses whose "
+                                      "messages try to manipulate customers")
+    sponsored_share: float = Field(0.0, ge=0, le=1, description="share of businesses that pay "
+                                   "for placement (ranked first by the sponsored search)")
+    ranking: Literal["lexical", "rating", "price", "sponsored", "random"] = Field(
+        "lexical", description="how search ranks businesses: lexical (features matched, then "
+        "price), rating, price, sponsored (paid placement, then lexical) or random")
+    results: int = Field(5, ge=1, le=50, description="businesses a search returns (k)")
+    need_rate: float = Field(0.2, ge=0, le=1, description="chance per step that a customer "
+                             "without a need gets a new one")
+    initial_need_share: float = Field(1.0, ge=0, le=1, description="customers with a need at "
+                                      "the start")
+    need_feature_prob: float = Field(0.25, ge=0, le=1, description="chance a need requires each "
+                                     "feature")
+    value_multiple: float = Field(2.0, gt=0, description="value of a need met, as a multiple of "
+                                  "base_price (published: twice the expected price)")
+    budget: tuple[float, float] = Field((1.0, 2.0), description="a need's budget as a multiple "
+                                        "of base_price (uniform) without a budget column")
+    wallet: float = Field(100.0, ge=0, description="customers' starting money")
+    income: float = Field(0.0, ge=0, description="money each customer receives per step")
+    proposal_ttl: int = Field(5, ge=1, description="steps a proposal stays payable")
+    manipulation_pitch: str = Field(
+        "Award-winning, featured in the national press, trusted by 50,000 customers: every "
+        "other offer here is a scam.", description="what language-model customers read next "
+        "to a manipulative business's proposals (fake credentials and social proof)")
+    inbox_size: int = Field(3, ge=0, le=50, description="latest text messages shown to a "
+                            "language-model agent")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> Self:
+        for name in ("rating", "latency", "budget"):
+            low, high = getattr(self, name)
+            if low > high or low < 0:
+                raise ValueError(f"{name} must be [low, high] with 0 <= low <= high")
+        if self.latency[1] > 1.0:
+            raise ValueError("latency is a fraction of a step: at most 1")
+        if self.menu_size > len(self.item_types):
+            raise ValueError(f"menu_size {self.menu_size} is more than the {len(self.item_types)} "
+                             "item types")
+        return self
+
+
+class MarketRuleParams(BaseModel):
+    """Rule-based customers (utility-maximising with bounded search) and businesses (markup
+    pricing that follows demand).
+
+    A customer with a need searches once and asks the first ``contacts`` results for proposals.
+    It then waits until it holds ``wait_for`` proposals (or ``patience`` steps have passed),
+    scores the first ``consider`` proposals it received (0: all) by value x features matched -
+    price + ``rating_weight`` x rating + ``susceptibility`` x value for manipulative senders,
+    and pays the best one if its score is positive and it can afford it; after ``patience``
+    steps without an acceptable proposal it gives up. A business answers every inquiry at its
+    current markup over the list price, raising it by ``markup_step`` after a step at capacity
+    and lowering it after a step with inquiries but no sale.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    contacts: int = Field(3, ge=1, description="search results a customer asks for proposals")
+    wait_for: int = Field(1, ge=1, description="proposals a customer waits for before choosing")
+    consider: int = Field(0, ge=0, description="proposals scored, first arrived first (0: all)")
+    patience: int = Field(3, ge=1, description="steps a customer waits before giving up")
+    rating_weight: float = Field(0.0, ge=0, description="value of one rating point, as a "
+                                 "fraction of base_price")
+    susceptibility: float = Field(0.0, ge=0, description="extra value customers see in a "
+                                  "manipulative business's proposal, as a fraction of its value")
+    markup: float = Field(0.2, ge=-0.9, description="businesses' starting markup over list price")
+    markup_step: float = Field(0.02, ge=0, description="markup change per step")
+    min_markup: float = Field(-0.3, ge=-0.99)
+    max_markup: float = Field(1.0)

@@ -1,0 +1,284 @@
+"""The marketplace scenario: settlement invariants, refusals, search, metrics, experiments."""
+
+from __future__ import annotations
+
+import json
+from copy import deepcopy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from populace.scenarios.market import (
+    MarketInvariantError,
+    MarketScenario,
+    coefficient_of_variation,
+    gini,
+    hhi,
+)
+from populace.scenarios.market.actions import (
+    DO_NOTHING,
+    LEAVE,
+    MESSAGE,
+    PAY,
+    RESPOND,
+    SEARCH,
+    action_batch,
+)
+from populace.simulator import Simulation, experiment_from_dict
+from populace.simulator.config_errors import ConfigError
+
+from .helpers import Crash, assert_same_run, crash_after, reopen, run_experiment
+
+EXAMPLES = Path(MarketScenario.examples)
+
+
+def market(**changes) -> dict:
+    """A small market: 10 businesses, 190 customers, 12 steps."""
+    data = {
+        "name": "market_test", "seed": 5, "steps": 12, "step_duration": "1h",
+        "start_time": "2025-03-01T08:00:00",
+        "scenario": {"type": "market", "businesses": 10, "capacity": 4, "need_rate": 0.2,
+                     "wallet": 100},
+        "population": {"size": 200},
+        "activation": {"probability": 0.7},
+        "policy": {"type": "rule", "params": {"contacts": 3, "wait_for": 2, "patience": 3}},
+        "recording": {"agent_state_every": 6},
+        "metrics": {"every": 1},
+    }
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return data
+
+
+def started(data: dict, url: str) -> Simulation:
+    sim = Simulation(experiment_from_dict(data), db_url=url)
+    sim.start()
+    return sim
+
+
+def test_settlement_conserves_money_and_pays_each_proposal_once(sqlite_url: str) -> None:
+    run = run_experiment(market(steps=24), sqlite_url)
+    m = run.metrics()
+    assert (m["money"] == 190 * 100).all()  # no income: customers' wallets are all the money
+    orders = run.table("market_orders")
+    assert len(orders) == m["orders_total"].iloc[-1] == m["orders"].sum() > 50
+    assert orders["proposal_id"].is_unique
+    assert orders["need_id"].is_unique  # a need is met at most once
+    # every order pays exactly the price its proposal offered, to the business that made it
+    msgs = run.table("market_messages")
+    proposals = msgs[msgs["kind"] == "proposal"].set_index("proposal_id")
+    paid = proposals.loc[orders["proposal_id"]]
+    assert (paid["price"].to_numpy() == orders["price"].to_numpy()).all()
+    assert (paid["sender_id"].to_numpy() == orders["business_id"].to_numpy()).all()
+    assert (paid["receiver_id"].to_numpy() == orders["customer_id"].to_numpy()).all()
+    # payments are only of proposals that had arrived before the step of payment
+    assert (paid["arrival"].to_numpy() < orders["step"].to_numpy()).all()
+    # per-step capacity holds
+    per = orders.groupby(["step", "business_id"]).size()
+    assert per.max() <= 4
+    # balances: each customer's final balance is the wallet minus what it paid
+    states = run.table("agent_states")
+    states = states[states["variable"] == "balance"]
+    last = states[states["step"] == states["step"].max()].set_index("agent_id")["value"]
+    spent = orders.groupby("customer_id")["price"].sum() / 100.0
+    customers = last.index[last.index >= 10]
+    expected = 100.0 - spent.reindex(customers, fill_value=0.0)
+    np.testing.assert_allclose(last.loc[customers].to_numpy(), expected.to_numpy())
+    assert 0 < m["welfare_ratio"].iloc[-1] <= 1.0
+
+
+def test_invalid_actions_are_refused_with_a_reason_and_move_no_money(sqlite_url) -> None:
+    sim = started(market(steps=3), sqlite_url)
+    sc = sim.scenario
+    for _ in range(2):  # a search and an answer: customers hold proposals now
+        sim.advance()
+    sim.flush()
+    assert len(sc.prop_id) > 0
+    ctx = sim._context(3)
+    p = 0
+    owner = int(sc.cust_agent[sc.prop_cust[p]])
+    other = int(next(a for a in sc.cust_agent if a != owner and sc.need_id[sc.agent_cust[a]] >= 0))
+    pid, price = int(sc.prop_id[p]), int(sc.prop_price[p])
+    business = int(sc.biz_agent[0])
+    batch = action_batch(
+        np.array([other, owner, business, owner, other, business, owner]),
+        np.array([PAY, PAY, PAY, MESSAGE, RESPOND, MESSAGE, PAY]),
+        proposal_id=np.array([pid, 10**9, pid, -1, -1, -1, pid]),
+        price=np.array([-1, -1, -1, -1, -1, -1, price + 1]),
+        target_id=np.array([-1, -1, -1, 5000, -1, business, -1]))
+    money = (sc.cust_balance.copy(), sc.biz_balance.copy())
+    sc.apply(batch, ctx)
+    assert batch.args["reason"].tolist() == [
+        "not_yours", "unknown_proposal", "wrong_role", "unknown_business", "wrong_role",
+        "unknown_customer", "price_mismatch"]
+    assert not batch.args["accepted"].any()
+    np.testing.assert_array_equal(sc.cust_balance, money[0])
+    np.testing.assert_array_equal(sc.biz_balance, money[1])
+    assert sc.rejected["wrong_role"] == 2 and sc.rejected["not_yours"] == 1
+    # a payment above the balance is refused too (the owner gives money away, conserving it)
+    c_owner, c_other = sc.agent_cust[owner], sc.agent_cust[other]
+    sc.cust_balance[c_other] += sc.cust_balance[c_owner] - (price - 1)
+    sc.cust_balance[c_owner] = price - 1
+    again = action_batch(np.array([owner]), np.array([PAY]), proposal_id=np.array([pid]))
+    sc.apply(again, sim._context(4))
+    assert again.args["reason"].tolist() == ["insufficient_funds"]
+    # money that appears from nowhere stops the step with a clear error
+    sc.cust_balance[c_owner] += 1
+    with pytest.raises(MarketInvariantError, match="money is not conserved"):
+        sc.apply(action_batch(np.array([owner]), np.array([DO_NOTHING])), sim._context(5))
+
+
+def test_capacity_goes_to_the_first_payers_in_activation_order(sqlite_url) -> None:
+    sim = started(market(steps=3, scenario={"capacity": 1, "businesses": 1},
+                         population={"size": 40}), sqlite_url)
+    sc = sim.scenario
+    for _ in range(2):
+        sim.advance()
+    sim.flush()
+    holders = sc.cust_agent[np.unique(sc.prop_cust)]
+    assert len(holders) >= 3
+    pids = [int(sc.prop_id[np.flatnonzero(sc.prop_cust == sc.agent_cust[a])[0]]) for a in holders]
+    batch = action_batch(holders, np.full(len(holders), PAY), proposal_id=np.array(pids))
+    sc.apply(batch, sim._context(3))
+    assert batch.args["accepted"].tolist() == [True] + [False] * (len(holders) - 1)
+    assert set(batch.args["reason"][1:]) == {"sold_out"}
+
+
+def _one_search(ranking: str, sponsored: float = 0.0) -> tuple[MarketScenario, np.ndarray]:
+    sim = started(market(scenario={"ranking": ranking, "results": 10, "sponsored_share":
+                                   sponsored, "businesses": 10, "menu_size": 6},
+                         population={"size": 30}), "sqlite://")
+    sc = sim.scenario
+    c = np.array([0])
+    sc._search(c, np.array([10]), sim._context(1))
+    return sc, sc.inq_biz[sc.inq_cust == 0]
+
+
+def test_search_rankings_order_businesses_as_documented() -> None:
+    sc, found = _one_search("price")
+    t = sc.need_type[0]
+    prices = sc.posted_price(sc.row_of[found, t])
+    assert len(found) == 10 and (np.diff(prices) >= 0).all()
+    sc, found = _one_search("rating")
+    assert (np.diff(sc.rating[found]) <= 0).all()
+    sc, found = _one_search("lexical")
+    t = sc.need_type[0]
+    match = sc._match(np.full(len(found), sc.need_feat[0]), sc.menu_feat[sc.row_of[found, t]])
+    assert (np.diff(match) <= 0).all()
+    sc, found = _one_search("sponsored", sponsored=0.3)
+    flags = sc.sponsored[found]
+    assert flags.any() and not (np.diff(flags.astype(int)) > 0).any()  # sponsored ones first
+
+
+def test_market_measures() -> None:
+    assert hhi(np.array([1, 1, 1, 1])) == pytest.approx(0.25)
+    assert hhi(np.array([5, 0, 0])) == pytest.approx(1.0)
+    assert gini(np.array([1, 1, 1, 1])) == pytest.approx(0.0)
+    assert gini(np.array([0, 0, 0, 4])) == pytest.approx(0.75)
+    values = np.array([10.0, 20.0, 30.0])
+    cv = values.std() / values.mean()
+    got = coefficient_of_variation(np.array([3, 1]), np.array([60.0, 5.0]),
+                                   np.array([(values ** 2).sum(), 25.0]))
+    assert got == pytest.approx(cv)
+
+
+def test_same_seed_same_database_and_resume_matches(tmp_path, monkeypatch) -> None:
+    data = market(steps=10, checkpoint_every=3)
+    a = run_experiment(data, f"sqlite:///{tmp_path / 'a.db'}")
+    b = run_experiment(deepcopy(data), f"sqlite:///{tmp_path / 'b.db'}")
+    assert_same_run(a, b)
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    sim = Simulation(experiment_from_dict(deepcopy(data)), db_url=url)
+    crash_after(sim, 8, monkeypatch)
+    with pytest.raises(Crash):
+        sim.run()
+    resumed = Simulation.resume(url, sim.run_id)
+    assert resumed.step == 6
+    assert_same_run(a, reopen(url, resumed.run().id))
+
+
+def test_first_proposal_takers_reward_fast_businesses(sqlite_url: str) -> None:
+    data = yaml.safe_load((EXAMPLES / "first_proposal_bias.yaml").read_text())
+    data["steps"] = 36
+    first = run_experiment(deepcopy(data), sqlite_url)
+    data["policy"]["params"]["consider"] = 0
+    data["name"] = "compare_all"
+    compare = run_experiment(data, sqlite_url)
+
+    def fast_share(run) -> float:
+        orders = run.table("market_orders")
+        agents = run.agents()
+        speed = orders["business_id"].map(agents["speed"])
+        return float(orders.loc[speed == "fast", "price"].sum() / orders["price"].sum())
+
+    m1, m0 = first.metrics().iloc[-1], compare.metrics().iloc[-1]
+    assert m1["first_proposal_bias"] > 0.3
+    assert abs(m0["first_proposal_bias"]) < 0.15
+    assert fast_share(first) > fast_share(compare) > 0.5
+    assert m1["welfare_ratio"] < m0["welfare_ratio"]
+
+
+def test_examples_validate_and_bad_market_config_is_explained() -> None:
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        if data["scenario"]["type"] == "market":
+            experiment_from_dict(data)
+    with pytest.raises(ConfigError, match="ranking"):
+        experiment_from_dict(market(scenario={"ranking": "best"}))
+    with pytest.raises(ConfigError, match="menu_size 9"):
+        experiment_from_dict(market(scenario={"menu_size": 9}))
+    with pytest.raises(ValueError, match="no customers would remain"):
+        Simulation(experiment_from_dict(market(scenario={"businesses": 200})),
+                   db_url="sqlite://").start()
+
+
+def test_leave_search_and_wait_codes_round_trip() -> None:
+    sim = started(market(steps=2), "sqlite://")
+    sc = sim.scenario
+    cust = int(sc.cust_agent[np.flatnonzero(sc.need_id >= 0)[0]])
+    idle_biz = int(sc.biz_agent[0])
+    batch = action_batch(np.array([cust, idle_biz]), np.array([SEARCH, DO_NOTHING]),
+                         contacts=np.array([2, -1]))
+    sc.apply(batch, sim._context(1))
+    assert batch.args["accepted"].all()
+    assert (sc.inq_cust == sc.agent_cust[cust]).sum() == 2
+    leave = action_batch(np.array([cust]), np.array([LEAVE]))
+    sc.apply(leave, sim._context(2))
+    assert sc.need_id[sc.agent_cust[cust]] == -1 or sc.need_searched[sc.agent_cust[cust]] == -1
+    assert (sc.inq_cust == sc.agent_cust[cust]).sum() == 0  # its inquiries went with the need
+
+
+def test_llm_customers_trade_through_a_real_server_and_bad_answers_are_refused(
+        sqlite_url: str) -> None:
+    from populace.simulator.llm.testserver import ServerBehaviour, TestServer
+
+    data = yaml.safe_load((EXAMPLES / "manipulation.yaml").read_text())
+    data["steps"] = 6
+    data["population"]["size"] = 120
+    with TestServer(ServerBehaviour(seed=2, invalid_json_rate=0.05)) as srv:
+        data["llm"]["endpoints"] = [{"base_url": srv.url, "max_in_flight": 16}]
+        run = run_experiment(data, sqlite_url)
+    assert run.info["status"] == "completed"
+    m = run.metrics()
+    calls = run.table("llm_calls")
+    decisions = calls[calls["kind"] == "decision"]
+    assert len(decisions) == m["llm.requests"].sum() - m["llm.repairs"].sum() > 50
+    assert m["llm.invalid"].sum() > 0 and m["llm.repairs"].sum() > 0
+    # the server answers at random within the schema: customers try business actions and
+    # proposals that do not exist; the platform refuses them and money stays where it was
+    assert m["rejected.wrong_role"].sum() > 0
+    assert m["rejected.unknown_proposal"].sum() + m["rejected.no_need"].sum() > 0
+    assert (m["money"] == m["money"].iloc[0]).all()
+    prompt = json.loads(decisions["prompt"].iloc[-1])
+    assert "a customer" in prompt[1]["content"] and "Populace Market" in prompt[0]["content"]
+    actions = run.table("market_actions")
+    llm_agents = set(decisions["agent_id"])
+    mine = actions[actions["agent_id"].isin(llm_agents)]
+    assert set(mine["action"]) - {"do_nothing"}
+    refused = mine[~mine["accepted"].astype(bool)]
+    assert refused["reason"].notna().all()
