@@ -14,6 +14,7 @@ plus the income paid.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -271,17 +272,22 @@ class MarketScenario(Scenario):
                 "value": self.need_value[cust].copy(),
                 "optimal_utility": self.need_optimal[cust].copy()}
 
-    def _optimal(self, cust: np.ndarray) -> np.ndarray:
-        """Full-information best utility of each customer's need at current posted prices:
-        max over every business offering the item of value x match - price, floored at 0."""
-        out = np.zeros(len(cust), dtype=_INT)
+    def _by_item_type(self, cust: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray,
+                                                                  np.ndarray]]:
+        """For each item type needed by customers ``cust``: their positions in ``cust``, the
+        customers, and the menu rows offering the type (types nobody offers are skipped)."""
         for t in np.unique(self.need_type[cust]).tolist():
             sel = np.flatnonzero(self.need_type[cust] == t)
             rows = self.row_of[:, t]
             rows = rows[rows >= 0]
-            if len(rows) == 0:
-                continue
-            c = cust[sel]
+            if len(rows):
+                yield sel, cust[sel], rows
+
+    def _optimal(self, cust: np.ndarray) -> np.ndarray:
+        """Full-information best utility of each customer's need at current posted prices:
+        max over every business offering the item of value x match - price, floored at 0."""
+        out = np.zeros(len(cust), dtype=_INT)
+        for sel, c, rows in self._by_item_type(cust):
             match = self._match(self.need_feat[c][:, None], self.menu_feat[rows][None, :])
             util = self.need_value[c][:, None] * match - self.posted_price(rows)[None, :]
             out[sel] = np.maximum(0, np.floor(util.max(axis=1))).astype(_INT)
@@ -548,13 +554,7 @@ class MarketScenario(Scenario):
         k = cfg.results
         want = np.clip(np.where(contacts > 0, contacts, 1), 1, k)
         out_c, out_b = [], []
-        for t in np.unique(self.need_type[cust]).tolist():
-            sel = np.flatnonzero(self.need_type[cust] == t)
-            rows = self.row_of[:, t]
-            rows = rows[rows >= 0]
-            if len(rows) == 0:
-                continue
-            c = cust[sel]
+        for sel, c, rows in self._by_item_type(cust):
             price = self.posted_price(rows).astype(np.float64)
             if cfg.ranking == "random":
                 key = ctx.uniform("market.search.random", self.cust_agent[c], len(rows))
