@@ -235,6 +235,7 @@ def _log(msg: str) -> None:
 
 def run_child(spec: dict[str, Any], db_dir: Path, profile_dir: Path | None) -> dict[str, Any]:
     """Run one experiment in this process against the servers of ``spec`` and time it."""
+    import populace.simulator.llm.calls as llm_calls
     import populace.simulator.llm.policy as llm_policy
     from populace.simulator import Simulation, experiment_from_dict
 
@@ -279,10 +280,10 @@ def run_child(spec: dict[str, Any], db_dir: Path, profile_dir: Path | None) -> d
                 (policy.prompts, "system_text", "render"),
                 (policy.prompts, "agent_text", "render"),
                 (policy, "_request", "request"),
-                (policy, "_send", "send"),
+                (policy.calls, "send", "send"),
                 (ChatRequest, "prompt_hash", "prompt_hash"),
-                (policy, "_judge", "judge"),
-                (llm_policy, "parse_decision", "parse"),  # the name _judge calls
+                (policy.calls, "judge", "judge"),
+                (llm_calls, "parse_decision", "parse"),  # the name judge calls
                 (sim.scenario, "decisions_to_actions", "to_actions"),
                 (policy, "_remember", "memory_store"),
                 (policy, "_reflect", "reflect")):
@@ -632,11 +633,11 @@ DECIDE_SPLIT = (
     ("prompt: memory retrieval (query + retrieve)", ("memory_query", "memory_retrieve")),
     ("prompt: template rendering", ("render",)),
     ("prompt: ChatRequest objects", ("request",)),
-    ("requests: prompt hashes (_send, _judge)", ("prompt_hash",)),
+    ("requests: prompt hashes (send, judge)", ("prompt_hash",)),
     ("requests: backend.generate (HTTP client)", ("backend",)),
-    ("requests: _send, rest", ("send",)),
+    ("requests: send, rest", ("send",)),
     ("answers: parse + validate (pydantic)", ("parse",)),
-    ("answers: llm_calls rows (_judge, rest)", ("judge",)),
+    ("answers: llm_calls rows (judge, rest)", ("judge",)),
     ("answers: decisions_to_actions", ("to_actions",)),
     ("memory: store (_remember)", ("memory_store",)),
     ("memory: reflection (_reflect)", ("reflect",)),

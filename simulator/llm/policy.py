@@ -8,33 +8,28 @@ Core objects:
 
 from __future__ import annotations
 
-import asyncio
-import json
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from ..actions import ActionBatch
 from ..policy import Policy
-from .answers import parse_decision, repair_messages
-from .backends import ResponseCache, make_backend
+from .answers import repair_messages
+from .calls import COUNTERS, LLMCalls
 from .config import LLMConfig, LLMParams
 from .memory import MemoryStore
 from .prompts import PromptBuilder
-from .types import Backend, ChatRequest, ChatResponse
+from .types import Backend, ChatRequest
 
 if TYPE_CHECKING:
     from populace.storage import Database
 
     from ..scenario import Observation, Records, Scenario, StepContext
 
-COUNTERS = ("requests", "invalid", "repairs", "repaired", "fallbacks", "errors", "cache_hits",
-            "prompt_tokens", "completion_tokens", "reflections")
 REFLECTION_SYSTEM = ("You are a member of an online community, thinking back on what you saw and "
                      "did. Answer with a single JSON object and nothing else.")
 
@@ -90,13 +85,7 @@ class LLMPolicy(Policy):
         self.base_dir = base_dir
         user_dir = base_dir / params.templates if params.templates else None
         self.prompts = PromptBuilder(scenario.prompt_dir, user_dir, params.role)
-        self.backend: Backend | None = None
-        self.cache: ResponseCache | None = None
-        self.loop = asyncio.new_event_loop()
-        self._rows: list[dict[str, Any]] = []
-        self._cache_rows: list[dict[str, Any]] = []
-        self._counts = dict.fromkeys(COUNTERS, 0)
-        self._latencies: list[float] = []
+        self.calls = LLMCalls(llm, seed, base_dir)
         self._prefix_chars = 0
         self._prompt_chars = 0
         self._memory_rows: list[dict[str, Any]] = []
@@ -111,18 +100,18 @@ class LLMPolicy(Policy):
 
     # -- lifecycle ------------------------------------------------------------------------------
 
+    @property
+    def backend(self) -> Backend | None:
+        """The inference backend (None until ``attach``)."""
+        return self.calls.backend
+
     def attach(self, db: Database, run_id: int) -> None:
         """Connect to the backend (and the response cache in ``db``)."""
-        self.backend = make_backend(self.llm, db, self.seed, self.base_dir)
-        if self.llm.cache and self.llm.backend != "replay":
-            self.cache = ResponseCache(db)
+        self.calls.attach(db)
 
     def close(self) -> None:
         """Close the backend's connections and the event loop."""
-        if self.backend is not None and not self.loop.is_closed():
-            self.loop.run_until_complete(self.backend.close())
-        if not self.loop.is_closed():
-            self.loop.close()
+        self.calls.close()
 
     # -- deciding -------------------------------------------------------------------------------
 
@@ -148,24 +137,25 @@ class LLMPolicy(Policy):
             requests.append(self._request(
                 [{"role": "system", "content": system}, {"role": "user", "content": user}],
                 agent, ctx.step, 0))
-        answers = self._send(requests)
+        answers = self.calls.send(requests)
         decisions: list[Any] = []
         to_repair: list[tuple[int, ChatRequest, str, str]] = []
         for i, (req, resp) in enumerate(zip(requests, answers, strict=True)):
-            decision, problem = self._judge(req, resp, "decision", ctx.step)
+            decision, problem = self.calls.judge(req, resp, "decision", self.adapter)
             decisions.append(decision)
             if decision is None and resp.error is None and self.params.repair:
                 to_repair.append((i, req, resp.text, problem or "invalid"))
         if to_repair:
             fixes = [self._request(repair_messages(req.messages, text, problem, self.schema),
                                    req.key, ctx.step, 1) for _, req, text, problem in to_repair]
-            self._counts["repairs"] += len(fixes)
-            for (i, *_), req, resp in zip(to_repair, fixes, self._send(fixes), strict=True):
-                decision, _ = self._judge(req, resp, "repair", ctx.step)
+            self.calls.counts["repairs"] += len(fixes)
+            for (i, *_), req, resp in zip(to_repair, fixes, self.calls.send(fixes),
+                                          strict=True):
+                decision, _ = self.calls.judge(req, resp, "repair", self.adapter)
                 if decision is not None:
-                    self._counts["repaired"] += 1
+                    self.calls.counts["repaired"] += 1
                 decisions[i] = decision
-        self._counts["fallbacks"] += sum(d is None for d in decisions)
+        self.calls.counts["fallbacks"] += sum(d is None for d in decisions)
         actions = self.scenario.decisions_to_actions(obs, decisions, self.params.fallback)
         if self.memory is not None:
             self._remember(obs, contexts, actions, ctx.step)
@@ -201,13 +191,9 @@ class LLMPolicy(Policy):
             top_p=self.llm.top_p, key=int(agent),
             seed=zlib.crc32(f"{self.seed}:{step}:{agent}:{i}:rate".encode()) & 0x7FFFFFFF)
             for i, (agent, text) in enumerate(zip(agents.tolist(), texts, strict=True))]
-        adapter, self.adapter = self.adapter, self._rating_adapter
-        try:
-            answers = self._send(requests)
-            rated = [self._judge(r, a, "rating", step)[0]
-                     for r, a in zip(requests, answers, strict=True)]
-        finally:
-            self.adapter = adapter
+        answers = self.calls.send(requests)
+        rated = [self.calls.judge(r, a, "rating", self._rating_adapter)[0]
+                 for r, a in zip(requests, answers, strict=True)]
         out = heuristic.copy()
         for i, result in enumerate(rated):
             if result is not None:
@@ -242,15 +228,10 @@ class LLMPolicy(Policy):
                 model=self.llm.model, schema=schema, temperature=self.llm.temperature,
                 max_tokens=self.llm.max_tokens, top_p=self.llm.top_p, key=agent,
                 seed=zlib.crc32(f"{self.seed}:{step}:{agent}:reflect".encode()) & 0x7FFFFFFF))
-        self._counts["reflections"] += len(requests)
-        adapter = self.adapter
-        self.adapter = self._reflection_adapter  # _judge validates with the current adapter
-        try:
-            answers = self._send(requests)
-            judged = [self._judge(r, a, "reflection", step)[0]
-                      for r, a in zip(requests, answers, strict=True)]
-        finally:
-            self.adapter = adapter
+        self.calls.counts["reflections"] += len(requests)
+        answers = self.calls.send(requests)
+        judged = [self.calls.judge(r, a, "reflection", self._reflection_adapter)[0]
+                  for r, a in zip(requests, answers, strict=True)]
         who, texts = [], []
         for agent, result in zip(due.tolist(), judged, strict=True):
             if result is not None:
@@ -281,63 +262,15 @@ class LLMPolicy(Policy):
                            temperature=self.llm.temperature, max_tokens=self.llm.max_tokens,
                            top_p=self.llm.top_p, seed=seed, key=agent)
 
-    def _send(self, requests: list[ChatRequest]) -> list[ChatResponse]:
-        """Answers from the cache where it has them, the backend for the rest (one batch)."""
-        assert self.backend is not None
-        hashes = [r.prompt_hash() for r in requests]
-        cached = self.cache.lookup(hashes) if self.cache is not None else {}
-        misses = [i for i, h in enumerate(hashes) if h not in cached]
-        fresh = self.loop.run_until_complete(self.backend.generate([requests[i] for i in misses]))
-        out: list[ChatResponse] = [cached.get(h) for h in hashes]  # type: ignore[misc]
-        for i, resp in zip(misses, fresh, strict=True):
-            out[i] = resp
-            if self.cache is not None and resp.error is None and resp.source == "model":
-                self._cache_rows.append({"prompt_hash": hashes[i], "model": requests[i].model,
-                                         "response": resp.text,
-                                         "prompt_tokens": resp.prompt_tokens,
-                                         "completion_tokens": resp.completion_tokens})
-                cached[hashes[i]] = resp  # identical prompts later in this step reuse it
-        self._counts["requests"] += len(requests)
-        self._counts["cache_hits"] += len(requests) - len(misses)
-        return out
-
-    def _judge(self, req: ChatRequest, resp: ChatResponse, kind: str, step: int
-               ) -> tuple[Any, str | None]:
-        """Validate one answer, count it, and keep its row for the ``llm_calls`` table."""
-        if resp.error is not None:
-            decision, problem = None, resp.error
-            self._counts["errors"] += 1
-        else:
-            decision, problem = parse_decision(resp.text, self.adapter)
-            if decision is None:
-                self._counts["invalid"] += 1
-        self._counts["prompt_tokens"] += resp.prompt_tokens
-        self._counts["completion_tokens"] += resp.completion_tokens
-        if resp.source == "model":
-            self._latencies.append(resp.latency_s)
-        self._rows.append({
-            "agent_id": req.key, "kind": kind, "model": req.model,
-            "prompt_hash": req.prompt_hash(), "sampling": json.dumps(req.sampling()),
-            "prompt": (orjson.dumps(req.messages).decode()
-                       if self.llm.record_prompts else None),
-            "response": resp.text, "prompt_tokens": resp.prompt_tokens,
-            "completion_tokens": resp.completion_tokens, "latency_s": resp.latency_s,
-            "source": resp.source, "endpoint": resp.endpoint,
-            "error": resp.error if resp.error is not None else (problem if decision is None
-                                                                else None),
-            "valid": decision is not None})
-        return decision, problem
-
     # -- what the engine records ----------------------------------------------------------------
 
     def drain_records(self) -> Records:
         """This step's calls (``llm_calls``) and new cache entries (``llm_cache``)."""
-        records: Records = {}
-        for table, rows in (("llm_calls", self._rows), ("llm_cache", self._cache_rows),
-                            ("memories", self._memory_rows)):
-            if rows:
-                records[table] = {k: [r[k] for r in rows] for k in rows[0]}
-        self._rows, self._cache_rows, self._memory_rows = [], [], []
+        records: Records = self.calls.drain()
+        if self._memory_rows:
+            rows = self._memory_rows
+            records["memories"] = {k: [r[k] for r in rows] for k in rows[0]}
+        self._memory_rows = []
         return records
 
     def step_metrics(self) -> dict[str, float]:
@@ -349,12 +282,12 @@ class LLMPolicy(Policy):
         """One set of LLM metrics for several LLM parts: counters and cost add up; latency
         percentiles and the shared-prefix share come from the parts' pooled measurements."""
         parts = [p for p in policies if isinstance(p, LLMPolicy)]
-        counts = {k: sum(p._counts[k] for p in parts) for k in COUNTERS}
-        lat = np.asarray([x for p in parts for x in p._latencies])
+        counts = {k: sum(p.calls.counts[k] for p in parts) for k in COUNTERS}
+        lat = np.asarray([x for p in parts for x in p.calls.latencies])
         prefix = sum(p._prefix_chars for p in parts)
         prompt = sum(p._prompt_chars for p in parts)
-        cost = sum((p._counts["prompt_tokens"] * p.llm.prices.prompt_per_million
-                    + p._counts["completion_tokens"] * p.llm.prices.completion_per_million)
+        cost = sum((p.calls.counts["prompt_tokens"] * p.llm.prices.prompt_per_million
+                    + p.calls.counts["completion_tokens"] * p.llm.prices.completion_per_million)
                    / 1e6 for p in parts)
         out = {f"llm.{k}": float(v) for k, v in counts.items()}
         out.update({
@@ -368,6 +301,5 @@ class LLMPolicy(Policy):
         return out
 
     def _reset_step_measurements(self) -> None:
-        self._counts = dict.fromkeys(COUNTERS, 0)
-        self._latencies = []
+        self.calls.reset_measurements()
         self._prefix_chars = self._prompt_chars = 0
