@@ -107,7 +107,12 @@ class Simulation:
             cfg.network, population.size, population.attributes, self.rng.get("network"),
             base_dir=base, population_edges=population.follow_edges,
         )
-        self.world = World(population, graph, self.clock, self.rng, base)
+        llm = None
+        if cfg.llm is not None:
+            from .llm.service import ScenarioLLM
+
+            llm = ScenarioLLM(cfg.llm, cfg.seed, base)
+        self.world = World(population, graph, self.clock, self.rng, base, llm)
         self.scenario: Scenario = self.experiment.scenario_cls(self.experiment.scenario_config,
                                                                self.world)
         self.policy: Policy
@@ -144,6 +149,8 @@ class Simulation:
                       if len(pop.attributes.columns) else ["{}"] * pop.size)
         agents = {"agent_id": np.arange(pop.size, dtype=np.int64), "attributes": attributes}
         self.policy.attach(self.db, self.run_id)
+        if self.world.llm is not None:
+            self.world.llm.attach(self.db)
         ctx = self._context(0)
         metrics = self.scenario.metrics(_empty_batch(), ctx)
         self._commit(0, records, metrics, n_active=0, n_actions=0, compute_s=self.setup_s,
@@ -170,6 +177,8 @@ class Simulation:
         sim.run_id = int(info["id"])
         sim._build()
         sim.policy.attach(db, sim.run_id)
+        if sim.world.llm is not None:
+            sim.world.llm.attach(db)
         step, blob = load_checkpoint(db, sim.run_id)
         state = dict(np.load(io.BytesIO(blob), allow_pickle=False))
         sim.scenario.load_state_dict(
@@ -226,9 +235,12 @@ class Simulation:
         actions = self.policy.decide(obs, ctx)
         self._check_batch(actions, active)
         records = self.scenario.apply(actions, ctx)
-        records.update(self.policy.drain_records())
+        _merge(records, self.policy.drain_records())
         last = step == self.config.steps
         metrics: dict[str, float] = self.policy.step_metrics()
+        if self.world.llm is not None:
+            _merge(records, self.world.llm.drain_records())
+            metrics.update(self.world.llm.step_metrics())
         if step % self.config.metrics.every == 0 or last:
             metrics.update(self.scenario.metrics(actions, ctx))
         if last and self.config.metrics.final:
@@ -271,6 +283,9 @@ class Simulation:
             policy = getattr(self, "policy", None)
             if policy is not None:
                 policy.close()
+            world = getattr(self, "world", None)
+            if world is not None and world.llm is not None:
+                world.llm.close()
 
     def _commit(self, step: int, records: Records, metrics: dict[str, float], *, n_active: int,
                 n_actions: int, compute_s: float, checkpoint: bool,
@@ -380,3 +395,14 @@ class Simulation:
 
 def _empty_batch() -> ActionBatch:
     return ActionBatch(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int16))
+
+
+def _merge(records: Records, more: Records) -> None:
+    """Add ``more``'s rows to ``records``, appending to tables both have."""
+    for table, cols in more.items():
+        if table not in records:
+            records[table] = cols
+            continue
+        mine = records[table]
+        for name, values in cols.items():
+            mine[name] = list(mine[name]) + list(values)

@@ -30,6 +30,7 @@ from .clock import Clock
 from .rng import RngStreams
 
 if TYPE_CHECKING:
+    from .llm.service import ScenarioLLM
     from .network import FollowGraph
     from .policy import Policy
     from .population import Population
@@ -47,6 +48,9 @@ class World:
     clock: Clock
     rng: RngStreams
     base_dir: Path
+    llm: ScenarioLLM | None = None
+    """A model the scenario itself may ask (``ScenarioLLM.ask``), when the experiment has an
+    ``llm:`` section; calls are recorded and counted like agents' calls."""
 
     @property
     def n_agents(self) -> int:

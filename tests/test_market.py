@@ -282,3 +282,37 @@ def test_llm_customers_trade_through_a_real_server_and_bad_answers_are_refused(
     assert set(mine["action"]) - {"do_nothing"}
     refused = mine[~mine["accepted"].astype(bool)]
     assert refused["reason"].notna().all()
+
+
+def test_llm_ranked_search_orders_the_model_s_choice_first(sqlite_url: str) -> None:
+    from populace.simulator.llm.testserver import ServerBehaviour, TestServer
+
+    data = market(steps=4, scenario={"ranking": "llm", "results": 4, "llm_candidates": 6,
+                                     "manipulative_share": 0.3})
+    with TestServer(ServerBehaviour(seed=9, invalid_json_rate=0.2)) as srv:
+        data["llm"] = {"backend": "openai", "model": "populace-test", "max_attempts": 2,
+                       "timeout_s": 5, "endpoints": [{"base_url": srv.url}]}
+        run = run_experiment(data, sqlite_url)
+    m = run.metrics()
+    calls = run.table("llm_calls")
+    ranked = calls[calls["kind"] == "scenario"]
+    searches = m["actions.search"].sum()
+    assert len(ranked) == m["llm.scenario.requests"].sum() == searches > 0
+    # invalid answers fall back to the lexical order, counted
+    invalid = int((~ranked["valid"].astype(bool)).sum())
+    assert invalid > 0 and m["search.llm_fallbacks"].iloc[-1] == invalid
+    # a valid answer's first choice is the first business asked for a proposal
+    inquiries = run.table("market_messages")
+    inquiries = inquiries[inquiries["kind"] == "inquiry"]
+    checked = 0
+    for row in ranked[ranked["valid"].astype(bool)].itertuples():
+        first = json.loads(row.response)["ranking"][0]
+        asked = inquiries[(inquiries["sender_id"] == row.agent_id) & (inquiries["step"] == row.step)]
+        assert asked["receiver_id"].iloc[0] == first
+        checked += 1
+    assert checked > 0
+    prompt = json.loads(ranked["prompt"].iloc[0])[1]["content"]
+    assert "Candidates:" in prompt and "business" in prompt
+    with pytest.raises(ValueError, match="ranking: llm needs an llm: section"):
+        Simulation(experiment_from_dict(market(scenario={"ranking": "llm"})),
+                   db_url="sqlite://").start()

@@ -11,7 +11,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-RANKINGS = ("lexical", "rating", "price", "sponsored", "random")
+RANKINGS = ("lexical", "rating", "price", "sponsored", "random", "llm")
 
 
 class MarketConfig(BaseModel):
@@ -52,9 +52,12 @@ class MarketConfig(BaseModel):
                                       "messages try to manipulate customers")
     sponsored_share: float = Field(0.0, ge=0, le=1, description="share of businesses that pay "
                                    "for placement (ranked first by the sponsored search)")
-    ranking: Literal["lexical", "rating", "price", "sponsored", "random"] = Field(
+    ranking: Literal["lexical", "rating", "price", "sponsored", "random", "llm"] = Field(
         "lexical", description="how search ranks businesses: lexical (features matched, then "
-        "price), rating, price, sponsored (paid placement, then lexical) or random")
+        "price), rating, price, sponsored (paid placement, then lexical), random, or llm (the "
+        "model of the llm: section orders the best llm_candidates lexical results)")
+    llm_candidates: int = Field(10, ge=1, le=100, description="with ranking: llm, lexical "
+                                "results the model is asked to order")
     results: int = Field(5, ge=1, le=50, description="businesses a search returns (k)")
     need_rate: float = Field(0.2, ge=0, le=1, description="chance per step that a customer "
                              "without a need gets a new one")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from populace.simulator.actions import ActionBatch
 from populace.simulator.policy import Policy
@@ -46,6 +46,13 @@ REJECTIONS = ("wrong_role", "no_need", "unknown_proposal", "not_yours", "price_m
               "insufficient_funds", "sold_out", "unknown_business", "unknown_customer",
               "nothing_to_answer")
 _INT = np.int64
+
+
+class _Ranking(BaseModel):
+    ranking: list[int]
+
+
+_RANKING: TypeAdapter[_Ranking] = TypeAdapter(_Ranking)
 
 
 class MarketInvariantError(RuntimeError):
@@ -116,6 +123,10 @@ class MarketScenario(Scenario):
         self.agent_cust = np.full(n, -1, dtype=_INT)
         self.agent_cust[self.cust_agent] = np.arange(len(self.cust_agent))
         self.base = int(round(config.base_price * 100))
+        if config.ranking == "llm" and world.llm is None:
+            raise ValueError("scenario.ranking: llm needs an llm: section (the model that "
+                             "ranks search results)")
+        self.llm_fallbacks = 0
         self.rejected: dict[str, int] = dict.fromkeys(REJECTIONS, 0)
         self.inboxes: dict[int, deque[tuple[int, str]]] = {}  # agent -> latest text messages
 
@@ -568,7 +579,10 @@ class MarketScenario(Scenario):
                 key = match * 1e9 - price[None, :]
                 if cfg.ranking == "sponsored":
                     key = key + self.sponsored[self.menu_biz[rows]][None, :] * 1e12
-            top = np.argsort(-key, axis=1, kind="stable")[:, :k]
+            if cfg.ranking == "llm":
+                top = self._llm_rank(c, rows, np.argsort(-key, axis=1, kind="stable"), ctx)
+            else:
+                top = np.argsort(-key, axis=1, kind="stable")[:, :k]
             take = np.arange(top.shape[1])[None, :] < want[sel][:, None]
             out_c.append(np.broadcast_to(c[:, None], top.shape)[take])
             out_b.append(self.menu_biz[rows][top][take])
@@ -584,6 +598,39 @@ class MarketScenario(Scenario):
         self.inq_step = np.concatenate([self.inq_step, np.full(len(ci), ctx.step, dtype=_INT)])
         return self._message_rows("inquiry", self.cust_agent[ci], self.biz_agent[bi], need,
                                   np.full(len(ci), float(ctx.step)))
+
+    def _llm_rank(self, cust: np.ndarray, rows: np.ndarray, lexical: np.ndarray,
+                  ctx: StepContext) -> np.ndarray:
+        """The first k of each customer's ranking by the model: it orders the best
+        ``llm_candidates`` lexical results; unknown or repeated ids are dropped and the
+        candidates it leaves out follow in lexical order. A failed or invalid answer falls
+        back to the lexical ranking (counted: ``search.llm_fallbacks``)."""
+        from .decisions import ranking_question
+
+        cfg = self.config
+        k = min(cfg.results, lexical.shape[1])
+        cand = lexical[:, :cfg.llm_candidates]
+        questions, schemas = [], []
+        for i, c in enumerate(cust.tolist()):
+            messages, schema = ranking_question(self, c, rows[cand[i]])
+            questions.append(messages)
+            schemas.append(schema)
+        assert self.world.llm is not None
+        answers = self.world.llm.ask(questions, _RANKING, keys=self.cust_agent[cust].tolist(),
+                                     purpose="market.search", step=ctx.step, schemas=schemas)
+        out = lexical[:, :k].copy()
+        for i, answer in enumerate(answers):
+            biz_of = self.biz_agent[self.menu_biz[rows[cand[i]]]].tolist()
+            picked: list[int] = []
+            for b in (answer.ranking if answer is not None else []):
+                if b in biz_of and biz_of.index(b) not in picked:
+                    picked.append(biz_of.index(b))
+            if not picked:
+                self.llm_fallbacks += 1
+                continue
+            rest = [j for j in range(cand.shape[1]) if j not in picked]
+            out[i] = cand[i][(picked + rest)[:k]]
+        return out
 
     def _respond(self, respond: np.ndarray, biz: np.ndarray, a: dict[str, np.ndarray],
                  ok: np.ndarray, refuse, step: int,
@@ -694,6 +741,7 @@ class MarketScenario(Scenario):
             "manipulative_revenue_share": (self.manip_revenue / int(self.revenue.sum())
                                            if self.revenue.sum() > 0 else nan),
             "mean_markup": float(self.markup.mean()),
+            "search.llm_fallbacks": float(self.llm_fallbacks),
             "money": (int(self.cust_balance.sum()) + int(self.biz_balance.sum())) / 100.0,
         })
         return out
@@ -738,7 +786,8 @@ class MarketScenario(Scenario):
               "inq_cust", "inq_biz", "inq_need", "inq_step", "prop_id", "prop_cust", "prop_biz",
               "prop_row", "prop_need", "prop_price", "prop_step", "prop_arrival", "price_count",
               "price_sum", "price_sq")
-    _COUNTERS = ("n_needs", "next_proposal", "income_paid", "manip_revenue", "money_start")
+    _COUNTERS = ("n_needs", "next_proposal", "income_paid", "manip_revenue", "money_start",
+                 "llm_fallbacks")
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Balances, needs, inquiries, open proposals, markups and the running totals."""
