@@ -316,3 +316,32 @@ def test_llm_ranked_search_orders_the_model_s_choice_first(sqlite_url: str) -> N
     with pytest.raises(ValueError, match="ranking: llm needs an llm: section"):
         Simulation(experiment_from_dict(market(scenario={"ranking": "llm"})),
                    db_url="sqlite://").start()
+
+
+def test_menus_can_come_from_a_file_and_bad_rows_are_named(tmp_path, sqlite_url) -> None:
+    from populace.simulator import load_experiment
+
+    menu = tmp_path / "menus.csv"
+    menu.write_text("business_id,item_type,price,features\n"
+                    "0,pizza,12.50,\"vegan,delivery\"\n0,sushi,30,\n1,pizza,9.99,spicy\n")
+    data = market(steps=3, scenario={"businesses": 2, "menu_file": "menus.csv"},
+                  population={"size": 60})
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(data))
+    run = Simulation(load_experiment(path), db_url=sqlite_url).run()
+    items = run.table("market_menu").sort_values("item_id")
+    assert items[["business_id", "item_type", "price", "features"]].values.tolist() == [
+        [0, "pizza", 1250, "vegan,delivery"], [0, "sushi", 3000, ""], [1, "pizza", 999, "spicy"]]
+    needs = run.table("market_needs")
+    proposals = run.table("market_messages").query("kind == 'proposal'")
+    offered = {"pizza", "sushi"}
+    asked = needs.set_index("need_id").loc[proposals["need_id"], "item_type"]
+    assert set(asked) <= offered  # only items on a menu are ever proposed
+    for row, message in [("7,pizza,1,", "business_id 7 is not a business"),
+                         ("0,caviar,1,", "item_type 'caviar' is not among"),
+                         ("0,pizza,1,telepathy", "feature 'telepathy' is not among"),
+                         ("0,pizza,-2,", "price must be a positive number"),
+                         ("0,sushi,3,", "business 0 lists 'sushi' twice")]:
+        menu.write_text("business_id,item_type,price,features\n0,sushi,30,\n" + row + "\n")
+        with pytest.raises(ValueError, match=r"menus.csv, row 3: " + message):
+            Simulation(load_experiment(path), db_url="sqlite://").start()

@@ -41,6 +41,10 @@ class MarketConfig(BaseModel):
                             "base_price")
     menu_size: int = Field(3, ge=1, description="item types each business offers (at most the "
                            "number of item types)")
+    menu_file: str | None = Field(
+        None, description="menus from a file instead (CSV, Parquet or JSON lines, relative to "
+        "the experiment file): business_id, item_type, price, features (comma-separated); one "
+        "row per item a business offers")
     feature_prob: float = Field(0.4, ge=0, le=1, description="chance a menu item has a feature")
     capacity: int = Field(10, ge=1, description="orders a business can take per step")
     rating: tuple[float, float] = Field((3.0, 5.0), description="range of business ratings "

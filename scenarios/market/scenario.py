@@ -153,7 +153,7 @@ class MarketScenario(Scenario):
                                    (rng.random(nb) < cfg.manipulative_share).astype(float)) > 0
         self.sponsored = rng.random(nb) < cfg.sponsored_share
         self.capacity = np.full(nb, cfg.capacity, dtype=_INT)
-        # menus: menu_size distinct item types per business, one row each
+        # menus: menu_size distinct item types per business, one row each, or a menu file
         types = np.argsort(rng.random((nb, nt)), axis=1)[:, :cfg.menu_size]
         self.menu_biz = np.repeat(np.arange(nb, dtype=_INT), cfg.menu_size)
         self.menu_type = types.ravel().astype(_INT)
@@ -162,6 +162,9 @@ class MarketScenario(Scenario):
             self.base * np.exp(rng.normal(0.0, cfg.price_sd, r)))).astype(_INT)
         bits = rng.random((r, nf)) < cfg.feature_prob
         self.menu_feat = (bits * (1 << np.arange(nf, dtype=_INT))).sum(axis=1).astype(_INT)
+        if cfg.menu_file is not None:
+            self._load_menu(world.base_dir / cfg.menu_file)
+            r = len(self.menu_biz)
         self.row_of = np.full((nb, nt), -1, dtype=_INT)
         self.row_of[self.menu_biz, self.menu_type] = np.arange(r)
         self.markup = np.zeros(nb)  # set by each answer (respond); list price until then
@@ -213,6 +216,62 @@ class MarketScenario(Scenario):
         if new_needs:
             records["market_needs"] = new_needs
         return records
+
+    def _load_menu(self, path: Path) -> None:
+        """Menus from a CSV, Parquet or JSON-lines file: columns business_id (a business's
+        agent id), item_type, price (currency units) and features (comma-separated)."""
+        import pandas as pd
+
+        cfg = self.config
+        readers = {".csv": pd.read_csv, ".parquet": pd.read_parquet,
+                   ".jsonl": lambda f: pd.read_json(f, lines=True)}
+        reader = readers.get(path.suffix.lower())
+        if reader is None:
+            raise ValueError(f"scenario.menu_file {path.name}: expected .csv, .parquet or .jsonl")
+        try:
+            frame = reader(path)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"scenario.menu_file {path}: {exc}") from None
+        need = ["business_id", "item_type", "price"]
+        missing = [c for c in need if c not in frame.columns]
+        if missing:
+            raise ValueError(f"scenario.menu_file {path.name} has no column {missing[0]!r} "
+                             f"(columns: {', '.join(map(str, frame.columns))})")
+
+        def fail(i: int, what: str) -> ValueError:
+            return ValueError(f"scenario.menu_file {path.name}, row {i + 2}: {what}")
+
+        types = {t: j for j, t in enumerate(cfg.item_types)}
+        bit = {f: j for j, f in enumerate(cfg.features)}
+        biz, typ, price, feat = [], [], [], []
+        seen: set[tuple[int, int]] = set()
+        feats = frame["features"] if "features" in frame.columns else [""] * len(frame)
+        for i, (agent, item, p, fs) in enumerate(zip(frame["business_id"], frame["item_type"],
+                                                    frame["price"], feats, strict=True)):
+            agent = int(agent)
+            if not 0 <= agent < len(self.agent_biz) or self.agent_biz[agent] < 0:
+                raise fail(i, f"business_id {agent} is not a business")
+            if item not in types:
+                raise fail(i, f"item_type {item!r} is not among scenario.item_types")
+            if not (p == p and float(p) > 0):
+                raise fail(i, f"price must be a positive number, got {p!r}")
+            mask = 0
+            for name in (str(fs).split(",") if isinstance(fs, str) and fs else []):
+                if name.strip() not in bit:
+                    raise fail(i, f"feature {name.strip()!r} is not among scenario.features")
+                mask |= 1 << bit[name.strip()]
+            key = (int(self.agent_biz[agent]), types[item])
+            if key in seen:
+                raise fail(i, f"business {agent} lists {item!r} twice")
+            seen.add(key)
+            biz.append(key[0])
+            typ.append(key[1])
+            price.append(int(round(float(p) * 100)))
+            feat.append(mask)
+        self.menu_biz = np.array(biz, dtype=_INT)
+        self.menu_type = np.array(typ, dtype=_INT)
+        self.menu_base = np.array(price, dtype=_INT)
+        self.menu_feat = np.array(feat, dtype=_INT)
 
     def _empty_flows(self) -> None:
         z = np.zeros(0, dtype=_INT)
