@@ -345,3 +345,33 @@ def test_menus_can_come_from_a_file_and_bad_rows_are_named(tmp_path, sqlite_url)
         menu.write_text("business_id,item_type,price,features\n0,sushi,30,\n" + row + "\n")
         with pytest.raises(ValueError, match=r"menus.csv, row 3: " + message):
             Simulation(load_experiment(path), db_url="sqlite://").start()
+
+
+def test_llm_businesses_set_prices_and_their_proposals_follow(sqlite_url: str) -> None:
+    from populace.simulator.llm.testserver import ServerBehaviour, TestServer
+
+    data = yaml.safe_load((EXAMPLES / "manipulation.yaml").read_text())
+    data["steps"] = 8
+    data["population"]["size"] = 150
+    data["activation"] = {"probability": 1.0}
+    data["policy"]["parts"][0]["select"] = {"where": {"role": "business"}}
+    with TestServer(ServerBehaviour(seed=4)) as srv:
+        data["llm"]["endpoints"] = [{"base_url": srv.url, "max_in_flight": 16}]
+        run = run_experiment(data, sqlite_url)
+    actions = run.table("market_actions")
+    businesses = set(run.table("market_businesses")["agent_id"])
+    answered = actions[actions["agent_id"].isin(businesses) & (actions["action"] == "respond")
+                       & actions["accepted"].astype(bool)]
+    assert len(answered) > 0
+    # each accepted answer's markup sets the price of the proposals it made that step
+    menu = run.table("market_menu").set_index("item_id")
+    msgs = run.table("market_messages")
+    proposals = msgs[msgs["kind"] == "proposal"]
+    checked = 0
+    for a in answered.itertuples():
+        made = proposals[(proposals["sender_id"] == a.agent_id) & (proposals["step"] == a.step)]
+        for p in made.itertuples():
+            list_price = menu.loc[p.item_id, "price"]
+            assert p.price == max(1, round(list_price * (1 + a.markup)))
+            checked += 1
+    assert checked > 0
