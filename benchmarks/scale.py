@@ -1,0 +1,186 @@
+"""Scale benchmark: the social scenario at 10k, 100k and 1M agents on the local runtime.
+
+Usage::
+
+    python benchmarks/scale.py --sizes 10000 100000 1000000 --steps 6 --databases sqlite postgresql
+
+Each (size, database) runs in a fresh subprocess with BLAS on one thread: the ``million``
+example's experiment (Barabasi-Albert m=5, activation 0.1, rule policy, mixed feed of 10,
+recording on) with N agents. Reported:
+
+    population s, graph s: time to build the population and the follow graph;
+    start s: the whole start (build, scenario set-up, first commit of the agents and graph);
+    s/step: median compute + recording wait over the steps after the first (the last step,
+        which also checkpoints, is reported on its own);
+    agent-steps/s: N / (s/step);
+    peak RSS and bytes per agent: the child's peak resident memory, and that over N;
+    DB rows/s: rows written / seconds spent in the write transactions (the writer thread),
+        over the steps, for SQLite (executemany) and PostgreSQL (COPY);
+PostgreSQL runs use a fresh database on --pg-server, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from environment import environment
+
+HERE = Path(__file__).resolve().parent
+EXAMPLE = HERE.parent / "scenarios" / "social" / "examples" / "million.yaml"
+
+
+def experiment(n: int, steps: int) -> dict[str, Any]:
+    """The million example with ``n`` agents and ``steps`` steps (one checkpoint, at the end)."""
+    import yaml
+
+    data = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    data["name"] = f"scale_{n}"
+    data["population"]["size"] = n
+    data["steps"] = steps
+    data["checkpoint_every"] = steps
+    return data
+
+
+def child(n: int, steps: int, url: str, out: Path) -> None:
+    import populace.simulator.engine as engine
+    from populace.simulator import Simulation, experiment_from_dict
+
+    spent: dict[str, float] = {}
+
+    def timed(obj: Any, name: str, key: str) -> None:
+        inner = getattr(obj, name)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                spent[key] = spent.get(key, 0.0) + time.perf_counter() - t0
+
+        setattr(obj, name, wrapper)
+
+    timed(engine, "build_population", "population")
+    timed(engine, "build_network", "graph")
+    sim = Simulation(experiment_from_dict(experiment(n, steps)), db_url=url)
+    written = {"rows": 0, "s": 0.0}
+    inner_write = sim._write
+
+    def write(step: int, tables: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return inner_write(step, tables, *args, **kwargs)
+        finally:
+            if step > 0:
+                written["s"] += time.perf_counter() - t0
+                written["rows"] += sum(len(next(iter(c.values()))) for c in tables.values()
+                                       if c)
+
+    sim._write = write  # type: ignore[method-assign]
+    t0 = time.perf_counter()
+    sim.start()
+    start_s = time.perf_counter() - t0
+    steps_s = []
+    while sim.step < steps:
+        r = sim.advance()
+        steps_s.append(r.compute_s + r.record_s)
+    t = time.perf_counter()
+    sim.close()
+    steps_s[-1] += time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out.write_text(json.dumps({"population_s": spent.get("population"),
+                               "graph_s": spent.get("graph"), "start_s": start_s,
+                               "steps_s": steps_s, "peak_rss": peak, "rows": written["rows"],
+                               "write_s": written["s"]}))
+
+
+def _fresh_pg(server: str) -> tuple[str, Any]:
+    import sqlalchemy as sa
+
+    name = f"populace_scale_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return server.rsplit("/", 1)[0] + f"/{name}", drop
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--databases", nargs="+", choices=["sqlite", "postgresql"],
+                    default=["sqlite", "postgresql"])
+    ap.add_argument("--pg-server", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        n, steps, url, out = args.child
+        child(int(n), int(steps), url, Path(out))
+        return 0
+    if args.steps < 3:
+        ap.error("--steps must be at least 3 (the first and last steps are reported apart)")
+    env = environment(["numpy", "sqlalchemy", "psycopg"])
+    print(f"command: {env['command']}\n{env['cpu_count']} CPUs, Python {env['python']}, "
+          f"numpy {env['numpy']}, SQLAlchemy {env['sqlalchemy']}, psycopg {env['psycopg']}; "
+          f"{env['platform']}", flush=True)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.sizes:
+            for db in args.databases:
+                out = Path(tmp) / f"{n}-{db}.json"
+                drop = None
+                if db == "sqlite":
+                    url = f"sqlite:///{Path(tmp) / f'{n}.sqlite'}"
+                else:
+                    url, drop = _fresh_pg(args.pg_server)
+                try:
+                    subprocess.run([sys.executable, __file__, "--child", str(n),
+                                    str(args.steps), url, str(out)], check=True,
+                                   env={**os.environ, "OPENBLAS_NUM_THREADS": "1",
+                                        "OMP_NUM_THREADS": "1"})
+                finally:
+                    if drop is not None:
+                        drop()
+                    for f in Path(tmp).glob(f"{n}.sqlite*"):
+                        f.unlink()
+                raw = json.loads(out.read_text())
+                s = statistics.median(raw["steps_s"][1:-1])
+                r = {"agents": n, "database": db, "population_s": raw["population_s"],
+                     "graph_s": raw["graph_s"], "start_s": raw["start_s"], "s_per_step": s,
+                     "first_step_s": raw["steps_s"][0], "last_step_s": raw["steps_s"][-1],
+                     "agent_steps_per_s": n / s, "peak_rss_mb": raw["peak_rss"] / 1e6,
+                     "bytes_per_agent": raw["peak_rss"] / n,
+                     "db_rows_per_s": raw["rows"] / raw["write_s"] if raw["write_s"] else None,
+                     "rows_per_step": raw["rows"] / args.steps}
+                results.append(r)
+                print(f"{n:>9,} {db:<10} population {r['population_s']:.2f}s graph "
+                      f"{r['graph_s']:.2f}s start {r['start_s']:.1f}s | {s:.3f} s/step "
+                      f"(last {r['last_step_s']:.2f}s) {r['agent_steps_per_s'] / 1e6:.2f}M "
+                      f"agent-steps/s | peak {r['peak_rss_mb']:,.0f} MB "
+                      f"({r['bytes_per_agent']:,.0f} B/agent) | DB "
+                      f"{(r['db_rows_per_s'] or 0) / 1e3:,.0f}k rows/s "
+                      f"({r['rows_per_step']:,.0f} rows/step)", flush=True)
+    if args.out:
+        args.out.write_text(json.dumps({"environment": env, "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
