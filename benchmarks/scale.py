@@ -17,6 +17,12 @@ recording on) with N agents. Reported:
     DB rows/s: rows written / seconds spent in the write transactions (the writer thread),
         over the steps, for SQLite (executemany) and PostgreSQL (COPY);
 PostgreSQL runs use a fresh database on --pg-server, dropped afterwards.
+
+With ``--llm-agents K`` the policy is mixed: K agents (a seeded sample) decide with a language
+model, through the project's test server started in its own process (``--llm-latency`` seconds
+per request, ``--llm-capacity`` requests at once), and the rest keep the rule policy. The step
+time is then split into the LLM part's decide (prompts, requests, answers, memory) and the rest
+of the engine.
 """
 
 from __future__ import annotations
@@ -40,8 +46,10 @@ HERE = Path(__file__).resolve().parent
 EXAMPLE = HERE.parent / "scenarios" / "social" / "examples" / "million.yaml"
 
 
-def experiment(n: int, steps: int) -> dict[str, Any]:
-    """The million example with ``n`` agents and ``steps`` steps (one checkpoint, at the end)."""
+def experiment(n: int, steps: int, llm_agents: int = 0, llm_url: str | None = None,
+               llm_in_flight: int = 64) -> dict[str, Any]:
+    """The million example with ``n`` agents and ``steps`` steps (one checkpoint, at the end);
+    with ``llm_agents``, that many agents on the model at ``llm_url``."""
     import yaml
 
     data = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
@@ -49,10 +57,16 @@ def experiment(n: int, steps: int) -> dict[str, Any]:
     data["population"]["size"] = n
     data["steps"] = steps
     data["checkpoint_every"] = steps
+    if llm_agents:
+        data["llm"] = {"backend": "openai", "model": "populace-test", "cache": False,
+                       "endpoints": [{"base_url": llm_url, "max_in_flight": llm_in_flight}]}
+        data["policy"] = {"type": "mixed", "parts": [
+            {"select": {"fraction": llm_agents / n}, "type": "llm"}, {"type": "rule"}]}
     return data
 
 
-def child(n: int, steps: int, url: str, out: Path) -> None:
+def child(n: int, steps: int, url: str, out: Path, llm_agents: int = 0,
+          llm_url: str | None = None) -> None:
     import populace.simulator.engine as engine
     from populace.simulator import Simulation, experiment_from_dict
 
@@ -72,7 +86,8 @@ def child(n: int, steps: int, url: str, out: Path) -> None:
 
     timed(engine, "build_population", "population")
     timed(engine, "build_network", "graph")
-    sim = Simulation(experiment_from_dict(experiment(n, steps)), db_url=url)
+    sim = Simulation(experiment_from_dict(experiment(n, steps, llm_agents, llm_url)),
+                     db_url=url)
     written = {"rows": 0, "s": 0.0}
     inner_write = sim._write
 
@@ -90,10 +105,15 @@ def child(n: int, steps: int, url: str, out: Path) -> None:
     t0 = time.perf_counter()
     sim.start()
     start_s = time.perf_counter() - t0
-    steps_s = []
+    if llm_agents:
+        timed(sim.policy.policies[0], "decide", "llm_decide")
+    steps_s, llm_s, llm_decisions = [], [], []
     while sim.step < steps:
+        spent.pop("llm_decide", None)
         r = sim.advance()
         steps_s.append(r.compute_s + r.record_s)
+        llm_s.append(spent.get("llm_decide", 0.0))
+        llm_decisions.append(r.metrics.get("llm.requests", 0.0))
     t = time.perf_counter()
     sim.close()
     steps_s[-1] += time.perf_counter() - t
@@ -101,7 +121,8 @@ def child(n: int, steps: int, url: str, out: Path) -> None:
     out.write_text(json.dumps({"population_s": spent.get("population"),
                                "graph_s": spent.get("graph"), "start_s": start_s,
                                "steps_s": steps_s, "peak_rss": peak, "rows": written["rows"],
-                               "write_s": written["s"]}))
+                               "write_s": written["s"], "llm_s": llm_s,
+                               "llm_decisions": llm_decisions}))
 
 
 def _fresh_pg(server: str) -> tuple[str, Any]:
@@ -127,12 +148,15 @@ def main() -> int:
     ap.add_argument("--databases", nargs="+", choices=["sqlite", "postgresql"],
                     default=["sqlite", "postgresql"])
     ap.add_argument("--pg-server", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    ap.add_argument("--llm-agents", type=int, default=0)
+    ap.add_argument("--llm-latency", type=float, default=0.5)
+    ap.add_argument("--llm-capacity", type=int, default=64)
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        n, steps, url, out = args.child
-        child(int(n), int(steps), url, Path(out))
+        n, steps, url, out, k, llm_url = args.child
+        child(int(n), int(steps), url, Path(out), int(k), llm_url)
         return 0
     if args.steps < 3:
         ap.error("--steps must be at least 3 (the first and last steps are reported apart)")
@@ -141,6 +165,30 @@ def main() -> int:
           f"numpy {env['numpy']}, SQLAlchemy {env['sqlalchemy']}, psycopg {env['psycopg']}; "
           f"{env['platform']}", flush=True)
     results = []
+    server = llm_url = None
+    if args.llm_agents:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "populace.simulator.llm.testserver", "--port", "0",
+             "--latency", str(args.llm_latency), "--capacity", str(args.llm_capacity)],
+            stdout=subprocess.PIPE, text=True)
+        assert server.stdout is not None
+        llm_url = server.stdout.readline().strip()
+        print(f"test server at {llm_url}: latency {args.llm_latency:g} s, capacity "
+              f"{args.llm_capacity} (ideal {args.llm_capacity / args.llm_latency:.0f} "
+              "requests/s)", flush=True)
+    try:
+        _run_all(args, results, llm_url)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait()
+    if args.out:
+        args.out.write_text(json.dumps({"environment": env, "results": results}, indent=2))
+    return 0
+
+
+def _run_all(args: argparse.Namespace, results: list[dict[str, Any]],
+             llm_url: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
             for db in args.databases:
@@ -152,7 +200,8 @@ def main() -> int:
                     url, drop = _fresh_pg(args.pg_server)
                 try:
                     subprocess.run([sys.executable, __file__, "--child", str(n),
-                                    str(args.steps), url, str(out)], check=True,
+                                    str(args.steps), url, str(out), str(args.llm_agents),
+                                    str(llm_url)], check=True,
                                    env={**os.environ, "OPENBLAS_NUM_THREADS": "1",
                                         "OMP_NUM_THREADS": "1"})
                 finally:
@@ -168,7 +217,10 @@ def main() -> int:
                      "agent_steps_per_s": n / s, "peak_rss_mb": raw["peak_rss"] / 1e6,
                      "bytes_per_agent": raw["peak_rss"] / n,
                      "db_rows_per_s": raw["rows"] / raw["write_s"] if raw["write_s"] else None,
-                     "rows_per_step": raw["rows"] / args.steps}
+                     "rows_per_step": raw["rows"] / args.steps,
+                     "llm_agents": args.llm_agents,
+                     "llm_decide_s_per_step": statistics.median(raw["llm_s"][1:-1]),
+                     "llm_decisions_per_step": statistics.mean(raw["llm_decisions"][1:-1])}
                 results.append(r)
                 print(f"{n:>9,} {db:<10} population {r['population_s']:.2f}s graph "
                       f"{r['graph_s']:.2f}s start {r['start_s']:.1f}s | {s:.3f} s/step "
@@ -177,9 +229,11 @@ def main() -> int:
                       f"({r['bytes_per_agent']:,.0f} B/agent) | DB "
                       f"{(r['db_rows_per_s'] or 0) / 1e3:,.0f}k rows/s "
                       f"({r['rows_per_step']:,.0f} rows/step)", flush=True)
-    if args.out:
-        args.out.write_text(json.dumps({"environment": env, "results": results}, indent=2))
-    return 0
+                if args.llm_agents:
+                    llm = r["llm_decide_s_per_step"]
+                    print(f"    LLM part: {r['llm_decisions_per_step']:.0f} decisions/step, "
+                          f"{llm:.3f} s of the {s:.3f} s step in its decide ({100 * llm / s:.0f}%)"
+                          f"; the engine and the rule agents: {s - llm:.3f} s", flush=True)
 
 
 if __name__ == "__main__":
