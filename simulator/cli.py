@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 DEFAULT_DIR = Path("populace_runs")
 
@@ -39,11 +40,17 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--steps", type=int, help="override the number of steps")
     r.add_argument("--seed", type=int, help="override the seed")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--runtime", choices=["local", "ray"],
+                   help="override runtime.type (ray: shards on Ray, see docs/ray.md)")
+    r.add_argument("--shards", type=int, help="override runtime.shards")
 
     s = sub.add_parser("resume", help="continue a run from its last checkpoint")
     s.add_argument("run", help="run name, id (with --db), or a SQLite file")
     s.add_argument("--db", help="database URL or SQLite path")
     s.add_argument("--quiet", action="store_true")
+    s.add_argument("--runtime", choices=["local", "ray"],
+                   help="continue on another runtime (e.g. local after the Ray cluster is gone)")
+    s.add_argument("--shards", type=int, help="override runtime.shards")
 
     ls = sub.add_parser("runs", help="list runs")
     ls.add_argument("--db", help="database URL or SQLite path (default: ./populace_runs/*.sqlite)")
@@ -151,8 +158,13 @@ def _run(args: argparse.Namespace) -> int:
     from .config import load_experiment
     from .engine import Simulation
 
-    overrides = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
+    overrides: dict[str, Any] = {k: v for k, v in (("steps", args.steps), ("seed", args.seed))
+                                 if v is not None}
     exp = load_experiment(args.experiment, overrides=overrides)
+    if args.runtime is not None or args.shards is not None:
+        runtime = exp.config.runtime.model_copy(update={
+            k: v for k, v in (("type", args.runtime), ("shards", args.shards)) if v is not None})
+        exp.config.runtime = type(exp.config.runtime).model_validate(runtime.model_dump())
     sim = Simulation(exp, db_url=_url(args.db))
     print(f"populace: building {exp.config.name!r} ...", file=sys.stderr)
     sim.start()
@@ -208,7 +220,9 @@ def _resume(args: argparse.Namespace) -> int:
     from .engine import Simulation
 
     url, ref = _resolve(args.run, _url(args.db))
-    sim = Simulation.resume(url, ref)
+    runtime = {k: v for k, v in (("type", args.runtime), ("shards", args.shards))
+               if v is not None}
+    sim = Simulation.resume(url, ref, runtime=runtime or None)
     print(f"populace: resuming run {sim.run_id} after step {sim.step} in "
           f"{sim.db.shown_url}", file=sys.stderr)  # type: ignore[union-attr]
     return _drive(sim, args.quiet)

@@ -37,6 +37,7 @@ from .network import NetworkConfig
 from .policy import PolicyConfig
 from .population import PopulationConfig
 from .registry import UnknownScenarioError, available_scenarios, get_scenario
+from .runtime import RuntimeConfig
 from .scenario import Scenario
 
 Duration = Annotated[
@@ -118,6 +119,8 @@ class ExperimentConfig(BaseModel):
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     checkpoint_every: int = Field(10, ge=1, description="save resume state every N steps")
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig,
+                                   description="where agents observe and decide: local or ray")
 
     def storage_url(self) -> str:
         """The database URL: ``storage.url`` or the default SQLite file for this run."""

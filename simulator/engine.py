@@ -45,8 +45,10 @@ from .network import build_network
 from .policy import Policy, build_policy
 from .population import build_population
 from .rng import RngStreams
+from .runtime import RayRuntime, RuntimeConfig, ShardDiedError
 from .scenario import Records, Scenario, StepContext, World
 
+MAX_RECOVERIES = 3  # shard deaths a run survives before it stops
 log = logging.getLogger("populace.engine")
 
 
@@ -94,6 +96,7 @@ class Simulation:
         self.wall_s = 0.0
         self._writer: ThreadPoolExecutor | None = None
         self._pending: Future[float] | None = None
+        self.runtime: RayRuntime | None = None
 
     # -- building --------------------------------------------------------------------------------
 
@@ -121,8 +124,29 @@ class Simulation:
             base_dir=base, seed=cfg.seed)
         self.activation = Activation(cfg.activation, population.attributes, self.rng)
         records = self.scenario.setup()
+        if cfg.runtime.type == "ray":
+            self._start_shards()
         self.setup_s = time.perf_counter() - t0
         return records
+
+    def _start_shards(self) -> None:
+        """Start the Ray shards; they build the same world from the experiment."""
+        from .runtime import RayRuntime
+
+        if self.world.llm is not None:
+            raise ValueError("runtime: ray does not run scenarios that ask the model themselves "
+                             "(e.g. the market's ranking: llm) yet; use runtime: local")
+        if self.db_url.startswith("sqlite://") and self.db_url in ("sqlite://", "sqlite:///"):
+            raise ValueError("runtime: ray needs a database file or server that the shards can "
+                             "open, not an in-memory SQLite database")
+        if self.runtime is not None:
+            self.runtime.close()
+        source = self.experiment.source
+        source = (source.resolve() if source is not None
+                  else Path.cwd() / f"{self.config.name}.yaml")  # base_dir for relative paths
+        self.runtime = RayRuntime(self.config.runtime, self.experiment.to_dict(), source,
+                                  self.world.n_agents, None)
+        self.policy = self.runtime.policy
 
     def _context(self, step: int) -> StepContext:
         return StepContext(step=step, time=self.clock.time(step), epoch=self.clock.epoch(step),
@@ -159,11 +183,13 @@ class Simulation:
         return self.run_id
 
     @classmethod
-    def resume(cls, db_url: str, run: int | str | None = None) -> Simulation:
+    def resume(cls, db_url: str, run: int | str | None = None, *,
+               runtime: dict[str, Any] | None = None) -> Simulation:
         """Reopen a run that stopped and prepare to continue after its last checkpoint.
 
         Rows written after that checkpoint are deleted, so the finished database is the one an
-        uninterrupted run would have written.
+        uninterrupted run would have written. ``runtime`` overrides keys of the run's
+        ``runtime:`` section (e.g. ``{"type": "local"}`` when its Ray cluster is gone).
         """
         db = Database(db_url, create=False)
         info = find_run(db, run)
@@ -172,28 +198,47 @@ class Simulation:
         source = Path(info["config_path"]) if info.get("config_path") else None
         exp = experiment_from_dict(dict(info["config"]), source=source)
         exp.yaml_text = info.get("config_yaml")
+        if runtime:
+            exp.config.runtime = RuntimeConfig.model_validate(
+                {**exp.config.runtime.model_dump(), **runtime})
         sim = cls(exp, db_url=db_url)
         sim.db = db
         sim.run_id = int(info["id"])
-        sim._build()
-        sim.policy.attach(db, sim.run_id)
-        if sim.world.llm is not None:
-            sim.world.llm.attach(db)
-        step, blob = load_checkpoint(db, sim.run_id)
-        state = dict(np.load(io.BytesIO(blob), allow_pickle=False))
-        sim.scenario.load_state_dict(
-            {k.removeprefix("scenario."): v for k, v in state.items() if k.startswith("scenario.")}
-        )
-        sim.policy.load_state_dict(
-            {k.removeprefix("policy."): v for k, v in state.items() if k.startswith("policy.")})
-        sim.wall_s = float(state["engine.wall_s"])
-        with db.transaction() as conn:
-            db.delete_after(conn, sim.run_id, step,
-                            (*CORE_STEP_TABLES, *LLM_STEP_TABLES, *sim.scenario.tables))
-            update_run(db, sim.run_id, conn=conn, status="running", steps_done=step, error=None)
-        sim.step = step
-        log.info("resuming run %s from step %s", sim.run_id, step)
+        sim._restore()
         return sim
+
+    def _restore(self) -> None:
+        """Rebuild the world and continue from the run's last checkpoint (on resume, and when a
+        Ray shard died). Rows written after that checkpoint are deleted."""
+        db = self.db
+        assert db is not None and self.run_id is not None
+        self._build()
+        self.policy.attach(db, self.run_id)
+        if self.world.llm is not None:
+            self.world.llm.attach(db)
+        step, blob = load_checkpoint(db, self.run_id)
+        state = dict(np.load(io.BytesIO(blob), allow_pickle=False))
+        scenario_state = {k.removeprefix("scenario."): v for k, v in state.items()
+                          if k.startswith("scenario.")}
+        policy_state = {k.removeprefix("policy."): v for k, v in state.items()
+                        if k.startswith("policy.")}
+        self.scenario.load_state_dict(scenario_state)
+        if self.runtime is not None:
+            self.runtime.load(scenario_state, policy_state)
+        elif "shards" in policy_state:
+            n = int(policy_state["shards"][0])
+            if len(policy_state) > 1:  # the policy had state, kept per shard
+                raise ValueError(f"this run's checkpoint holds its policy state in {n} Ray "
+                                 f"shards; resume it with runtime ray and {n} shards")
+        else:
+            self.policy.load_state_dict(policy_state)
+        self.wall_s = float(state["engine.wall_s"])
+        with db.transaction() as conn:
+            db.delete_after(conn, self.run_id, step,
+                            (*CORE_STEP_TABLES, *LLM_STEP_TABLES, *self.scenario.tables))
+            update_run(db, self.run_id, conn=conn, status="running", steps_done=step, error=None)
+        self.step = step
+        log.info("run %s continues from step %s", self.run_id, step)
 
     # -- stepping --------------------------------------------------------------------------------
 
@@ -202,9 +247,20 @@ class Simulation:
         if self.run_id is None:
             self.start()
         assert self.db is not None and self.run_id is not None
+        recoveries = 0
         try:
             while self.step < self.config.steps:
-                report = self.advance()
+                try:
+                    report = self.advance()
+                except ShardDiedError as died:
+                    recoveries += 1
+                    if recoveries > MAX_RECOVERIES:
+                        raise
+                    log.warning("%s; continuing from the last checkpoint (recovery %d of %d)",
+                                died, recoveries, MAX_RECOVERIES)
+                    self.flush()
+                    self._restore()
+                    continue
                 if progress is not None:
                     progress(report)
             self.close()
@@ -231,10 +287,17 @@ class Simulation:
         t0 = time.perf_counter()
         ctx = self._context(step)
         active = self.activation.draw(step, ctx.hour)
-        obs = self.scenario.observe(active, ctx)
-        actions = self.policy.decide(obs, ctx)
+        if self.runtime is not None:
+            actions, summary = self.runtime.decide(active, step)
+        else:
+            obs = self.scenario.observe(active, ctx)
+            summary = self.scenario.observation_summary(obs)
+            actions = self.policy.decide(obs, ctx)
+        self.scenario.observed(active, summary)
         self._check_batch(actions, active)
         records = self.scenario.apply(actions, ctx)
+        if self.runtime is not None:
+            self.runtime.apply(actions, step)
         _merge(records, self.policy.drain_records())
         last = step == self.config.steps
         metrics: dict[str, float] = self.policy.step_metrics()
@@ -286,6 +349,7 @@ class Simulation:
             world = getattr(self, "world", None)
             if world is not None and world.llm is not None:
                 world.llm.close()
+            self.runtime = None
 
     def _commit(self, step: int, records: Records, metrics: dict[str, float], *, n_active: int,
                 n_actions: int, compute_s: float, checkpoint: bool,

@@ -143,6 +143,16 @@ class Scenario(ABC):
     def observe(self, agents: np.ndarray, ctx: StepContext) -> Observation:
         """What each of ``agents`` perceives this step (e.g. its feed)."""
 
+    def observation_summary(self, obs: Observation) -> dict[str, np.ndarray]:
+        """Per-agent values (aligned with ``obs.agents``) that the scenario's metrics need from
+        what agents observed, e.g. the mean stance of each feed. On the Ray runtime agents
+        observe in shards; the engine gathers these columns in activation order and hands them
+        to ``observed``. ``observe`` itself must leave the scenario's state unchanged."""
+        return {}
+
+    def observed(self, agents: np.ndarray, summary: dict[str, np.ndarray]) -> None:  # noqa: B027
+        """Receive the step's ``observation_summary`` columns for every active agent."""
+
     @abstractmethod
     def rule_policy(self, params: BaseModel) -> Policy:
         """The scenario's vectorised rule-based policy with validated ``params``."""

@@ -181,15 +181,28 @@ class SocialScenario(Scenario):
         stance = np.where(valid, p.stance[safe] if p.n else 0.0, np.nan)
         author = np.where(valid, p.author[safe] if p.n else 0, -1)
         topic = np.where(valid, p.topic[safe] if p.n else 0, -1)
-        seen = valid.any(axis=1)
-        if seen.sum() > 1:
-            mean_seen = np.nanmean(np.where(valid[seen], stance[seen], np.nan), axis=1)
-            self.exposure_corr = pearson(self.opinion[agents[seen]], mean_seen)
-        else:
-            self.exposure_corr = float("nan")
         return SocialObservation(agents=agents, feed=feed, stance=stance, author=author,
                                  topic=topic, opinion=self.opinion[agents],
                                  interest=self.interest[agents], follows=self.follows)
+
+    def observation_summary(self, obs: SocialObservation  # type: ignore[override]
+                            ) -> dict[str, np.ndarray]:
+        """The mean stance of each agent's feed (NaN for an empty feed)."""
+        valid = obs.feed >= 0
+        mean = np.full(len(obs.agents), np.nan)
+        seen = valid.any(axis=1)
+        if seen.any():
+            mean[seen] = np.nanmean(np.where(valid[seen], obs.stance[seen], np.nan), axis=1)
+        return {"mean_seen": mean}
+
+    def observed(self, agents: np.ndarray, summary: dict[str, np.ndarray]) -> None:
+        """Exposure correlation: opinions against the mean stance of the feed they saw."""
+        mean = summary.get("mean_seen")
+        seen = np.isfinite(mean) if mean is not None else np.zeros(0, dtype=bool)
+        if seen.sum() > 1:
+            self.exposure_corr = pearson(self.opinion[agents[seen]], mean[seen])
+        else:
+            self.exposure_corr = float("nan")
 
     def rule_policy(self, params: SocialRuleParams) -> Policy:  # type: ignore[override]
         """The vectorised rule-based social agent."""

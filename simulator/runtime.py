@@ -1,0 +1,316 @@
+"""Where the agents' phases run: in this process (``local``), or split into shards on Ray.
+
+Core objects:
+    RuntimeConfig: the ``runtime:`` section.
+    RayRuntime: shard actors that each observe and decide for a contiguous block of agent ids,
+        plus ``ShardedPolicy``, the engine's view of the shards' policies.
+
+How the Ray runtime works (any scenario, no scenario code): every shard actor builds the same
+world as the driver from the experiment (population, graph, scenario, policy; the seed makes
+them identical) and keeps it in step: each step the driver sends the active agents, each shard
+observes and decides for its own block in parallel and returns one ``ActionBatch``, the driver
+applies the whole batch to its scenario (rows, metrics, checkpoints come from there) and sends
+the batch to every shard, which applies it to its replica. That is two bulk calls per shard per
+step, whatever the number of agents. Decisions use per-agent random numbers keyed by agent id,
+so a run gives the same database on 1, 2 or 4 shards as on the local runtime. Policy state
+(e.g. LLM agents' memories) lives in the shard that decides for those agents and is saved per
+shard in checkpoints, so a run resumes with the shard count it started with.
+
+A shard that dies is recovered by the engine: it resumes the run from its last checkpoint
+(``Simulation.run``), which rebuilds the shards.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from .actions import ActionBatch
+from .policy import Policy
+
+if TYPE_CHECKING:
+    from populace.storage import Database
+
+    from .scenario import Observation, Records, StepContext
+
+log = logging.getLogger("populace.runtime")
+
+
+class RuntimeConfig(BaseModel):
+    """``runtime:``: where agents observe and decide.
+
+    ``local`` runs everything in this process. ``ray`` splits the agents into ``shards`` Ray
+    actors (see docs/ray.md); ``address`` is ``auto`` (a cluster started with ``ray start``),
+    ``ray://host:10001`` (Ray Client) or ``host:6379``; unset starts a private Ray on this
+    machine with ``num_cpus``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["local", "ray"] = "local"
+    address: str | None = Field(None, description="Ray cluster to join (auto, ray://host:port, "
+                                "host:port); unset: start Ray on this machine")
+    shards: int = Field(2, ge=1, le=1024, description="Ray actors the agents are split into")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the private Ray (default: "
+                                 "all of this machine's)")
+    connect_timeout_s: float = Field(30.0, gt=0, description="how long to wait for the cluster")
+    call_timeout_s: float = Field(600.0, gt=0, description="longest a shard may take for one "
+                                  "call before the run stops with an error")
+
+
+class ShardDiedError(RuntimeError):
+    """A shard actor died (killed, out of memory, node lost); the run resumes from its last
+    checkpoint."""
+
+
+class RayUnavailableError(RuntimeError):
+    """Ray is not installed, the cluster cannot be reached, or it refused the shards."""
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise RayUnavailableError("runtime: ray needs Ray: pip install 'populace[ray]'") from exc
+    return ray
+
+
+def _check_reachable(address: str, timeout: float) -> None:
+    """A clear error, within ``timeout``, when a host:port address does not answer."""
+    if address == "auto":
+        return
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if not parts.hostname or not parts.port:
+        raise RayUnavailableError(f"runtime.address {address!r}: expected auto, "
+                                  "ray://host:port or host:port")
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise RayUnavailableError(f"runtime.address {address}: cannot reach the Ray cluster "
+                                  f"({exc.strerror or exc}); is `ray start --head` running "
+                                  "there?") from None
+
+
+def connect(config: RuntimeConfig) -> Any:
+    """Join or start Ray (once per process) and return the module."""
+    ray = _ray()
+    if ray.is_initialized():
+        return ray
+    if config.address is not None:
+        _check_reachable(config.address, config.connect_timeout_s)
+        try:
+            ray.init(address=config.address, log_to_driver=False,
+                     ignore_reinit_error=True)
+        except Exception as exc:  # version mismatch, refused client, ...
+            raise RayUnavailableError(f"runtime.address {config.address}: Ray refused the "
+                                      f"connection: {exc}") from exc
+    else:
+        ray.init(num_cpus=config.num_cpus or os.cpu_count(), include_dashboard=False,
+                 log_to_driver=False)
+    return ray
+
+
+def blocks(n_agents: int, shards: int) -> np.ndarray:
+    """The first agent id of each shard's contiguous block, and ``n_agents`` at the end."""
+    return np.linspace(0, n_agents, shards + 1).round().astype(np.int64)
+
+
+class _Shard:
+    """What runs inside a shard actor: a replica of the driver's world."""
+
+    def __init__(self, config: dict[str, Any], source: str, db_url: str | None) -> None:
+        from .config import experiment_from_dict
+        from .engine import Simulation
+
+        exp = experiment_from_dict(config, source=Path(source))
+        exp.config.runtime = RuntimeConfig()  # the replica itself runs locally
+        self.sim = Simulation(exp, db_url=db_url)
+        self.sim._build()
+        self.sim.world.llm = None  # the scenario's own model calls happen in the driver
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def attach(self, db_url: str, run_id: int) -> None:
+        from populace.storage import Database
+
+        self.db = Database(db_url, create=False)
+        self.sim.policy.attach(self.db, run_id)
+
+    def decide(self, agents: np.ndarray, step: int
+               ) -> tuple[ActionBatch, dict[str, np.ndarray]]:
+        ctx = self.sim._context(step)
+        obs = self.sim.scenario.observe(agents, ctx)
+        summary = self.sim.scenario.observation_summary(obs)
+        return self.sim.policy.decide(obs, ctx), summary
+
+    def apply(self, actions: ActionBatch, step: int) -> None:
+        self.sim.scenario.apply(actions, self.sim._context(step))
+
+    def drain(self) -> tuple[Records, dict[str, float]]:
+        return self.sim.policy.drain_records(), self.sim.policy.step_metrics()
+
+    def state(self) -> dict[str, np.ndarray]:
+        return self.sim.policy.state_dict()
+
+    def load(self, scenario: dict[str, np.ndarray], policy: dict[str, np.ndarray]) -> None:
+        self.sim.scenario.load_state_dict(scenario)
+        self.sim.policy.load_state_dict(policy)
+
+    def close(self) -> None:
+        self.sim.policy.close()
+
+
+class RayRuntime:
+    """Shard actors for one run.
+
+    Args:
+        config: the ``runtime:`` section.
+        experiment: the experiment as plain data, and the file it came from (an absolute path,
+            so that shards on other machines or in other folders read the same files).
+        n_agents: population size.
+        db_url: the run's database (shards read the LLM response cache from it).
+    """
+
+    def __init__(self, config: RuntimeConfig, experiment: dict[str, Any], source: Path,
+                 n_agents: int, db_url: str | None) -> None:
+        ray = connect(config)
+        self.ray, self.config = ray, config
+        cpus = ray.cluster_resources().get("CPU", 1.0)
+        if config.shards > cpus:
+            log.warning("runtime.shards is %d but the Ray cluster has %g CPUs: shards will "
+                        "share CPUs and run slower than they could", config.shards, cpus)
+        per_shard = min(1.0, cpus / config.shards)
+        actor = ray.remote(num_cpus=per_shard, max_restarts=0)(_Shard)
+        self.bounds = blocks(n_agents, config.shards)
+        t0 = time.perf_counter()
+        self.shards = [actor.remote(experiment, str(source), db_url)
+                       for _ in range(config.shards)]
+        self.pids = self._get([s.pid.remote() for s in self.shards])
+        log.info("%d Ray shards ready in %.1f s", config.shards, time.perf_counter() - t0)
+        self.policy = ShardedPolicy(self)
+
+    def _get(self, refs: list[Any]) -> list[Any]:
+        ray = self.ray
+        try:
+            return ray.get(refs, timeout=self.config.call_timeout_s)
+        except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
+            raise ShardDiedError(f"a Ray shard died: {exc}") from exc
+        except ray.exceptions.GetTimeoutError:
+            raise RuntimeError(f"a Ray shard did not answer within runtime.call_timeout_s "
+                               f"({self.config.call_timeout_s:g} s)") from None
+
+    def decide(self, active: np.ndarray, step: int
+               ) -> tuple[ActionBatch, dict[str, np.ndarray]]:
+        """Every shard observes and decides for its active agents: one batch and the
+        scenario's observation summary, both in activation order."""
+        which = np.searchsorted(self.bounds, active, side="right") - 1
+        refs = [shard.decide.remote(active[which == i], step)
+                for i, shard in enumerate(self.shards) if (which == i).any()]
+        if not refs:  # nobody active: shard 0 gives the empty batch with the right columns
+            refs = [self.shards[0].decide.remote(active, step)]
+        parts = self._get(refs)
+        batch = ActionBatch.concat([p[0] for p in parts])
+        order = np.argsort(batch.agent, kind="stable")
+        pos = order[np.searchsorted(batch.agent[order], active)]
+        summary = {k: np.concatenate([p[1][k] for p in parts])[pos] for k in parts[0][1]}
+        return batch.take(pos), summary
+
+    def apply(self, actions: ActionBatch, step: int) -> None:
+        """Every replica applies the step's whole batch (the driver applied it already)."""
+        ref = self.ray.put(actions)
+        self._get([s.apply.remote(ref, step) for s in self.shards])
+
+    def load(self, scenario: dict[str, np.ndarray], policy: dict[str, np.ndarray]) -> None:
+        """Give every replica the checkpoint's scenario state and its own policy state."""
+        saved = int(policy["shards"][0]) if "shards" in policy else None
+        if saved is not None and saved != len(self.shards):
+            raise ValueError(f"the checkpoint holds the policy state of {saved} shards; resume "
+                             f"with runtime.shards: {saved}")
+        ref = self.ray.put(scenario)
+        self._get([s.load.remote(ref, {k.removeprefix(f"shard{i}."): v
+                                       for k, v in policy.items()
+                                       if k.startswith(f"shard{i}.")})
+                   for i, s in enumerate(self.shards)])
+
+    def kill(self, index: int) -> None:
+        """Kill one shard (for fault tests)."""
+        self.ray.kill(self.shards[index], no_restart=True)
+
+    def close(self) -> None:
+        """Close the shards' policies and end the actors."""
+        try:
+            self._get([s.close.remote() for s in self.shards])
+        except Exception:  # a dead shard has nothing to close
+            log.debug("closing shards", exc_info=True)
+        for s in self.shards:
+            self.ray.kill(s, no_restart=True)
+        self.shards = []
+
+
+class ShardedPolicy(Policy):
+    """The engine's view of the shards' policies: records, metrics and state are gathered."""
+
+    def __init__(self, runtime: RayRuntime) -> None:
+        self.runtime = runtime
+
+    def decide(self, obs: Observation, ctx: StepContext) -> ActionBatch:
+        """Not used: on Ray the shards observe too (``RayRuntime.decide``)."""
+        return self.runtime.decide(obs.agents, ctx.step)[0]
+
+    def attach(self, db: Database, run_id: int) -> None:
+        """Each shard connects its policy (LLM backends, response cache)."""
+        rt = self.runtime
+        rt._get([s.attach.remote(db.url, run_id) for s in rt.shards])
+
+    def drain_records(self) -> Records:
+        self._drain()
+        return self._records
+
+    def step_metrics(self) -> dict[str, float]:
+        return self._metrics
+
+    def _drain(self) -> None:
+        rt = self.runtime
+        results = rt._get([s.drain.remote() for s in rt.shards])
+        records: Records = {}
+        metrics: dict[str, float] = {}
+        for rows, m in results:
+            for table, cols in rows.items():
+                mine = records.setdefault(table, {})
+                for name, values in cols.items():
+                    mine[name] = list(mine.get(name, [])) + list(values)
+            for name, value in m.items():
+                # counters add up; a shard's percentiles are combined by the largest, which
+                # bounds them (exact pooling needs the raw latencies: not yet)
+                if "latency" in name or name.endswith("share"):
+                    metrics[name] = max(metrics.get(name, value), value)
+                else:
+                    metrics[name] = metrics.get(name, 0.0) + value
+        self._records, self._metrics = records, metrics
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        rt = self.runtime
+        out: dict[str, np.ndarray] = {"shards": np.array([len(rt.shards)])}
+        for i, state in enumerate(rt._get([s.state.remote() for s in rt.shards])):
+            out.update({f"shard{i}.{k}": v for k, v in state.items()})
+        return out
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError("use RayRuntime.load")
+
+    def close(self) -> None:
+        self.runtime.close()
+
+
+__all__ = ["RayRuntime", "RayUnavailableError", "RuntimeConfig", "ShardDiedError", "blocks",
+           "connect"]

@@ -1,0 +1,124 @@
+"""The Ray runtime: the same database as the local runtime on 1, 2 and 4 shards, for every
+scenario; a shard killed mid-run is recovered from the last checkpoint; clear errors."""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from populace.simulator import Simulation, experiment_from_dict  # noqa: E402
+from populace.simulator.runtime import RayUnavailableError, RuntimeConfig, blocks, connect  # noqa: E402
+
+from .conftest import experiment  # noqa: E402
+from .helpers import assert_same_run, run_experiment  # noqa: E402
+from .test_economy import SMALL as ECONOMY  # noqa: E402
+from .test_market import market  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """One private Ray for the module (starting it takes several seconds)."""
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
+def social() -> dict:
+    data = experiment(steps=6, checkpoint_every=3)
+    data["population"] = {**data["population"], "size": 300}
+    return data
+
+
+def economy() -> dict:
+    data = copy.deepcopy(ECONOMY)
+    data["steps"] = 8
+    data["checkpoint_every"] = 4
+    return data
+
+
+EXPERIMENTS = {"social": social, "market": lambda: market(steps=8, checkpoint_every=4),
+               "economy": economy}
+
+
+@pytest.mark.parametrize("scenario", sorted(EXPERIMENTS))
+def test_ray_shards_write_the_local_runtime_s_database(scenario: str, tmp_path) -> None:
+    make = EXPERIMENTS[scenario]
+    local = run_experiment(make(), f"sqlite:///{tmp_path / 'local.db'}")
+    for shards in (1, 2, 4):
+        data = make()
+        data["runtime"] = {"type": "ray", "shards": shards}
+        sharded = run_experiment(data, f"sqlite:///{tmp_path / f'ray{shards}.db'}")
+        assert_same_run(local, sharded)
+
+
+def test_a_killed_shard_is_recovered_from_the_last_checkpoint(tmp_path, monkeypatch) -> None:
+    data = social()
+    data["steps"] = 8
+    local = run_experiment(copy.deepcopy(data), f"sqlite:///{tmp_path / 'local.db'}")
+    data["runtime"] = {"type": "ray", "shards": 2}
+    sim = Simulation(experiment_from_dict(data), db_url=f"sqlite:///{tmp_path / 'ray.db'}")
+    original = sim.advance
+    killed = []
+
+    def advance():  # kill shard 1 (by its process) once step 4 is done
+        if sim.step == 4 and not killed:
+            import os
+            import signal
+
+            os.kill(sim.runtime.pids[1], signal.SIGKILL)
+            killed.append(sim.runtime.pids[1])
+            time.sleep(0.5)
+        return original()
+
+    monkeypatch.setattr(sim, "advance", advance)
+    run = sim.run()
+    assert killed and run.info["status"] == "completed"
+    assert_same_run(local, run)
+
+
+def test_blocks_cover_every_agent_once() -> None:
+    assert blocks(10, 3).tolist() == [0, 3, 7, 10]
+    assert blocks(2, 4).tolist() == [0, 0, 1, 2, 2]
+
+
+def test_ray_configuration_errors_are_clear(tmp_path) -> None:
+    with pytest.raises(RayUnavailableError, match="cannot reach the Ray cluster"):
+        if ray.is_initialized():
+            from populace.simulator.runtime import _check_reachable
+
+            _check_reachable("127.0.0.1:9", 2.0)
+        else:
+            connect(RuntimeConfig(type="ray", address="127.0.0.1:9", connect_timeout_s=2))
+    with pytest.raises(RayUnavailableError, match="expected auto"):
+        from populace.simulator.runtime import _check_reachable
+
+        _check_reachable("nowhere", 1.0)
+    data = social()
+    data["runtime"] = {"type": "ray", "shards": 2}
+    with pytest.raises(ValueError, match="in-memory SQLite"):
+        Simulation(experiment_from_dict(data), db_url="sqlite://").start()
+
+
+def test_a_ray_run_that_stopped_is_finished_on_the_local_runtime(tmp_path, monkeypatch) -> None:
+    from .helpers import Crash, crash_after, reopen
+
+    data = social()
+    local = run_experiment(copy.deepcopy(data), f"sqlite:///{tmp_path / 'local.db'}")
+    data["runtime"] = {"type": "ray", "shards": 2}
+    url = f"sqlite:///{tmp_path / 'ray.db'}"
+    sim = Simulation(experiment_from_dict(data), db_url=url)
+    crash_after(sim, 4, monkeypatch)  # e.g. the Ray head went away
+    with pytest.raises(Crash):
+        sim.run()
+    resumed = Simulation.resume(url, sim.run_id, runtime={"type": "local"})
+    assert resumed.runtime is None and resumed.step == 3
+    assert_same_run(local, reopen(url, resumed.run().id))
