@@ -28,6 +28,7 @@ of the engine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -47,7 +48,7 @@ EXAMPLE = HERE.parent / "scenarios" / "social" / "examples" / "million.yaml"
 
 
 def experiment(n: int, steps: int, llm_agents: int = 0, llm_url: str | None = None,
-               llm_in_flight: int = 64) -> dict[str, Any]:
+               llm_in_flight: int = 64, shards: int = 0) -> dict[str, Any]:
     """The million example with ``n`` agents and ``steps`` steps (one checkpoint, at the end);
     with ``llm_agents``, that many agents on the model at ``llm_url``."""
     import yaml
@@ -57,6 +58,8 @@ def experiment(n: int, steps: int, llm_agents: int = 0, llm_url: str | None = No
     data["population"]["size"] = n
     data["steps"] = steps
     data["checkpoint_every"] = steps
+    if shards:
+        data["runtime"] = {"type": "ray", "shards": shards, "num_cpus": os.cpu_count()}
     if llm_agents:
         data["llm"] = {"backend": "openai", "model": "populace-test", "cache": False,
                        "endpoints": [{"base_url": llm_url, "max_in_flight": llm_in_flight}]}
@@ -66,7 +69,7 @@ def experiment(n: int, steps: int, llm_agents: int = 0, llm_url: str | None = No
 
 
 def child(n: int, steps: int, url: str, out: Path, llm_agents: int = 0,
-          llm_url: str | None = None) -> None:
+          llm_url: str | None = None, shards: int = 0) -> None:
     import populace.simulator.engine as engine
     from populace.simulator import Simulation, experiment_from_dict
 
@@ -86,8 +89,8 @@ def child(n: int, steps: int, url: str, out: Path, llm_agents: int = 0,
 
     timed(engine, "build_population", "population")
     timed(engine, "build_network", "graph")
-    sim = Simulation(experiment_from_dict(experiment(n, steps, llm_agents, llm_url)),
-                     db_url=url)
+    sim = Simulation(experiment_from_dict(experiment(n, steps, llm_agents, llm_url,
+                                                     shards=shards)), db_url=url)
     written = {"rows": 0, "s": 0.0}
     inner_write = sim._write
 
@@ -102,6 +105,7 @@ def child(n: int, steps: int, url: str, out: Path, llm_agents: int = 0,
                                        if c)
 
     sim._write = write  # type: ignore[method-assign]
+    watcher = _TreeMemory() if shards else None
     t0 = time.perf_counter()
     sim.start()
     start_s = time.perf_counter() - t0
@@ -118,11 +122,42 @@ def child(n: int, steps: int, url: str, out: Path, llm_agents: int = 0,
     sim.close()
     steps_s[-1] += time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if watcher is not None:  # every process of the run: the driver and Ray's, shards included
+        watcher.stop()
+        peak = max(peak, watcher.peak)
     out.write_text(json.dumps({"population_s": spent.get("population"),
                                "graph_s": spent.get("graph"), "start_s": start_s,
                                "steps_s": steps_s, "peak_rss": peak, "rows": written["rows"],
                                "write_s": written["s"], "llm_s": llm_s,
                                "llm_decisions": llm_decisions}))
+
+
+class _TreeMemory:
+    """Polls the summed resident memory of this process and all its descendants."""
+
+    def __init__(self, every: float = 0.2) -> None:
+        import threading
+
+        import psutil
+
+        self.peak = 0
+        self._done = threading.Event()
+        me = psutil.Process()
+
+        def poll() -> None:
+            while not self._done.wait(every):
+                total = 0
+                for p in [me, *me.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):  # a process that just ended
+                        total += p.memory_info().rss
+                self.peak = max(self.peak, total)
+
+        self._thread = threading.Thread(target=poll, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def _fresh_pg(server: str) -> tuple[str, Any]:
@@ -148,15 +183,17 @@ def main() -> int:
     ap.add_argument("--databases", nargs="+", choices=["sqlite", "postgresql"],
                     default=["sqlite", "postgresql"])
     ap.add_argument("--pg-server", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    ap.add_argument("--shards", type=int, default=0,
+                    help="run on the Ray runtime with this many shards (0: local runtime)")
     ap.add_argument("--llm-agents", type=int, default=0)
     ap.add_argument("--llm-latency", type=float, default=0.5)
     ap.add_argument("--llm-capacity", type=int, default=64)
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=7, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        n, steps, url, out, k, llm_url = args.child
-        child(int(n), int(steps), url, Path(out), int(k), llm_url)
+        n, steps, url, out, k, llm_url, shards = args.child
+        child(int(n), int(steps), url, Path(out), int(k), llm_url, int(shards))
         return 0
     if args.steps < 3:
         ap.error("--steps must be at least 3 (the first and last steps are reported apart)")
@@ -201,7 +238,7 @@ def _run_all(args: argparse.Namespace, results: list[dict[str, Any]],
                 try:
                     subprocess.run([sys.executable, __file__, "--child", str(n),
                                     str(args.steps), url, str(out), str(args.llm_agents),
-                                    str(llm_url)], check=True,
+                                    str(llm_url), str(args.shards)], check=True,
                                    env={**os.environ, "OPENBLAS_NUM_THREADS": "1",
                                         "OMP_NUM_THREADS": "1"})
                 finally:
@@ -211,7 +248,7 @@ def _run_all(args: argparse.Namespace, results: list[dict[str, Any]],
                         f.unlink()
                 raw = json.loads(out.read_text())
                 s = statistics.median(raw["steps_s"][1:-1])
-                r = {"agents": n, "database": db, "population_s": raw["population_s"],
+                r = {"agents": n, "database": db, "shards": args.shards, "population_s": raw["population_s"],
                      "graph_s": raw["graph_s"], "start_s": raw["start_s"], "s_per_step": s,
                      "first_step_s": raw["steps_s"][0], "last_step_s": raw["steps_s"][-1],
                      "agent_steps_per_s": n / s, "peak_rss_mb": raw["peak_rss"] / 1e6,
@@ -222,7 +259,8 @@ def _run_all(args: argparse.Namespace, results: list[dict[str, Any]],
                      "llm_decide_s_per_step": statistics.median(raw["llm_s"][1:-1]),
                      "llm_decisions_per_step": statistics.mean(raw["llm_decisions"][1:-1])}
                 results.append(r)
-                print(f"{n:>9,} {db:<10} population {r['population_s']:.2f}s graph "
+                where = f"ray x{args.shards}" if args.shards else "local"
+                print(f"{n:>9,} {db:<10} {where:<7} population {r['population_s']:.2f}s graph "
                       f"{r['graph_s']:.2f}s start {r['start_s']:.1f}s | {s:.3f} s/step "
                       f"(last {r['last_step_s']:.2f}s) {r['agent_steps_per_s'] / 1e6:.2f}M "
                       f"agent-steps/s | peak {r['peak_rss_mb']:,.0f} MB "
