@@ -3,8 +3,10 @@ scenario; a shard killed mid-run is recovered from the last checkpoint; clear er
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
+from pathlib import Path
 
 import pytest
 
@@ -122,3 +124,67 @@ def test_a_ray_run_that_stopped_is_finished_on_the_local_runtime(tmp_path, monke
     resumed = Simulation.resume(url, sim.run_id, runtime={"type": "local"})
     assert resumed.runtime is None and resumed.step == 3
     assert_same_run(local, reopen(url, resumed.run().id))
+
+
+def _kill_cluster(marks: list[str]) -> None:
+    """Stop the processes of a cluster started with `ray start`, by pid (never `ray stop`,
+    which would stop every Ray on the machine)."""
+    import psutil
+
+    victims = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        line = " ".join(proc.info["cmdline"] or [])
+        if any(m in line for m in marks):
+            victims.append(proc)
+    for proc in victims:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(victims, timeout=10)
+
+
+def test_a_two_node_cluster_writes_the_local_database(tmp_path) -> None:
+    """`ray start --head` plus a second `ray start --address` on this machine, one CPU each:
+    the two shards run on the two nodes; `populace run` joins with runtime.address."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    import yaml
+
+    ray_cli = shutil.which("ray", path=os.path.dirname(sys.executable))
+    assert ray_cli is not None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    import tempfile
+
+    temp = Path(tempfile.mkdtemp(prefix="pray", dir="/tmp"))  # Unix socket paths must be short
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    marks = [f":{port}", str(temp)]
+    try:
+        head = subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--num-cpus=1",
+                               f"--temp-dir={temp}", "--include-dashboard=false",
+                               "--disable-usage-stats"], env=env, timeout=120,
+                              capture_output=True, text=True)
+        assert head.returncode == 0, head.stdout[-2000:] + head.stderr[-2000:]
+        subprocess.run([ray_cli, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1",
+                        "--disable-usage-stats"], env=env, check=True, timeout=120,
+                       capture_output=True)
+        data = social()
+        local = run_experiment(copy.deepcopy(data), f"sqlite:///{tmp_path / 'local.db'}")
+        data["runtime"] = {"type": "ray", "shards": 2, "address": f"127.0.0.1:{port}"}
+        path = tmp_path / "exp.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        db = tmp_path / "cluster.db"
+        done = subprocess.run([sys.executable, "-m", "populace.simulator.cli", "run", str(path),
+                               "--db", str(db), "--quiet"], env=env, timeout=300,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        from populace.storage import open_run
+
+        assert_same_run(local, open_run(f"sqlite:///{db}"))
+    finally:
+        _kill_cluster(marks)
+        shutil.rmtree(temp, ignore_errors=True)
