@@ -133,7 +133,7 @@ class Simulation:
         """Start the Ray shards; they build the same world from the experiment."""
         from .runtime import RayRuntime
 
-        if self.world.llm is not None:
+        if self.scenario.asks_model():
             raise ValueError("runtime: ray does not run scenarios that ask the model themselves "
                              "(e.g. the market's ranking: llm) yet; use runtime: local")
         if self.db_url.startswith("sqlite://") and self.db_url in ("sqlite://", "sqlite:///"):
@@ -145,7 +145,7 @@ class Simulation:
         source = (source.resolve() if source is not None
                   else Path.cwd() / f"{self.config.name}.yaml")  # base_dir for relative paths
         self.runtime = RayRuntime(self.config.runtime, self.experiment.to_dict(), source,
-                                  self.world.n_agents, None)
+                                  self.world.n_agents, None, type(self.policy))
         self.policy = self.runtime.policy
 
     def _context(self, step: int) -> StepContext:

@@ -60,18 +60,29 @@ class Policy(ABC):
         """Metrics of this policy for the step just decided."""
         return {}
 
-    @classmethod
-    def pooled_step_metrics(cls, policies: Sequence[Policy]) -> dict[str, float]:
-        """The step metrics of several parts of this kind (a mixed policy), as one set.
+    def export_measurements(self) -> dict[str, Any]:
+        """The step's raw measurements, picklable, then forgotten by the policy.
 
-        Counters add up, which is the default; a kind with metrics that do not add up
-        (percentiles, shares) overrides this to pool the parts' raw measurements.
+        ``pool_measurements`` turns those of several parts (a mixed policy) or shards (the Ray
+        runtime) into one set of metrics. Default: the step metrics themselves, which add up;
+        a kind with metrics that do not add up (percentiles, shares) exports what they are
+        computed from.
         """
+        return {"metrics": self.step_metrics()}
+
+    @classmethod
+    def pool_measurements(cls, exports: Sequence[dict[str, Any]]) -> dict[str, float]:
+        """One set of metrics from several ``export_measurements`` of this kind."""
         out: dict[str, float] = {}
-        for policy in policies:
-            for name, value in policy.step_metrics().items():
+        for export in exports:
+            for name, value in export["metrics"].items():
                 out[name] = out.get(name, 0.0) + value if name in out else value
         return out
+
+    @classmethod
+    def pooled_step_metrics(cls, policies: Sequence[Policy]) -> dict[str, float]:
+        """The step metrics of several policies of this kind, as one set."""
+        return cls.pool_measurements([p.export_measurements() for p in policies])
 
     def close(self) -> None:  # noqa: B027  (optional hook)
         """Release connections, threads and event loops."""
@@ -167,12 +178,22 @@ class MixedPolicy(Policy):
 
     def step_metrics(self) -> dict[str, float]:
         """Metrics of every part; parts of one kind share names and are pooled by their kind."""
-        kinds: dict[type[Policy], list[Policy]] = {}
-        for policy in self.policies:
-            kinds.setdefault(type(policy), []).append(policy)
+        return self.pool_measurements([self.export_measurements()])
+
+    def export_measurements(self) -> dict[str, Any]:
+        """Each part's measurements, with its kind."""
+        return {"parts": [(type(p), p.export_measurements()) for p in self.policies]}
+
+    @classmethod
+    def pool_measurements(cls, exports: Sequence[dict[str, Any]]) -> dict[str, float]:
+        """Parts of one kind are pooled together, across exports (shards) too."""
+        kinds: dict[type[Policy], list[dict[str, Any]]] = {}
+        for export in exports:
+            for kind, measured in export["parts"]:
+                kinds.setdefault(kind, []).append(measured)
         out: dict[str, float] = {}
-        for kind, parts in kinds.items():
-            out.update(kind.pooled_step_metrics(parts))
+        for kind, measured in kinds.items():
+            out.update(kind.pool_measurements(measured))
         return out
 
     def close(self) -> None:

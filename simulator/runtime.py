@@ -156,8 +156,8 @@ class _Shard:
     def apply(self, actions: ActionBatch, step: int) -> None:
         self.sim.scenario.apply(actions, self.sim._context(step))
 
-    def drain(self) -> tuple[Records, dict[str, float]]:
-        return self.sim.policy.drain_records(), self.sim.policy.step_metrics()
+    def drain(self) -> tuple[Records, dict[str, Any]]:
+        return self.sim.policy.drain_records(), self.sim.policy.export_measurements()
 
     def state(self) -> dict[str, np.ndarray]:
         return self.sim.policy.state_dict()
@@ -182,7 +182,7 @@ class RayRuntime:
     """
 
     def __init__(self, config: RuntimeConfig, experiment: dict[str, Any], source: Path,
-                 n_agents: int, db_url: str | None) -> None:
+                 n_agents: int, db_url: str | None, policy_kind: type[Policy] = Policy) -> None:
         ray = connect(config)
         self.ray, self.config = ray, config
         cpus = ray.cluster_resources().get("CPU", 1.0)
@@ -197,7 +197,7 @@ class RayRuntime:
                        for _ in range(config.shards)]
         self.pids = self._get([s.pid.remote() for s in self.shards])
         log.info("%d Ray shards ready in %.1f s", config.shards, time.perf_counter() - t0)
-        self.policy = ShardedPolicy(self)
+        self.policy = ShardedPolicy(self, policy_kind)
 
     def _get(self, refs: list[Any]) -> list[Any]:
         ray = self.ray
@@ -260,8 +260,9 @@ class RayRuntime:
 class ShardedPolicy(Policy):
     """The engine's view of the shards' policies: records, metrics and state are gathered."""
 
-    def __init__(self, runtime: RayRuntime) -> None:
+    def __init__(self, runtime: RayRuntime, kind: type[Policy]) -> None:
         self.runtime = runtime
+        self.kind = kind  # the shards' policy class: it pools their measurements
 
     def decide(self, obs: Observation, ctx: StepContext) -> ActionBatch:
         """Not used: on Ray the shards observe too (``RayRuntime.decide``)."""
@@ -283,20 +284,13 @@ class ShardedPolicy(Policy):
         rt = self.runtime
         results = rt._get([s.drain.remote() for s in rt.shards])
         records: Records = {}
-        metrics: dict[str, float] = {}
-        for rows, m in results:
+        for rows, _ in results:
             for table, cols in rows.items():
                 mine = records.setdefault(table, {})
                 for name, values in cols.items():
                     mine[name] = list(mine.get(name, [])) + list(values)
-            for name, value in m.items():
-                # counters add up; a shard's percentiles are combined by the largest, which
-                # bounds them (exact pooling needs the raw latencies: not yet)
-                if "latency" in name or name.endswith("share"):
-                    metrics[name] = max(metrics.get(name, value), value)
-                else:
-                    metrics[name] = metrics.get(name, 0.0) + value
-        self._records, self._metrics = records, metrics
+        self._records = records
+        self._metrics = self.kind.pool_measurements([m for _, m in results])
 
     def state_dict(self) -> dict[str, np.ndarray]:
         rt = self.runtime

@@ -108,6 +108,11 @@ def test_ray_configuration_errors_are_clear(tmp_path) -> None:
     data["runtime"] = {"type": "ray", "shards": 2}
     with pytest.raises(ValueError, match="in-memory SQLite"):
         Simulation(experiment_from_dict(data), db_url="sqlite://").start()
+    data = market(scenario={"ranking": "llm"})
+    data["llm"] = {"endpoints": [{"base_url": "http://127.0.0.1:9/v1"}]}
+    data["runtime"] = {"type": "ray", "shards": 2}
+    with pytest.raises(ValueError, match="does not run scenarios that ask the model"):
+        Simulation(experiment_from_dict(data), db_url=f"sqlite:///{tmp_path / 'm.db'}").start()
 
 
 def test_a_ray_run_that_stopped_is_finished_on_the_local_runtime(tmp_path, monkeypatch) -> None:
@@ -188,3 +193,29 @@ def test_a_two_node_cluster_writes_the_local_database(tmp_path) -> None:
     finally:
         _kill_cluster(marks)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_llm_agents_on_shards_decide_as_locally_and_their_metrics_pool_exactly(tmp_path) -> None:
+    import numpy as np
+
+    from populace.simulator.llm.testserver import ServerBehaviour, TestServer
+
+    from .helpers import content_tables
+    from .test_llm_policy import llm_experiment
+
+    with TestServer(ServerBehaviour(seed=6, latency_jitter_s=0.01)) as srv:
+        data = llm_experiment(srv.url, steps=3, cache=False)
+        local = run_experiment(copy.deepcopy(data), f"sqlite:///{tmp_path / 'local.db'}")
+        data["runtime"] = {"type": "ray", "shards": 2}
+        sharded = run_experiment(data, f"sqlite:///{tmp_path / 'ray.db'}")
+    a, b = content_tables(local), content_tables(sharded)
+    for name in ("posts", "actions", "likes", "follows", "memories"):
+        assert a[name].equals(b[name]), name
+    calls = sharded.table("llm_calls")
+    assert sorted(calls["response"]) == sorted(local.table("llm_calls")["response"])
+    metrics = sharded.metrics()
+    for step, rows in calls.groupby("step"):
+        lat = rows["latency_s"].to_numpy()
+        assert metrics.loc[step, "llm.requests"] == len(rows)
+        assert metrics.loc[step, "llm.latency_p50"] == pytest.approx(np.percentile(lat, 50))
+        assert metrics.loc[step, "llm.latency_p95"] == pytest.approx(np.percentile(lat, 95))

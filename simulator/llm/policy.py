@@ -277,27 +277,31 @@ class LLMPolicy(Policy):
         """Requests, tokens, latency, cache hits, invalid answers, repairs, fallbacks, cost."""
         return type(self).pooled_step_metrics([self])
 
+    def export_measurements(self) -> dict[str, Any]:
+        """The step's counters, latencies, prompt characters and cost (then reset)."""
+        c, prices = self.calls.counts, self.llm.prices
+        out = {"counts": dict(c), "latencies": list(self.calls.latencies),
+               "prefix": self._prefix_chars, "prompt": self._prompt_chars,
+               "cost": (c["prompt_tokens"] * prices.prompt_per_million
+                        + c["completion_tokens"] * prices.completion_per_million) / 1e6}
+        self._reset_step_measurements()
+        return out
+
     @classmethod
-    def pooled_step_metrics(cls, policies: Sequence[Policy]) -> dict[str, float]:
-        """One set of LLM metrics for several LLM parts: counters and cost add up; latency
-        percentiles and the shared-prefix share come from the parts' pooled measurements."""
-        parts = [p for p in policies if isinstance(p, LLMPolicy)]
-        counts = {k: sum(p.calls.counts[k] for p in parts) for k in COUNTERS}
-        lat = np.asarray([x for p in parts for x in p.calls.latencies])
-        prefix = sum(p._prefix_chars for p in parts)
-        prompt = sum(p._prompt_chars for p in parts)
-        cost = sum((p.calls.counts["prompt_tokens"] * p.llm.prices.prompt_per_million
-                    + p.calls.counts["completion_tokens"] * p.llm.prices.completion_per_million)
-                   / 1e6 for p in parts)
+    def pool_measurements(cls, exports: Sequence[dict[str, Any]]) -> dict[str, float]:
+        """One set of LLM metrics: counters and cost add up; latency percentiles and the
+        shared-prefix share are computed over every export's raw measurements."""
+        counts = {k: sum(e["counts"][k] for e in exports) for k in COUNTERS}
+        lat = np.asarray([x for e in exports for x in e["latencies"]])
+        prefix = sum(e["prefix"] for e in exports)
+        prompt = sum(e["prompt"] for e in exports)
         out = {f"llm.{k}": float(v) for k, v in counts.items()}
         out.update({
             "llm.latency_p50": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
             "llm.latency_p95": float(np.percentile(lat, 95)) if len(lat) else float("nan"),
-            "llm.cost": cost,
+            "llm.cost": sum(e["cost"] for e in exports),
             "llm.shared_prefix_share": prefix / prompt if prompt else float("nan"),
         })
-        for p in parts:
-            p._reset_step_measurements()
         return out
 
     def _reset_step_measurements(self) -> None:
