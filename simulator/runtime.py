@@ -10,8 +10,9 @@ world as the driver from the experiment (population, graph, scenario, policy; th
 them identical) and keeps it in step: each step the driver sends the active agents, each shard
 observes and decides for its own block in parallel and returns one ``ActionBatch``, the driver
 applies the whole batch to its scenario (rows, metrics, checkpoints come from there) and sends
-the batch to every shard, which applies it to its replica. That is two bulk calls per shard per
-step, whatever the number of agents. Decisions use per-agent random numbers keyed by agent id,
+the batch to every shard, which applies it to its replica without being waited for (each actor
+runs its calls in order). That is one waited call per shard per step (the decisions come back
+with the policy's rows and measurements), whatever the number of agents. Decisions use per-agent random numbers keyed by agent id,
 so a run gives the same database on 1, 2 or 4 shards as on the local runtime. Policy state
 (e.g. LLM agents' memories) lives in the shard that decides for those agents and is saved per
 shard in checkpoints, so a run resumes with the shard count it started with.
@@ -147,17 +148,18 @@ class _Shard:
         self.sim.policy.attach(self.db, run_id)
 
     def decide(self, agents: np.ndarray, step: int
-               ) -> tuple[ActionBatch, dict[str, np.ndarray]]:
+               ) -> tuple[ActionBatch, dict[str, np.ndarray], Records, dict[str, Any]]:
+        """Observe and decide; with them, the policy's rows and measurements of the step (a
+        policy produces both while deciding), so that no further call is needed."""
         ctx = self.sim._context(step)
         obs = self.sim.scenario.observe(agents, ctx)
         summary = self.sim.scenario.observation_summary(obs)
-        return self.sim.policy.decide(obs, ctx), summary
+        actions = self.sim.policy.decide(obs, ctx)
+        return (actions, summary, self.sim.policy.drain_records(),
+                self.sim.policy.export_measurements())
 
     def apply(self, actions: ActionBatch, step: int) -> None:
         self.sim.scenario.apply(actions, self.sim._context(step))
-
-    def drain(self) -> tuple[Records, dict[str, Any]]:
-        return self.sim.policy.drain_records(), self.sim.policy.export_measurements()
 
     def state(self) -> dict[str, np.ndarray]:
         return self.sim.policy.state_dict()
@@ -192,6 +194,7 @@ class RayRuntime:
         per_shard = min(1.0, cpus / config.shards)
         actor = ray.remote(num_cpus=per_shard, max_restarts=0)(_Shard)
         self.bounds = blocks(n_agents, config.shards)
+        self._pending: list[Any] = []
         t0 = time.perf_counter()
         self.shards = [actor.remote(experiment, str(source), db_url)
                        for _ in range(config.shards)]
@@ -219,6 +222,8 @@ class RayRuntime:
         if not refs:  # nobody active: shard 0 gives the empty batch with the right columns
             refs = [self.shards[0].decide.remote(active, step)]
         parts = self._get(refs)
+        self._settle()  # the previous step's replays (they ran before these decisions)
+        self.policy.gathered([p[2] for p in parts], [p[3] for p in parts])
         batch = ActionBatch.concat([p[0] for p in parts])
         order = np.argsort(batch.agent, kind="stable")
         pos = order[np.searchsorted(batch.agent[order], active)]
@@ -226,9 +231,19 @@ class RayRuntime:
         return batch.take(pos), summary
 
     def apply(self, actions: ActionBatch, step: int) -> None:
-        """Every replica applies the step's whole batch (the driver applied it already)."""
+        """Every replica applies the step's whole batch (the driver applied it already).
+
+        Not waited for: each actor runs its calls in order, so the replay happens before the
+        shard's next decision, while the driver records the step; its errors surface with the
+        next call (``_settle``).
+        """
         ref = self.ray.put(actions)
-        self._get([s.apply.remote(ref, step) for s in self.shards])
+        self._pending = [s.apply.remote(ref, step) for s in self.shards]
+
+    def _settle(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending:
+            self._get(pending)
 
     def load(self, scenario: dict[str, np.ndarray], policy: dict[str, np.ndarray]) -> None:
         """Give every replica the checkpoint's scenario state and its own policy state."""
@@ -236,6 +251,7 @@ class RayRuntime:
         if saved is not None and saved != len(self.shards):
             raise ValueError(f"the checkpoint holds the policy state of {saved} shards; resume "
                              f"with runtime.shards: {saved}")
+        self._settle()
         ref = self.ray.put(scenario)
         self._get([s.load.remote(ref, {k.removeprefix(f"shard{i}."): v
                                        for k, v in policy.items()
@@ -249,6 +265,7 @@ class RayRuntime:
     def close(self) -> None:
         """Close the shards' policies and end the actors."""
         try:
+            self._settle()
             self._get([s.close.remote() for s in self.shards])
         except Exception:  # a dead shard has nothing to close
             log.debug("closing shards", exc_info=True)
@@ -263,6 +280,8 @@ class ShardedPolicy(Policy):
     def __init__(self, runtime: RayRuntime, kind: type[Policy]) -> None:
         self.runtime = runtime
         self.kind = kind  # the shards' policy class: it pools their measurements
+        self._records: Records = {}
+        self._metrics: dict[str, float] = {}
 
     def decide(self, obs: Observation, ctx: StepContext) -> ActionBatch:
         """Not used: on Ray the shards observe too (``RayRuntime.decide``)."""
@@ -273,27 +292,28 @@ class ShardedPolicy(Policy):
         rt = self.runtime
         rt._get([s.attach.remote(db.url, run_id) for s in rt.shards])
 
-    def drain_records(self) -> Records:
-        self._drain()
-        return self._records
-
-    def step_metrics(self) -> dict[str, float]:
-        return self._metrics
-
-    def _drain(self) -> None:
-        rt = self.runtime
-        results = rt._get([s.drain.remote() for s in rt.shards])
+    def gathered(self, rows: list[Records], measurements: list[dict[str, Any]]) -> None:
+        """The shards' rows and measurements of the step, returned with their decisions."""
         records: Records = {}
-        for rows, _ in results:
-            for table, cols in rows.items():
+        for part in rows:
+            for table, cols in part.items():
                 mine = records.setdefault(table, {})
                 for name, values in cols.items():
                     mine[name] = list(mine.get(name, [])) + list(values)
         self._records = records
-        self._metrics = self.kind.pool_measurements([m for _, m in results])
+        self._metrics = self.kind.pool_measurements(measurements)
+
+    def drain_records(self) -> Records:
+        records, self._records = self._records, {}
+        return records
+
+    def step_metrics(self) -> dict[str, float]:
+        metrics, self._metrics = self._metrics, {}
+        return metrics
 
     def state_dict(self) -> dict[str, np.ndarray]:
         rt = self.runtime
+        rt._settle()
         out: dict[str, np.ndarray] = {"shards": np.array([len(rt.shards)])}
         for i, state in enumerate(rt._get([s.state.remote() for s in rt.shards])):
             out.update({f"shard{i}.{k}": v for k, v in state.items()})
