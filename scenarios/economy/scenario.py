@@ -533,12 +533,8 @@ class EconomyScenario(Scenario):
     def profiles(self) -> list[dict[str, Any]]:
         """Each household's attributes as a dict (built once, on first use by a prompt)."""
         if self._profiles is None:
-            hidden = {self.config.skill_attribute, self.config.wealth_attribute, "agent_id",
-                      "error"}
-            attrs = self.world.population.attributes
-            cols = [c for c in attrs.columns if c not in hidden]
-            self._profiles = [{k: v for k, v in row.items() if v is not None and v == v}
-                              for row in attrs[cols].to_dict("records")]
+            self._profiles = self.world.population.profiles(
+                {self.config.skill_attribute, self.config.wealth_attribute})
         return self._profiles
 
     # -- snapshots and checkpoints ----------------------------------------------------------------

@@ -337,16 +337,11 @@ class SocialScenario(Scenario):
         return memories(obs, contexts, actions)
 
     def profiles(self) -> list[dict[str, Any]]:
-        """Each agent's attributes as a dict (built once, on first use by a prompt)."""
+        """Each agent's attributes as a dict (built once, on first use by a prompt); opinion
+        and interest are shown on their own."""
         if self._profiles is None:
-            # opinion and interest are shown on their own; agent_id and error come from a
-            # profiles file (populace profiles generate) and mean nothing to the agent
-            hidden = {self.config.opinion_attribute, self.config.interest_attribute,
-                      "agent_id", "error"}
-            attrs = self.world.population.attributes
-            cols = [c for c in attrs.columns if c not in hidden]
-            self._profiles = [{k: v for k, v in row.items() if v is not None and v == v}
-                              for row in attrs[cols].to_dict("records")]
+            self._profiles = self.world.population.profiles(
+                {self.config.opinion_attribute, self.config.interest_attribute})
         return self._profiles
 
     def agent_state(self) -> dict[str, np.ndarray]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -53,6 +54,15 @@ class Population:
     def size(self) -> int:
         """Number of agents."""
         return len(self.attributes)
+
+    def profiles(self, hidden: set[str]) -> list[dict[str, Any]]:
+        """Each agent's attributes as a dict for prompts, without the ``hidden`` columns and
+        the bookkeeping columns of a profiles file (``agent_id``, ``error``), and without
+        missing values."""
+        skip = hidden | {"agent_id", "error"}
+        cols = [c for c in self.attributes.columns if c not in skip]
+        return [{k: v for k, v in row.items() if v is not None and v == v}
+                for row in self.attributes[cols].to_dict("records")]
 
 
 def attribute_rng(base_seed: int, name: str) -> np.random.Generator:
