@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
@@ -44,6 +45,10 @@ class Policy(ABC):
     ``step_metrics``: a language-model policy records its calls and their cost), and release
     resources at the end (``close``).
     """
+
+    waits_on_io: bool = False
+    """True for a policy that spends its decide waiting on servers (language models): a mixed
+    policy runs it in a worker thread while its other parts compute."""
 
     @abstractmethod
     def decide(self, obs: Observation, ctx: StepContext) -> ActionBatch:
@@ -159,6 +164,7 @@ class MixedPolicy(Policy):
     def __init__(self, policies: list[Policy], assignment: np.ndarray) -> None:
         self.policies = policies
         self.assignment = assignment
+        self._pool: ThreadPoolExecutor | None = None
 
     def attach(self, db: Database, run_id: int) -> None:
         """Attach every part."""
@@ -197,7 +203,10 @@ class MixedPolicy(Policy):
         return out
 
     def close(self) -> None:
-        """Close every part."""
+        """Close every part (and the worker thread of the parts that wait on servers)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         for policy in self.policies:
             policy.close()
 
@@ -214,13 +223,31 @@ class MixedPolicy(Policy):
                                     if k.startswith(prefix)})
 
     def decide(self, obs: Observation, ctx: StepContext) -> ActionBatch:
-        """Split the batch by part, decide each sub-batch, and restore activation order."""
+        """Split the batch by part, decide each sub-batch, and restore activation order.
+
+        Parts that mostly wait on servers (``waits_on_io``, e.g. language-model agents) decide
+        in a worker thread while the others compute, so a step takes about the longer of the
+        two rather than their sum. Each part decides only for its own agents and reads the
+        scenario without changing it, so the result is the same as one after the other.
+        """
         parts = self.assignment[obs.agents]
-        batches = [
-            policy.decide(obs.take(np.flatnonzero(parts == i)), ctx)
-            for i, policy in enumerate(self.policies)
-            if (parts == i).any()
-        ]
+        jobs = [(i, policy, obs.take(np.flatnonzero(parts == i)))
+                for i, policy in enumerate(self.policies) if (parts == i).any()]
+        waiting = [j for j in jobs if j[1].waits_on_io]
+        results: dict[int, ActionBatch] = {}
+        if waiting and len(jobs) > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=len(self.policies),
+                                                thread_name_prefix="populace-policy")
+            futures = {i: self._pool.submit(policy.decide, sub, ctx)
+                       for i, policy, sub in waiting}
+            for i, policy, sub in jobs:
+                if not policy.waits_on_io:
+                    results[i] = policy.decide(sub, ctx)
+            results.update({i: f.result() for i, f in futures.items()})
+        else:
+            results = {i: policy.decide(sub, ctx) for i, policy, sub in jobs}
+        batches = [results[i] for i, _, _ in jobs]
         return ActionBatch.concat(batches).reorder_like(obs.agents)
 
 

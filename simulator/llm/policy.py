@@ -61,6 +61,9 @@ def _insights_model(n: int) -> type[BaseModel]:
 class LLMPolicy(Policy):
     """Agents that decide with a language model.
 
+    It spends its decide waiting on servers (``waits_on_io``): in a mixed policy it runs in a
+    worker thread while rule parts compute.
+
     Args:
         scenario: the running scenario (its decision model, prompt context and templates).
         llm: the ``llm:`` section.
@@ -70,6 +73,8 @@ class LLMPolicy(Policy):
         agents: the agents this policy decides for (their memories are allocated up front);
             default every agent of the population.
     """
+
+    waits_on_io = True
 
     def __init__(self, scenario: Scenario, llm: LLMConfig, params: LLMParams, *,
                  base_dir: Path, seed: int, agents: np.ndarray | None = None) -> None:
