@@ -133,9 +133,6 @@ class Simulation:
         """Start the Ray shards; they build the same world from the experiment."""
         from .runtime import RayRuntime
 
-        if self.scenario.asks_model():
-            raise ValueError("runtime: ray does not run scenarios that ask the model themselves "
-                             "(e.g. the market's ranking: llm) yet; use runtime: local")
         if self.db_url.startswith("sqlite://") and self.db_url in ("sqlite://", "sqlite:///"):
             raise ValueError("runtime: ray needs a database file or server that the shards can "
                              "open, not an in-memory SQLite database")
@@ -296,8 +293,10 @@ class Simulation:
         self.scenario.observed(active, summary)
         self._check_batch(actions, active)
         records = self.scenario.apply(actions, ctx)
+        # the scenario's own questions to the model this step: Ray replicas replay the answers
+        answers = self.world.llm.take_answers() if self.world.llm is not None else None
         if self.runtime is not None:
-            self.runtime.apply(actions, step)
+            self.runtime.apply(actions, step, answers)
         _merge(records, self.policy.drain_records())
         last = step == self.config.steps
         metrics: dict[str, float] = self.policy.step_metrics()

@@ -136,7 +136,10 @@ class _Shard:
         exp.config.runtime = RuntimeConfig()  # the replica itself runs locally
         self.sim = Simulation(exp, db_url=db_url)
         self.sim._build()
-        self.sim.world.llm = None  # the scenario's own model calls happen in the driver
+        if self.sim.world.llm is not None:  # the scenario's own questions are the driver's:
+            from .llm.service import ReplayedLLM  # the replica replays its answers
+
+            self.sim.world.llm = ReplayedLLM()
 
     def pid(self) -> int:
         return os.getpid()
@@ -158,7 +161,9 @@ class _Shard:
         return (actions, summary, self.sim.policy.drain_records(),
                 self.sim.policy.export_measurements())
 
-    def apply(self, actions: ActionBatch, step: int) -> None:
+    def apply(self, actions: ActionBatch, step: int, answers: list[Any]) -> None:
+        if answers:
+            self.sim.world.llm.queue = list(answers)  # type: ignore[union-attr]
         self.sim.scenario.apply(actions, self.sim._context(step))
 
     def state(self) -> dict[str, np.ndarray]:
@@ -230,15 +235,16 @@ class RayRuntime:
         summary = {k: np.concatenate([p[1][k] for p in parts])[pos] for k in parts[0][1]}
         return batch.take(pos), summary
 
-    def apply(self, actions: ActionBatch, step: int) -> None:
-        """Every replica applies the step's whole batch (the driver applied it already).
+    def apply(self, actions: ActionBatch, step: int, answers: list[Any] | None = None) -> None:
+        """Every replica applies the step's whole batch (the driver applied it already), with
+        the answers the driver's scenario got from the model while applying it.
 
         Not waited for: each actor runs its calls in order, so the replay happens before the
         shard's next decision, while the driver records the step; its errors surface with the
         next call (``_settle``).
         """
         ref = self.ray.put(actions)
-        self._pending = [s.apply.remote(ref, step) for s in self.shards]
+        self._pending = [s.apply.remote(ref, step, answers or []) for s in self.shards]
 
     def _settle(self) -> None:
         pending, self._pending = self._pending, []

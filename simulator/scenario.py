@@ -143,11 +143,6 @@ class Scenario(ABC):
     def observe(self, agents: np.ndarray, ctx: StepContext) -> Observation:
         """What each of ``agents`` perceives this step (e.g. its feed)."""
 
-    def asks_model(self) -> bool:
-        """Whether this scenario, as configured, asks ``World.llm`` itself (the Ray runtime
-        does not run such scenarios yet)."""
-        return False
-
     def observation_summary(self, obs: Observation) -> dict[str, np.ndarray]:
         """Per-agent values (aligned with ``obs.agents``) that the scenario's metrics need from
         what agents observed, e.g. the mean stance of each feed. On the Ray runtime agents

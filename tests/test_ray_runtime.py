@@ -108,11 +108,7 @@ def test_ray_configuration_errors_are_clear(tmp_path) -> None:
     data["runtime"] = {"type": "ray", "shards": 2}
     with pytest.raises(ValueError, match="in-memory SQLite"):
         Simulation(experiment_from_dict(data), db_url="sqlite://").start()
-    data = market(scenario={"ranking": "llm"})
-    data["llm"] = {"endpoints": [{"base_url": "http://127.0.0.1:9/v1"}]}
-    data["runtime"] = {"type": "ray", "shards": 2}
-    with pytest.raises(ValueError, match="does not run scenarios that ask the model"):
-        Simulation(experiment_from_dict(data), db_url=f"sqlite:///{tmp_path / 'm.db'}").start()
+
 
 
 def test_a_ray_run_that_stopped_is_finished_on_the_local_runtime(tmp_path, monkeypatch) -> None:
@@ -219,3 +215,24 @@ def test_llm_agents_on_shards_decide_as_locally_and_their_metrics_pool_exactly(t
         assert metrics.loc[step, "llm.requests"] == len(rows)
         assert metrics.loc[step, "llm.latency_p50"] == pytest.approx(np.percentile(lat, 50))
         assert metrics.loc[step, "llm.latency_p95"] == pytest.approx(np.percentile(lat, 95))
+
+
+def test_a_scenario_that_asks_the_model_runs_on_shards_as_locally(tmp_path) -> None:
+    """The market's LLM-ranked search: the driver asks, the replicas replay its answers."""
+    from populace.simulator.llm.testserver import ServerBehaviour, TestServer
+
+    from .helpers import content_tables
+
+    data = market(steps=5, scenario={"ranking": "llm", "results": 4, "llm_candidates": 6})
+    with TestServer(ServerBehaviour(seed=9, invalid_json_rate=0.2)) as srv:
+        data["llm"] = {"backend": "openai", "model": "populace-test", "cache": False,
+                       "endpoints": [{"base_url": srv.url}]}
+        local = run_experiment(copy.deepcopy(data), f"sqlite:///{tmp_path / 'local.db'}")
+        srv.reset_stats()  # the server's fault draws count attempts per request body
+        data["runtime"] = {"type": "ray", "shards": 2}
+        sharded = run_experiment(data, f"sqlite:///{tmp_path / 'ray.db'}")
+    a, b = content_tables(local), content_tables(sharded)
+    for name in ("market_messages", "market_orders", "market_actions", "market_needs"):
+        assert a[name].equals(b[name]), name
+    assert (sharded.metrics()["search.llm_fallbacks"].iloc[-1]
+            == local.metrics()["search.llm_fallbacks"].iloc[-1] > 0)

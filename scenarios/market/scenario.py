@@ -658,10 +658,6 @@ class MarketScenario(Scenario):
         return self._message_rows("inquiry", self.cust_agent[ci], self.biz_agent[bi], need,
                                   np.full(len(ci), float(ctx.step)))
 
-    def asks_model(self) -> bool:
-        """The LLM-ranked search asks the run's model."""
-        return self.config.ranking == "llm"
-
     def _llm_rank(self, cust: np.ndarray, rows: np.ndarray, lexical: np.ndarray,
                   ctx: StepContext) -> np.ndarray:
         """The first k of each customer's ranking by the model: it orders the best

@@ -36,6 +36,7 @@ class ScenarioLLM:
     def __init__(self, llm: LLMConfig, seed: int, base_dir: Path) -> None:
         self.llm, self.seed = llm, seed
         self.calls = LLMCalls(llm, seed, base_dir)
+        self.answers: list[list[Any | None]] = []  # this step's answers, for Ray replicas
 
     def attach(self, db: Database) -> None:
         """Connect to the backend (called by the engine when the run starts or resumes)."""
@@ -74,7 +75,13 @@ class ScenarioLLM:
         out = [self.calls.judge(r, a, "scenario", answer)[0]
                for r, a in zip(requests, responses, strict=True)]
         self.calls.counts["fallbacks"] += sum(x is None for x in out)
+        self.answers.append(out)
         return out
+
+    def take_answers(self) -> list[list[Any | None]]:
+        """The answers given since the last call, in order (replicas replay them)."""
+        answers, self.answers = self.answers, []
+        return answers
 
     def drain_records(self) -> dict[str, dict[str, list[Any]]]:
         """The step's ``llm_calls`` and ``llm_cache`` rows."""
@@ -95,4 +102,24 @@ class ScenarioLLM:
         return out
 
 
-__all__ = ["ScenarioLLM"]
+class ReplayedLLM:
+    """What a Ray shard's replica asks instead of the model: the answers the driver got for
+    the same questions in the same step, in the same order (the driver applies first)."""
+
+    def __init__(self) -> None:
+        self.queue: list[list[Any | None]] = []
+
+    def ask(self, messages: list[list[dict[str, str]]], answer: TypeAdapter[Any],
+            **_: Any) -> list[Any | None]:
+        """The driver's next batch of answers."""
+        if not self.queue:
+            raise RuntimeError("a shard's scenario asked the model more often than the "
+                               "driver's did: its replica is out of step")
+        out = self.queue.pop(0)
+        if len(out) != len(messages):
+            raise RuntimeError("a shard's scenario asked different questions than the "
+                               "driver's: its replica is out of step")
+        return out
+
+
+__all__ = ["ReplayedLLM", "ScenarioLLM"]
