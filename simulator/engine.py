@@ -46,7 +46,7 @@ from .policy import Policy, build_policy
 from .population import build_population
 from .rng import RngStreams
 from .runtime import RayRuntime, RuntimeConfig, ShardDiedError
-from .scenario import Records, Scenario, StepContext, World
+from .scenario import Records, Scenario, StepContext, World, merge_records
 
 MAX_RECOVERIES = 3  # shard deaths a run survives before it stops
 log = logging.getLogger("populace.engine")
@@ -297,11 +297,11 @@ class Simulation:
         answers = self.world.llm.take_answers() if self.world.llm is not None else None
         if self.runtime is not None:
             self.runtime.apply(actions, step, answers)
-        _merge(records, self.policy.drain_records())
+        merge_records(records, self.policy.drain_records())
         last = step == self.config.steps
         metrics: dict[str, float] = self.policy.step_metrics()
         if self.world.llm is not None:
-            _merge(records, self.world.llm.drain_records())
+            merge_records(records, self.world.llm.drain_records())
             metrics.update(self.world.llm.step_metrics())
         if step % self.config.metrics.every == 0 or last:
             metrics.update(self.scenario.metrics(actions, ctx))
@@ -459,13 +459,3 @@ class Simulation:
 def _empty_batch() -> ActionBatch:
     return ActionBatch(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int16))
 
-
-def _merge(records: Records, more: Records) -> None:
-    """Add ``more``'s rows to ``records``, appending to tables both have."""
-    for table, cols in more.items():
-        if table not in records:
-            records[table] = cols
-            continue
-        mine = records[table]
-        for name, values in cols.items():
-            mine[name] = list(mine[name]) + list(values)

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .actions import ActionBatch
 from .policy import Policy
+from .scenario import merge_records
 
 if TYPE_CHECKING:
     from populace.storage import Database
@@ -302,10 +303,7 @@ class ShardedPolicy(Policy):
         """The shards' rows and measurements of the step, returned with their decisions."""
         records: Records = {}
         for part in rows:
-            for table, cols in part.items():
-                mine = records.setdefault(table, {})
-                for name, values in cols.items():
-                    mine[name] = list(mine.get(name, [])) + list(values)
+            merge_records(records, part)
         self._records = records
         self._metrics = self.kind.pool_measurements(measurements)
 

@@ -39,6 +39,17 @@ Records = dict[str, dict[str, Any]]
 """Table name -> column name -> numpy array or list; each table's columns share one length."""
 
 
+def merge_records(records: Records, more: Records) -> None:
+    """Add ``more``'s rows to ``records``, appending to the tables both have."""
+    for table, cols in more.items():
+        if table not in records:
+            records[table] = cols
+            continue
+        mine = records[table]
+        for name, values in cols.items():
+            mine[name] = list(mine[name]) + list(values)
+
+
 @dataclass
 class World:
     """Everything a scenario is constructed from."""
