@@ -161,10 +161,9 @@ def _run(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {k: v for k, v in (("steps", args.steps), ("seed", args.seed))
                                  if v is not None}
     exp = load_experiment(args.experiment, overrides=overrides)
-    if args.runtime is not None or args.shards is not None:
-        runtime = exp.config.runtime.model_copy(update={
-            k: v for k, v in (("type", args.runtime), ("shards", args.shards)) if v is not None})
-        exp.config.runtime = type(exp.config.runtime).model_validate(runtime.model_dump())
+    changes = _runtime_changes(args)
+    if changes:
+        exp.config.runtime = exp.config.runtime.updated(changes)
     sim = Simulation(exp, db_url=_url(args.db))
     print(f"populace: building {exp.config.name!r} ...", file=sys.stderr)
     sim.start()
@@ -216,13 +215,16 @@ def _resolve(run: str, db: str | None) -> tuple[str, str | None]:
     )
 
 
+def _runtime_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``runtime:`` keys given on the command line (--runtime, --shards)."""
+    return {k: v for k, v in (("type", args.runtime), ("shards", args.shards)) if v is not None}
+
+
 def _resume(args: argparse.Namespace) -> int:
     from .engine import Simulation
 
     url, ref = _resolve(args.run, _url(args.db))
-    runtime = {k: v for k, v in (("type", args.runtime), ("shards", args.shards))
-               if v is not None}
-    sim = Simulation.resume(url, ref, runtime=runtime or None)
+    sim = Simulation.resume(url, ref, runtime=_runtime_changes(args) or None)
     print(f"populace: resuming run {sim.run_id} after step {sim.step} in "
           f"{sim.db.shown_url}", file=sys.stderr)  # type: ignore[union-attr]
     return _drive(sim, args.quiet)

@@ -45,7 +45,7 @@ from .network import build_network
 from .policy import Policy, build_policy
 from .population import build_population
 from .rng import RngStreams
-from .runtime import RayRuntime, RuntimeConfig, ShardDiedError
+from .runtime import RayRuntime, ShardDiedError
 from .scenario import Records, Scenario, StepContext, World, merge_records
 
 MAX_RECOVERIES = 3  # shard deaths a run survives before it stops
@@ -133,7 +133,7 @@ class Simulation:
         """Start the Ray shards; they build the same world from the experiment."""
         from .runtime import RayRuntime
 
-        if self.db_url.startswith("sqlite://") and self.db_url in ("sqlite://", "sqlite:///"):
+        if self.db_url in ("sqlite://", "sqlite:///"):
             raise ValueError("runtime: ray needs a database file or server that the shards can "
                              "open, not an in-memory SQLite database")
         if self.runtime is not None:
@@ -142,7 +142,7 @@ class Simulation:
         source = (source.resolve() if source is not None
                   else Path.cwd() / f"{self.config.name}.yaml")  # base_dir for relative paths
         self.runtime = RayRuntime(self.config.runtime, self.experiment.to_dict(), source,
-                                  self.world.n_agents, None, type(self.policy))
+                                  self.world.n_agents, type(self.policy))
         self.policy = self.runtime.policy
 
     def _context(self, step: int) -> StepContext:
@@ -196,8 +196,7 @@ class Simulation:
         exp = experiment_from_dict(dict(info["config"]), source=source)
         exp.yaml_text = info.get("config_yaml")
         if runtime:
-            exp.config.runtime = RuntimeConfig.model_validate(
-                {**exp.config.runtime.model_dump(), **runtime})
+            exp.config.runtime = exp.config.runtime.updated(runtime)
         sim = cls(exp, db_url=db_url)
         sim.db = db
         sim.run_id = int(info["id"])

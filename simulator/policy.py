@@ -84,11 +84,6 @@ class Policy(ABC):
                 out[name] = out.get(name, 0.0) + value if name in out else value
         return out
 
-    @classmethod
-    def pooled_step_metrics(cls, policies: Sequence[Policy]) -> dict[str, float]:
-        """The step metrics of several policies of this kind, as one set."""
-        return cls.pool_measurements([p.export_measurements() for p in policies])
-
     def close(self) -> None:  # noqa: B027  (optional hook)
         """Release connections, threads and event loops."""
 

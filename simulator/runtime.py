@@ -67,6 +67,10 @@ class RuntimeConfig(BaseModel):
     call_timeout_s: float = Field(600.0, gt=0, description="longest a shard may take for one "
                                   "call before the run stops with an error")
 
+    def updated(self, changes: dict[str, Any]) -> RuntimeConfig:
+        """A copy with ``changes`` applied and validated (command-line overrides)."""
+        return RuntimeConfig.model_validate({**self.model_dump(), **changes})
+
 
 class ShardDiedError(RuntimeError):
     """A shard actor died (killed, out of memory, node lost); the run resumes from its last
@@ -129,13 +133,13 @@ def blocks(n_agents: int, shards: int) -> np.ndarray:
 class _Shard:
     """What runs inside a shard actor: a replica of the driver's world."""
 
-    def __init__(self, config: dict[str, Any], source: str, db_url: str | None) -> None:
+    def __init__(self, config: dict[str, Any], source: str) -> None:
         from .config import experiment_from_dict
         from .engine import Simulation
 
         exp = experiment_from_dict(config, source=Path(source))
         exp.config.runtime = RuntimeConfig()  # the replica itself runs locally
-        self.sim = Simulation(exp, db_url=db_url)
+        self.sim = Simulation(exp)  # its database is the driver's, given in attach
         self.sim._build()
         if self.sim.world.llm is not None:  # the scenario's own questions are the driver's:
             from .llm.service import ReplayedLLM  # the replica replays its answers
@@ -186,11 +190,11 @@ class RayRuntime:
         experiment: the experiment as plain data, and the file it came from (an absolute path,
             so that shards on other machines or in other folders read the same files).
         n_agents: population size.
-        db_url: the run's database (shards read the LLM response cache from it).
+        policy_kind: the class of the run's policy (it pools the shards' measurements).
     """
 
     def __init__(self, config: RuntimeConfig, experiment: dict[str, Any], source: Path,
-                 n_agents: int, db_url: str | None, policy_kind: type[Policy] = Policy) -> None:
+                 n_agents: int, policy_kind: type[Policy] = Policy) -> None:
         ray = connect(config)
         self.ray, self.config = ray, config
         cpus = ray.cluster_resources().get("CPU", 1.0)
@@ -202,7 +206,7 @@ class RayRuntime:
         self.bounds = blocks(n_agents, config.shards)
         self._pending: list[Any] = []
         t0 = time.perf_counter()
-        self.shards = [actor.remote(experiment, str(source), db_url)
+        self.shards = [actor.remote(experiment, str(source))
                        for _ in range(config.shards)]
         self.pids = self._get([s.pid.remote() for s in self.shards])
         log.info("%d Ray shards ready in %.1f s", config.shards, time.perf_counter() - t0)

@@ -11,8 +11,6 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-RANKINGS = ("lexical", "rating", "price", "sponsored", "random", "llm")
-
 
 class MarketConfig(BaseModel):
     """A two-sided marketplace: customers with needs search, ask businesses for proposals and

@@ -517,15 +517,14 @@ class MarketScenario(Scenario):
              messages: list[dict[str, np.ndarray]]) -> None:
         if not pay.any():
             return
-        pid = a["proposal_id"]
-        j = np.searchsorted(self.prop_id, pid)
-        safe = np.minimum(j, max(len(self.prop_id) - 1, 0))
-        found = (len(self.prop_id) > 0) & (j < len(self.prop_id)) & (
-            self.prop_id[safe] == pid) if len(self.prop_id) else np.zeros(len(pid), dtype=bool)
-        found = found & (self.prop_step[safe] < step) if len(self.prop_id) else found
-        refuse(pay & ~found, "unknown_proposal")
         if not len(self.prop_id):
+            refuse(pay, "unknown_proposal")
             return
+        pid = a["proposal_id"]
+        # open proposals are sorted by id; one that has not arrived yet is not known either
+        safe = np.minimum(np.searchsorted(self.prop_id, pid), len(self.prop_id) - 1)
+        refuse(pay & ((self.prop_id[safe] != pid) | (self.prop_step[safe] >= step)),
+               "unknown_proposal")
         refuse(pay & (self.prop_cust[safe] != cs), "not_yours")
         claimed = a["price"]
         refuse(pay & (claimed >= 0) & (claimed != self.prop_price[safe]), "price_mismatch")

@@ -280,7 +280,7 @@ class LLMPolicy(Policy):
 
     def step_metrics(self) -> dict[str, float]:
         """Requests, tokens, latency, cache hits, invalid answers, repairs, fallbacks, cost."""
-        return type(self).pooled_step_metrics([self])
+        return self.pool_measurements([self.export_measurements()])
 
     def export_measurements(self) -> dict[str, Any]:
         """The step's counters, latencies, prompt characters and cost (then reset)."""
