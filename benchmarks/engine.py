@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from environment import BLAS_VARS, child_env
 from environment import environment as _environment
 
 HERE = Path(__file__).resolve().parent
@@ -239,18 +240,6 @@ def spawn(kind: str, n: int, steps: int, args: argparse.Namespace, db_dir: Path,
         return {**base, "ok": False, "error": why, "stderr_tail": stderr[-6000:]}
     data = json.loads(result.read_text(encoding="utf-8"))
     return {**base, "ok": True, **data}
-
-
-BLAS_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-             "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
-
-
-def child_env(blas_threads: int) -> dict[str, str]:
-    """The children's environment: the BLAS thread pools pinned to ``blas_threads`` (0: as is)."""
-    env = dict(os.environ)
-    if blas_threads > 0:
-        env.update(dict.fromkeys(BLAS_VARS, str(blas_threads)))
-    return env
 
 
 def _watcher(pid: int) -> Any:

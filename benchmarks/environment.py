@@ -34,3 +34,16 @@ def environment(packages: list[str]) -> dict[str, Any]:
         "load_avg": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+BLAS_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+             "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def child_env(blas_threads: int) -> dict[str, str]:
+    """A benchmark child's environment: the BLAS thread pools pinned to ``blas_threads``
+    (0: as they are)."""
+    env = dict(os.environ)
+    if blas_threads > 0:
+        env.update(dict.fromkeys(BLAS_VARS, str(blas_threads)))
+    return env

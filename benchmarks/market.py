@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -26,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from environment import environment
+from environment import child_env, environment
 
 
 def experiment(customers: int, steps: int, seed: int) -> dict[str, Any]:
@@ -82,10 +81,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.customers:
             out, db = Path(tmp) / f"{n}.json", Path(tmp) / f"{n}.sqlite"
-            child_env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
             subprocess.run([sys.executable, __file__, "--seed", str(args.seed), "--child",
                             str(n), str(args.steps), str(out), str(db)], check=True,
-                           env=child_env)
+                           env=child_env(1))
             raw = json.loads(out.read_text())
             timed = raw["rows"][2:-1] or raw["rows"]
             s = statistics.median(r["s"] for r in timed)

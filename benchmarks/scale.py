@@ -41,7 +41,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from environment import environment
+from environment import child_env, environment
 
 HERE = Path(__file__).resolve().parent
 EXAMPLE = HERE.parent / "scenarios" / "social" / "examples" / "million.yaml"
@@ -239,8 +239,7 @@ def _run_all(args: argparse.Namespace, results: list[dict[str, Any]],
                     subprocess.run([sys.executable, __file__, "--child", str(n),
                                     str(args.steps), url, str(out), str(args.llm_agents),
                                     str(llm_url), str(args.shards)], check=True,
-                                   env={**os.environ, "OPENBLAS_NUM_THREADS": "1",
-                                        "OMP_NUM_THREADS": "1"})
+                                   env=child_env(1))
                 finally:
                     if drop is not None:
                         drop()
