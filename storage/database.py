@@ -27,6 +27,9 @@ from .schema import SCHEMA_VERSION, Base, Meta
 
 Columns = Mapping[str, Any]
 
+INSERT_CHUNK = 200_000
+"""Rows converted to Python values and sent to the driver at a time, within one transaction."""
+
 
 class StorageError(RuntimeError):
     """A database problem explained for the user: what failed and what to do about it."""
@@ -211,20 +214,28 @@ class Database:
         if n == 0:
             return 0
         dbapi_conn = conn.connection.dbapi_connection
+        # in chunks: Python values for a few 100k rows at a time, not for millions (a 1M-agent
+        # run's initial follow graph is 5M rows; as one batch, 700 MB of Python ints)
+        for lo in range(0, n, INSERT_CHUNK):
+            part = {c: columns[c][lo:lo + INSERT_CHUNK] for c in names}
+            self._insert_chunk(dbapi_conn, table, run_id, names, part, min(INSERT_CHUNK, n - lo))
+        return n
+
+    def _insert_chunk(self, dbapi_conn: Any, table: str, run_id: int, names: list[str],
+                      columns: Columns, n: int) -> None:
         if self.dialect == "postgresql":
             texts = [[str(run_id)] * n, *(_pg_column(columns[c]) for c in names)]
             _copy_rows(dbapi_conn, table, ["run_id", *names], texts)
-        else:
-            lists = [[run_id] * n, *(_to_list(columns[c]) for c in names)]
-            names = ["run_id", *names]
-            marks = ", ".join("?" if self.dialect == "sqlite" else "%s" for _ in names)
-            sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks})"
-            cursor = dbapi_conn.cursor()
-            try:
-                cursor.executemany(sql, zip(*lists, strict=True))
-            finally:
-                cursor.close()
-        return n
+            return
+        lists = [[run_id] * n, *(_to_list(columns[c]) for c in names)]
+        names = ["run_id", *names]
+        marks = ", ".join("?" if self.dialect == "sqlite" else "%s" for _ in names)
+        sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks})"
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.executemany(sql, zip(*lists, strict=True))
+        finally:
+            cursor.close()
 
     def delete_after(self, conn: Connection, run_id: int, step: int, tables: Sequence[str]) -> None:
         """Delete the rows of ``run_id`` written after ``step`` (for resume)."""

@@ -62,6 +62,27 @@ def test_bulk_insert_roundtrip(any_url: str) -> None:
     assert bytes(frame["blob"][0]) == b"\x00\x01\\x" and frame["blob"][1] is None
 
 
+def test_a_batch_larger_than_a_chunk_is_written_whole_and_in_order(any_url: str,
+                                                                   monkeypatch) -> None:
+    import populace.storage.database as database
+
+    monkeypatch.setattr(database, "INSERT_CHUNK", 7)  # 50 rows: 7 full chunks and one of 1
+    db = Database(any_url)
+    run_id = new_run(db)
+    n = 50
+    with db.transaction() as conn:
+        written = db.insert_columns(conn, "test_samples", run_id, {
+            "step": np.arange(n), "agent_id": np.arange(n, dtype=np.int64)[::-1].copy(),
+            "label": [f"row {i}" for i in range(n)], "value": np.arange(n) / 4,
+            "flag": np.arange(n) % 3 == 0,
+        })
+    assert written == n
+    frame = open_run(db, run_id).table("test_samples")
+    assert frame["agent_id"].tolist() == list(range(n - 1, -1, -1))
+    assert frame["label"].tolist() == [f"row {i}" for i in range(n)]
+    assert frame["value"].tolist() == [i / 4 for i in range(n)]
+
+
 def test_a_failing_step_writes_nothing(any_url: str) -> None:
     db = Database(any_url)
     run_id = new_run(db)
