@@ -291,6 +291,8 @@ class Simulation:
             actions = self.policy.decide(obs, ctx)
         self.scenario.observed(active, summary)
         self._check_batch(actions, active)
+        if self.runtime is None:  # on Ray, each shard resolves the actions it decided
+            self.scenario.resolve(actions, ctx)
         records = self.scenario.apply(actions, ctx)
         # the scenario's own questions to the model this step: Ray replicas replay the answers
         answers = self.world.llm.take_answers() if self.world.llm is not None else None

@@ -10,6 +10,8 @@ Core objects:
 The phases of one step are activate -> observe -> decide -> apply -> record -> metrics ->
 (checkpoint). ``observe`` and a policy's ``decide`` work on any subset of the active agents,
 so a runtime may split them into shards; ``apply`` sees the whole batch and resolves conflicts.
+A scenario that declares ``shardable`` keeps per-agent state in the shards that own the agents
+(``own``, ``resolve``, ``metric_part``/``pool_metrics``, ``merge_states``).
 docs/scenarios.md explains how to write one.
 """
 
@@ -40,14 +42,41 @@ Records = dict[str, dict[str, Any]]
 
 
 def merge_records(records: Records, more: Records) -> None:
-    """Add ``more``'s rows to ``records``, appending to the tables both have."""
+    """Add ``more``'s rows to ``records``, appending to the tables both have (numpy columns
+    stay numpy)."""
     for table, cols in more.items():
         if table not in records:
-            records[table] = cols
+            records[table] = dict(cols)
             continue
         mine = records[table]
         for name, values in cols.items():
-            mine[name] = list(mine[name]) + list(values)
+            have = mine[name]
+            if isinstance(have, np.ndarray) and isinstance(values, np.ndarray):
+                mine[name] = np.concatenate([have, values])
+            else:
+                mine[name] = list(have) + list(values)
+
+
+AGENT_CHUNK = 64
+"""Agents per chunk of ``chunk_sums``. Ray shards' blocks of agent ids start at multiples of it,
+so a metric summed over chunks is the same, to the last bit, on any number of shards."""
+
+
+def chunk_sums(values: np.ndarray, lo: int = 0) -> np.ndarray:
+    """Sums of a per-agent quantity over chunks of ``AGENT_CHUNK`` agent ids.
+
+    ``values`` holds agents ``lo, lo + 1, ...`` (a replica's own agents; ``lo`` a multiple of
+    ``AGENT_CHUNK``). The chunk sums of every replica, concatenated in shard order and summed,
+    give the same float as the local runtime's: floating-point addition is not associative,
+    so a metric that summed each shard's agents and then added the shards would change with
+    the number of shards.
+    """
+    if lo % AGENT_CHUNK:
+        raise ValueError(f"chunk_sums: lo={lo} is not a multiple of {AGENT_CHUNK}")
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return np.zeros(0)
+    return np.add.reduceat(values, np.arange(0, len(values), AGENT_CHUNK))
 
 
 @dataclass
@@ -142,9 +171,20 @@ class Scenario(ABC):
     trace_columns: ClassVar[tuple[str, ...]] = ()
     examples: ClassVar[Path | None] = None
 
+    shardable: ClassVar[bool] = False
+    """Whether a Ray shard's replica of this scenario keeps private per-agent state for its own
+    agents only (see "Sharding" in docs/scenarios.md). False: every replica holds the whole
+    state and applies every action; the lead replica's rows, metrics and state are the run's."""
+
     def __init__(self, config: BaseModel, world: World) -> None:
         self.config = config
         self.world = world
+        self.lo, self.hi = 0, world.n_agents
+
+    @property
+    def lead(self) -> bool:
+        """Whether this replica records shared state (always, on the local runtime)."""
+        return self.lo == 0
 
     @abstractmethod
     def setup(self) -> Records:
@@ -222,4 +262,34 @@ class Scenario(ABC):
 
     @abstractmethod
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        """Restore what ``state_dict`` returned."""
+        """Restore what ``state_dict`` returned (a shardable replica keeps its own part)."""
+
+    # -- sharding (optional: see docs/scenarios.md) ------------------------------------------
+
+    def own(self, lo: int, hi: int) -> None:
+        """This replica (a Ray shard's) decides for agents ``lo..hi-1``; called right after
+        construction, before ``setup`` or ``load_state_dict``. A shardable scenario keeps the
+        private state of those agents only; shared state stays whole on every replica."""
+        self.lo, self.hi = lo, hi
+
+    def resolve(self, actions: ActionBatch, ctx: StepContext) -> None:  # noqa: B027
+        """Check the actions of this replica's agents against their private state before the
+        step's batch is gathered (called on the replica that decided, right after ``decide``),
+        filling the batch's outcome columns (e.g. which actions are refused); ``apply`` takes
+        them as given. Default: nothing, ``apply`` checks everything."""
+
+    def metric_part(self, actions: ActionBatch, ctx: StepContext) -> dict[str, Any]:
+        """A shardable scenario's share of the step's metrics on this replica: ``chunk_sums``
+        over its own agents and, on the lead replica, the metrics of shared state."""
+        raise NotImplementedError(f"scenario {self.name!r} is not shardable")
+
+    @classmethod
+    def pool_metrics(cls, parts: list[dict[str, Any]]) -> dict[str, float]:
+        """The step's metrics from every replica's ``metric_part``, in shard order."""
+        raise NotImplementedError(f"scenario {cls.name!r} is not shardable")
+
+    @classmethod
+    def merge_states(cls, parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """The run's state from every replica's ``state_dict`` in shard order: what the local
+        runtime's ``state_dict`` returns. Default: the lead's (a replicated scenario)."""
+        return parts[0]

@@ -117,6 +117,7 @@ class Driver:
 
         self.sc.observe(agents, ctx)
         batch = action_batch(agents, column(codes), **{k: column(v) for k, v in args.items()})
+        self.sc.resolve(batch, ctx)
         records = self.sc.apply(batch, ctx)
         if "posts" in records:
             self.posts = pd.concat([self.posts, self._frame(records["posts"], self.step)],
@@ -340,6 +341,7 @@ def _drive_rule_agents(algorithm: str, steps: int = 8, n: int = 150):
         obs = sc.observe(active, ctx)
         yield d, step, obs
         actions = policy.decide(obs, ctx)
+        sc.resolve(actions, ctx)
         records = sc.apply(actions, ctx)
         d.step = step
         if "posts" in records:

@@ -19,7 +19,14 @@ from pydantic import BaseModel
 from populace.simulator.actions import ActionBatch
 from populace.simulator.arrays import sorted_unique
 from populace.simulator.policy import Policy
-from populace.simulator.scenario import Observation, Records, Scenario, StepContext, World
+from populace.simulator.scenario import (
+    Observation,
+    Records,
+    Scenario,
+    StepContext,
+    World,
+    chunk_sums,
+)
 
 from . import tables as _tables  # noqa: F401  (declares the tables on the shared Base)
 from .actions import (
@@ -44,7 +51,13 @@ from .decisions import (
     prompt_context,
 )
 from .feeds import FeedContext, build_feed
-from .metrics import attitude_assortativity, bimodality_coefficient, cascade_metrics, pearson
+from .metrics import (
+    assortativity_from_sums,
+    assortativity_sums,
+    bimodality_coefficient,
+    cascade_metrics,
+    pearson,
+)
 from .rules import SocialRulePolicy
 from .state import KINDS, FollowState, LikeSet, PostStore
 from .tables import TABLES
@@ -95,6 +108,9 @@ class SocialScenario(Scenario):
     trace_columns = ("post_id", "target_id", "accepted")
     examples = Path(__file__).parent / "examples"
     prompt_dir = Path(__file__).parent / "prompts"
+    # private per-agent state (kept by the shard that owns the agent): the agent's follow edges
+    # and its reactions; shared: posts, opinions, feed indexes
+    shardable = True
 
     def __init__(self, config: SocialConfig, world: World) -> None:  # type: ignore[override]
         super().__init__(config, world)
@@ -144,13 +160,15 @@ class SocialScenario(Scenario):
         world = self.world
         graph = world.graph
         if graph is not None and len(graph.src):
-            self.follows = FollowState(self.n, np.asarray(graph.src), np.asarray(graph.dst))
+            src, dst = np.asarray(graph.src), np.asarray(graph.dst)
+            mine = (src >= self.lo) & (src < self.hi)
+            self.follows = FollowState(self.n, src[mine], dst[mine])
         records: Records = {"follows": {
             "follower_id": self.follows.src, "followee_id": self.follows.dst,
             "op": np.ones(self.follows.n_edges, dtype=np.int64)}}
         self.posts.mark_step(0)
         seed = world.population.seed_posts
-        if self.config.seed_posts and seed is not None and len(seed):
+        if self.config.seed_posts and seed is not None and len(seed):  # shared: every replica
             authors = seed["author_id"].to_numpy(dtype=np.int64)
             noise = world.rng.get("social.seed_posts").normal(0.0, 0.1, len(authors))
             stance = np.clip(self.opinion[authors] + noise, -1, 1)
@@ -159,7 +177,8 @@ class SocialScenario(Scenario):
                                 epoch=world.clock.epoch(0))
             texts = seed["content"].astype(str).tolist()
             self.post_content.update(zip(ids.tolist(), texts, strict=True))
-            records["posts"] = self._post_rows(ids, content=texts)
+            if self.lead:
+                records["posts"] = self._post_rows(ids, content=texts)
         return records
 
     # -- phases ---------------------------------------------------------------------------------
@@ -208,19 +227,19 @@ class SocialScenario(Scenario):
         """The vectorised rule-based social agent."""
         return SocialRulePolicy(params, len(self.topics))
 
-    def apply(self, actions: ActionBatch, ctx: StepContext) -> Records:
-        """Apply the batch in activation order; refuse invalid actions with a counted reason."""
+    def resolve(self, actions: ActionBatch, ctx: StepContext) -> None:
+        """Refuse invalid actions, each with a reason (``refusal``: 1 + index in REJECTIONS, 0
+        accepted); against the state before the step, so the order within the batch does not
+        matter. Reactions and follows are checked against the acting agent's own (private)
+        state, which lives in the shard that decides for it."""
         a = actions.args
         codes, agents = actions.action, actions.agent
         post, target, topic = a["post_id"], a["target_id"], a["topic"]
         p = self.posts
-        ok = np.ones(len(actions), dtype=bool)
-        self.rejected = dict.fromkeys(REJECTIONS, 0)
+        refusal = np.zeros(len(actions), dtype=np.int8)
 
         def refuse(mask: np.ndarray, reason: str) -> None:
-            mask = mask & ok
-            self.rejected[reason] += int(mask.sum())
-            ok[mask] = False
+            refusal[mask & (refusal == 0)] = REJECTIONS.index(reason) + 1
 
         needs_post = np.isin(codes, NEEDS_POST)
         refuse(needs_post & ((post < 0) | (post >= p.n)), "unknown_post")
@@ -238,7 +257,25 @@ class SocialScenario(Scenario):
         refuse((codes == FOLLOW) & following, "already_following")
         refuse((codes == UNFOLLOW) & ~following, "not_following")
         refuse((codes == CREATE_POST) & ((topic < 0) | (topic >= len(self.topics))), "bad_topic")
-        a["accepted"] = ok
+        a["refusal"] = refusal
+        a["accepted"] = refusal == 0
+
+    def apply(self, actions: ActionBatch, ctx: StepContext) -> Records:
+        """Apply the resolved batch in activation order.
+
+        Shared state (posts, their counts, opinions, feed indexes) changes on every replica;
+        reactions and follows change in the replica that owns the acting agent, which also
+        returns their rows; the lead replica returns the new posts' rows.
+        """
+        a = actions.args
+        codes, agents = actions.action, actions.agent
+        post, target, topic = a["post_id"], a["target_id"], a["topic"]
+        p = self.posts
+        ok = a["accepted"]
+        self.rejected = dict(zip(REJECTIONS, np.bincount(
+            a["refusal"].astype(np.int64), minlength=len(REJECTIONS) + 1)[1:].tolist(),
+            strict=True))
+        mine = (agents >= self.lo) & (agents < self.hi)
 
         opinion = a["opinion"]
         moved = np.isfinite(opinion)
@@ -262,25 +299,28 @@ class SocialScenario(Scenario):
                 np.add.at(p.cols["comments"], parent[c == COMMENT], 1)
             ids = self._publish(agents[new], kind, parent, t, stance, ctx.step, ctx.epoch)
             texts = a["content"][new] if "content" in a else None
-            if texts is not None and any(x is not None for x in texts):
+            has_text = texts is not None and any(x is not None for x in texts)
+            if has_text:
                 self.post_content.update((i, x) for i, x in zip(ids.tolist(), texts.tolist(),
                                                                 strict=True) if x is not None)
-                records["posts"] = self._post_rows(ids, content=texts.tolist())
-            else:
-                records["posts"] = self._post_rows(ids)
+            if self.lead:
+                records["posts"] = self._post_rows(ids, content=texts.tolist() if has_text
+                                                   else None)
         self.new_posts = int(new.sum())
         # likes and dislikes
-        ok_react = ok & react
+        ok_react = ok & ((codes == LIKE) | (codes == DISLIKE))
         if ok_react.any():
-            value = np.where(codes[ok_react] == LIKE, 1, -1)
+            value = np.where(codes == LIKE, 1, -1)
             liked = post[ok_react]
-            np.add.at(p.cols["likes"], liked[value > 0], 1)
-            np.add.at(p.cols["dislikes"], liked[value < 0], 1)
-            self.likes.add(agents[ok_react], liked)
-            records["likes"] = {"agent_id": agents[ok_react], "post_id": liked, "value": value}
-        # follows and unfollows
-        fol = ok & (codes == FOLLOW)
-        unf = ok & (codes == UNFOLLOW)
+            np.add.at(p.cols["likes"], liked[value[ok_react] > 0], 1)
+            np.add.at(p.cols["dislikes"], liked[value[ok_react] < 0], 1)
+            own = ok_react & mine
+            self.likes.add(agents[own], post[own])
+            records["likes"] = {"agent_id": agents[own], "post_id": post[own],
+                                "value": value[own]}
+        # follows and unfollows (the follower's own edges)
+        fol = ok & mine & (codes == FOLLOW)
+        unf = ok & mine & (codes == UNFOLLOW)
         if fol.any() or unf.any():
             self.follows.update(agents[fol], target[fol], agents[unf], target[unf])
             both = fol | unf
@@ -290,6 +330,19 @@ class SocialScenario(Scenario):
 
     def metrics(self, actions: ActionBatch, ctx: StepContext) -> dict[str, float]:
         """Action counts, refusals, opinion distribution, polarization and echo-chamber measures."""
+        return self.pool_metrics([self.metric_part(actions, ctx)])
+
+    def metric_part(self, actions: ActionBatch, ctx: StepContext) -> dict[str, Any]:
+        """Sums over this replica's follow edges (per chunk of agents) and, on the lead, the
+        metrics of shared state: actions, refusals, posts, opinions, exposure."""
+        lo, hi = self.lo, self.hi
+        part: dict[str, Any] = {
+            "follow_edges": self.follows.n_edges,
+            **{k: chunk_sums(v, lo) for k, v in assortativity_sums(
+                self.opinion, self.follows.indptr, self.follows.dst, lo, hi).items()},
+        }
+        if not self.lead:
+            return part
         counts = np.bincount(actions.action.astype(np.int64), minlength=len(ACTIONS))
         out: dict[str, float] = {f"actions.{name}": float(c) for name, c in zip(ACTIONS, counts,
                                                                              strict=True)}
@@ -299,15 +352,28 @@ class SocialScenario(Scenario):
             "active_agents": float(len(actions)),
             "posts_new": float(self.new_posts),
             "posts_total": float(self.posts.n),
-            "follow_edges": float(self.follows.n_edges),
             "opinion_mean": float(op.mean()) if self.n else float("nan"),
             "opinion_var": float(op.var()) if self.n else float("nan"),
             "polarization": float(np.mean(np.abs(op) >= self.config.extreme_threshold)),
             "bimodality": bimodality_coefficient(op),
-            "assortativity": attitude_assortativity(op, self.follows.indptr, self.follows.dst),
             "exposure_corr": self.exposure_corr,
         })
-        return out
+        part["shared"] = out
+        return part
+
+    @classmethod
+    def pool_metrics(cls, parts: list[dict[str, Any]]) -> dict[str, float]:
+        """The lead's metrics plus the follow graph's edge count and assortativity, from the
+        chunk sums of every replica in shard order."""
+        out = dict(parts[0]["shared"])
+        out["follow_edges"] = float(sum(p["follow_edges"] for p in parts))
+        sums = {k: float(np.concatenate([p[k] for p in parts]).sum())
+                for k in parts[0] if k not in ("shared", "follow_edges")}
+        out["assortativity"] = assortativity_from_sums(int(out["follow_edges"]), sums)
+        keys = list(parts[0]["shared"])  # the metrics' usual order
+        keys.insert(keys.index("opinion_mean"), "follow_edges")
+        keys.insert(keys.index("exposure_corr"), "assortativity")
+        return {k: out[k] for k in keys}
 
     # -- language-model agents ------------------------------------------------------------------
 
@@ -345,11 +411,13 @@ class SocialScenario(Scenario):
         return self._profiles
 
     def agent_state(self) -> dict[str, np.ndarray]:
-        """Opinions of every agent."""
-        return {"opinion": self.opinion}
+        """Opinions of this replica's agents (all of them, on the local runtime)."""
+        return {"opinion": self.opinion[self.lo:self.hi]}
 
     def finish(self, ctx: StepContext) -> Records:
-        """Cascade measures of every repost tree of the run."""
+        """Cascade measures of every repost tree of the run (shared: on the lead)."""
+        if not self.lead:
+            return {}
         p = self.posts
         frame = cascade_metrics(p.parent, p.root, p.kind != KINDS.index("comment"))
         return {"cascades": {col: frame[col].to_numpy() for col in frame.columns}}
@@ -397,7 +465,8 @@ class SocialScenario(Scenario):
     # -- checkpoints ------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Opinions, posts, follow graph, reactions and feed indexes."""
+        """Opinions, posts, follow graph, reactions and feed indexes (a replica's own agents'
+        edges and reactions: ``merge_states`` joins them)."""
         ids = np.fromiter(self.post_content, dtype=np.int64, count=len(self.post_content))
         texts = [self.post_content[i].encode("utf-8") for i in ids.tolist()]
         return {"opinion": self.opinion, "recent": self.recent, "feedable": self.feedable,
@@ -407,14 +476,29 @@ class SocialScenario(Scenario):
                 "content_bytes": np.frombuffer(b"".join(texts), dtype=np.uint8),
                 **self.posts.state_dict()}
 
+    @classmethod
+    def merge_states(cls, parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """Shared state from the lead; every replica's edges (keys ``follower * n + followee``:
+        blocks of followers, already in order) and reactions (sorted by post)."""
+        state = dict(parts[0])
+        state["follow_keys"] = np.concatenate([p["follow_keys"] for p in parts])
+        state["like_keys"] = np.sort(np.concatenate([p["like_keys"] for p in parts]))
+        return state
+
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        """Restore what ``state_dict`` returned."""
+        """Restore what ``state_dict`` (or ``merge_states``) returned; keep own agents' edges
+        and reactions."""
+        n = self.n
         self.opinion = state["opinion"].astype(np.float64).copy()
         self.recent = state["recent"].copy()
         self.feedable = state["feedable"].copy()
-        self.follows.keys = state["follow_keys"].astype(np.int64)
+        keys = state["follow_keys"].astype(np.int64)
+        first, last = np.searchsorted(keys, [self.lo * n, self.hi * n])
+        self.follows.keys = keys[first:last].copy()
         self.follows._reindex()
-        self.likes.keys = state["like_keys"].astype(np.int64)
+        likes = state["like_keys"].astype(np.int64)
+        who = likes % self.likes.n
+        self.likes.keys = likes[(who >= self.lo) & (who < self.hi)]
         self.posts.load_state_dict(state)
         blob = state["content_bytes"].tobytes()
         starts = np.r_[0, state["content_ends"][:-1]] if len(state["content_ends"]) else []
