@@ -259,8 +259,10 @@ def _run_all(args: argparse.Namespace, results: list[dict[str, Any]],
                      "llm_decisions_per_step": statistics.mean(raw["llm_decisions"][1:-1])}
                 results.append(r)
                 where = f"ray x{args.shards}" if args.shards else "local"
+                graph = ("in the shards" if r["graph_s"] is None  # the driver builds no graph
+                         else f"{r['graph_s']:.2f}s")
                 print(f"{n:>9,} {db:<10} {where:<7} population {r['population_s']:.2f}s graph "
-                      f"{r['graph_s']:.2f}s start {r['start_s']:.1f}s | {s:.3f} s/step "
+                      f"{graph} start {r['start_s']:.1f}s | {s:.3f} s/step "
                       f"(last {r['last_step_s']:.2f}s) {r['agent_steps_per_s'] / 1e6:.2f}M "
                       f"agent-steps/s | peak {r['peak_rss_mb']:,.0f} MB "
                       f"({r['bytes_per_agent']:,.0f} B/agent) | DB "

@@ -43,9 +43,9 @@ from .config import Experiment, experiment_from_dict
 from .llm.tables import STEP_TABLES as LLM_STEP_TABLES
 from .network import build_network
 from .policy import Policy, build_policy
-from .population import build_population
+from .population import Population, build_population
 from .rng import RngStreams
-from .runtime import RayRuntime, ShardDiedError
+from .runtime import RayRuntime, ShardDiedError, ShardedScenario
 from .scenario import Records, Scenario, StepContext, World, merge_records
 
 MAX_RECOVERIES = 3  # shard deaths a run survives before it stops
@@ -97,15 +97,29 @@ class Simulation:
         self._writer: ThreadPoolExecutor | None = None
         self._pending: Future[float] | None = None
         self.runtime: RayRuntime | None = None
+        self._drawn: tuple[int, np.ndarray] | None = None
 
     # -- building --------------------------------------------------------------------------------
 
-    def _build(self) -> Records:
-        """Build population, graph, scenario, policy and activation; return set-up rows."""
+    def _build(self, own: tuple[int, int] | None = None) -> Records:
+        """Build population, activation and the world (on the Ray runtime: the shards build
+        it); return the set-up rows. ``own``: a Ray shard's block of agents."""
         cfg = self.config
         t0 = time.perf_counter()
+        population = build_population(cfg.population, self.rng.get("population"),
+                                      self.experiment.base_dir)
+        self.activation = Activation(cfg.activation, population.attributes, self.rng)
+        if cfg.runtime.type == "ray":
+            records = self._start_shards(population)
+        else:
+            records = self._build_world(population, own)
+        self.setup_s = time.perf_counter() - t0
+        return records
+
+    def _build_world(self, population: Population, own: tuple[int, int] | None) -> Records:
+        """Follow graph, scenario and policy in this process; the scenario's set-up rows."""
+        cfg = self.config
         base = self.experiment.base_dir
-        population = build_population(cfg.population, self.rng.get("population"), base)
         graph = build_network(
             cfg.network, population.size, population.attributes, self.rng.get("network"),
             base_dir=base, population_edges=population.follow_edges,
@@ -116,21 +130,19 @@ class Simulation:
 
             llm = ScenarioLLM(cfg.llm, cfg.seed, base)
         self.world = World(population, graph, self.clock, self.rng, base, llm)
-        self.scenario: Scenario = self.experiment.scenario_cls(self.experiment.scenario_config,
-                                                               self.world)
+        self.scenario: Scenario | ShardedScenario = self.experiment.scenario_cls(
+            self.experiment.scenario_config, self.world)
+        if own is not None:
+            self.scenario.own(*own)
         self.policy: Policy
         self.policy, self.policy_part = build_policy(
             cfg.policy, self.scenario, population.attributes, self.rng, llm=cfg.llm,
             base_dir=base, seed=cfg.seed)
-        self.activation = Activation(cfg.activation, population.attributes, self.rng)
-        records = self.scenario.setup()
-        if cfg.runtime.type == "ray":
-            self._start_shards()
-        self.setup_s = time.perf_counter() - t0
-        return records
+        return self.scenario.setup()
 
-    def _start_shards(self) -> None:
-        """Start the Ray shards; they build the same world from the experiment."""
+    def _start_shards(self, population: Population) -> Records:
+        """Start the Ray shards, which build the world from the experiment; the driver keeps
+        the population and the shards' views. Returns the set-up rows."""
         from .runtime import RayRuntime
 
         if self.db_url in ("sqlite://", "sqlite:///"):
@@ -142,8 +154,34 @@ class Simulation:
         source = (source.resolve() if source is not None
                   else Path.cwd() / f"{self.config.name}.yaml")  # base_dir for relative paths
         self.runtime = RayRuntime(self.config.runtime, self.experiment.to_dict(), source,
-                                  self.world.n_agents, type(self.policy))
+                                  population.size, self.experiment.scenario_cls,
+                                  asks_model=self.config.llm is not None,
+                                  metrics_due=self._metrics_due, next_active=self._next_active)
+        self.world = World(population, None, self.clock, self.rng, self.experiment.base_dir,
+                           self.runtime.llm)  # type: ignore[arg-type]
+        self.scenario = self.runtime.scenario
         self.policy = self.runtime.policy
+        return self.scenario.setup()
+
+    def _metrics_due(self, step: int) -> bool:
+        return step % self.config.metrics.every == 0 or step == self.config.steps
+
+    def _checkpoint_due(self, step: int) -> bool:
+        return step % self.config.checkpoint_every == 0 or step == self.config.steps
+
+    def _next_active(self, step: int) -> np.ndarray | None:
+        """Who acts at ``step``, for Ray shards that would decide for it before step - 1 is
+        recorded: not after a checkpoint (it must hold the policy's state before that
+        decision), not past the end. Activation depends on the step only."""
+        if step > self.config.steps or self._checkpoint_due(step - 1):
+            return None
+        return self._active(step)
+
+    def _active(self, step: int) -> np.ndarray:
+        """The agents active at ``step`` (drawn once, also when the shards asked ahead)."""
+        if self._drawn is None or self._drawn[0] != step:
+            self._drawn = (step, self.activation.draw(step, self.clock.hour(step)))
+        return self._drawn[1]
 
     def _context(self, step: int) -> StepContext:
         return StepContext(step=step, time=self.clock.time(step), epoch=self.clock.epoch(step),
@@ -219,9 +257,7 @@ class Simulation:
         policy_state = {k.removeprefix("policy."): v for k, v in state.items()
                         if k.startswith("policy.")}
         self.scenario.load_state_dict(scenario_state)
-        if self.runtime is not None:
-            self.runtime.load(scenario_state, policy_state)
-        elif "shards" in policy_state:
+        if self.runtime is None and "shards" in policy_state:
             n = int(policy_state["shards"][0])
             if len(policy_state) > 1:  # the policy had state, kept per shard
                 raise ValueError(f"this run's checkpoint holds its policy state in {n} Ray "
@@ -282,7 +318,7 @@ class Simulation:
         step = self.step + 1
         t0 = time.perf_counter()
         ctx = self._context(step)
-        active = self.activation.draw(step, ctx.hour)
+        active = self._active(step)
         if self.runtime is not None:
             actions, summary = self.runtime.decide(active, step)
         else:
@@ -294,23 +330,19 @@ class Simulation:
         if self.runtime is None:  # on Ray, each shard resolves the actions it decided
             self.scenario.resolve(actions, ctx)
         records = self.scenario.apply(actions, ctx)
-        # the scenario's own questions to the model this step: Ray replicas replay the answers
-        answers = self.world.llm.take_answers() if self.world.llm is not None else None
-        if self.runtime is not None:
-            self.runtime.apply(actions, step, answers)
         merge_records(records, self.policy.drain_records())
         last = step == self.config.steps
         metrics: dict[str, float] = self.policy.step_metrics()
         if self.world.llm is not None:
             merge_records(records, self.world.llm.drain_records())
             metrics.update(self.world.llm.step_metrics())
-        if step % self.config.metrics.every == 0 or last:
+        if self._metrics_due(step):
             metrics.update(self.scenario.metrics(actions, ctx))
         if last and self.config.metrics.final:
             for table, cols in self.scenario.finish(ctx).items():
                 records.setdefault(table, {}).update(cols)
         compute_s = time.perf_counter() - t0
-        checkpoint = step % self.config.checkpoint_every == 0 or last
+        checkpoint = self._checkpoint_due(step)
         record_s = self._commit(step, records, metrics, n_active=len(active),
                                 n_actions=len(actions), compute_s=compute_s,
                                 checkpoint=checkpoint, actions=actions)
@@ -410,7 +442,8 @@ class Simulation:
             out[table] = cols
         return out
 
-    def _write(self, step: int, tables: Records, metrics: dict[str, float], blob: bytes | None,
+    def _write(self, step: int, tables: Records, metrics: dict[str, float],
+               blob: memoryview | None,
                n_active: int, n_actions: int, compute_s: float, wall_s: float) -> float:
         """The transaction of one step (runs in the writer thread when in the background)."""
         assert self.db is not None and self.run_id is not None
@@ -447,14 +480,15 @@ class Simulation:
         return {"agent_id": batch.agent, "action": np.asarray(names, dtype=object)[batch.action],
                 **{k: batch.args[k] for k in self.scenario.trace_columns}}
 
-    def _checkpoint_blob(self, step: int, wall_s: float) -> bytes:
+    def _checkpoint_blob(self, step: int, wall_s: float) -> memoryview:
+        """The state as one .npz file, a view of its buffer (no copy of 100s of MB at 1M)."""
         arrays = {f"scenario.{k}": np.asarray(v) for k, v in self.scenario.state_dict().items()}
         arrays.update({f"policy.{k}": np.asarray(v) for k, v in self.policy.state_dict().items()})
         arrays["engine.step"] = np.asarray(step)
         arrays["engine.wall_s"] = np.asarray(wall_s)
         buf = io.BytesIO()
         np.savez(buf, **arrays)
-        return buf.getvalue()
+        return buf.getbuffer()
 
 
 def _empty_batch() -> ActionBatch:

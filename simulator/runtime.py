@@ -2,20 +2,24 @@
 
 Core objects:
     RuntimeConfig: the ``runtime:`` section.
-    RayRuntime: shard actors that each observe and decide for a contiguous block of agent ids,
-        plus ``ShardedPolicy``, the engine's view of the shards' policies.
+    RayRuntime: shard actors that each hold a replica of the world and decide for a block of
+        agent ids, and the engine's views of them: ``ShardedScenario``, ``ShardedPolicy`` and
+        ``ShardedLLM`` stand in for the driver's scenario, policy and scenario model.
 
-How the Ray runtime works (any scenario, no scenario code): every shard actor builds the same
-world as the driver from the experiment (population, graph, scenario, policy; the seed makes
-them identical) and keeps it in step: each step the driver sends the active agents, each shard
-observes and decides for its own block in parallel and returns one ``ActionBatch``, the driver
-applies the whole batch to its scenario (rows, metrics, checkpoints come from there) and sends
-the batch to every shard, which applies it to its replica without being waited for (each actor
-runs its calls in order). That is one waited call per shard per step (the decisions come back
-with the policy's rows and measurements), whatever the number of agents. Decisions use per-agent random numbers keyed by agent id,
-so a run gives the same database on 1, 2 or 4 shards as on the local runtime. Policy state
-(e.g. LLM agents' memories) lives in the shard that decides for those agents and is saved per
-shard in checkpoints, so a run resumes with the shard count it started with.
+How the Ray runtime works (any scenario, no scenario code): the driver builds the population
+(activation needs it) but no world; every shard actor builds the world from the experiment (the
+seed makes the replicas identical) and owns a block of agent ids. Each step the driver sends
+the active agents; each shard observes, decides and ``resolve``s for its block in parallel; the
+driver gathers one batch in activation order and hands it to every shard, which applies it to
+its replica, in parallel again. A scenario that declares itself ``shardable`` keeps private
+per-agent state (e.g. follow edges) only in the shard that owns the agent, so each shard
+applies and measures only its share and returns its rows and ``metric_part``; other
+scenarios are replicated whole and the lead shard (the one holding agent 0) returns the rows,
+metrics and state. That is two waited calls per shard per step, whatever the number of agents.
+Decisions use per-agent random numbers keyed by agent id and metrics sum over fixed chunks of
+agent ids, so a run gives the same database on 1, 2 or 4 shards as on the local runtime.
+Policy state (e.g. LLM agents' memories) lives in the shard that decides for those agents and
+is saved per shard in checkpoints, so a run resumes with the shard count it started with.
 
 A shard that dies is recovered by the engine: it resumes the run from its last checkpoint
 (``Simulation.run``), which rebuilds the shards.
@@ -27,6 +31,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
@@ -36,12 +41,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .actions import ActionBatch
 from .policy import Policy
-from .scenario import merge_records
+from .scenario import AGENT_CHUNK, merge_records
 
 if TYPE_CHECKING:
     from populace.storage import Database
 
-    from .scenario import Observation, Records, StepContext
+    from .scenario import Observation, Records, Scenario, StepContext
 
 log = logging.getLogger("populace.runtime")
 
@@ -126,75 +131,42 @@ def connect(config: RuntimeConfig) -> Any:
 
 
 def blocks(n_agents: int, shards: int) -> np.ndarray:
-    """The first agent id of each shard's contiguous block, and ``n_agents`` at the end."""
-    return np.linspace(0, n_agents, shards + 1).round().astype(np.int64)
+    """The first agent id of each shard's contiguous block, and ``n_agents`` at the end.
 
-
-class _Shard:
-    """What runs inside a shard actor: a replica of the driver's world."""
-
-    def __init__(self, config: dict[str, Any], source: str) -> None:
-        from .config import experiment_from_dict
-        from .engine import Simulation
-
-        exp = experiment_from_dict(config, source=Path(source))
-        exp.config.runtime = RuntimeConfig()  # the replica itself runs locally
-        self.sim = Simulation(exp)  # its database is the driver's, given in attach
-        self.sim._build()
-        if self.sim.world.llm is not None:  # the scenario's own questions are the driver's:
-            from .llm.service import ReplayedLLM  # the replica replays its answers
-
-            self.sim.world.llm = ReplayedLLM()
-
-    def pid(self) -> int:
-        return os.getpid()
-
-    def attach(self, db_url: str, run_id: int) -> None:
-        from populace.storage import Database
-
-        self.db = Database(db_url, create=False)
-        self.sim.policy.attach(self.db, run_id)
-
-    def decide(self, agents: np.ndarray, step: int
-               ) -> tuple[ActionBatch, dict[str, np.ndarray], Records, dict[str, Any]]:
-        """Observe and decide; with them, the policy's rows and measurements of the step (a
-        policy produces both while deciding), so that no further call is needed."""
-        ctx = self.sim._context(step)
-        obs = self.sim.scenario.observe(agents, ctx)
-        summary = self.sim.scenario.observation_summary(obs)
-        actions = self.sim.policy.decide(obs, ctx)
-        return (actions, summary, self.sim.policy.drain_records(),
-                self.sim.policy.export_measurements())
-
-    def apply(self, actions: ActionBatch, step: int, answers: list[Any]) -> None:
-        if answers:
-            self.sim.world.llm.queue = list(answers)  # type: ignore[union-attr]
-        self.sim.scenario.apply(actions, self.sim._context(step))
-
-    def state(self) -> dict[str, np.ndarray]:
-        return self.sim.policy.state_dict()
-
-    def load(self, scenario: dict[str, np.ndarray], policy: dict[str, np.ndarray]) -> None:
-        self.sim.scenario.load_state_dict(scenario)
-        self.sim.policy.load_state_dict(policy)
-
-    def close(self) -> None:
-        self.sim.policy.close()
+    Blocks start at multiples of ``AGENT_CHUNK`` (metrics sum over such chunks), so with fewer
+    than ``shards * AGENT_CHUNK`` agents some shards get none.
+    """
+    chunks = -(-n_agents // AGENT_CHUNK)
+    bounds = np.linspace(0, chunks, shards + 1).round().astype(np.int64) * AGENT_CHUNK
+    return np.minimum(bounds, n_agents)
 
 
 class RayRuntime:
-    """Shard actors for one run.
+    """Shard actors for one run, and the engine's views of them.
 
     Args:
         config: the ``runtime:`` section.
         experiment: the experiment as plain data, and the file it came from (an absolute path,
             so that shards on other machines or in other folders read the same files).
         n_agents: population size.
-        policy_kind: the class of the run's policy (it pools the shards' measurements).
+        scenario_cls: the run's scenario class (its sharding hooks pool the shards' parts).
+        asks_model: whether the experiment has an ``llm:`` section, so the scenario may ask
+            the model while applying a step: the lead shard then applies first and the others
+            replay its answers.
+        metrics_due: whether the engine asks for the metrics of a step (the shards then
+            measure right after applying it, in the same call).
+        next_active: the agents active at a step, or None when the shards must not decide for
+            it before the previous step is recorded (after a checkpoint, past the end);
+            otherwise they decide for it as soon as they have applied the previous one, while
+            the driver records.
     """
 
     def __init__(self, config: RuntimeConfig, experiment: dict[str, Any], source: Path,
-                 n_agents: int, policy_kind: type[Policy] = Policy) -> None:
+                 n_agents: int, scenario_cls: type[Scenario], asks_model: bool = False,
+                 metrics_due: Callable[[int], bool] | None = None,
+                 next_active: Callable[[int], np.ndarray | None] | None = None) -> None:
+        from .shard import ShardReplica
+
         ray = connect(config)
         self.ray, self.config = ray, config
         cpus = ray.cluster_resources().get("CPU", 1.0)
@@ -202,15 +174,23 @@ class RayRuntime:
             log.warning("runtime.shards is %d but the Ray cluster has %g CPUs: shards will "
                         "share CPUs and run slower than they could", config.shards, cpus)
         per_shard = min(1.0, cpus / config.shards)
-        actor = ray.remote(num_cpus=per_shard, max_restarts=0)(_Shard)
+        actor = ray.remote(num_cpus=per_shard, max_restarts=0)(ShardReplica)
         self.bounds = blocks(n_agents, config.shards)
-        self._pending: list[Any] = []
+        if (np.diff(self.bounds) == 0).any():
+            log.warning("%d agents in %d shards: shards own blocks of %d agent ids, so some "
+                        "own none", n_agents, config.shards, AGENT_CHUNK)
         t0 = time.perf_counter()
-        self.shards = [actor.remote(experiment, str(source))
-                       for _ in range(config.shards)]
-        self.pids = self._get([s.pid.remote() for s in self.shards])
+        self.shards = [actor.remote(experiment, str(source), int(lo), int(hi))
+                       for lo, hi in zip(self.bounds[:-1], self.bounds[1:], strict=True)]
+        info = self._get([s.info.remote() for s in self.shards])
+        self.pids = [pid for pid, _ in info]
         log.info("%d Ray shards ready in %.1f s", config.shards, time.perf_counter() - t0)
-        self.policy = ShardedPolicy(self, policy_kind)
+        self.policy = ShardedPolicy(self, info[0][1])
+        self.llm = ShardedLLM() if asks_model else None
+        self.scenario = ShardedScenario(self, scenario_cls, self.llm,
+                                        metrics_due or (lambda step: True))
+        self.next_active = next_active or (lambda step: None)
+        self._ahead: tuple[int, np.ndarray, list[Any]] | None = None
 
     def _get(self, refs: list[Any]) -> list[Any]:
         ray = self.ray
@@ -222,17 +202,35 @@ class RayRuntime:
             raise RuntimeError(f"a Ray shard did not answer within runtime.call_timeout_s "
                                f"({self.config.call_timeout_s:g} s)") from None
 
-    def decide(self, active: np.ndarray, step: int
-               ) -> tuple[ActionBatch, dict[str, np.ndarray]]:
-        """Every shard observes and decides for its active agents: one batch and the
-        scenario's observation summary, both in activation order."""
+    def call(self, method: str, *args: Any) -> list[Any]:
+        """Call ``method`` on every shard at once; their results in shard order."""
+        return self._get([getattr(s, method).remote(*args) for s in self.shards])
+
+    def _send_decide(self, active: np.ndarray, step: int) -> list[Any]:
         which = np.searchsorted(self.bounds, active, side="right") - 1
         refs = [shard.decide.remote(active[which == i], step)
                 for i, shard in enumerate(self.shards) if (which == i).any()]
         if not refs:  # nobody active: shard 0 gives the empty batch with the right columns
             refs = [self.shards[0].decide.remote(active, step)]
+        return refs
+
+    def decide_ahead(self, step: int) -> None:
+        """Let the shards decide for ``step`` right after the call queued before (each actor
+        runs its calls in order), if the engine allows it (``next_active``)."""
+        active = self.next_active(step)
+        if active is not None:
+            self._ahead = (step, active, self._send_decide(active, step))
+
+    def decide(self, active: np.ndarray, step: int
+               ) -> tuple[ActionBatch, dict[str, np.ndarray]]:
+        """Every shard observes, decides and resolves for its active agents: one batch and
+        the scenario's observation summary, both in activation order."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == step and np.array_equal(ahead[1], active):
+            refs = ahead[2]
+        else:
+            refs = self._send_decide(active, step)
         parts = self._get(refs)
-        self._settle()  # the previous step's replays (they ran before these decisions)
         self.policy.gathered([p[2] for p in parts], [p[3] for p in parts])
         batch = ActionBatch.concat([p[0] for p in parts])
         order = np.argsort(batch.agent, kind="stable")
@@ -240,49 +238,111 @@ class RayRuntime:
         summary = {k: np.concatenate([p[1][k] for p in parts])[pos] for k in parts[0][1]}
         return batch.take(pos), summary
 
-    def apply(self, actions: ActionBatch, step: int, answers: list[Any] | None = None) -> None:
-        """Every replica applies the step's whole batch (the driver applied it already), with
-        the answers the driver's scenario got from the model while applying it.
-
-        Not waited for: each actor runs its calls in order, so the replay happens before the
-        shard's next decision, while the driver records the step; its errors surface with the
-        next call (``_settle``).
-        """
-        ref = self.ray.put(actions)
-        self._pending = [s.apply.remote(ref, step, answers or []) for s in self.shards]
-
-    def _settle(self) -> None:
-        pending, self._pending = self._pending, []
-        if pending:
-            self._get(pending)
-
-    def load(self, scenario: dict[str, np.ndarray], policy: dict[str, np.ndarray]) -> None:
-        """Give every replica the checkpoint's scenario state and its own policy state."""
-        saved = int(policy["shards"][0]) if "shards" in policy else None
-        if saved is not None and saved != len(self.shards):
-            raise ValueError(f"the checkpoint holds the policy state of {saved} shards; resume "
-                             f"with runtime.shards: {saved}")
-        self._settle()
-        ref = self.ray.put(scenario)
-        self._get([s.load.remote(ref, {k.removeprefix(f"shard{i}."): v
-                                       for k, v in policy.items()
-                                       if k.startswith(f"shard{i}.")})
-                   for i, s in enumerate(self.shards)])
-
     def kill(self, index: int) -> None:
         """Kill one shard (for fault tests)."""
         self.ray.kill(self.shards[index], no_restart=True)
 
     def close(self) -> None:
         """Close the shards' policies and end the actors."""
+        self._ahead = None
         try:
-            self._settle()
-            self._get([s.close.remote() for s in self.shards])
+            self.call("close")
         except Exception:  # a dead shard has nothing to close
             log.debug("closing shards", exc_info=True)
         for s in self.shards:
             self.ray.kill(s, no_restart=True)
         self.shards = []
+
+
+class ShardedScenario:
+    """The engine's view of the shards' scenario replicas.
+
+    A ``shardable`` scenario's rows are every replica's, its metrics are pooled from every
+    replica's ``metric_part``, its state merged with ``merge_states`` and its agent state
+    joined in shard order; a replicated scenario's are the lead replica's.
+    """
+
+    def __init__(self, runtime: RayRuntime, cls: type[Scenario], llm: ShardedLLM | None,
+                 metrics_due: Callable[[int], bool]) -> None:
+        self.runtime, self.cls, self.llm, self.metrics_due = runtime, cls, llm, metrics_due
+        self.name, self.actions, self.tables = cls.name, cls.actions, cls.tables
+        self.action_table, self.trace_columns = cls.action_table, cls.trace_columns
+        self._seen: tuple[np.ndarray, dict[str, np.ndarray]] | None = None
+        self._applied: ActionBatch | None = None
+        self._measured: list[Any] | None = None
+
+    def _records(self, parts: list[Records]) -> Records:
+        if not self.cls.shardable:
+            return parts[0]
+        records: Records = {}
+        for part in parts:
+            merge_records(records, part)
+        return records
+
+    def setup(self) -> Records:
+        """The rows that describe the initial state (the replicas built it already)."""
+        return self._records(self.runtime.call("setup"))
+
+    def observed(self, agents: np.ndarray, summary: dict[str, np.ndarray]) -> None:
+        """Kept for the lead replica, which gets it with the step's batch."""
+        self._seen = (agents, summary)
+
+    def apply(self, actions: ActionBatch, ctx: StepContext) -> Records:
+        """Every replica applies the resolved batch; the step's rows."""
+        rt = self.runtime
+        ref = rt.ray.put(actions)
+        agents, summary = self._seen if self._seen is not None else (None, None)
+        self._seen = None
+        lead, rest = rt.shards[0], rt.shards[1:]
+        measure = self.metrics_due(ctx.step)
+        if self.llm is not None and rest:  # the lead asks the model, the others replay
+            first = [lead.apply.remote(ref, ctx.step, agents, summary, None, measure)]
+            done = rt._get(first)
+            answers = done[0][2][0] if done[0][2] is not None else []
+            refs = first + [s.apply.remote(ref, ctx.step, None, None, answers, measure)
+                            for s in rest]
+        else:
+            refs = ([lead.apply.remote(ref, ctx.step, agents, summary, None, measure)]
+                    + [s.apply.remote(ref, ctx.step, None, None, None, measure) for s in rest])
+        rt.decide_ahead(ctx.step + 1)  # queued behind the apply on every shard
+        parts = rt._get(refs)
+        actions.args.update(parts[0][1])  # outcomes the lead's apply filled in
+        if self.llm is not None and parts[0][2] is not None:
+            self.llm.received(*parts[0][2][1:])
+        self._applied = actions
+        self._measured = [p[3] for p in parts] if measure else None
+        return self._records([p[0] for p in parts])
+
+    def metrics(self, actions: ActionBatch, ctx: StepContext) -> dict[str, float]:
+        """The step's metrics, pooled from the replicas (lead's for a replicated scenario);
+        measured with the step's ``apply`` when it was due."""
+        if actions is self._applied and self._measured is not None:
+            parts, self._measured = self._measured, None
+        else:
+            parts = self.runtime.call("metrics", ctx.step, actions)
+        return self.cls.pool_metrics(parts) if self.cls.shardable else parts[0]
+
+    def finish(self, ctx: StepContext) -> Records:
+        """End-of-run rows."""
+        return self._records(self.runtime.call("finish", ctx.step))
+
+    def agent_state(self) -> dict[str, np.ndarray]:
+        """Per-agent state over all agents."""
+        parts = self.runtime.call("agent_state")
+        if not self.cls.shardable:
+            return parts[0]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The run's scenario state, as the local runtime's ``state_dict`` gives it."""
+        parts = self.runtime.call("scenario_state")
+        return self.cls.merge_states(parts) if self.cls.shardable else parts[0]
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Every replica loads the checkpoint's state (a shardable one keeps its part)."""
+        rt = self.runtime
+        ref = rt.ray.put(state)
+        rt._get([s.load_scenario.remote(ref) for s in rt.shards])
 
 
 class ShardedPolicy(Policy):
@@ -299,9 +359,9 @@ class ShardedPolicy(Policy):
         return self.runtime.decide(obs.agents, ctx.step)[0]
 
     def attach(self, db: Database, run_id: int) -> None:
-        """Each shard connects its policy (LLM backends, response cache)."""
-        rt = self.runtime
-        rt._get([s.attach.remote(db.url, run_id) for s in rt.shards])
+        """Each shard connects its policy (LLM backends, response cache), and the lead shard
+        its scenario's model."""
+        self.runtime.call("attach", db.url, run_id)
 
     def gathered(self, rows: list[Records], measurements: list[dict[str, Any]]) -> None:
         """The shards' rows and measurements of the step, returned with their decisions."""
@@ -321,18 +381,58 @@ class ShardedPolicy(Policy):
 
     def state_dict(self) -> dict[str, np.ndarray]:
         rt = self.runtime
-        rt._settle()
         out: dict[str, np.ndarray] = {"shards": np.array([len(rt.shards)])}
-        for i, state in enumerate(rt._get([s.state.remote() for s in rt.shards])):
+        for i, state in enumerate(rt.call("policy_state")):
             out.update({f"shard{i}.{k}": v for k, v in state.items()})
         return out
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        raise NotImplementedError("use RayRuntime.load")
+        """Give every shard its own policy state from the checkpoint."""
+        rt = self.runtime
+        if "shards" not in state:
+            if state:
+                raise ValueError("this run's checkpoint holds its policy state in one "
+                                 "process; resume it with runtime local")
+            return
+        saved = int(state["shards"][0])
+        if saved != len(rt.shards) and len(state) > 1:
+            raise ValueError(f"the checkpoint holds the policy state of {saved} shards; resume "
+                             f"with runtime.shards: {saved}")
+        rt._get([s.load_policy.remote({k.removeprefix(f"shard{i}."): v
+                                       for k, v in state.items()
+                                       if k.startswith(f"shard{i}.")})
+                 for i, s in enumerate(rt.shards)])
 
     def close(self) -> None:
         self.runtime.close()
 
 
-__all__ = ["RayRuntime", "RayUnavailableError", "RuntimeConfig", "ShardDiedError", "blocks",
-           "connect"]
+class ShardedLLM:
+    """The engine's view of the scenario's model, which the lead shard asks: its rows and
+    metrics come back with each step's ``apply``."""
+
+    def __init__(self) -> None:
+        self._records: Records = {}
+        self._metrics: dict[str, float] = {}
+
+    def received(self, records: Records, metrics: dict[str, float]) -> None:
+        """The lead shard's rows and metrics of the step."""
+        self._records, self._metrics = records, metrics
+
+    def attach(self, db: Database) -> None:
+        """The lead shard connects (``ShardedPolicy.attach``)."""
+
+    def drain_records(self) -> Records:
+        records, self._records = self._records, {}
+        return records
+
+    def step_metrics(self) -> dict[str, float]:
+        metrics, self._metrics = self._metrics, {}
+        return metrics
+
+    def close(self) -> None:
+        """The lead shard closes its backend with the actor."""
+
+
+__all__ = ["RayRuntime", "RayUnavailableError", "RuntimeConfig", "ShardDiedError",
+           "ShardedLLM", "ShardedPolicy", "ShardedScenario", "blocks", "connect"]

@@ -42,7 +42,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA cache_size=-262144")  # 256 MiB: big steps touch many pages
+    cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB
     cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
 
@@ -295,7 +295,7 @@ def _pg_column(values: Any) -> list[str]:
 def _pg_text(value: Any) -> str:
     if value is None:
         return "\\N"
-    if isinstance(value, bytes):
+    if isinstance(value, bytes | bytearray | memoryview):
         return "\\\\x" + value.hex()
     if isinstance(value, str):
         return (

@@ -85,8 +85,10 @@ def last_committed_step(db: Database, run_id: int) -> int:
     return int(value or 0)
 
 
-def save_checkpoint(conn: Connection, db: Database, run_id: int, step: int, blob: bytes) -> None:
-    """Store ``blob`` as the checkpoint after ``step`` and drop older ones of the run."""
+def save_checkpoint(conn: Connection, db: Database, run_id: int, step: int,
+                    blob: bytes | memoryview) -> None:
+    """Store ``blob`` as the checkpoint after ``step`` and drop older ones of the run (a
+    memoryview is written in slices of itself, without copies)."""
     conn.execute(sa.delete(Checkpoint).where(Checkpoint.run_id == run_id))
     chunks = [blob[i : i + CHUNK] for i in range(0, len(blob), CHUNK)] or [b""]
     db.insert_columns(

@@ -130,3 +130,21 @@ def test_mesa_user_moves_toward_agreeable_stances_only() -> None:
     me.step()
     assert me.opinion == pytest.approx(0.1 * 0.2)  # convergence 0.1 toward mean 0.2
     assert model.n_active == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shards", [0, 2])
+def test_scale_benchmark_smoke(tmp_path: Path, shards: int) -> None:
+    """benchmarks/scale.py on the local runtime and on Ray: one row per run, with the figures
+    docs/benchmarks.md reports (the Ray driver builds no follow graph: no graph time)."""
+    out = tmp_path / "scale.json"
+    proc = subprocess.run([sys.executable, str(BENCH / "scale.py"), "--sizes", "3000",
+                           "--steps", "3", "--databases", "sqlite", "--shards", str(shards),
+                           "--out", str(out)], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    (row,) = json.loads(out.read_text(encoding="utf-8"))["results"]
+    assert row["agents"] == 3000 and row["shards"] == shards
+    assert row["s_per_step"] > 0 and row["rows_per_step"] > 0 and row["peak_rss_mb"] > 50
+    assert (row["graph_s"] is None) == (shards > 0)
+    assert "3,000 sqlite" in proc.stdout

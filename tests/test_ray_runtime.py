@@ -8,6 +8,7 @@ import copy
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")
@@ -87,9 +88,17 @@ def test_a_killed_shard_is_recovered_from_the_last_checkpoint(tmp_path, monkeypa
     assert_same_run(local, run)
 
 
-def test_blocks_cover_every_agent_once() -> None:
-    assert blocks(10, 3).tolist() == [0, 3, 7, 10]
-    assert blocks(2, 4).tolist() == [0, 0, 1, 2, 2]
+def test_blocks_cover_every_agent_once_and_start_at_chunk_boundaries() -> None:
+    from populace.simulator.scenario import AGENT_CHUNK
+
+    assert AGENT_CHUNK == 64
+    assert blocks(1000, 3).tolist() == [0, 320, 704, 1000]
+    assert blocks(300, 4).tolist() == [0, 64, 128, 256, 300]
+    assert blocks(10, 3).tolist() == [0, 0, 10, 10]  # one chunk: one shard owns it
+    for n, shards in ((1, 1), (63, 2), (64, 2), (10**6 + 3, 7)):
+        b = blocks(n, shards)
+        assert b[0] == 0 and b[-1] == n and (np.diff(b) >= 0).all()
+        assert (b[:-1] % AGENT_CHUNK == 0).all()
 
 
 def test_ray_configuration_errors_are_clear(tmp_path) -> None:

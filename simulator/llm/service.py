@@ -36,7 +36,8 @@ class ScenarioLLM:
     def __init__(self, llm: LLMConfig, seed: int, base_dir: Path) -> None:
         self.llm, self.seed = llm, seed
         self.calls = LLMCalls(llm, seed, base_dir)
-        self.answers: list[list[Any | None]] = []  # this step's answers, for Ray replicas
+        self.keep_answers = False  # on a Ray run's lead shard: the other replicas replay them
+        self.answers: list[list[Any | None]] = []
 
     def attach(self, db: Database) -> None:
         """Connect to the backend (called by the engine when the run starts or resumes)."""
@@ -75,7 +76,8 @@ class ScenarioLLM:
         out = [self.calls.judge(r, a, "scenario", answer)[0]
                for r, a in zip(requests, responses, strict=True)]
         self.calls.counts["fallbacks"] += sum(x is None for x in out)
-        self.answers.append(out)
+        if self.keep_answers:
+            self.answers.append(out)
         return out
 
     def take_answers(self) -> list[list[Any | None]]:
@@ -103,22 +105,22 @@ class ScenarioLLM:
 
 
 class ReplayedLLM:
-    """What a Ray shard's replica asks instead of the model: the answers the driver got for
-    the same questions in the same step, in the same order (the driver applies first)."""
+    """What a Ray shard's replica asks instead of the model: the answers the lead shard got
+    for the same questions in the same step, in the same order (the lead applies first)."""
 
     def __init__(self) -> None:
         self.queue: list[list[Any | None]] = []
 
     def ask(self, messages: list[list[dict[str, str]]], answer: TypeAdapter[Any],
             **_: Any) -> list[Any | None]:
-        """The driver's next batch of answers."""
+        """The lead's next batch of answers."""
         if not self.queue:
-            raise RuntimeError("a shard's scenario asked the model more often than the "
-                               "driver's did: its replica is out of step")
+            raise RuntimeError("a shard's scenario asked the model more often than the lead "
+                               "shard's did: its replica is out of step")
         out = self.queue.pop(0)
         if len(out) != len(messages):
-            raise RuntimeError("a shard's scenario asked different questions than the "
-                               "driver's: its replica is out of step")
+            raise RuntimeError("a shard's scenario asked different questions than the lead "
+                               "shard's: its replica is out of step")
         return out
 
 
