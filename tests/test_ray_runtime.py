@@ -136,6 +136,23 @@ def test_a_ray_run_that_stopped_is_finished_on_the_local_runtime(tmp_path, monke
     assert_same_run(local, reopen(url, resumed.run().id))
 
 
+def test_a_ray_run_resumes_on_another_number_of_shards(tmp_path, monkeypatch) -> None:
+    """Rule agents keep no policy state: the merged checkpoint is split anew among 4 shards."""
+    from .helpers import Crash, crash_after, reopen
+
+    data = social()
+    local = run_experiment(copy.deepcopy(data), f"sqlite:///{tmp_path / 'local.db'}")
+    data["runtime"] = {"type": "ray", "shards": 2}
+    url = f"sqlite:///{tmp_path / 'ray.db'}"
+    sim = Simulation(experiment_from_dict(data), db_url=url)
+    crash_after(sim, 4, monkeypatch)
+    with pytest.raises(Crash):
+        sim.run()
+    resumed = Simulation.resume(url, sim.run_id, runtime={"shards": 4})
+    assert len(resumed.runtime.shards) == 4 and resumed.step == 3
+    assert_same_run(local, reopen(url, resumed.run().id))
+
+
 def _kill_cluster(marks: list[str]) -> None:
     """Stop the processes of a cluster started with `ray start`, by pid (never `ray stop`,
     which would stop every Ray on the machine)."""

@@ -735,3 +735,67 @@ def test_rule_agent_decides_the_same_whatever_the_batch() -> None:
         assert joined.args.keys() == whole.args.keys()
         for key, value in whole.args.items():
             np.testing.assert_array_equal(joined.args[key], value, err_msg=key)
+
+
+def test_replicas_that_own_blocks_of_agents_together_equal_the_whole() -> None:
+    """The sharding contract without Ray: two replicas, each owning one block, hold only their
+    agents' follow edges; together they refuse, record, measure (to the last bit) and save
+    exactly what one replica of everything does."""
+    import copy
+
+    from populace.scenarios.social import SocialScenario
+    from populace.simulator import Simulation, experiment_from_dict
+    from populace.simulator.runtime import blocks
+
+    from .conftest import experiment
+
+    data = experiment(steps=6)
+
+    def replica(own: tuple[int, int] | None) -> Simulation:
+        sim = Simulation(experiment_from_dict(copy.deepcopy(data)))
+        sim._build(own=own)
+        return sim
+
+    whole = replica(None)
+    bounds = blocks(whole.world.n_agents, 2)
+    owned = list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
+    parts = [replica(block) for block in owned]
+    for sim, (lo, hi) in zip(parts, owned, strict=True):
+        src = sim.scenario.follows.src[: sim.scenario.follows.n_edges]
+        assert sim.scenario.follows.n_edges and ((src >= lo) & (src < hi)).all()
+    assert sum(p.scenario.follows.n_edges for p in parts) == whole.scenario.follows.n_edges
+    refused = 0
+    for step in range(1, 7):
+        ctx = whole._context(step)
+        active = whole.activation.draw(step, ctx.hour)
+        obs = whole.scenario.observe(active, ctx)
+        acts = whole.policy.decide(obs, ctx)
+        whole.scenario.resolve(acts, ctx)
+        want = whole.scenario.apply(acts, ctx)
+        want_metrics = whole.scenario.metrics(acts, ctx)
+        batches = []
+        for sim, (lo, hi) in zip(parts, owned, strict=True):
+            mine = active[(active >= lo) & (active < hi)]
+            batch = sim.policy.decide(sim.scenario.observe(mine, ctx), ctx)
+            sim.scenario.resolve(batch, ctx)
+            batches.append(batch)
+        joined = ActionBatch.concat(batches).reorder_like(active)
+        np.testing.assert_array_equal(joined.args["refusal"], acts.args["refusal"])
+        refused += int((joined.args["refusal"] > 0).sum())
+        rows = [sim.scenario.apply(joined, ctx) for sim in parts]
+        got = SocialScenario.pool_metrics([sim.scenario.metric_part(joined, ctx) for sim in parts])
+        assert list(got) == list(want_metrics)
+        for name, value in want_metrics.items():
+            assert value == got[name] or (np.isnan(value) and np.isnan(got[name])), name
+        assert "posts" not in rows[1]  # shared rows come from the lead only
+        for table, cols in want.items():
+            for col, values in cols.items():
+                joined_col = np.concatenate([np.asarray(r[table][col]) for r in rows
+                                             if table in r])
+                assert sorted(map(str, joined_col)) == sorted(map(str, values)), (table, col)
+    assert refused > 0  # duplicate reactions and follows were refused by their owners
+    merged = SocialScenario.merge_states([sim.scenario.state_dict() for sim in parts])
+    full = whole.scenario.state_dict()
+    assert sorted(merged) == sorted(full)
+    for key, value in full.items():
+        np.testing.assert_array_equal(merged[key], value, err_msg=key)
