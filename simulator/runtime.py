@@ -238,10 +238,6 @@ class RayRuntime:
         summary = {k: np.concatenate([p[1][k] for p in parts])[pos] for k in parts[0][1]}
         return batch.take(pos), summary
 
-    def kill(self, index: int) -> None:
-        """Kill one shard (for fault tests)."""
-        self.ray.kill(self.shards[index], no_restart=True)
-
     def close(self) -> None:
         """Close the shards' policies and end the actors."""
         self._ahead = None
