@@ -341,7 +341,22 @@ class ShardedScenario:
         rt._get([s.load_scenario.remote(ref) for s in rt.shards])
 
 
-class ShardedPolicy(Policy):
+class _Received:
+    """Rows and metrics that came back from the shards, handed to the engine once."""
+
+    _records: Records
+    _metrics: dict[str, float]
+
+    def drain_records(self) -> Records:
+        records, self._records = self._records, {}
+        return records
+
+    def step_metrics(self) -> dict[str, float]:
+        metrics, self._metrics = self._metrics, {}
+        return metrics
+
+
+class ShardedPolicy(_Received, Policy):
     """The engine's view of the shards' policies: records, metrics and state are gathered."""
 
     def __init__(self, runtime: RayRuntime, kind: type[Policy]) -> None:
@@ -366,14 +381,6 @@ class ShardedPolicy(Policy):
             merge_records(records, part)
         self._records = records
         self._metrics = self.kind.pool_measurements(measurements)
-
-    def drain_records(self) -> Records:
-        records, self._records = self._records, {}
-        return records
-
-    def step_metrics(self) -> dict[str, float]:
-        metrics, self._metrics = self._metrics, {}
-        return metrics
 
     def state_dict(self) -> dict[str, np.ndarray]:
         rt = self.runtime
@@ -403,7 +410,7 @@ class ShardedPolicy(Policy):
         self.runtime.close()
 
 
-class ShardedLLM:
+class ShardedLLM(_Received):
     """The engine's view of the scenario's model, which the lead shard asks: its rows and
     metrics come back with each step's ``apply``."""
 
@@ -417,14 +424,6 @@ class ShardedLLM:
 
     def attach(self, db: Database) -> None:
         """The lead shard connects (``ShardedPolicy.attach``)."""
-
-    def drain_records(self) -> Records:
-        records, self._records = self._records, {}
-        return records
-
-    def step_metrics(self) -> dict[str, float]:
-        metrics, self._metrics = self._metrics, {}
-        return metrics
 
     def close(self) -> None:
         """The lead shard closes its backend with the actor."""

@@ -120,25 +120,10 @@ def test_ray_configuration_errors_are_clear(tmp_path) -> None:
 
 
 
-def test_a_ray_run_that_stopped_is_finished_on_the_local_runtime(tmp_path, monkeypatch) -> None:
-    from .helpers import Crash, crash_after, reopen
-
-    data = social()
-    local = run_experiment(copy.deepcopy(data), f"sqlite:///{tmp_path / 'local.db'}")
-    data["runtime"] = {"type": "ray", "shards": 2}
-    url = f"sqlite:///{tmp_path / 'ray.db'}"
-    sim = Simulation(experiment_from_dict(data), db_url=url)
-    crash_after(sim, 4, monkeypatch)  # e.g. the Ray head went away
-    with pytest.raises(Crash):
-        sim.run()
-    resumed = Simulation.resume(url, sim.run_id, runtime={"type": "local"})
-    assert resumed.runtime is None and resumed.step == 3
-    assert_same_run(local, reopen(url, resumed.run().id))
-
-
-def test_a_ray_run_resumes_on_another_number_of_shards(tmp_path, monkeypatch) -> None:
-    """Rule agents keep no policy state: the merged checkpoint is split anew among 4 shards."""
-    from .helpers import Crash, crash_after, reopen
+def _stopped_ray_run(tmp_path, monkeypatch):
+    """A 2-shard run that stopped after step 4 (e.g. its Ray head went away), and the local
+    runtime's uninterrupted run of the same experiment."""
+    from .helpers import Crash, crash_after
 
     data = social()
     local = run_experiment(copy.deepcopy(data), f"sqlite:///{tmp_path / 'local.db'}")
@@ -148,7 +133,24 @@ def test_a_ray_run_resumes_on_another_number_of_shards(tmp_path, monkeypatch) ->
     crash_after(sim, 4, monkeypatch)
     with pytest.raises(Crash):
         sim.run()
-    resumed = Simulation.resume(url, sim.run_id, runtime={"shards": 4})
+    return local, url, sim.run_id
+
+
+def test_a_ray_run_that_stopped_is_finished_on_the_local_runtime(tmp_path, monkeypatch) -> None:
+    from .helpers import reopen
+
+    local, url, run_id = _stopped_ray_run(tmp_path, monkeypatch)
+    resumed = Simulation.resume(url, run_id, runtime={"type": "local"})
+    assert resumed.runtime is None and resumed.step == 3
+    assert_same_run(local, reopen(url, resumed.run().id))
+
+
+def test_a_ray_run_resumes_on_another_number_of_shards(tmp_path, monkeypatch) -> None:
+    """Rule agents keep no policy state: the merged checkpoint is split anew among 4 shards."""
+    from .helpers import reopen
+
+    local, url, run_id = _stopped_ray_run(tmp_path, monkeypatch)
+    resumed = Simulation.resume(url, run_id, runtime={"shards": 4})
     assert len(resumed.runtime.shards) == 4 and resumed.step == 3
     assert_same_run(local, reopen(url, resumed.run().id))
 
