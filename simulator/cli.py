@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .supervisor import supervise, supervised
+
 DEFAULT_DIR = Path("populace_runs")
 
 
@@ -92,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``populace`` command."""
     args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from populace.storage import StorageError
 
@@ -164,7 +167,10 @@ def _run(args: argparse.Namespace) -> int:
     changes = _runtime_changes(args)
     if changes:
         exp.config.runtime = exp.config.runtime.updated(changes)
-    sim = Simulation(exp, db_url=_url(args.db))
+    url = _url(args.db) or exp.config.storage_url()
+    if exp.config.runtime.type == "ray" and not supervised():
+        return supervise(args.argv, url, exp.config.name, None)  # see supervisor.py
+    sim = Simulation(exp, db_url=url)
     print(f"populace: building {exp.config.name!r} ...", file=sys.stderr)
     sim.start()
     print(f"populace: run {sim.run_id} in {sim.db.shown_url} "  # type: ignore[union-attr]
@@ -224,7 +230,20 @@ def _resume(args: argparse.Namespace) -> int:
     from .engine import Simulation
 
     url, ref = _resolve(args.run, _url(args.db))
-    sim = Simulation.resume(url, ref, runtime=_runtime_changes(args) or None)
+    changes = _runtime_changes(args)
+    if not supervised():
+        from populace.storage import Database
+        from populace.storage.runs import find_run
+
+        db = Database(url, create=False)
+        try:
+            info = find_run(db, ref)
+        finally:
+            db.dispose()
+        runtime = {**(info["config"].get("runtime") or {}), **changes}
+        if runtime.get("type") == "ray":
+            return supervise(args.argv, url, info["name"], int(info["id"]))
+    sim = Simulation.resume(url, ref, runtime=changes or None)
     print(f"populace: resuming run {sim.run_id} after step {sim.step} in "
           f"{sim.db.shown_url}", file=sys.stderr)  # type: ignore[union-attr]
     return _drive(sim, args.quiet)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from populace.storage import Database, Run, StorageError
+from populace.storage.database import redact
 from populace.storage.runs import (
     create_run,
     find_run,
@@ -50,6 +51,11 @@ from .scenario import Records, Scenario, StepContext, World, merge_records
 
 MAX_RECOVERIES = 3  # shard deaths a run survives before it stops
 log = logging.getLogger("populace.engine")
+
+
+def resume_command(name: str, db_url: str) -> str:
+    """The ``populace resume`` command for run ``name`` in ``db_url`` (password hidden)."""
+    return f"populace resume {name} --db {redact(db_url)}"
 
 
 def package_version() -> str:
@@ -156,7 +162,8 @@ class Simulation:
         self.runtime = RayRuntime(self.config.runtime, self.experiment.to_dict(), source,
                                   population.size, self.experiment.scenario_cls,
                                   asks_model=self.config.llm is not None,
-                                  metrics_due=self._metrics_due, next_active=self._next_active)
+                                  metrics_due=self._metrics_due, next_active=self._next_active,
+                                  resume_hint=resume_command(self.config.name, self.db_url))
         self.world = World(population, None, self.clock, self.rng, self.experiment.base_dir,
                            self.runtime.llm)  # type: ignore[arg-type]
         self.scenario = self.runtime.scenario

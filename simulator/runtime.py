@@ -86,6 +86,10 @@ class RayUnavailableError(RuntimeError):
     """Ray is not installed, the cluster cannot be reached, or it refused the shards."""
 
 
+class RayClusterLostError(RayUnavailableError):
+    """The Ray cluster's head stopped answering during a run: no shard can be recovered."""
+
+
 def _ray() -> Any:
     try:
         import ray
@@ -159,16 +163,19 @@ class RayRuntime:
             it before the previous step is recorded (after a checkpoint, past the end);
             otherwise they decide for it as soon as they have applied the previous one, while
             the driver records.
+        resume_hint: the command that resumes this run (for the error when the cluster is
+            lost).
     """
 
     def __init__(self, config: RuntimeConfig, experiment: dict[str, Any], source: Path,
                  n_agents: int, scenario_cls: type[Scenario], asks_model: bool = False,
                  metrics_due: Callable[[int], bool] | None = None,
-                 next_active: Callable[[int], np.ndarray | None] | None = None) -> None:
+                 next_active: Callable[[int], np.ndarray | None] | None = None,
+                 resume_hint: str = "populace resume RUN") -> None:
         from .shard import ShardReplica
 
         ray = connect(config)
-        self.ray, self.config = ray, config
+        self.ray, self.config, self.resume_hint = ray, config, resume_hint
         cpus = ray.cluster_resources().get("CPU", 1.0)
         if config.shards > cpus:
             log.warning("runtime.shards is %d but the Ray cluster has %g CPUs: shards will "
@@ -197,10 +204,25 @@ class RayRuntime:
         try:
             return ray.get(refs, timeout=self.config.call_timeout_s)
         except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
+            self._check_head()
             raise ShardDiedError(f"a Ray shard died: {exc}") from exc
         except ray.exceptions.GetTimeoutError:
             raise RuntimeError(f"a Ray shard did not answer within runtime.call_timeout_s "
                                f"({self.config.call_timeout_s:g} s)") from None
+
+    def _check_head(self) -> None:
+        """Raise ``RayClusterLostError`` when the cluster's head (its GCS) does not answer: a
+        shard lost with its cluster cannot be replaced (Ray itself would end this process
+        after a minute of retries)."""
+        address = self.ray.get_runtime_context().gcs_address
+        try:
+            _check_reachable(address, min(5.0, self.config.connect_timeout_s))
+        except RayUnavailableError:
+            raise RayClusterLostError(
+                f"the Ray cluster is gone: its head ({address}) does not answer. The steps "
+                f"committed so far are in the database; `{self.resume_hint} --runtime local` "
+                "continues from the last checkpoint (or `--runtime ray` once the cluster is "
+                "back)") from None
 
     def call(self, method: str, *args: Any) -> list[Any]:
         """Call ``method`` on every shard at once; their results in shard order."""
@@ -429,5 +451,6 @@ class ShardedLLM(_Received):
         """The lead shard closes its backend with the actor."""
 
 
-__all__ = ["RayRuntime", "RayUnavailableError", "RuntimeConfig", "ShardDiedError",
+__all__ = ["RayClusterLostError", "RayRuntime", "RayUnavailableError", "RuntimeConfig",
+           "ShardDiedError",
            "ShardedLLM", "ShardedPolicy", "ShardedScenario", "blocks", "connect"]

@@ -219,6 +219,73 @@ def test_a_two_node_cluster_writes_the_local_database(tmp_path) -> None:
         shutil.rmtree(temp, ignore_errors=True)
 
 
+def test_a_lost_ray_head_stops_the_run_clearly_and_resume_finishes_it(tmp_path) -> None:
+    """The head of a `ray start` cluster is killed mid-run: `populace run` stops within
+    seconds with a message naming the way out, the run is marked failed, and `populace resume
+    --runtime local` completes it. Two ways lead there, depending on what the driver notices
+    first: a shard call fails and the driver finds the head gone, or Ray ends the driver
+    process itself (its node's object store went away) and the supervising command explains."""
+    import os
+    import shutil
+    import socket
+    import sqlite3
+    import subprocess
+    import sys
+    import tempfile
+
+    import yaml
+
+    from populace.storage import open_run
+
+    ray_cli = shutil.which("ray", path=os.path.dirname(sys.executable))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp = Path(tempfile.mkdtemp(prefix="pray", dir="/tmp"))
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    data = social()
+    data.update(name="headless", steps=80, checkpoint_every=5)
+    data["population"] = {**data["population"], "size": 5000}
+    local = run_experiment(copy.deepcopy(data), f"sqlite:///{tmp_path / 'local.db'}")
+    data["runtime"] = {"type": "ray", "shards": 2, "address": f"127.0.0.1:{port}"}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    db = tmp_path / "cluster.db"
+    cli = [sys.executable, "-m", "populace.simulator.cli"]
+    try:
+        subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2",
+                        f"--temp-dir={temp}", "--include-dashboard=false",
+                        "--disable-usage-stats"], env=env, check=True, timeout=120,
+                       capture_output=True)
+        proc = subprocess.Popen([*cli, "run", str(path), "--db", str(db), "--quiet"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        done = 0
+        while done < 8 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+            with contextlib.suppress(sqlite3.Error), contextlib.closing(
+                    sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+                done = conn.execute("SELECT max(step) FROM steps").fetchone()[0] or 0
+        assert done >= 8, "the run did not get going"
+        _kill_cluster([f":{port}", str(temp)])
+        t0 = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 1, out + err
+        assert time.monotonic() - t0 < 30
+        said = out + err
+        assert ("the Ray cluster is gone" in said or "ended abruptly" in said), said
+        assert f"populace resume headless --db sqlite:///{db} --runtime local" in said, said
+        run = open_run(f"sqlite:///{db}")
+        assert run.info["status"] == "failed" and run.info["steps_done"] < 80
+    finally:
+        _kill_cluster([f":{port}", str(temp)])
+        shutil.rmtree(temp, ignore_errors=True)
+    resumed = subprocess.run([*cli, "resume", "headless", "--db", str(db), "--runtime", "local",
+                              "--quiet"], env=env, timeout=300, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_run(local, open_run(f"sqlite:///{db}"))
+
+
 def test_llm_agents_on_shards_decide_as_locally_and_their_metrics_pool_exactly(tmp_path) -> None:
     import numpy as np
 

@@ -1,0 +1,100 @@
+"""The ``populace`` command's guard for runs on Ray: the driver runs in a child process.
+
+Ray ends a driver process itself when the driver loses its node's raylet, e.g. when the head
+of the cluster goes away with the driver on it: the connection to the object store breaks and
+Ray terminates the process, with no Python exception that Populace could catch and explain.
+So ``populace run`` and ``populace resume`` on the Ray runtime run the driver as a child of
+the command; when the child ends without marking its run completed or failed, the command
+marks the run failed and says how to finish it. Committed steps are never lost either way
+(each step is one transaction).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+
+SUPERVISED = "POPULACE_SUPERVISED"
+"""Set in the child's environment: the child runs the simulation itself."""
+
+
+def supervised() -> bool:
+    """Whether this process is the child of a supervising ``populace`` command."""
+    return os.environ.get(SUPERVISED) == "1"
+
+
+def supervise(argv: Sequence[str], db_url: str, name: str, run_id: int | None) -> int:
+    """Run ``populace ARGV`` in a child process; return its exit code, after explaining a run
+    it left unfinished.
+
+    Args:
+        argv: the command's arguments.
+        db_url: the run's database.
+        name: the experiment's name (a new run is found by it).
+        run_id: the run being resumed (None: a new run, created by the child).
+    """
+    before = _newest_id(db_url, name) if run_id is None else None
+    # a session of its own: a Ctrl-C in the terminal reaches the child once, through us
+    child = subprocess.Popen([sys.executable, "-m", "populace.simulator.cli", *argv],
+                             env={**os.environ, SUPERVISED: "1"}, start_new_session=True)
+    forward = {sig: signal.signal(sig, lambda s, _f: child.send_signal(s))
+               for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        rc = child.wait()
+    finally:
+        for sig, handler in forward.items():
+            signal.signal(sig, handler)
+    if rc in (0, 2, 130):
+        return rc
+    return _explain_unfinished(db_url, name, run_id, before, rc)
+
+
+def _newest_id(db_url: str, name: str) -> int:
+    """The id of the newest run named ``name`` (0: none, or no database with runs yet)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from populace.storage import Database, StorageError
+    from populace.storage.runs import find_run
+
+    try:
+        db = Database(db_url, create=False)
+    except StorageError:  # no database yet
+        return 0
+    try:
+        return int(find_run(db, name)["id"])
+    except (StorageError, SQLAlchemyError):  # no such run, or an empty file
+        return 0
+    finally:
+        db.dispose()
+
+
+def _explain_unfinished(db_url: str, name: str, run_id: int | None, before: int | None,
+                        rc: int) -> int:
+    from populace.storage import Database, StorageError
+    from populace.storage.runs import find_run, update_run
+
+    try:
+        db = Database(db_url, create=False)
+        info = find_run(db, run_id if run_id is not None else name)
+    except StorageError:  # it ended before creating its run: it said why
+        return rc
+    try:
+        if (run_id is None and int(info["id"]) <= (before or 0)) or info["status"] != "running":
+            return rc  # no run of its own, or the child marked it and explained itself
+        why = (f"the run's process ended abruptly (exit {rc}): Ray ends a driver that loses "
+               "its cluster's head or its node's raylet")
+        update_run(db, int(info["id"]), status="failed", error=why)
+    finally:
+        db.dispose()
+    from .engine import resume_command
+
+    print(f"error: {why}. The steps committed so far are in the database; "
+          f"`{resume_command(name, db_url)} --runtime local` continues run {info['id']} from "
+          "its last checkpoint (or `--runtime ray` once the cluster is back)", file=sys.stderr)
+    return 1
+
+
+__all__ = ["SUPERVISED", "supervise", "supervised"]
