@@ -294,7 +294,12 @@ class Simulation:
                 except ShardDiedError as died:
                     recoveries += 1
                     if recoveries > MAX_RECOVERIES:
-                        raise
+                        raise ShardDiedError(
+                            f"{died}; this run has lost a shard {recoveries} times and resumed "
+                            "from its last checkpoint after each of the first "
+                            f"{MAX_RECOVERIES}. Shards that keep dying have often run out of "
+                            "memory (Ray's logs say so): give them more, or split the agents "
+                            "into more shards") from died
                     log.warning("%s; continuing from the last checkpoint (recovery %d of %d)",
                                 died, recoveries, MAX_RECOVERIES)
                     self.flush()

@@ -88,6 +88,35 @@ def test_a_killed_shard_is_recovered_from_the_last_checkpoint(tmp_path, monkeypa
     assert_same_run(local, run)
 
 
+def test_a_shard_that_keeps_dying_stops_the_run_with_advice(tmp_path, monkeypatch) -> None:
+    import os
+    import signal
+
+    import populace.simulator.engine as engine
+    from populace.simulator.runtime import ShardDiedError
+    from populace.storage import open_run
+
+    monkeypatch.setattr(engine, "MAX_RECOVERIES", 1)
+    data = social()
+    data["runtime"] = {"type": "ray", "shards": 2}
+    url = f"sqlite:///{tmp_path / 'ray.db'}"
+    sim = Simulation(experiment_from_dict(data), db_url=url)
+    original = sim.advance
+
+    def advance():  # kill shard 0 before every step after the second
+        if sim.step >= 2:
+            os.kill(sim.runtime.pids[0], signal.SIGKILL)
+            time.sleep(0.5)
+        return original()
+
+    monkeypatch.setattr(sim, "advance", advance)
+    with pytest.raises(ShardDiedError, match="lost a shard 2 times .* out of memory"):
+        sim.run()
+    info = open_run(url).info
+    assert info["status"] == "failed" and info["steps_done"] >= 2
+    assert "lost a shard 2 times" in info["error"]
+
+
 def test_blocks_cover_every_agent_once_and_start_at_chunk_boundaries() -> None:
     from populace.simulator.scenario import AGENT_CHUNK
 
