@@ -25,6 +25,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .actions import ActionBatch
+from .scenario import joined_records
 
 if TYPE_CHECKING:
     from populace.storage import Database
@@ -168,14 +169,7 @@ class MixedPolicy(Policy):
 
     def drain_records(self) -> Records:
         """Rows of every part, table by table."""
-        out: Records = {}
-        for policy in self.policies:
-            for table, cols in policy.drain_records().items():
-                if table in out:
-                    out[table] = {k: list(out[table][k]) + list(v) for k, v in cols.items()}
-                else:
-                    out[table] = cols
-        return out
+        return joined_records([policy.drain_records() for policy in self.policies])
 
     def step_metrics(self) -> dict[str, float]:
         """Metrics of every part; parts of one kind share names and are pooled by their kind."""

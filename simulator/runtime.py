@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .actions import ActionBatch
 from .policy import Policy
-from .scenario import AGENT_CHUNK, merge_records
+from .scenario import AGENT_CHUNK, joined_records
 
 if TYPE_CHECKING:
     from populace.storage import Database
@@ -168,10 +168,9 @@ class RayRuntime:
     """
 
     def __init__(self, config: RuntimeConfig, experiment: dict[str, Any], source: Path,
-                 n_agents: int, scenario_cls: type[Scenario], asks_model: bool = False,
-                 metrics_due: Callable[[int], bool] | None = None,
-                 next_active: Callable[[int], np.ndarray | None] | None = None,
-                 resume_hint: str = "populace resume RUN") -> None:
+                 n_agents: int, scenario_cls: type[Scenario], asks_model: bool,
+                 *, metrics_due: Callable[[int], bool],
+                 next_active: Callable[[int], np.ndarray | None], resume_hint: str) -> None:
         from .shard import ShardReplica
 
         ray = connect(config)
@@ -194,9 +193,8 @@ class RayRuntime:
         log.info("%d Ray shards ready in %.1f s", config.shards, time.perf_counter() - t0)
         self.policy = ShardedPolicy(self, info[0][1])
         self.llm = ShardedLLM() if asks_model else None
-        self.scenario = ShardedScenario(self, scenario_cls, self.llm,
-                                        metrics_due or (lambda step: True))
-        self.next_active = next_active or (lambda step: None)
+        self.scenario = ShardedScenario(self, scenario_cls, self.llm, metrics_due)
+        self.next_active = next_active
         self._ahead: tuple[int, np.ndarray, list[Any]] | None = None
 
     def _get(self, refs: list[Any]) -> list[Any]:
@@ -290,12 +288,7 @@ class ShardedScenario:
         self._measured: list[Any] | None = None
 
     def _records(self, parts: list[Records]) -> Records:
-        if not self.cls.shardable:
-            return parts[0]
-        records: Records = {}
-        for part in parts:
-            merge_records(records, part)
-        return records
+        return joined_records(parts) if self.cls.shardable else parts[0]
 
     def setup(self) -> Records:
         """The rows that describe the initial state (the replicas built it already)."""
@@ -398,10 +391,7 @@ class ShardedPolicy(_Received, Policy):
 
     def gathered(self, rows: list[Records], measurements: list[dict[str, Any]]) -> None:
         """The shards' rows and measurements of the step, returned with their decisions."""
-        records: Records = {}
-        for part in rows:
-            merge_records(records, part)
-        self._records = records
+        self._records = joined_records(rows)
         self._metrics = self.kind.pool_measurements(measurements)
 
     def state_dict(self) -> dict[str, np.ndarray]:

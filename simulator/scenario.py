@@ -57,6 +57,14 @@ def merge_records(records: Records, more: Records) -> None:
                 mine[name] = list(have) + list(values)
 
 
+def joined_records(parts: list[Records]) -> Records:
+    """The rows of several parts (mixed-policy parts, Ray shards) in order, table by table."""
+    records: Records = {}
+    for part in parts:
+        merge_records(records, part)
+    return records
+
+
 AGENT_CHUNK = 64
 """Agents per chunk of ``chunk_sums``. Ray shards' blocks of agent ids start at multiples of it,
 so a metric summed over chunks is the same, to the last bit, on any number of shards."""
