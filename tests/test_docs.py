@@ -92,18 +92,45 @@ def _sections(text: str) -> dict[str, str]:
     return sections
 
 
-def _runnable_blocks(text: str) -> list[tuple[int, str]]:
-    """(first line number, code) of each ```python block right after a runnable marker."""
+# Markers, each on the line right before a fenced block:
+#   <!-- runnable -->          a ```python block (run in a folder where the quick start ran) or a
+#                              ```bash block (run with bash in a scratch folder per document, in
+#                              document order, `scenarios/` at hand; `populace` on PATH)
+#   <!-- runnable: exit N -->  a ```bash block expected to exit with code N (default 0)
+#   <!-- output -->            a ```text block: lines the previous runnable bash block prints, in
+#                              order; every number matches any number and `...` matches anything
+#   <!-- file: NAME -->        a block whose text is written to NAME in the scratch folder
+MARKER = re.compile(r"^<!--\s*(runnable(?::\s*exit\s+(\d+))?|output|file:\s*(\S+))\s*-->$")
+
+
+def _marked_blocks(text: str) -> list[dict[str, Any]]:
+    """The fenced blocks right after a marker: kind, lang, first line number, code, options."""
     lines = text.splitlines()
     blocks = []
     for i, line in enumerate(lines):
-        if line.strip() != RUNNABLE:
+        match = MARKER.match(line.strip())
+        if not match:
             continue
-        assert i + 1 < len(lines) and lines[i + 1].strip() == "```python", (
-            f"line {i + 1}: {RUNNABLE} must be followed by a ```python block")
+        fence = lines[i + 1].strip() if i + 1 < len(lines) else ""
+        assert fence.startswith("```") and len(fence) > 3, (
+            f"line {i + 1}: {line.strip()} must be followed by a fenced block with a language")
         end = next(j for j in range(i + 2, len(lines)) if lines[j].strip() == "```")
-        blocks.append((i + 3, "\n".join(lines[i + 2:end])))
+        kind = match.group(1).split(":")[0]
+        blocks.append({"kind": kind, "lang": fence[3:].strip(), "line": i + 3,
+                       "code": "\n".join(lines[i + 2:end]),
+                       "exit": int(match.group(2) or 0), "name": match.group(3)})
     return blocks
+
+
+def _runnable_blocks(text: str) -> list[tuple[int, str]]:
+    """(first line number, code) of each ```python block right after a runnable marker."""
+    blocks = _marked_blocks(text)
+    for block in blocks:
+        assert block["kind"] != "runnable" or block["lang"] in ("python", "bash"), (
+            f"line {block['line'] - 2}: {RUNNABLE} must be followed by a ```python or "
+            f"```bash block, not ```{block['lang']}")
+    return [(b["line"], b["code"]) for b in blocks
+            if b["kind"] == "runnable" and b["lang"] == "python"]
 
 
 # --------------------------------------------------------------------------- (1) reference
@@ -247,6 +274,116 @@ def test_runnable_snippets_run(doc: Path, quickstart_dir: Path,
         FEEDS.update(feeds_before)
         for name in set(Base.metadata.tables) - tables_before:
             Base.metadata.remove(Base.metadata.tables[name])
+
+
+# --------------------------------------------------------------------------- (4b) commands
+
+NUMBER = r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?"
+
+
+def _line_pattern(expected: str) -> re.Pattern[str]:
+    """A shown output line as a regex: numbers match any number, `...` anything, spaces any run
+    of spaces (tables pad their columns to their contents)."""
+    parts = []
+    for chunk in " ".join(expected.split()).split("..."):
+        pieces = re.split(NUMBER, chunk)
+        parts.append(NUMBER.join(re.escape(p).replace(r"\ ", " +") for p in pieces))
+    return re.compile(".*".join(parts))
+
+
+def _shows(output: str, expected: str) -> list[str]:
+    """The shown lines that the output lacks (they must appear in order, as whole lines)."""
+    actual = [" ".join(line.split()) for line in re.split(r"[\r\n]+", output)]
+    missing, at = [], 0
+    for line in (x for x in expected.splitlines() if x.strip()):
+        pattern = _line_pattern(line)
+        found = next((i for i in range(at, len(actual)) if pattern.fullmatch(actual[i])), None)
+        if found is None:
+            missing.append(line)
+        else:
+            at = found + 1
+    return missing
+
+
+SHELL_DOCS = [p for p in DOCS if any(
+    b["kind"] == "runnable" and b["lang"] == "bash"
+    for b in _marked_blocks(p.read_text(encoding="utf-8")))]
+
+
+def test_getting_started_commands_are_runnable() -> None:
+    assert ROOT / "docs" / "getting-started.md" in SHELL_DOCS
+
+
+def _run_line(line: str, folder: Path, env: dict[str, str]) -> tuple[int, str]:
+    """Run one command line in ``folder``: exit code and output (stdout and stderr together).
+
+    ``populace`` commands run in this process through the CLI's ``main`` (a new interpreter
+    would spend seconds importing for each); anything else runs in bash.
+    """
+    import contextlib
+    import io
+    import shlex
+    import subprocess
+
+    words = shlex.split(line, comments=True)
+    if not words:
+        return 0, ""
+    if words[0] != "populace":
+        proc = subprocess.run(["bash", "-o", "pipefail", "-c", line], cwd=folder, env=env,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=120)
+        return proc.returncode, proc.stdout
+    from populace.simulator.cli import main
+
+    out = io.StringIO()
+    cwd = Path.cwd()
+    os.chdir(folder)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            try:
+                code = main(words[1:])
+            except SystemExit as exc:  # argparse's usage errors
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        os.chdir(cwd)
+    return int(code or 0), out.getvalue()
+
+
+@pytest.mark.parametrize("doc", SHELL_DOCS, ids=[_rel(p) for p in SHELL_DOCS])
+def test_runnable_commands_run_and_print_what_is_shown(doc: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The document's runnable shell blocks, in order, in one scratch folder; each block's exit
+    code and the output shown after it (``<!-- output -->``) are checked."""
+    import sys
+
+    (tmp_path / "scenarios").symlink_to(ROOT / "scenarios")
+    monkeypatch.delenv("POPULACE_DB", raising=False)
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    last: tuple[int, str] | None = None
+    failures = []
+    for block in _marked_blocks(doc.read_text(encoding="utf-8")):
+        where = f"{_rel(doc)}:{block['line']}"
+        if block["kind"] == "file":
+            (tmp_path / block["name"]).write_text(block["code"] + "\n", encoding="utf-8")
+        elif block["kind"] == "runnable" and block["lang"] == "bash":
+            code, output = 0, ""
+            for line in block["code"].replace("\\\n", " ").splitlines():
+                code, printed = _run_line(line, tmp_path, env)
+                output += printed
+                if code:
+                    break  # as bash -e would
+            last = (block["line"], output)
+            if code != block["exit"]:
+                failures.append(f"{where}: exit {code}, expected {block['exit']}; "
+                                f"output:\n{output[-3000:]}")
+        elif block["kind"] == "output":
+            assert last is not None, f"{where}: an output block needs a runnable block before it"
+            missing = _shows(last[1], block["code"])
+            if missing:
+                failures.append(f"{where}: the commands at line {last[0]} do not print "
+                                f"{missing}; they print:\n{last[1][-3000:]}")
+    assert not failures, "\n\n".join(failures)
 
 
 # --------------------------------------------------------------------------- (5) links
