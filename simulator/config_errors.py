@@ -180,7 +180,7 @@ class _Node:
     """Position information for one node of the YAML document."""
 
     kind: Literal["map", "seq", "leaf"]
-    mark: Position
+    mark: Position | None  # None: set by an override, not written in the file
     value: Any = None
     keys: dict[Any, Position] = field(default_factory=dict)
     children: dict[Any, _Node] = field(default_factory=dict)
@@ -235,6 +235,28 @@ class Marks:
             found = node.lookup(element)
             node = found[0] if found else None
         return node
+
+    def overridden(self, loc: Sequence[Any]) -> None:
+        """Record that ``loc`` was set after loading (an override): it has no position, and
+        mappings missing on the way are added so that problems keep their full path."""
+        if self._root is None or not loc:
+            return
+        node = self._root
+        for index, element in enumerate(loc):
+            last = index == len(loc) - 1
+            found = node.lookup(element)
+            if found is None or last:
+                child = _Node("leaf" if last else "map", None)
+                if node.kind == "seq" and type(element) is int and found is not None:
+                    node.items[element] = child
+                elif node.kind == "map":
+                    node.children[element] = child
+                    node.keys.setdefault(element, None)  # type: ignore[arg-type]
+                else:
+                    return
+                node = child
+            else:
+                node = found[0]
 
     def exists(self, loc: Sequence[Any]) -> bool:
         """Whether ``loc`` names a node present in the document."""
@@ -315,7 +337,14 @@ class _Builder:
                 result = (data, seq)
             else:
                 # Scalars and special collections (!!set, !!omap): SafeLoader semantics.
-                value = self.loader.construct_object(node, deep=True)
+                try:
+                    value = self.loader.construct_object(node, deep=True)
+                except (ValueError, OverflowError) as err:
+                    # e.g. a timestamp with month 13: PyYAML's constructor raises ValueError.
+                    text = node.value if isinstance(node.value, str) else "this value"
+                    self.errors.append(Problem(format_path(loc), f"cannot read {text!r}: {err}",
+                                               *mark))
+                    value = None
                 result = (value, _Node("leaf", mark, value))
         finally:
             self._active.discard(node_id)
@@ -376,6 +405,95 @@ def _yaml_problem(err: yaml.YAMLError) -> Problem:
     return Problem("", f"invalid YAML: {err}")
 
 
+#: Deepest nesting of mappings and lists accepted. A real experiment nests about 6 levels;
+#: PyYAML's composer (and pydantic after it) recurse once per level, so a deeply nested
+#: document would otherwise end in Python's RecursionError instead of a message.
+MAX_DEPTH = 64
+#: Most YAML nodes a document may hold once its aliases are expanded. Aliases share nodes
+#: while loading, but everything after (validation, the run row's JSON copy of the config)
+#: walks the expanded tree, so an alias bomb ("billion laughs") must stop here. Real
+#: experiments hold a few hundred nodes; 100,000 leaves room for long categorical lists.
+MAX_NODES = 100_000
+#: Most characters of scalar text a document may hold once its aliases are expanded (10 MB).
+MAX_TEXT = 10_000_000
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses nesting deeper than :data:`MAX_DEPTH` while composing."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node:  # type: ignore[override]
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _TooDeep(_pos(mark))
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
+
+
+class _TooDeep(Exception):
+    """Nesting beyond :data:`MAX_DEPTH` (carries the position where it happened)."""
+
+    def __init__(self, position: Position) -> None:
+        super().__init__(position)
+        self.position = position
+
+
+def _expanded_size(root: Node) -> tuple[int, int]:
+    """(nodes, scalar characters) of the document with every alias expanded.
+
+    Aliased nodes are shared, so each node's subtree size is computed once (memoised) and
+    the walk costs the size of the file, not of its expansion. A recursive alias (a cycle)
+    counts once here; the builder reports it.
+    """
+    sizes: dict[int, tuple[int, int]] = {}
+    active: set[int] = set()
+
+    def walk(node: Node) -> tuple[int, int]:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            return (0, 0)
+        active.add(key)
+        nodes, chars = 1, 0
+        if isinstance(node, MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, SequenceNode):
+            children = list(node.value)
+        else:
+            children = []
+            chars = len(node.value) if isinstance(node.value, str) else 0
+        for child in children:
+            sub_nodes, sub_chars = walk(child)
+            # Saturate: past the limits the exact count no longer matters and would
+            # otherwise grow without bound (9**40 for a deep bomb).
+            nodes = min(nodes + sub_nodes, MAX_NODES + 1)
+            chars = min(chars + sub_chars, MAX_TEXT + 1)
+        active.discard(key)
+        sizes[key] = (nodes, chars)
+        return nodes, chars
+
+    return walk(root)
+
+
+def _reader_problem(err: yaml.reader.ReaderError, text: str) -> Problem:
+    """A located problem for a character PyYAML refuses (control characters, NUL...)."""
+    where = text[: max(err.position, 0)]
+    line = where.count("\n") + 1
+    column = len(where) - (where.rfind("\n") + 1) + 1
+    char = err.character
+    code = f"#x{ord(char):04x}" if isinstance(char, str) else f"#x{int(char):02x}"
+    return Problem("", f"invalid YAML: the character {code} is not allowed "
+                   "(control characters other than tab and newline cannot appear in YAML)",
+                   line, column)
+
+
 def load_yaml_text(
     text: str, source: str = "<string>", *, defer_duplicates: bool = False
 ) -> tuple[Any, Marks]:
@@ -394,17 +512,34 @@ def load_yaml_text(
         ConfigError: Invalid YAML, duplicate keys, more than one document, or a top level
             that is not a mapping.
     """
-    loader = yaml.SafeLoader(text)
+    try:
+        # The reader checks every character when it is created: inside the try.
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as err:
+        raise ConfigError([_reader_problem(err, text)], source) from None
     try:
         root = loader.get_single_node()
         if root is None:
             raise ConfigError(
                 [Problem("", "the file is empty; expected a mapping of settings")], source
             )
+        nodes, chars = _expanded_size(root)
+        if nodes > MAX_NODES or chars > MAX_TEXT:
+            raise ConfigError([Problem(
+                "", f"the document is too large once its aliases (*name) are expanded: more "
+                f"than {MAX_NODES:,} values or {MAX_TEXT:,} characters; write large data to a "
+                "file (population.file, network edge_list) instead", *_pos(root.start_mark))],
+                source)
         builder = _Builder(loader)
         data, tree = builder.build(root, ())
+    except yaml.reader.ReaderError as err:
+        raise ConfigError([_reader_problem(err, text)], source) from None
     except yaml.YAMLError as err:
         raise ConfigError([_yaml_problem(err)], source) from None
+    except _TooDeep as err:
+        raise ConfigError([Problem(
+            "", f"invalid YAML: nested more than {MAX_DEPTH} levels deep", *err.position)],
+            source) from None
     finally:
         loader.dispose()
     problems = list(builder.errors)
