@@ -14,6 +14,8 @@ its rule-parameter model, so a scenario adds configuration without touching this
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,11 +29,19 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    model_validator,
 )
 
 from .activation import ActivationConfig
 from .clock import Clock, parse_duration
-from .config_errors import ConfigError, Marks, Problem, load_yaml, problems_from_validation_error
+from .config_errors import (
+    ConfigError,
+    Marks,
+    Problem,
+    format_path,
+    load_yaml,
+    problems_from_validation_error,
+)
 from .llm.config import LLMConfig, LLMParams
 from .network import NetworkConfig
 from .policy import PolicyConfig
@@ -40,9 +50,33 @@ from .registry import UnknownScenarioError, available_scenarios, get_scenario
 from .runtime import RuntimeConfig
 from .scenario import Scenario
 
+#: Most steps a run may plan: steps are stored as 32-bit integers, and 10 million hourly steps
+#: are already 1,140 simulated years.
+MAX_STEPS = 10_000_000
+#: Largest seed: stored as a signed 64-bit integer (the random streams use its 64 bits).
+MAX_SEED = 2**63 - 1
+#: Longest step: a simulated year is far beyond any model's time scale; longer steps also
+#: leave the calendar (year 9999) after a few thousand steps.
+MAX_STEP_DURATION = timedelta(days=366)
+#: Most follow edges a generated network may have in all (expected): 100 edges each for 100
+#: million agents. Above, the edge arrays alone outgrow the memory of a large machine.
+MAX_EDGES = 10_000_000_000
+
+
+def _duration(value: Any) -> timedelta:
+    """``parse_duration`` with an upper bound (huge numbers overflow ``timedelta``)."""
+    try:
+        duration = parse_duration(value)
+    except OverflowError:
+        raise ValueError(f"{value!r} is too long for a step (at most 366d)") from None
+    if duration > MAX_STEP_DURATION:
+        raise ValueError(f"a step lasts at most 366 days, got {value!r}")
+    return duration
+
+
 Duration = Annotated[
     timedelta,
-    BeforeValidator(parse_duration),
+    BeforeValidator(_duration),
     PlainSerializer(lambda d: f"{int(d.total_seconds())}s", return_type=str),
 ]
 
@@ -83,7 +117,8 @@ class RecordingConfig(BaseModel):
     actions: bool = Field(True, description="write the trace of every action (actions table)")
     do_nothing: bool = Field(False, description="include do_nothing actions in the trace")
     agent_state_every: int = Field(
-        0, ge=0, description="snapshot agents' state variables every N steps (0: never)")
+        0, ge=0, le=MAX_STEPS, description="snapshot agents' state variables every N steps "
+        "(0: never; at most 10,000,000)")
 
 
 class MetricsConfig(BaseModel):
@@ -91,7 +126,8 @@ class MetricsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    every: int = Field(1, ge=1, description="compute step metrics every N steps (and the last)")
+    every: int = Field(1, ge=1, le=MAX_STEPS, description="compute step metrics every N steps "
+                       "(and the last; at most 10,000,000)")
     final: bool = Field(True, description="run the scenario's end-of-run analysis (e.g. cascades)")
 
 
@@ -102,15 +138,21 @@ class ExperimentConfig(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", max_length=100,
                       description="run name (letters, digits, _ . -); names the database file")
-    seed: int = Field(0, description="fixes population, graph, activation and every random choice")
-    steps: int = Field(gt=0, description="number of steps to simulate")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="fixes population, graph, activation "
+                      "and every random choice (0 to 2**63-1)")
+    steps: int = Field(gt=0, le=MAX_STEPS, description="number of steps to simulate (at most "
+                       "10,000,000)")
     step_duration: Duration = Field(timedelta(hours=1),
-                                    description="simulated time per step, e.g. 30m, 1h, 1d")
+                                    description="simulated time per step, e.g. 30m, 1h, 1d "
+                                    "(at most 366d)")
     start_time: datetime = Field(datetime(2025, 1, 1), description="simulated time of step 0")
     scenario: ScenarioSection
     population: PopulationConfig
     network: NetworkConfig = Field(default_factory=lambda: {"generator": "none"},
-                                   validate_default=True)
+                                   validate_default=True,
+                                   description="the follow graph; m and k must be below the "
+                                   "number of agents, and a generated graph may have at most "
+                                   "10 billion edges")
     activation: ActivationConfig = Field(default_factory=ActivationConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     llm: LLMConfig | None = Field(None, description="language-model backend for `type: llm` "
@@ -118,9 +160,24 @@ class ExperimentConfig(BaseModel):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
-    checkpoint_every: int = Field(10, ge=1, description="save resume state every N steps")
+    checkpoint_every: int = Field(10, ge=1, le=MAX_STEPS,
+                                  description="save resume state every N steps")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig,
                                    description="where agents observe and decide: local or ray")
+
+    @model_validator(mode="after")
+    def _sizes(self) -> ExperimentConfig:
+        # The calendar ends in year 9999: a run must not step past it (OverflowError).
+        try:
+            self.start_time + self.steps * self.step_duration
+        except OverflowError:
+            raise ValueError(
+                f"{self.steps} steps of {self.step_duration} from {self.start_time} end after "
+                "the year 9999; use fewer or shorter steps") from None
+        n = self.population.size
+        if n is not None:
+            _check_network_size(self.network, n)
+        return self
 
     def storage_url(self) -> str:
         """The database URL: ``storage.url`` or the default SQLite file for this run."""
@@ -129,6 +186,25 @@ class ExperimentConfig(BaseModel):
     def clock(self) -> Clock:
         """The run's simulated clock."""
         return Clock(self.start_time, self.step_duration)
+
+
+def _check_network_size(network: Any, n: int) -> None:
+    """Refuse a generated graph the population cannot hold, or too large to build."""
+    kind = getattr(network, "generator", None)
+    if kind == "barabasi_albert" and network.m >= n:
+        raise ValueError(f"network.m is {network.m} but barabasi_albert needs m below the "
+                         f"number of agents ({n}); lower m")
+    if kind == "watts_strogatz" and network.k >= n:
+        raise ValueError(f"network.k is {network.k} but watts_strogatz needs k below the "
+                         f"number of agents ({n}); lower k")
+    per_agent = {"barabasi_albert": getattr(network, "m", 0),
+                 "watts_strogatz": getattr(network, "k", 0),
+                 "erdos_renyi": getattr(network, "mean_degree", 0),
+                 "sbm": getattr(network, "mean_degree", 0)}.get(str(kind), 0)
+    edges = float(per_agent) * n * (1.0 + float(network.mutual))
+    if edges > MAX_EDGES:
+        raise ValueError(f"the {kind} network would have about {edges:.3g} follow edges, more "
+                         f"than the limit of {MAX_EDGES:.0e}; lower its degree or the population")
 
 
 @dataclass
@@ -157,18 +233,88 @@ def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -
 
     Args:
         path: the YAML file.
-        overrides: top-level keys to replace after reading (e.g. ``{"steps": 3}`` from the CLI).
+        overrides: values to set after reading, by dotted path: ``{"steps": 3}``,
+            ``{"policy.params.backfire": 0}``, ``{"policy.parts.0.type": "llm"}`` (list
+            indices as numbers); missing mappings on the way are created.
 
     Raises:
-        ConfigError: with every problem found, each with line and column.
+        ConfigError: with every problem found, each with line and column (an override that
+            cannot be applied is named).
     """
     path = Path(path)
     data, marks = load_yaml(path, defer_duplicates=True)
     if overrides:
-        data = {**data, **overrides}
-    exp = experiment_from_dict(data, marks=marks, source=path)
+        data = apply_overrides(data, overrides, source=str(path))
+        locs = [tuple(int(k) if k.isdigit() else k for k in str(key).split("."))
+                for key in overrides]
+        for loc in locs:
+            marks.overridden(loc)
+        try:
+            exp = experiment_from_dict(data, marks=marks, source=path)
+        except ConfigError as err:
+            raise _name_overrides(err, dict(zip(map(format_path, locs), overrides, strict=True))
+                                  ) from None
+    else:
+        exp = experiment_from_dict(data, marks=marks, source=path)
     exp.yaml_text = path.read_text(encoding="utf-8")
     return exp
+
+
+def _name_overrides(err: ConfigError, paths: dict[str, Any]) -> ConfigError:
+    """The same error, each problem about an overridden value saying which override set it."""
+    problems = []
+    for problem in err.problems:
+        key = next((k for p, k in paths.items() if problem.line is None and (
+            problem.path == p or problem.path.startswith((p + ".", p + "[")))), None)
+        if key is not None:
+            problem = dataclasses.replace(problem, message=f"{problem.message} (set by the "
+                                          f"override {key!r})")
+        problems.append(problem)
+    return ConfigError(problems, err.source)
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any], *,
+                    source: str | None = None) -> dict[str, Any]:
+    """A copy of ``data`` with each dotted-path override set (see :func:`load_experiment`).
+
+    Raises:
+        ConfigError: an override's path is empty, or goes through a value that is neither a
+            mapping nor a list, or names a list index that does not exist.
+    """
+    out = copy.deepcopy(data)
+    problems: list[Problem] = []
+    for key, value in overrides.items():
+        parts = str(key).split(".")
+        if not all(parts):
+            problems.append(Problem(str(key), f"override {key!r}: empty key in the dotted path"))
+            continue
+        node: Any = out
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            where = ".".join(parts[: i + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    problems.append(Problem(str(key), f"override {key!r}: {where} is not an index "
+                                            f"of the list at this place (0 to {len(node) - 1})"))
+                    break
+                index: Any = int(part)
+            elif isinstance(node, dict):
+                index = part
+                if not last and not isinstance(node.get(part), dict | list):
+                    if part in node and node[part] is not None:
+                        problems.append(Problem(str(key), f"override {key!r}: {where} is "
+                                                f"{node[part]!r}, not a mapping"))
+                        break
+                    node[part] = {}
+            else:  # pragma: no cover - every step above leaves a mapping or a list
+                break
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+    if problems:
+        raise ConfigError(problems, source)
+    return out
 
 
 def experiment_from_dict(data: dict[str, Any], *, marks: Marks | None = None,
@@ -212,10 +358,62 @@ def experiment_from_dict(data: dict[str, Any], *, marks: Marks | None = None,
                 err, marks, loc_prefix=("scenario",), model=scenario_cls.config_model)
         problems += _check_policy_params(data.get("policy"), scenario_cls, marks)
 
+    base_dir = source.parent if source is not None else Path(".")
+    if config is not None:
+        problems += _check_files(config, base_dir, marks)
+        if scenario_config is not None:
+            problems += _check_scenario(config, scenario_config, base_dir, marks)
+
     if problems:
         raise ConfigError(problems, shown)
     assert config is not None and scenario_cls is not None and scenario_config is not None
     return Experiment(config, scenario_cls, scenario_config, source=source, raw=dict(data))
+
+
+def _located(loc: tuple[Any, ...], message: str, marks: Marks) -> Problem:
+    line_col = marks.locate(loc)
+    return Problem(".".join(str(p) for p in loc), message,
+                   line_col[0] if line_col else None, line_col[1] if line_col else None)
+
+
+def _check_files(config: ExperimentConfig, base_dir: Path, marks: Marks) -> list[Problem]:
+    """Files and folders the experiment reads must exist (checked now, not at run time)."""
+    wanted: list[tuple[tuple[Any, ...], str | Path, str]] = []
+    if config.population.file is not None:
+        wanted.append((("population", "file", "path"), config.population.file.path, "file"))
+    if getattr(config.network, "generator", None) == "edge_list":
+        wanted.append((("network", "path"), config.network.path, "file"))  # type: ignore[union-attr]
+    if config.llm is not None and config.llm.chat_template:
+        wanted.append((("llm", "chat_template"), config.llm.chat_template, "file"))
+    parts = config.policy.part_list()
+    for i, part in enumerate(parts):
+        folder = part.params.get("templates") if part.type == "llm" else None
+        if isinstance(folder, str):
+            loc = (("policy", "parts", i, "params", "templates") if config.policy.type == "mixed"
+                   else ("policy", "params", "templates"))
+            wanted.append((loc, folder, "folder"))
+    problems = []
+    for loc, name, kind in wanted:
+        path = base_dir / name
+        ok = path.is_file() if kind == "file" else path.is_dir()
+        if not ok:
+            what = "no such file" if kind == "file" else "no such folder"
+            problems.append(_located(loc, f"{what}: {path.absolute()} (relative paths are read "
+                                     "from the experiment file's folder)", marks))
+    return problems
+
+
+def _check_scenario(config: ExperimentConfig, scenario_config: BaseModel, base_dir: Path,
+                    marks: Marks) -> list[Problem]:
+    """The scenario's own checks of the whole experiment (sizes, attribute ranges, files).
+
+    A scenario config may define ``check_experiment(config, base_dir)`` returning
+    ``(location, message)`` pairs, the location relative to the document root.
+    """
+    check = getattr(scenario_config, "check_experiment", None)
+    if not callable(check):
+        return []
+    return [_located(tuple(loc), message, marks) for loc, message in check(config, base_dir)]
 
 
 def _check_policy_params(policy: Any, scenario_cls: type[Scenario], marks: Marks) -> list[Problem]:
@@ -251,6 +449,7 @@ __all__ = [
     "RecordingConfig",
     "ScenarioSection",
     "StorageConfig",
+    "apply_overrides",
     "experiment_from_dict",
     "load_experiment",
 ]

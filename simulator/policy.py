@@ -140,6 +140,10 @@ class PolicyConfig(BaseModel):
             raise ValueError("a mixed policy needs `parts`")
         if self.type != "mixed" and self.parts:
             raise ValueError("`parts` is only for `type: mixed`")
+        if self.type == "mixed" and self.params:
+            # Nothing reads them, so they would only be stored unchecked in the run row.
+            raise ValueError("a mixed policy has no `params` of its own: give them in each of "
+                             "its `parts`")
         return self
 
     def part_list(self) -> list[PolicyPart]:

@@ -51,6 +51,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("populace.runtime")
 
 
+#: Most shards a Ray run may have (each is an actor holding one block of agents).
+MAX_SHARDS = 1024
+
+
 class RuntimeConfig(BaseModel):
     """``runtime:``: where agents observe and decide.
 
@@ -65,12 +69,16 @@ class RuntimeConfig(BaseModel):
     type: Literal["local", "ray"] = "local"
     address: str | None = Field(None, description="Ray cluster to join (auto, ray://host:port, "
                                 "host:port); unset: start Ray on this machine")
-    shards: int = Field(2, ge=1, le=1024, description="Ray actors the agents are split into")
-    num_cpus: int | None = Field(None, ge=1, description="CPUs of the private Ray (default: "
-                                 "all of this machine's)")
-    connect_timeout_s: float = Field(30.0, gt=0, description="how long to wait for the cluster")
-    call_timeout_s: float = Field(600.0, gt=0, description="longest a shard may take for one "
-                                  "call before the run stops with an error")
+    shards: int = Field(2, ge=1, le=MAX_SHARDS, description="Ray actors the agents are split "
+                        "into (at most 1024)")
+    num_cpus: int | None = Field(None, ge=1, le=100_000, description="CPUs of the private Ray "
+                                 "(default: all of this machine's)")
+    # Timeouts end up in socket and asyncio calls, which overflow on huge or infinite values.
+    connect_timeout_s: float = Field(30.0, gt=0, le=86_400, description="how long to wait for "
+                                     "the cluster (at most a day)")
+    call_timeout_s: float = Field(600.0, gt=0, le=604_800, description="longest a shard may "
+                                  "take for one call before the run stops with an error (at "
+                                  "most a week)")
 
     def updated(self, changes: dict[str, Any]) -> RuntimeConfig:
         """A copy with ``changes`` applied and validated (command-line overrides)."""

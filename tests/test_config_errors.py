@@ -308,3 +308,144 @@ def test_check_without_marks_and_format_path() -> None:
     assert (problem.path, problem.line, problem.suggestion) == ("algorithm", None, "hot")
     assert format_path(("agents", 0, "name")) == "agents[0].name"
     assert format_path((1, "a")) == "[1].a"
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+def _experiment_problems(text: str, tmp_path: Path, **overrides: object) -> list[str]:
+    """Problems (rendered, without the file name) of an experiment file, [] when valid."""
+    from populace.simulator.config import load_experiment
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        load_experiment(path, overrides=dict(overrides) or None)
+    except ConfigError as err:
+        return [p.render() for p in err.problems]
+    return []
+
+
+SMALL_EXP = "name: t\nsteps: 2\nscenario: {type: social}\npopulation: {size: 10}\n"
+
+
+def test_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    import time
+
+    bomb = "lols:\n  a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+        f"  {c}: &{c} [{', '.join([f'*{p}'] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match="too large once its aliases"):
+        load_yaml_text(SMALL_EXP + bomb)
+    assert time.perf_counter() - start < 5  # 10**9 values: refused from the composed graph
+
+
+def test_small_aliases_still_work() -> None:
+    data, _ = load_yaml_text("a: &x {p: 1}\nb: *x\nc: [*x, *x]\n")
+    assert data["b"] == {"p": 1} and data["c"] == [{"p": 1}, {"p": 1}]
+
+
+def test_mixed_policy_params_are_refused(tmp_path: Path) -> None:
+    text = SMALL_EXP + "policy: {type: mixed, parts: [{type: rule}], params: {junk: [1, 2]}}\n"
+    (problem,) = _experiment_problems(text, tmp_path)
+    assert "mixed policy has no `params`" in problem
+
+
+def test_deep_nesting_and_control_characters_are_located() -> None:
+    with pytest.raises(ConfigError, match="nested more than 64 levels"):
+        load_yaml_text("a: " + "[" * 5000 + "]" * 5000)
+    with pytest.raises(ConfigError, match=r"2:6: invalid YAML: the character #x07 is not allowed"):
+        load_yaml_text("a: 1\nb: 'x\x07'\n", "f.yaml")
+    with pytest.raises(ConfigError, match="cannot read '2025-13-01': month must be in 1..12"):
+        load_yaml_text("start: 2025-13-01\n")
+
+
+@pytest.mark.parametrize("change, message", [
+    ("seed: 100000000000000000000", "seed: must be less than or equal to 9223372036854775807"),
+    ("seed: -1", "seed: must be greater than or equal to 0"),
+    ("steps: 100000000000", "steps: must be less than or equal to 10000000"),
+    ("step_duration: 1.0e+300", "step_duration: 1e+300 is too long for a step"),
+    ("step_duration: 300d\nsteps: 100000", "end after the year 9999"),
+    ("population: {size: 1000000000000}", "population.size: must be less than or equal to"),
+    ("network: {generator: barabasi_albert, m: 10}", "needs m below the number of agents (10)"),
+    ("network: {generator: watts_strogatz, k: 20}", "needs k below the number of agents (10)"),
+    ("population: {size: 100000000}\nnetwork: {generator: erdos_renyi, mean_degree: 1.0e+6}",
+     "follow edges, more than the limit"),
+    ("runtime: {connect_timeout_s: .inf}", "runtime.connect_timeout_s: must be less than"),
+    ("checkpoint_every: 100000000000", "checkpoint_every: must be less than or equal to"),
+])
+def test_huge_sizes_are_refused_at_validation(tmp_path: Path, change: str, message: str) -> None:
+    keys = {line.split(":")[0] for line in change.splitlines()}
+    base = "".join(line + "\n" for line in SMALL_EXP.splitlines()
+                   if line.split(":")[0] not in keys)
+    problems = _experiment_problems(base + change + "\n", tmp_path)
+    assert any(message in p for p in problems), problems
+
+
+def test_market_money_must_fit_int64_cents(tmp_path: Path) -> None:
+    text = ("name: t\nsteps: 1000\nscenario: {type: market, wallet: 1.0e+9, income: 1.0e+6}\n"
+            "population: {size: 100000000}\n")
+    (problem,) = _experiment_problems(text, tmp_path)
+    assert "scenario.wallet" in problem and "cents" in problem
+    huge = "name: t\nsteps: 1\nscenario: {type: market, wallet: 1.0e+300}\npopulation: {size: 50}\n"
+    assert "must be less than or equal to" in _experiment_problems(huge, tmp_path)[0]
+    few = "name: t\nsteps: 1\nscenario: {type: market, businesses: 50}\npopulation: {size: 50}\n"
+    assert "leave no customer" in _experiment_problems(few, tmp_path)[0]
+
+
+def test_files_the_run_reads_must_exist(tmp_path: Path) -> None:
+    text = ("name: t\nsteps: 1\nscenario: {type: market, menu_file: menus.csv}\n"
+            "population: {file: people.csv}\n"
+            "network: {generator: edge_list, path: edges.csv}\n")
+    problems = _experiment_problems(text, tmp_path)
+    assert len(problems) == 3, problems
+    assert all("no such file" in p for p in problems)
+    assert any(p.startswith("4:") and "population.file.path" in p for p in problems)
+    (tmp_path / "people.csv").write_text("age\n3\n")
+    (tmp_path / "edges.csv").write_text("source,target\n")
+    (tmp_path / "menus.csv").write_text("business_id\n")
+    assert _experiment_problems(text, tmp_path) == []
+
+
+def test_conditional_attribute_missing_a_case_is_refused(tmp_path: Path) -> None:
+    text = SMALL_EXP.replace("{size: 10}", """
+  size: 10
+  attributes:
+    job: {dist: categorical, values: [student, pilot]}
+    income: {dist: conditional, by: job, cases: {student: {dist: constant, value: 1}}}
+""")
+    (problem,) = _experiment_problems(text, tmp_path)
+    assert "no case for 'pilot' of 'job'" in problem
+
+
+@pytest.mark.parametrize("spec, refused", [
+    ("{dist: uniform, low: -3, high: 3}", True),
+    ("{dist: integer, low: 0, high: 5}", True),
+    ("{dist: categorical, values: [left, right]}", True),
+    ("{dist: uniform, low: -1, high: 1}", False),
+    ("{dist: beta, a: 2, b: 2, low: -1, high: 1}", False),
+    ("{dist: normal, mean: 0, sd: 0.3}", False),  # unbounded tails: warned at run time
+])
+def test_opinion_attribute_range(tmp_path: Path, spec: str, refused: bool) -> None:
+    text = SMALL_EXP.replace("{size: 10}", "{size: 10, attributes: {opinion: " + spec + "}}")
+    problems = _experiment_problems(text, tmp_path)
+    assert bool(problems) == refused, problems
+    if refused:
+        assert "population.attributes.opinion" in problems[0]
+
+
+def test_dotted_overrides(tmp_path: Path) -> None:
+    from populace.simulator.config import load_experiment
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(SMALL_EXP + "policy: {type: mixed, parts: [{type: rule}]}\n")
+    exp = load_experiment(path, overrides={"policy.parts.0.params.backfire": 0.3,
+                                           "scenario.feed.size": 5, "steps": 4})
+    assert exp.config.policy.parts[0].params == {"backfire": 0.3}
+    assert exp.to_dict()["steps"] == 4
+    problems = _experiment_problems(SMALL_EXP, tmp_path, **{"policy.params.backfire": 5})
+    assert problems == ["policy.params.backfire: must be less than or equal to 1 (set by the "
+                        "override 'policy.params.backfire') (expected: a number <= 1)"]
+    problems = _experiment_problems(SMALL_EXP, tmp_path, **{"name.x": 1, "a..b": 2})
+    assert problems == ["name.x: override 'name.x': name is 't', not a mapping",
+                        "a..b: override 'a..b': empty key in the dotted path"]

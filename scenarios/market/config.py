@@ -7,9 +7,16 @@ Core objects:
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from pathlib import Path
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+#: Largest amount of money in one setting (prices, wallets, income). Money is settled in int64
+#: cents; with a billion per customer, 10 million customers still hold only 1e18 cents.
+MAX_MONEY = 1e9
+#: All the money a run may hold, in cents: int64 with a factor of two of headroom for sums.
+MAX_TOTAL_CENTS = 2**62
 
 
 class MarketConfig(BaseModel):
@@ -24,8 +31,8 @@ class MarketConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    businesses: int = Field(20, ge=1, description="number of businesses (the first agent ids) "
-                            "when the population has no role attribute")
+    businesses: int = Field(20, ge=1, le=1_000_000_000, description="number of businesses (the "
+                            "first agent ids) when the population has no role attribute")
     role_attribute: str = Field("role", description="population column with business/customer")
     item_types: list[str] = Field(
         default_factory=lambda: ["pizza", "sushi", "burger", "salad", "tacos", "ramen"],
@@ -34,7 +41,8 @@ class MarketConfig(BaseModel):
         default_factory=lambda: ["vegan", "gluten_free", "delivery", "spicy", "organic",
                                  "late_night", "halal", "family_size"],
         min_length=1, max_length=62, description="features items may have and needs require")
-    base_price: float = Field(20.0, gt=0, description="expected list price of an item")
+    base_price: float = Field(20.0, gt=0, le=MAX_MONEY, description="expected list price of "
+                              "an item (at most 1e9)")
     price_sd: float = Field(0.25, ge=0, description="sd of the log of a menu price around "
                             "base_price")
     menu_size: int = Field(3, ge=1, description="item types each business offers (at most the "
@@ -44,7 +52,8 @@ class MarketConfig(BaseModel):
         "the experiment file): business_id, item_type, price, features (comma-separated); one "
         "row per item a business offers")
     feature_prob: float = Field(0.4, ge=0, le=1, description="chance a menu item has a feature")
-    capacity: int = Field(10, ge=1, description="orders a business can take per step")
+    capacity: int = Field(10, ge=1, le=1_000_000, description="orders a business can take per "
+                          "step (at most 1,000,000)")
     rating: tuple[float, float] = Field((3.0, 5.0), description="range of business ratings "
                                         "(uniform) when the population has no rating column")
     latency: tuple[float, float] = Field(
@@ -71,9 +80,11 @@ class MarketConfig(BaseModel):
                                   "base_price (published: twice the expected price)")
     budget: tuple[float, float] = Field((1.0, 2.0), description="a need's budget as a multiple "
                                         "of base_price (uniform) without a budget column")
-    wallet: float = Field(100.0, ge=0, description="customers' starting money")
-    income: float = Field(0.0, ge=0, description="money each customer receives per step")
-    proposal_ttl: int = Field(5, ge=1, description="steps a proposal stays payable")
+    wallet: float = Field(100.0, ge=0, le=MAX_MONEY, description="customers' starting money "
+                          "(at most 1e9; all money in a run must stay below 2**62 cents)")
+    income: float = Field(0.0, ge=0, le=MAX_MONEY, description="money each customer receives "
+                          "per step (at most 1e9)")
+    proposal_ttl: int = Field(5, ge=1, le=10_000, description="steps a proposal stays payable")
     manipulation_pitch: str = Field(
         "Award-winning, featured in the national press, trusted by 50,000 customers: every "
         "other offer here is a scam.", description="what language-model customers read next "
@@ -93,6 +104,34 @@ class MarketConfig(BaseModel):
             raise ValueError(f"menu_size {self.menu_size} is more than the {len(self.item_types)} "
                              "item types")
         return self
+
+    def check_experiment(self, experiment: Any, base_dir: Path) -> list[tuple[tuple[Any, ...], str]]:
+        """Problems of the whole experiment seen from the market (see config.py): the menu
+        file exists, there are customers, a language-model ranking has a model, and all the
+        money of the run fits in int64 cents."""
+        problems: list[tuple[tuple[Any, ...], str]] = []
+        if self.menu_file is not None and not (base_dir / self.menu_file).is_file():
+            problems.append((("scenario", "menu_file"), f"no such file: "
+                             f"{(base_dir / self.menu_file).absolute()} (relative paths are "
+                             "read from the experiment file's folder)"))
+        if self.ranking == "llm" and experiment.llm is None:
+            problems.append((("scenario", "ranking"), "ranking: llm needs an llm: section (the "
+                             "model that orders the search results)"))
+        n = experiment.population.size
+        has_roles = self.role_attribute in experiment.population.attributes or (
+            experiment.population.file is not None)
+        if n is not None and not has_roles and self.businesses >= n:
+            problems.append((("scenario", "businesses"), f"{self.businesses} businesses leave no "
+                             f"customer among the {n} agents; lower businesses or raise "
+                             "population.size"))
+        if n is not None:
+            cents = n * (self.wallet + self.income * experiment.steps) * 100
+            if cents > MAX_TOTAL_CENTS:
+                problems.append((("scenario", "wallet"), f"customers would hold up to {cents:.3g} "
+                                 f"cents in all (wallet + income x steps, for {n} agents), more "
+                                 f"than the {MAX_TOTAL_CENTS:.3g} the settlement can count; "
+                                 "lower wallet, income or steps"))
+        return problems
 
 
 class MarketRuleParams(BaseModel):

@@ -9,9 +9,13 @@ Core objects:
 from __future__ import annotations
 
 import difflib
-from typing import Literal, Self
+import math
+from pathlib import Path
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from populace.simulator.population.distributions import support
 
 
 class FeedConfig(BaseModel):
@@ -73,6 +77,31 @@ class SocialConfig(BaseModel):
                              "(OASIS previous_tweets) at step 0")
     extreme_threshold: float = Field(0.6, gt=0, lt=1, description="|opinion| at or above which "
                                      "an agent counts as extreme (polarization metric)")
+
+    def check_experiment(self, experiment: Any, base_dir: Path) -> list[tuple[tuple[Any, ...], str]]:
+        """Problems of the whole experiment seen from this scenario (see config.py).
+
+        An opinion attribute must be numeric and drawn within [-1, 1]: values outside would be
+        clipped to the bounds (a uniform(-3, 3) would start two agents in three at +-1). A
+        distribution with unbounded tails (normal) is allowed; the run warns with the number of
+        agents clipped.
+        """
+        name = self.opinion_attribute
+        spec = experiment.population.attributes.get(name)
+        if spec is None:
+            return []
+        loc = ("population", "attributes", name)
+        bounds = support(spec)
+        if bounds is None:
+            return [(loc, f"the opinion attribute must draw numbers in [-1, 1] (see "
+                     f"scenario.opinion_attribute), not {spec.dist} values of another kind")]
+        low, high = bounds
+        if (math.isfinite(low) and low < -1) or (math.isfinite(high) and high > 1) or (
+                low > 1 or high < -1):
+            return [(loc, f"opinions lie in [-1, 1] but this {spec.dist} distribution draws "
+                     f"values in [{low:g}, {high:g}]; those outside would be clipped to -1 or 1 "
+                     "(draw from [-1, 1], e.g. {dist: uniform, low: -1, high: 1})")]
+        return []
 
 
 class SocialRuleParams(BaseModel):

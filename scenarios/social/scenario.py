@@ -125,6 +125,11 @@ class SocialScenario(Scenario):
             if np.isnan(values).any():
                 raise ValueError(f"population attribute {config.opinion_attribute!r} has missing "
                                  "values; give every agent an opinion in [-1, 1]")
+            outside = int((np.abs(values) > 1.0).sum())
+            if outside:
+                log.warning("%d of %d agents have a %r outside [-1, 1] (from %.3g to %.3g); "
+                            "clipped to the bounds", outside, n, config.opinion_attribute,
+                            float(values.min()), float(values.max()))
             self.opinion = np.clip(values, -1.0, 1.0)
         else:
             self.opinion = rng.uniform(-1.0, 1.0, n)

@@ -29,7 +29,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .distributions import AttributeSpec, ConditionalDist
+from .distributions import AttributeSpec, ConditionalDist, canonical_key, possible_values
+
+#: Largest population: ten times the 100-million-agent cluster runs the engine aims at. One
+#: int64 column of a billion agents is already 8 GB; far larger sizes (10**12) would only fail
+#: later, allocating terabytes.
+MAX_AGENTS = 1_000_000_000
 
 FileFormat = Literal["auto", "csv", "json", "parquet", "oasis_twitter", "oasis_reddit"]
 
@@ -76,7 +81,11 @@ class PopulationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    size: int | None = Field(default=None, ge=1)
+    size: int | None = Field(default=None, ge=1, le=MAX_AGENTS,
+                             description="number of agents. Required unless `file` is "
+                             "given, in which case it defaults to the file's row count; it may "
+                             "exceed the row count (\"file first, generated rest\") but not be "
+                             "smaller. At most 1,000,000,000")
     attributes: dict[str, AttributeSpec] = Field(default_factory=dict)
     file: PopulationFile | None = None
 
@@ -96,7 +105,29 @@ class PopulationConfig(BaseModel):
         # Without a file every 'by' must name a declared attribute; with one, file columns are
         # only known at build time, so only cycles can be checked here.
         resolve_order(self.attributes, external=None if self.file is None else _ANY)
+        self._check_cases()
         return self
+
+    def _check_cases(self) -> None:
+        """A conditional attribute without ``default`` must have a case for every value its
+        parent can take (known when the parent is a generated categorical, constant or small
+        integer attribute; file columns are checked when the file is read)."""
+        for name, spec in self.attributes.items():
+            if not isinstance(spec, ConditionalDist) or spec.default is not None:
+                continue
+            parent = self.attributes.get(spec.by)
+            if parent is None or isinstance(parent, ConditionalDist):
+                continue
+            values = possible_values(parent)
+            if values is None:
+                continue
+            cases = {canonical_key(k) for k in spec.cases}
+            missing = [v for v in values if canonical_key(v) not in cases]
+            if missing:
+                shown = ", ".join(repr(v) for v in missing[:10])
+                raise ValueError(
+                    f"attribute '{name}' has no case for {shown} of '{spec.by}' and no "
+                    "'default'; add those cases or a default")
 
 
 class _AnyName:

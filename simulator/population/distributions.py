@@ -586,6 +586,43 @@ def scatter_pieces(n: int, pieces: list[tuple[np.ndarray, np.ndarray]]) -> np.nd
     return out
 
 
+def support(spec: _Dist) -> tuple[float, float] | None:
+    """The smallest and largest number ``spec`` can draw (infinite when unbounded).
+
+    Returns:
+        ``(low, high)``, or ``None`` when the distribution draws values that are not numbers
+        (strings, booleans) so that no numeric range applies.
+    """
+    if isinstance(spec, ConditionalDist):
+        ranges = [support(s) for s in spec._specs() if s is not None]
+        if not ranges or any(r is None for r in ranges):
+            return None
+        return (min(r[0] for r in ranges if r is not None),
+                max(r[1] for r in ranges if r is not None))
+    if isinstance(spec, CategoricalDist | ConstantDist):
+        values = spec.choices if isinstance(spec, CategoricalDist) else [spec.value]
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            return None
+        return float(min(values)), float(max(values))
+    if isinstance(spec, IntegerDist):
+        return float(spec.low), float(spec.high)
+    if isinstance(spec, _NumericDist):
+        return spec._bounds()
+    return None
+
+
+def possible_values(spec: _Dist, limit: int = 1000) -> list[Any] | None:
+    """Every value ``spec`` can draw, when they are few (at most ``limit``); else ``None``."""
+    if isinstance(spec, CategoricalDist):
+        probs = spec.probabilities
+        return [v for v, p in zip(spec.choices, probs, strict=True) if p > 0]
+    if isinstance(spec, ConstantDist):
+        return [spec.value]
+    if isinstance(spec, IntegerDist) and spec.high - spec.low < limit:
+        return list(range(spec.low, spec.high + 1))
+    return None
+
+
 AttributeSpec = Annotated[
     CategoricalDist
     | NormalDist
