@@ -99,8 +99,10 @@ def _sections(text: str) -> dict[str, str]:
 #   <!-- runnable: exit N -->  a ```bash block expected to exit with code N (default 0)
 #   <!-- output -->            a ```text block: lines the previous runnable bash block prints, in
 #                              order; every number matches any number and `...` matches anything
+#   <!-- output: exact -->     the same, but numbers must be as shown (for figures the text cites)
 #   <!-- file: NAME -->        a block whose text is written to NAME in the scratch folder
-MARKER = re.compile(r"^<!--\s*(runnable(?::\s*exit\s+(\d+))?|output|file:\s*(\S+))\s*-->$")
+MARKER = re.compile(
+    r"^<!--\s*(runnable(?::\s*exit\s+(\d+))?|output(:\s*exact)?|file:\s*(\S+))\s*-->$")
 
 
 def _marked_blocks(text: str) -> list[dict[str, Any]]:
@@ -118,7 +120,8 @@ def _marked_blocks(text: str) -> list[dict[str, Any]]:
         kind = match.group(1).split(":")[0]
         blocks.append({"kind": kind, "lang": fence[3:].strip(), "line": i + 3,
                        "code": "\n".join(lines[i + 2:end]),
-                       "exit": int(match.group(2) or 0), "name": match.group(3)})
+                       "exit": int(match.group(2) or 0), "exact": bool(match.group(3)),
+                       "name": match.group(4)})
     return blocks
 
 
@@ -281,22 +284,22 @@ def test_runnable_snippets_run(doc: Path, quickstart_dir: Path,
 NUMBER = r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?"
 
 
-def _line_pattern(expected: str) -> re.Pattern[str]:
-    """A shown output line as a regex: numbers match any number, `...` anything, spaces any run
-    of spaces (tables pad their columns to their contents)."""
+def _line_pattern(expected: str, exact: bool = False) -> re.Pattern[str]:
+    """A shown output line as a regex: numbers match any number (unless ``exact``), `...`
+    anything, spaces any run of spaces (tables pad their columns to their contents)."""
     parts = []
     for chunk in " ".join(expected.split()).split("..."):
-        pieces = re.split(NUMBER, chunk)
+        pieces = [chunk] if exact else re.split(NUMBER, chunk)
         parts.append(NUMBER.join(re.escape(p).replace(r"\ ", " +") for p in pieces))
     return re.compile(".*".join(parts))
 
 
-def _shows(output: str, expected: str) -> list[str]:
+def _shows(output: str, expected: str, exact: bool = False) -> list[str]:
     """The shown lines that the output lacks (they must appear in order, as whole lines)."""
     actual = [" ".join(line.split()) for line in re.split(r"[\r\n]+", output)]
     missing, at = [], 0
     for line in (x for x in expected.splitlines() if x.strip()):
-        pattern = _line_pattern(line)
+        pattern = _line_pattern(line, exact)
         found = next((i for i in range(at, len(actual)) if pattern.fullmatch(actual[i])), None)
         if found is None:
             missing.append(line)
@@ -379,7 +382,7 @@ def test_runnable_commands_run_and_print_what_is_shown(doc: Path, tmp_path: Path
                                 f"output:\n{output[-3000:]}")
         elif block["kind"] == "output":
             assert last is not None, f"{where}: an output block needs a runnable block before it"
-            missing = _shows(last[1], block["code"])
+            missing = _shows(last[1], block["code"], block["exact"])
             if missing:
                 failures.append(f"{where}: the commands at line {last[0]} do not print "
                                 f"{missing}; they print:\n{last[1][-3000:]}")
