@@ -205,6 +205,18 @@ def test_examples_exist() -> None:
     assert QUICKSTART in EXAMPLES
 
 
+def test_getting_started_quotes_the_quickstart_file_as_it_is() -> None:
+    """The 'Anatomy' section walks through quickstart.yaml block by block: each block must be
+    the file's text."""
+    text = (ROOT / "docs" / "getting-started.md").read_text(encoding="utf-8")
+    section = text.split("## Anatomy of an experiment file", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```yaml\n(.*?)^```", section, flags=re.S | re.M)
+    assert len(blocks) >= 6, "the section should quote the file in blocks"
+    source = QUICKSTART.read_text(encoding="utf-8")
+    stale = [b.splitlines()[0] for b in blocks if b not in source]
+    assert not stale, f"blocks of getting-started.md not in {_rel(QUICKSTART)}: {stale}"
+
+
 # --------------------------------------------------------------------------- (3) quick start
 
 
