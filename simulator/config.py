@@ -18,7 +18,7 @@ import copy
 import dataclasses
 import difflib
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,6 +29,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -164,6 +165,15 @@ class ExperimentConfig(BaseModel):
                                   description="save resume state every N steps")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig,
                                    description="where agents observe and decide: local or ray")
+
+    @field_validator("start_time")
+    @classmethod
+    def _naive_utc(cls, value: datetime) -> datetime:
+        # Simulated times are naive and read as UTC; a zone (or a number, read as a Unix
+        # time) would make them aware and impossible to compare with the others.
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
 
     @model_validator(mode="after")
     def _sizes(self) -> ExperimentConfig:

@@ -449,3 +449,17 @@ def test_dotted_overrides(tmp_path: Path) -> None:
     problems = _experiment_problems(SMALL_EXP, tmp_path, **{"name.x": 1, "a..b": 2})
     assert problems == ["name.x: override 'name.x': name is 't', not a mapping",
                         "a..b: override 'a..b': empty key in the dotted path"]
+
+
+def test_infinite_parameters_and_zoned_start_times(tmp_path: Path) -> None:
+    inf = SMALL_EXP.replace("{size: 10}", "{size: 10, attributes: {x: {dist: uniform, "
+                            "low: -.inf, high: 1}}}")
+    (problem,) = _experiment_problems(inf, tmp_path)
+    assert "population.attributes.x.low: must be a finite number" in problem
+    from populace.simulator.config import experiment_from_dict
+
+    data = {"name": "t", "steps": 1, "scenario": {"type": "social"}, "population": {"size": 5}}
+    for written, naive in ((-5, "1969-12-31 23:59:55"),
+                           ("2025-01-01T02:00:00+02:00", "2025-01-01 00:00:00")):
+        start = experiment_from_dict({**data, "start_time": written}).config.start_time
+        assert start.tzinfo is None and str(start) == naive  # read as UTC, like naive times

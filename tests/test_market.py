@@ -232,9 +232,9 @@ def test_examples_validate_and_bad_market_config_is_explained() -> None:
         experiment_from_dict(market(scenario={"ranking": "best"}))
     with pytest.raises(ConfigError, match="menu_size 9"):
         experiment_from_dict(market(scenario={"menu_size": 9}))
-    with pytest.raises(ValueError, match="no customers would remain"):
-        Simulation(experiment_from_dict(market(scenario={"businesses": 200})),
-                   db_url="sqlite://").start()
+    # known from population.size: refused at validation, before any run
+    with pytest.raises(ConfigError, match="200 businesses leave no customer among the 200"):
+        experiment_from_dict(market(scenario={"businesses": 200}))
 
 
 def test_leave_search_and_wait_codes_round_trip() -> None:
@@ -313,9 +313,8 @@ def test_llm_ranked_search_orders_the_model_s_choice_first(sqlite_url: str) -> N
     assert checked > 0
     prompt = json.loads(ranked["prompt"].iloc[0])[1]["content"]
     assert "Candidates:" in prompt and "business" in prompt
-    with pytest.raises(ValueError, match="ranking: llm needs an llm: section"):
-        Simulation(experiment_from_dict(market(scenario={"ranking": "llm"})),
-                   db_url="sqlite://").start()
+    with pytest.raises(ConfigError, match="ranking: llm needs an llm: section"):
+        experiment_from_dict(market(scenario={"ranking": "llm"}))  # refused at validation
 
 
 def test_menus_can_come_from_a_file_and_bad_rows_are_named(tmp_path, sqlite_url) -> None:

@@ -97,7 +97,8 @@ def missing_mask(values: pd.Series) -> np.ndarray:
 class _Dist(BaseModel):
     """Shared behaviour of all distribution models."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No .inf/.nan parameters: numpy refuses or overflows on them ("range exceeds bounds").
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:  # pragma: no cover
         """Draw ``n`` values.
