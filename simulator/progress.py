@@ -1,14 +1,49 @@
-"""The progress bar of a run: step, simulated time, active agents, actions/s and ETA."""
+"""Progress on stderr: the stages of a run's set-up, then a bar of its steps.
+
+Core objects:
+    SetupProgress: one line per set-up stage (population, network, scenario, the first
+        commit), each finished with its seconds, so that a long set-up (a 1M-agent population
+        builds for seconds, then writes 5M follow edges) never looks hung.
+    ProgressBar: step, simulated time, active agents, actions/s and ETA.
+"""
 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, TextIO
 
 from tqdm import tqdm
 
 if TYPE_CHECKING:
     from .engine import Simulation, StepReport
+
+
+class SetupProgress:
+    """Stage lines of a set-up: call it with a stage's name when the stage starts, and with
+    ``None`` when the set-up is done (``Simulation.stage_hook``).
+
+    Args:
+        disable: print nothing (``--quiet``).
+        stream: where to print (stderr).
+    """
+
+    def __init__(self, disable: bool = False, stream: TextIO | None = None) -> None:
+        self.disable = disable
+        self.stream = stream if stream is not None else sys.stderr
+        self._started: float | None = None
+
+    def __call__(self, stage: str | None) -> None:
+        """Finish the stage in progress (with its seconds) and start ``stage``."""
+        if self.disable:
+            return
+        t = time.perf_counter()
+        if self._started is not None:
+            print(f" {t - self._started:.1f} s", file=self.stream, flush=True)
+        self._started = None
+        if stage is not None:
+            print(f"  {stage} ...", end="", file=self.stream, flush=True)
+            self._started = t
 
 
 class ProgressBar:

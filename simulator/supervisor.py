@@ -7,18 +7,35 @@ So ``populace run`` and ``populace resume`` on the Ray runtime run the driver as
 the command; when the child ends without marking its run completed or failed, the command
 marks the run failed and says how to finish it. Committed steps are never lost either way
 (each step is one transaction).
+
+The child dies with the command: ``kill -9`` of ``populace run`` must stop the run, not leave a
+driver writing in the background while the user resumes it. On Linux the kernel kills the
+child when its parent dies (``PR_SET_PDEATHSIG``); elsewhere a watchdog thread in the child
+ends it when its parent changes. The run's lease (``populace.storage.leases``) is the second
+guard: even a driver that outlived its command could not write once another process took the
+run over.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Sequence
+from functools import partial
 
 SUPERVISED = "POPULACE_SUPERVISED"
 """Set in the child's environment: the child runs the simulation itself."""
+
+SUPERVISOR_PID = "POPULACE_SUPERVISOR_PID"
+"""Set in the child's environment: the pid of the command that supervises it."""
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def supervised() -> bool:
@@ -37,9 +54,12 @@ def supervise(argv: Sequence[str], db_url: str, name: str, run_id: int | None) -
         run_id: the run being resumed (None: a new run, created by the child).
     """
     before = _newest_id(db_url, name) if run_id is None else None
-    # a session of its own: a Ctrl-C in the terminal reaches the child once, through us
+    # a session of its own: a Ctrl-C in the terminal reaches the child once, through us; and
+    # it dies with us (see the module's docstring)
+    parent = os.getpid()
     child = subprocess.Popen([sys.executable, "-m", "populace.simulator.cli", *argv],
-                             env={**os.environ, SUPERVISED: "1"}, start_new_session=True)
+                             env={**os.environ, SUPERVISED: "1", SUPERVISOR_PID: str(parent)},
+                             start_new_session=True, preexec_fn=partial(_die_with, parent))
     forward = {sig: signal.signal(sig, lambda s, _f: child.send_signal(s))
                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -50,6 +70,38 @@ def supervise(argv: Sequence[str], db_url: str, name: str, run_id: int | None) -
     if rc in (0, 2, 130):
         return rc
     return _explain_unfinished(db_url, name, run_id, before, rc)
+
+
+def _die_with(parent: int) -> None:
+    """In the forked child, before it runs the command: have the kernel kill it when
+    ``parent`` dies (Linux); a parent that died already, before the request took effect, is
+    caught by the check after it. Elsewhere ``watch_supervisor`` in the child does the job."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the watchdog thread covers it
+        return
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def watch_supervisor(interval: float = 0.5) -> None:
+    """In the supervised child: end this process (as ``kill -9`` would) as soon as the
+    supervising command is gone, where the kernel does not do it (``_die_with``)."""
+    text = os.environ.get(SUPERVISOR_PID)
+    if not text or not text.isdigit():
+        return
+    parent = int(text)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="populace-supervisor-watch", daemon=True).start()
 
 
 def _newest_id(db_url: str, name: str) -> int:
@@ -74,7 +126,8 @@ def _newest_id(db_url: str, name: str) -> int:
 def _explain_unfinished(db_url: str, name: str, run_id: int | None, before: int | None,
                         rc: int) -> int:
     from populace.storage import Database, StorageError
-    from populace.storage.runs import find_run, update_run
+    from populace.storage.leases import LeaseHeldError, RunLease
+    from populace.storage.runs import find_run, finish_run
 
     try:
         db = Database(db_url, create=False)
@@ -86,7 +139,17 @@ def _explain_unfinished(db_url: str, name: str, run_id: int | None, before: int 
             return rc  # no run of its own, or the child marked it and explained itself
         why = (f"the run's process ended abruptly (exit {rc}): Ray ends a driver that loses "
                "its cluster's head or its node's raylet")
-        update_run(db, int(info["id"]), status="failed", error=why)
+        # the run row is written under the run's lease: the child's, taken over now that the
+        # child is gone (unless another process already writes the run: then it is theirs)
+        lease = RunLease(db)
+        try:
+            lease.acquire(int(info["id"]), info["name"])
+        except LeaseHeldError:
+            return rc
+        try:
+            finish_run(db, int(info["id"]), lease, status="failed", error=why)
+        finally:
+            lease.stop()
     finally:
         db.dispose()
     from .engine import resume_command
@@ -97,4 +160,4 @@ def _explain_unfinished(db_url: str, name: str, run_id: int | None, before: int 
     return 1
 
 
-__all__ = ["SUPERVISED", "supervise", "supervised"]
+__all__ = ["SUPERVISED", "SUPERVISOR_PID", "supervise", "supervised", "watch_supervisor"]

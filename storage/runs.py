@@ -2,6 +2,7 @@
 
 Core objects:
     create_run, update_run, find_run, list_runs: the ``runs`` table.
+    finish_run: mark a run stopped and give up its lease, only while holding that lease.
     save_checkpoint, load_checkpoint: the resume state of a run, stored in the database.
 """
 
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .database import Database, StorageError
+from .leases import LeaseLostError, RunLease, lease_holders
 from .schema import Checkpoint, RunRecord, Step
 
 CHUNK = 64 * 1024 * 1024  # keep each blob well under SQLite's and PostgreSQL's value limits
@@ -25,16 +27,16 @@ def now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def create_run(db: Database, **fields: Any) -> int:
-    """Insert a run row with status ``running`` and return its id."""
+def create_run(db: Database, conn: Connection | None = None, **fields: Any) -> int:
+    """Insert a run row with status ``running`` and return its id (in ``conn``'s transaction
+    when given: the engine creates the run, its lease and its step 0 in one)."""
     t = now()
-    with db.transaction() as conn:
-        result = conn.execute(
-            sa.insert(RunRecord).values(
-                status="running", steps_done=0, created_at=t, updated_at=t, **fields
-            )
-        )
-        return int(result.inserted_primary_key[0])
+    stmt = sa.insert(RunRecord).values(
+        status="running", steps_done=0, created_at=t, updated_at=t, **fields)
+    if conn is not None:
+        return int(conn.execute(stmt).inserted_primary_key[0])
+    with db.transaction() as own:
+        return int(own.execute(stmt).inserted_primary_key[0])
 
 
 def update_run(db: Database, run_id: int, conn: Connection | None = None, **fields: Any) -> None:
@@ -45,6 +47,24 @@ def update_run(db: Database, run_id: int, conn: Connection | None = None, **fiel
         return
     with db.transaction() as own:
         own.execute(stmt)
+
+
+def finish_run(db: Database, run_id: int, lease: RunLease, **fields: Any) -> bool:
+    """Update the run row (e.g. ``status="failed"``) and release ``lease`` in one transaction,
+    only if ``lease`` still holds the run; return whether it did.
+
+    A process that lost its lease must not write the run row: the run belongs to the process
+    that took it over (once, the loser of two resumes wrote its own error into the winner's
+    completed run).
+    """
+    try:
+        with db.transaction() as conn:
+            lease.check(conn)
+            update_run(db, run_id, conn=conn, **fields)
+            lease.release(conn)
+    except LeaseLostError:
+        return False
+    return True
 
 
 def find_run(db: Database, ref: int | str | None = None) -> dict[str, Any]:
@@ -73,7 +93,12 @@ def list_runs(db: Database) -> pd.DataFrame:
         cols.steps_done, cols.steps_planned, cols.wall_s, cols.created_at, cols.updated_at,
     ).order_by(cols.id)
     with db.engine.connect() as conn:
-        return pd.DataFrame(conn.execute(stmt).mappings().all(), columns=list(stmt.selected_columns.keys()))
+        frame = pd.DataFrame(conn.execute(stmt).mappings().all(),
+                             columns=list(stmt.selected_columns.keys()))
+    # who writes each run now (empty for runs nobody writes)
+    holders = lease_holders(db)
+    frame["writer"] = [holders[i].describe() if i in holders else "" for i in frame["id"]]
+    return frame
 
 
 def last_committed_step(db: Database, run_id: int) -> int:
@@ -98,7 +123,8 @@ def save_checkpoint(conn: Connection, db: Database, run_id: int, step: int,
 
 
 def load_checkpoint(db: Database, run_id: int) -> tuple[int, bytes]:
-    """The newest checkpoint of a run as ``(step, blob)``."""
+    """The newest checkpoint of a run as ``(step, blob)`` (``StorageError`` if it has none:
+    runs written before run creation and step 0 were one transaction may lack one)."""
     with db.engine.connect() as conn:
         rows = conn.execute(
             sa.select(Checkpoint.step, Checkpoint.chunk, Checkpoint.data)

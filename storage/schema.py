@@ -4,6 +4,7 @@ Core objects:
     Base: the declarative base; scenarios declare their own tables on it (see ``RunStepMixin``
         and ``EventMixin``).
     RunRecord, Step, StepMetric, Agent, AgentState, Checkpoint: typed ORM models for the engine's tables.
+    RunLeaseRecord: which process may write a run now (see ``populace.storage.leases``).
 
 Storage knows nothing about scenarios or the engine: scenario packages import ``Base`` and
 ``RunStepMixin`` to declare their tables, and the loaders reflect tables they do not know.
@@ -83,6 +84,24 @@ class RunRecord(Base):
     setup_s: Mapped[float] = mapped_column(Float, default=0.0)
     wall_s: Mapped[float] = mapped_column(Float, default=0.0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class RunLeaseRecord(Base):
+    """The one process allowed to write a run, while it writes (see ``storage/leases.py``).
+
+    A table of its own rather than columns of ``runs``: databases written before it existed
+    get it from ``create_all`` without a migration (the schema version stays). The row exists
+    only while a writer holds the run; its timestamps come from the database's clock.
+    """
+
+    __tablename__ = "run_leases"
+
+    run_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    owner: Mapped[str] = mapped_column(String(300))  # "host:pid:random", unique per writer
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(BigInteger)
+    acquired_at: Mapped[datetime] = mapped_column(DateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class Step(RunStepMixin, Base):
