@@ -10,6 +10,8 @@ import pytest
 from populace.simulator import Simulation, experiment_from_dict
 from populace.simulator.config_errors import ConfigError
 from populace.simulator.llm.testserver import ServerBehaviour, TestServer
+from populace.simulator.llm.types import LLMStopError
+from populace.storage import open_run
 
 from .conftest import experiment
 from .helpers import content_tables
@@ -54,7 +56,7 @@ def test_llm_agents_decide_and_every_call_is_recorded(server, sqlite_url: str) -
     assert len(calls) == int(metrics["llm.requests"].sum()) > 0
     assert calls["valid"].astype(bool).all()  # the server answers by the schema
     assert (metrics["llm.fallbacks"].fillna(0) == 0).all()
-    assert srv.stats["answered"] == len(calls)
+    assert srv.stats["answered"] == len(calls) + 1  # and the check before the first step
     # one shared system prompt (cacheable prefix), then the agent's own part
     prompts = [json.loads(p) for p in calls["prompt"]]
     assert len({p[0]["content"] for p in prompts}) == 1
@@ -106,15 +108,13 @@ def test_server_errors_are_retried_then_fall_back(server, sqlite_url: str) -> No
     m = result.metrics().sum()
     assert srv.stats["by_status"].get(500, 0) > 0 and srv.stats["by_status"].get(429, 0) > 0
     assert m["llm.errors"] < m["llm.requests"] * 0.2  # most recovered by retries
-    srv.behaviour.error_rate = 1.0
-    result = run(llm_experiment(url, steps=2, max_attempts=2, cache=False), sqlite_url)
-    m = result.metrics().sum()
-    assert result.info["status"] == "completed"
-    assert m["llm.errors"] == m["llm.requests"] == m["llm.fallbacks"] > 0
-    calls = result.table("llm_calls")
-    # each failure says why: the server's 500s (and 429s), then the endpoint taken out
-    assert calls["error"].str.contains("500|429|ejected").all()
-    assert calls["error"].str.contains("500").any()
+    assert m["llm.errors"] == m["llm.fallbacks"]  # each error left its agent on the fallback
+    srv.behaviour.error_rate = 1.0  # a server that answers no request: the run stops at once
+    with pytest.raises(LLMStopError, match=r"(?s)all 1\d decisions of step 1 got no answer.*"
+                       r"HTTP 500.*resume"):
+        run(llm_experiment(url, steps=2, max_attempts=2, cache=False), sqlite_url)
+    stopped = open_run(sqlite_url)
+    assert stopped.info["status"] == "failed" and stopped.info["steps_done"] == 0
 
 
 def test_replay_reproduces_a_run_without_a_server(server, tmp_path) -> None:
@@ -138,7 +138,7 @@ def test_cache_answers_a_repeated_run_without_new_requests(server, sqlite_url: s
     second = run(llm_experiment(url), sqlite_url)
     m = second.metrics().sum()
     assert m["llm.cache_hits"] == m["llm.requests"] > 0
-    assert srv.stats["requests"] == sent
+    assert srv.stats["requests"] == sent + 1  # only the check before the first step
     assert content_tables(first)["posts"].equals(content_tables(second)["posts"])
 
 
@@ -160,7 +160,9 @@ def test_llm_configuration_errors_are_reported() -> None:
 def test_hung_requests_time_out_and_the_run_goes_on(server, sqlite_url: str) -> None:
     srv, url = server
     srv.behaviour.hang_rate = 0.6
-    result = run(llm_experiment(url, steps=2, timeout_s=0.5, max_attempts=2, cache=False),
+    # the run goes on whatever share of a step fails: stopping is turned off
+    result = run(llm_experiment(url, steps=2, timeout_s=0.5, max_attempts=2, cache=False,
+                                max_failed_share=None, max_consecutive_failures=None),
                  sqlite_url)
     m = result.metrics().sum()
     assert result.info["status"] == "completed" and srv.stats["hung"] > 0

@@ -2,7 +2,9 @@
 
 Core objects:
     make_backend: the backend an ``llm:`` section asks for.
-    ReplayBackend: answers from the calls a recorded run made (same prompt, same answer).
+    ReplayBackend: answers from the calls a recorded run made (same prompt, same answer); a
+        request the run never made stops the run, saying what differs (or goes to the model,
+        with ``replay_on_miss: live``).
     ResponseCache: stored answers by request hash, shared by the runs of a database.
     VLLMBackend: an in-process ``vllm.LLM`` engine fed a whole step as one batch (GPU only).
 """
@@ -10,6 +12,8 @@ Core objects:
 from __future__ import annotations
 
 import asyncio
+import difflib
+import json
 import time
 from collections import defaultdict, deque
 from pathlib import Path
@@ -21,7 +25,7 @@ from populace.storage import Database, database_url, find_run
 
 from .config import LLMConfig
 from .tables import LLMCacheEntry, LLMCall
-from .types import Backend, BackendError, ChatRequest, ChatResponse
+from .types import Backend, BackendError, ChatRequest, ChatResponse, ReplayMissError
 
 
 def make_backend(llm: LLMConfig, db: Database, seed: int, base_dir: Path | None = None) -> Backend:
@@ -30,46 +34,63 @@ def make_backend(llm: LLMConfig, db: Database, seed: int, base_dir: Path | None 
     ``base_dir`` (the experiment file's folder) locates ``llm.chat_template``.
     """
     if llm.backend == "openai":
-        from .chat_formats import make_renderer
-        from .openai_backend import EndpointConfig, OpenAIBackend, RetryPolicy
-
-        render = None
-        if llm.api == "completions":
-            template = None
-            if llm.chat_template is not None:
-                template = (base_dir or Path(".")) / llm.chat_template
-            try:
-                render = make_renderer(llm.chat_format, template)
-            except ValueError as exc:
-                raise BackendError(str(exc)) from None
-
-        endpoints = [EndpointConfig(base_url=e.base_url, max_in_flight=e.max_in_flight,
-                                    rate_limit_rps=e.rate_limit_rps, api_key_env=e.api_key_env)
-                     for e in llm.endpoints]
-        retry = RetryPolicy(max_attempts=llm.max_attempts, timeout_s=llm.timeout_s)
-        return OpenAIBackend(endpoints, retry=retry, use_response_format=llm.structured_output,
-                             seed=seed, api=llm.api, prompts_per_request=llm.prompts_per_request,
-                             render=render)
+        return _openai_backend(llm, seed, base_dir)
     if llm.backend == "replay":
         source = Database(database_url(llm.replay_db), create=False) if llm.replay_db else db
-        return ReplayBackend(source, llm.replay)
+        live = None
+        if llm.replay_on_miss == "live":
+            if not llm.endpoints:
+                raise BackendError("llm.replay_on_miss: live needs `endpoints` (the model that "
+                                   "answers the requests the replayed run never made)")
+            live = _openai_backend(llm, seed, base_dir)
+        return ReplayBackend(source, llm.replay, live=live)
     return VLLMBackend(llm)
+
+
+def _openai_backend(llm: LLMConfig, seed: int, base_dir: Path | None) -> Backend:
+    """The ``openai`` backend of ``llm``'s endpoints."""
+    from .chat_formats import make_renderer
+    from .openai_backend import EndpointConfig, OpenAIBackend, RetryPolicy
+
+    render = None
+    if llm.api == "completions":
+        template = None
+        if llm.chat_template is not None:
+            template = (base_dir or Path(".")) / llm.chat_template
+        try:
+            render = make_renderer(llm.chat_format, template)
+        except ValueError as exc:
+            raise BackendError(str(exc)) from None
+
+    endpoints = [EndpointConfig(base_url=e.base_url, max_in_flight=e.max_in_flight,
+                                rate_limit_rps=e.rate_limit_rps, api_key_env=e.api_key_env)
+                 for e in llm.endpoints]
+    retry = RetryPolicy(max_attempts=llm.max_attempts, timeout_s=llm.timeout_s)
+    return OpenAIBackend(endpoints, retry=retry, use_response_format=llm.structured_output,
+                         seed=seed, api=llm.api, prompts_per_request=llm.prompts_per_request,
+                         render=render)
 
 
 class ReplayBackend(Backend):
     """Answers each request with what the recorded run answered to the same request.
 
-    Identical requests are answered in the order the recorded run received them.
+    Identical requests are answered in the order the recorded run received them. A request the
+    recorded run never made (or made fewer times) is a miss: without ``live`` the batch raises
+    ``ReplayMissError`` saying what differs from the recorded requests; with ``live`` the misses
+    go to that backend and come back marked ``extra["replay_miss"]``.
 
     Args:
         db: the database holding the recorded run.
-        run: its id or name.
+        run: its id (``preflight.resolve_replay`` turns a name into one) or name.
+        live: the backend that answers misses, or None to stop at the first.
     """
 
     name = "replay"
 
-    def __init__(self, db: Database, run: str | int | None) -> None:
+    def __init__(self, db: Database, run: str | int | None, *,
+                 live: Backend | None = None) -> None:
         info = find_run(db, run)
+        self.db, self.live, self.run_name = db, live, str(info["name"])
         self.run_id = int(info["id"])
         t = LLMCall.__table__
         stmt = (sa.select(t.c.prompt_hash, t.c.response, t.c.prompt_tokens,
@@ -84,19 +105,91 @@ class ReplayBackend(Backend):
                                "replay")
 
     async def generate(self, requests: list[ChatRequest]) -> list[ChatResponse]:
-        """Recorded answers; a request the run never made comes back with an error."""
-        out = []
-        for r in requests:
+        """Recorded answers; misses raise, or go to the live backend."""
+        out: list[ChatResponse | None] = []
+        missed: list[int] = []
+        for i, r in enumerate(requests):
             queue = self.answers.get(r.prompt_hash())
             if not queue:
-                out.append(ChatResponse("", source="replay", key=r.key, error=(
-                    f"run {self.run_id} has no recorded answer for this request (the experiment "
-                    "or the prompts changed since it was recorded)")))
+                missed.append(i)
+                out.append(None)
                 continue
             row = queue.popleft()
             out.append(ChatResponse(row.response or "", row.prompt_tokens, row.completion_tokens,
                                     0.0, "replay", "replay", row.error, 1, r.key))
-        return out
+        if missed and self.live is None:
+            first = requests[missed[0]]
+            raise ReplayMissError(
+                f"llm replay of run {self.run_id} ({self.run_name}): {len(missed)} of "
+                f"{len(requests)} requests have no recorded answer (first: agent {first.key}): "
+                f"{self.why_missed(first)}. The replay stops rather than give other results; "
+                "llm.replay_on_miss: live asks the model at `endpoints` for missing answers "
+                "instead (counted in llm.replay_misses).")
+        if missed:
+            assert self.live is not None
+            fresh = await self.live.generate([requests[i] for i in missed])
+            for i, resp in zip(missed, fresh, strict=True):
+                resp.extra["replay_miss"] = True
+                out[i] = resp
+        return out  # type: ignore[return-value]  (every slot is filled)
+
+    def why_missed(self, req: ChatRequest) -> str:
+        """What differs between ``req`` and the recorded run's requests of the same agent."""
+        if req.prompt_hash() in self.answers:
+            return ("the recorded run made this exact request fewer times than this run does "
+                    "(identical requests are answered in their recorded order)")
+        t = LLMCall.__table__
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.c.model, t.c.sampling, t.c.prompt)
+                                .where(t.c.run_id == self.run_id, t.c.agent_id == req.key)
+                                .order_by(t.c.id)).all()
+        if not rows:
+            return (f"the recorded run made no request for agent {req.key} (which agents use "
+                    "the model, who is active, or the seed changed)")
+        models = sorted({r.model for r in rows})
+        if req.model not in models:
+            return f"the model differs: recorded {', '.join(map(repr, models))}, now {req.model!r}"
+        keys = ("temperature", "max_tokens", "top_p")
+        now = req.sampling()
+        recorded = [json.loads(r.sampling) for r in rows]
+        if not any(all(s.get(k) == now[k] for k in keys) for s in recorded):
+            was = ", ".join(f"{k}={recorded[0].get(k)}" for k in keys)
+            new = ", ".join(f"{k}={now[k]}" for k in keys)
+            return f"the sampling parameters differ: recorded {was}, now {new}"
+        same_seed = [r for r, s in zip(rows, recorded, strict=True) if s.get("seed") == now["seed"]]
+        if not same_seed:
+            return ("no recorded request has this sampling seed (the experiment's seed, or the "
+                    "step at which the agent asks, changed)")
+        if same_seed[0].prompt is None:
+            return ("the prompt or the answer schema differs (the recorded run kept no prompts: "
+                    "record_prompts was false)")
+        then = json.loads(same_seed[0].prompt)
+        if then != req.messages:
+            return "the prompt differs (templates, profiles, memory or the experiment changed): " \
+                + _first_difference(then, req.messages)
+        return ("the answer schema differs (structured_output, or the scenario's decision "
+                "model, changed)")
+
+    def health(self) -> dict[str, int]:
+        """The live backend's totals (none without one)."""
+        return self.live.health() if self.live is not None else {}
+
+    async def close(self) -> None:
+        """Close the live backend."""
+        if self.live is not None:
+            await self.live.close()
+
+
+def _first_difference(then: list[dict[str, str]], now: list[dict[str, str]]) -> str:
+    """The first line that differs between two conversations, recorded and new."""
+    a = [f"{m.get('role')}: {line}" for m in then for line in str(m.get("content")).splitlines()]
+    b = [f"{m.get('role')}: {line}" for m in now for line in str(m.get("content")).splitlines()]
+    for op, i1, _, j1, _ in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if op != "equal":
+            was = a[i1][:120] if i1 < len(a) else "(nothing)"
+            new = b[j1][:120] if j1 < len(b) else "(nothing)"
+            return f"recorded {was!r}, now {new!r}"
+    return "the messages are split differently"
 
 
 class ResponseCache:

@@ -21,13 +21,14 @@ from pydantic import TypeAdapter
 from .answers import parse_decision
 from .backends import ResponseCache, make_backend
 from .config import LLMConfig
-from .types import Backend, ChatRequest, ChatResponse
+from .types import Backend, ChatRequest, ChatResponse, LLMStopError
 
 if TYPE_CHECKING:
     from populace.storage import Database
 
-COUNTERS = ("requests", "invalid", "repairs", "repaired", "fallbacks", "errors", "cache_hits",
-            "prompt_tokens", "completion_tokens", "reflections")
+COUNTERS = ("requests", "decisions", "invalid", "repairs", "repaired", "fallbacks", "errors",
+            "cache_hits", "prompt_tokens", "completion_tokens", "reflections", "retries",
+            "ejections", "replay_misses")
 
 
 class LLMCalls:
@@ -48,6 +49,7 @@ class LLMCalls:
         self.cache_rows: list[dict[str, Any]] = []
         self.counts = dict.fromkeys(COUNTERS, 0)
         self.latencies: list[float] = []
+        self.streak = 0  # requests in a row that got no answer (across steps)
 
     def attach(self, db: Database) -> None:
         """Connect to the backend (and the response cache in ``db``)."""
@@ -69,7 +71,11 @@ class LLMCalls:
         hashes = [r.prompt_hash() for r in requests]
         cached = self.cache.lookup(hashes) if self.cache is not None else {}
         misses = [i for i, h in enumerate(hashes) if h not in cached]
+        before = self.backend.health()
         fresh = self.loop.run_until_complete(self.backend.generate([requests[i] for i in misses]))
+        for name, total in self.backend.health().items():
+            self.counts[name] += total - before.get(name, 0)
+        self.counts["replay_misses"] += sum(bool(r.extra.get("replay_miss")) for r in fresh)
         out: list[ChatResponse] = [cached.get(h) for h in hashes]  # type: ignore[misc]
         for i, resp in zip(misses, fresh, strict=True):
             out[i] = resp
@@ -89,7 +95,9 @@ class LLMCalls:
         if resp.error is not None:
             decision, problem = None, resp.error
             self.counts["errors"] += 1
+            self.streak += 1
         else:
+            self.streak = 0
             decision, problem = parse_decision(resp.text, adapter)
             if decision is None:
                 self.counts["invalid"] += 1
@@ -110,6 +118,29 @@ class LLMCalls:
             "valid": decision is not None})
         return decision, problem
 
+    def stop_if_failing(self, failed: int, total: int, what: str) -> None:
+        """Stop the run when ``failed`` of ``total`` requests (the last ``total`` judged) got
+        no answer at or past ``llm.max_failed_share``, or when the last
+        ``llm.max_consecutive_failures`` requests in a row got none.
+
+        Raises:
+            LLMStopError: naming the share or streak, the errors and their endpoints.
+        """
+        llm = self.llm
+        if failed and llm.max_failed_share is not None and failed >= total * llm.max_failed_share:
+            share = f"all {total}" if failed == total else f"{failed} of the {total}"
+            why = (f"{share} {what} got no answer from the model (llm.max_failed_share: "
+                   f"{llm.max_failed_share:g})")
+        elif llm.max_consecutive_failures and self.streak >= llm.max_consecutive_failures:
+            why = (f"the last {self.streak} requests got no answer from the model "
+                   f"(llm.max_consecutive_failures: {llm.max_consecutive_failures})")
+        else:
+            return
+        raise LLMStopError(
+            f"llm: {why}, so the run stopped before recording this step; the steps before "
+            f"are kept. The errors:\n{_error_report(self.rows[-total:] if total else [])}\n"
+            "Fix the model server (or raise llm.timeout_s), then resume the run.")
+
     def drain(self) -> dict[str, dict[str, list[Any]]]:
         """The step's ``llm_calls`` and ``llm_cache`` rows (then forgotten)."""
         records: dict[str, dict[str, list[Any]]] = {}
@@ -123,6 +154,20 @@ class LLMCalls:
         """Zero the step's counters and latencies (after the step's metrics were taken)."""
         self.counts = dict.fromkeys(COUNTERS, 0)
         self.latencies = []
+
+
+def _error_report(rows: list[dict[str, Any]], most: int = 3) -> str:
+    """The most frequent errors of ``rows``, each with its count and endpoint."""
+    counts: dict[tuple[str, str], int] = {}
+    for r in rows:
+        if r["error"] is not None and r["response"] == "":  # no answer at all
+            where = r["endpoint"] or "no endpoint"
+            counts[(r["error"], where)] = counts.get((r["error"], where), 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+    lines = [f"  {n} x {error} ({where})" for (error, where), n in ranked[:most]]
+    if len(ranked) > most:
+        lines.append(f"  ... and {len(ranked) - most} other errors")
+    return "\n".join(lines)
 
 
 __all__ = ["COUNTERS", "LLMCalls"]

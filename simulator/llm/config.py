@@ -43,7 +43,9 @@ class LLMConfig(BaseModel):
 
     ``backend: openai`` sends requests to ``endpoints``; ``vllm`` runs an in-process vLLM
     engine (needs a GPU and ``populace[vllm]``); ``replay`` answers from the recorded calls of
-    the run named in ``replay`` (no server: the original run is reproduced exactly).
+    the run named in ``replay`` (no server: the original run is reproduced exactly). A replay
+    takes every key it does not set itself (model, sampling, endpoints...) from the replayed
+    run's ``llm:`` section, so that its requests are the recorded ones.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -77,8 +79,27 @@ class LLMConfig(BaseModel):
                                      "answer this run's requests (with backend: replay)")
     replay_db: str | None = Field(None, description="database of the replayed run (default: "
                                   "this run's database)")
+    replay_on_miss: Literal["fail", "live"] = Field(
+        "fail", description="with backend: replay, what a request the replayed run never made "
+        "does: fail (stop the run, saying what differs) or live (ask the model at `endpoints`; "
+        "counted in llm.replay_misses)")
     record_prompts: bool = Field(True, description="store every prompt text with its answer")
     prices: Prices = Field(default_factory=Prices)
+    check_endpoints: bool = Field(
+        True, description="before the first step, send each endpoint one 1-token request: a run "
+        "stops at once (naming the URL) when none answers within timeout_s, and warns about "
+        "each one that does not")
+    max_failed_share: float | None = Field(
+        1.0, gt=0, le=1, description="stop the run (failed, resumable) when at least this share "
+        "of a step's decisions got no answer from the model (errors, not invalid answers); 1: "
+        "only when all of them failed; null: never")
+    max_consecutive_failures: int | None = Field(
+        100, ge=1, description="stop the run when this many requests in a row got no answer "
+        "(null: never)")
+    max_fallback_share: float = Field(
+        0.1, ge=0, le=1, description="at the end of a run, `populace run`/`resume` exit with "
+        "status 1 when more than this share of the run's LLM decisions fell back (no valid "
+        "answer) or more than this share of a scenario's questions went unanswered")
 
     @model_validator(mode="after")
     def _backend_needs(self) -> Self:

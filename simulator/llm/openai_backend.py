@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import logging
 import math
 import os
 import random
@@ -49,6 +50,8 @@ except ImportError:  # pragma: no cover - depends on the environment
     _loads = json.loads
 
 __all__ = ["EndpointConfig", "OpenAIBackend", "RetryPolicy"]
+
+log = logging.getLogger("populace.llm")
 
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _LATENCY_WINDOW = 10_000  # latencies kept per endpoint for the percentiles in stats()
@@ -112,6 +115,7 @@ class _Endpoint:
         "base_url", "url", "headers", "capacity", "scale", "interval", "next_token",
         "in_flight", "streak", "ejected", "probe_at", "probing",
         "sent", "ok", "retried", "failed", "max_in_flight_seen", "ejections", "latencies",
+        "ejected_at", "failed_while_out", "last_error",
     )
 
     def __init__(self, cfg: EndpointConfig, api_key: str | None, path: str) -> None:
@@ -132,6 +136,9 @@ class _Endpoint:
         self.sent = self.ok = self.retried = self.failed = 0
         self.max_in_flight_seen = 0
         self.ejections = 0
+        self.ejected_at = 0.0  # monotonic time of the last ejection
+        self.failed_while_out = 0  # failed attempts (probes included) since then
+        self.last_error = ""  # why its last failed attempt failed
         self.latencies: deque[float] = deque(maxlen=_LATENCY_WINDOW)
 
     def reset_runtime(self) -> None:
@@ -229,7 +236,7 @@ class OpenAIBackend(Backend):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self._requests = self._requests_ok = self._requests_failed = 0
-        self._attempts = self._no_endpoint = 0
+        self._attempts = self._no_endpoint = self._units = 0
 
     # ------------------------------------------------------------------ public API
 
@@ -308,6 +315,12 @@ class OpenAIBackend(Backend):
         }
         return {"endpoints": eps, "totals": totals}
 
+    def health(self) -> dict[str, int]:
+        """Running totals: ``retries`` (attempts after a unit's first, that is failed attempts
+        tried again, on this endpoint or another) and ``ejections``."""
+        return {"retries": self._attempts - self._units,
+                "ejections": sum(ep.ejections for ep in self._endpoints)}
+
     # ------------------------------------------------------------------ one request
 
     def _encode(self, reqs: list[ChatRequest]) -> bytes:
@@ -338,6 +351,7 @@ class OpenAIBackend(Backend):
         request of the unit.
         """
         self._requests += len(reqs)
+        self._units += 1
         try:
             resps = await self._attempts_loop(session, reqs)
         except Exception as exc:  # a bug or an unexpected library error: confine it to this unit
@@ -367,7 +381,11 @@ class OpenAIBackend(Backend):
                 ep, probe = await self._acquire(avoid)
             except _NoHealthyEndpoint:
                 self._no_endpoint += 1
-                error = f"no healthy endpoint (all ejected) after {attempt} attempts"
+                # say why they were taken out: "all ejected" alone explains nothing
+                why = "; ".join(f"{e.base_url}: {e.last_error}" for e in self._endpoints
+                                if e.last_error)
+                error = (f"no healthy endpoint (all ejected) after {attempt} attempts"
+                         + (f"; last failures: {why}" if why else ""))[:600]
                 if not last:
                     await asyncio.sleep(self._backoff(attempt - 1, None))
                 continue
@@ -414,6 +432,8 @@ class OpenAIBackend(Backend):
             except aiohttp.ClientError as exc:
                 error = f"connection error after {attempt} attempts: {exc}"[:400]
             finally:
+                if health == _FAIL:
+                    ep.last_error = error
                 self._release(ep, probe, health)
 
             if last:
@@ -530,15 +550,28 @@ class OpenAIBackend(Backend):
             ep.streak = 0
             if ep.ejected:  # any success (the probe's, or a late one) puts it back
                 ep.ejected = False
+                # a warning, not info: an outage that recovered must leave a record
+                log.warning("endpoint %s answers again after %.1f s out of rotation (%d failed "
+                            "attempts meanwhile; ejection %d so far)", ep.base_url,
+                            time.monotonic() - ep.ejected_at, ep.failed_while_out,
+                            ep.ejections)
         elif health == _FAIL:
             ep.streak += 1
             if ep.ejected:
+                ep.failed_while_out += 1
                 if probe:
                     ep.probe_at = time.monotonic() + self.probe_after_s
             elif ep.streak >= self.eject_after:
                 ep.ejected = True
                 ep.ejections += 1
-                ep.probe_at = time.monotonic() + self.probe_after_s
+                ep.ejected_at = ep.probe_at = time.monotonic()
+                ep.probe_at += self.probe_after_s
+                ep.failed_while_out = 0
+                healthy = sum(not e.ejected for e in self._endpoints)
+                log.warning("endpoint %s taken out of rotation after %d failed attempts in a "
+                            "row (ejection %d so far; %d of %d endpoints left); probing "
+                            "it every %g s", ep.base_url, ep.streak, ep.ejections, healthy,
+                            len(self._endpoints), self.probe_after_s)
         elif probe:  # a busy (429) probe: try again after the next window
             ep.probe_at = time.monotonic() + self.probe_after_s
         if self._waiters:

@@ -143,6 +143,7 @@ class LLMPolicy(Policy):
                 [{"role": "system", "content": system}, {"role": "user", "content": user}],
                 agent, ctx.step, 0))
         answers = self.calls.send(requests)
+        self.calls.counts["decisions"] += len(requests)
         decisions: list[Any] = []
         to_repair: list[tuple[int, ChatRequest, str, str]] = []
         for i, (req, resp) in enumerate(zip(requests, answers, strict=True)):
@@ -150,6 +151,9 @@ class LLMPolicy(Policy):
             decisions.append(decision)
             if decision is None and resp.error is None and self.params.repair:
                 to_repair.append((i, req, resp.text, problem or "invalid"))
+        # a model that does not answer stops the run here, before the step is recorded
+        self.calls.stop_if_failing(sum(r.error is not None for r in answers), len(answers),
+                                   f"decisions of step {ctx.step}")
         if to_repair:
             fixes = [self._request(repair_messages(req.messages, text, problem, self.schema),
                                    req.key, ctx.step, 1) for _, req, text, problem in to_repair]
@@ -160,6 +164,7 @@ class LLMPolicy(Policy):
                 if decision is not None:
                     self.calls.counts["repaired"] += 1
                 decisions[i] = decision
+            self.calls.stop_if_failing(0, len(fixes), f"repairs of step {ctx.step}")
         self.calls.counts["fallbacks"] += sum(d is None for d in decisions)
         actions = self.scenario.decisions_to_actions(obs, decisions, self.params.fallback)
         if self.memory is not None:
@@ -199,6 +204,7 @@ class LLMPolicy(Policy):
         answers = self.calls.send(requests)
         rated = [self.calls.judge(r, a, "rating", self._rating_adapter)[0]
                  for r, a in zip(requests, answers, strict=True)]
+        self.calls.stop_if_failing(0, len(requests), f"importance ratings of step {step}")
         out = heuristic.copy()
         for i, result in enumerate(rated):
             if result is not None:
@@ -237,6 +243,7 @@ class LLMPolicy(Policy):
         answers = self.calls.send(requests)
         judged = [self.calls.judge(r, a, "reflection", self._reflection_adapter)[0]
                   for r, a in zip(requests, answers, strict=True)]
+        self.calls.stop_if_failing(0, len(requests), f"reflections of step {step}")
         who, texts = [], []
         for agent, result in zip(due.tolist(), judged, strict=True):
             if result is not None:

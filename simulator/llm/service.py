@@ -75,6 +75,8 @@ class ScenarioLLM:
         responses = self.calls.send(requests)
         out = [self.calls.judge(r, a, "scenario", answer)[0]
                for r, a in zip(requests, responses, strict=True)]
+        self.calls.stop_if_failing(sum(r.error is not None for r in responses), len(responses),
+                                   f"{purpose} questions of step {step}")
         self.calls.counts["fallbacks"] += sum(x is None for x in out)
         if self.keep_answers:
             self.answers.append(out)
@@ -97,7 +99,7 @@ class ScenarioLLM:
         prices = self.llm.prices
         out = {f"llm.scenario.{k}": float(c[k]) for k in (
             "requests", "invalid", "errors", "fallbacks", "cache_hits", "prompt_tokens",
-            "completion_tokens")}
+            "completion_tokens", "retries", "ejections", "replay_misses")}
         out["llm.scenario.cost"] = (c["prompt_tokens"] * prices.prompt_per_million
                                     + c["completion_tokens"] * prices.completion_per_million) / 1e6
         self.calls.reset_measurements()

@@ -5,7 +5,9 @@ Core objects:
         and the JSON schema the answer must follow.
     ChatResponse: the answer text with token counts, latency and how it was obtained.
     Backend: the interface every inference backend implements: ``generate`` a batch.
-    BackendError: a request that failed for good (after retries), with the reason.
+    BackendError: a backend that cannot serve at all, with the reason.
+    LLMStopError: a run stopped because its model did not answer as asked.
+    ReplayMissError: a replay met a request the replayed run never made.
 """
 
 from __future__ import annotations
@@ -89,6 +91,21 @@ class BackendError(RuntimeError):
     """A backend that cannot serve at all (misconfigured, no endpoint reachable, no GPU)."""
 
 
+class LLMStopError(BackendError):
+    """A run stopped because its model did not answer as asked: no endpoint reachable before
+    the first step, too many requests without an answer, or a replay that has no recorded
+    answer. The steps committed before are kept and the run can be resumed (``resumable``:
+    whether resuming it as it is can help)."""
+
+    resumable = True
+
+
+class ReplayMissError(LLMStopError):
+    """A replay met a request the replayed run never made: resuming would meet it again."""
+
+    resumable = False
+
+
 class Backend(ABC):
     """An inference backend: answers a whole batch of requests.
 
@@ -105,3 +122,9 @@ class Backend(ABC):
 
     async def close(self) -> None:  # noqa: B027  (optional hook)
         """Release connections and workers."""
+
+    def health(self) -> dict[str, int]:
+        """Running totals of what went wrong on the way (they only grow): ``retries``
+        (attempts that failed and were tried again) and ``ejections`` (endpoints taken out of
+        rotation). Backends without servers have none."""
+        return {}
