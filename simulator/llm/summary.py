@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .calls import COUNTERS
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -96,7 +98,7 @@ def summary_from_metrics(metrics: pd.DataFrame, max_fallback_share: float) -> LL
     totals: dict[str, dict[str, float]] = {}
     for prefix, part in PARTS.items():
         names = {k[len(prefix):]: float(v) for k, v in dict(sums).items()
-                 if k.startswith(prefix) and "." not in k[len(prefix):]}
+                 if k.startswith(prefix) and k[len(prefix):] in COUNTERS}
         if names.get("requests"):
             totals[part] = names
     return LLMRunSummary(totals, max_fallback_share)
