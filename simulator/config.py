@@ -333,7 +333,7 @@ def experiment_from_dict(data: dict[str, Any], *, marks: Marks | None = None,
     if marks is None:
         marks = Marks.empty()
     shown = str(source) if source is not None else None
-    problems: list[Problem] = list(marks.problems)
+    problems: list[Problem] = list(marks.problems) + _huge_integers(data, marks)
     config: ExperimentConfig | None = None
     try:
         config = ExperimentConfig.model_validate(data)
@@ -375,14 +375,36 @@ def experiment_from_dict(data: dict[str, Any], *, marks: Marks | None = None,
             problems += _check_scenario(config, scenario_config, base_dir, marks)
 
     if problems:
+        # A field's own bound says more than the generic 64-bit one: keep that alone.
+        paths = [p.path for p in problems]
+        problems = [p for p in problems if not (p.message.endswith("(-2**63 to 2**63-1)")
+                                                and paths.count(p.path) > 1)]
         raise ConfigError(problems, shown)
     assert config is not None and scenario_cls is not None and scenario_config is not None
     return Experiment(config, scenario_cls, scenario_config, source=source, raw=dict(data))
 
 
+def _huge_integers(data: Any, marks: Marks) -> list[Problem]:
+    """Integers beyond 64 bits anywhere in the document (numpy, the database and every count
+    are 64-bit: such a number can only fail later, as an OverflowError)."""
+    problems: list[Problem] = []
+    stack: list[tuple[tuple[Any, ...], Any]] = [((), data)]
+    while stack:
+        loc, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(((*loc, k), v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend(((*loc, i), v) for i, v in enumerate(value))
+        elif isinstance(value, int) and not isinstance(value, bool) and not (
+                -(2**63) <= value < 2**63):
+            problems.append(_located(loc, f"{value} does not fit in 64 bits (-2**63 to 2**63-1)",
+                                     marks))
+    return problems
+
+
 def _located(loc: tuple[Any, ...], message: str, marks: Marks) -> Problem:
     line_col = marks.locate(loc)
-    return Problem(".".join(str(p) for p in loc), message,
+    return Problem(format_path(loc), message,
                    line_col[0] if line_col else None, line_col[1] if line_col else None)
 
 

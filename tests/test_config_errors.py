@@ -373,6 +373,15 @@ def test_deep_nesting_and_control_characters_are_located() -> None:
      "follow edges, more than the limit"),
     ("runtime: {connect_timeout_s: .inf}", "runtime.connect_timeout_s: must be less than"),
     ("checkpoint_every: 100000000000", "checkpoint_every: must be less than or equal to"),
+    ("scenario: {type: social, feed: {window: 100000000000000000000}}",
+     "scenario.feed.window: must be less than or equal to 10000000"),
+    ("population: {size: 10, attributes: {c: {dist: categorical, values: [1, 100000000000000000000]}}}",
+     "population.attributes.c.values[1]: 100000000000000000000 does not fit in 64 bits"),
+    ("scenario: {type: economy, initial_wage: 1.0e+300}", "initial_wage: must be less than"),
+    ("population: {size: 10, attributes: {w: {dist: lognormal, mean: 800, sigma: 1}}}",
+     "draws would overflow"),
+    ("population: {size: 10, attributes: {w: {dist: uniform, low: -1.0e+308, high: 1.0e+308}}}",
+     "too wide for 64-bit floats"),
 ])
 def test_huge_sizes_are_refused_at_validation(tmp_path: Path, change: str, message: str) -> None:
     keys = {line.split(":")[0] for line in change.splitlines()}

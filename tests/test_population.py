@@ -669,3 +669,19 @@ def test_oasis_reddit_missing_keys_and_bad_age(tmp_path: Path) -> None:
 def test_example_copies_load(name: str, fmt: str, rows: int) -> None:
     pop = build({"file": {"path": name, "format": fmt}}, base_dir=EXAMPLES)
     assert pop.size == rows
+
+
+def test_missing_case_of_a_conditional_parent_is_found_at_validation() -> None:
+    attrs = {
+        "role": {"dist": "categorical", "values": ["business", "customer"]},
+        "speed": {"dist": "conditional", "by": "role",
+                  "cases": {"business": {"dist": "categorical", "values": ["fast", "slow"]}},
+                  "default": {"dist": "constant", "value": "none"}},
+        "activity": {"dist": "conditional", "by": "speed",
+                     "cases": {"fast": {"dist": "constant", "value": 1.0},
+                               "slow": {"dist": "constant", "value": 0.2}}},
+    }
+    with pytest.raises(pydantic.ValidationError, match="no case for 'none' of 'speed'"):
+        cfg(size=10, attributes=attrs)
+    attrs["activity"]["default"] = {"dist": "constant", "value": 1.0}
+    assert cfg(size=10, attributes=attrs).attributes["activity"].default is not None

@@ -45,7 +45,7 @@ class MarketConfig(BaseModel):
                               "an item (at most 1e9)")
     price_sd: float = Field(0.25, ge=0, description="sd of the log of a menu price around "
                             "base_price")
-    menu_size: int = Field(3, ge=1, description="item types each business offers (at most the "
+    menu_size: int = Field(3, ge=1, le=10_000, description="item types each business offers (at most the "
                            "number of item types)")
     menu_file: str | None = Field(
         None, description="menus from a file instead (CSV, Parquet or JSON lines, relative to "
@@ -150,10 +150,15 @@ class MarketRuleParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    contacts: int = Field(3, ge=1, description="search results a customer asks for proposals")
-    wait_for: int = Field(1, ge=1, description="proposals a customer waits for before choosing")
-    consider: int = Field(0, ge=0, description="proposals scored, first arrived first (0: all)")
-    patience: int = Field(3, ge=1, description="steps a customer waits before giving up")
+    # Counts and step spans are compared with int64 arrays: bounded so that they fit.
+    contacts: int = Field(3, ge=1, le=1000, description="search results a customer asks for "
+                          "proposals")
+    wait_for: int = Field(1, ge=1, le=1000, description="proposals a customer waits for before "
+                          "choosing")
+    consider: int = Field(0, ge=0, le=1000, description="proposals scored, first arrived first "
+                          "(0: all)")
+    patience: int = Field(3, ge=1, le=10_000, description="steps a customer waits before giving "
+                          "up")
     rating_weight: float = Field(0.0, ge=0, description="value of one rating point, as a "
                                  "fraction of base_price")
     susceptibility: float = Field(0.0, ge=0, description="extra value customers see in a "

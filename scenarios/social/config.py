@@ -34,7 +34,8 @@ class FeedConfig(BaseModel):
     algorithm: str = Field("mix", description="random, followees, hot, interest, mix, or a "
                            "recommender registered with register_feed")
     size: int = Field(10, ge=1, le=200, description="posts per feed refresh")
-    window: int = Field(24, ge=1, description="only posts of the last N steps are recommended")
+    window: int = Field(24, ge=1, le=10_000_000, description="only posts of the last N steps "
+                        "are recommended (at most 10,000,000)")
     recency_half_life: float = Field(6.0, gt=0, description="steps for interest scores to halve")
     mix: dict[Literal["random", "followees", "hot", "interest"], float] = Field(
         default_factory=lambda: {"followees": 0.5, "interest": 0.3, "hot": 0.1, "random": 0.1}

@@ -116,7 +116,7 @@ class PopulationConfig(BaseModel):
             if not isinstance(spec, ConditionalDist) or spec.default is not None:
                 continue
             parent = self.attributes.get(spec.by)
-            if parent is None or isinstance(parent, ConditionalDist):
+            if parent is None:
                 continue
             values = possible_values(parent)
             if values is None:

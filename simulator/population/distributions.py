@@ -233,12 +233,24 @@ class CategoricalDist(_Dist):
 _NO_MATCH = object()
 
 
+def _check_scale(spec: BaseModel, low: float, high: float) -> None:
+    """Refuse parameters whose draws or width overflow a float (numpy: inf or OverflowError)."""
+    if not math.isfinite(high - low) or max(abs(low), abs(high)) > 1e300:
+        raise ValueError(f"the {getattr(spec, 'dist', '')} distribution spans [{low:g}, {high:g}]:"
+                         " too wide for 64-bit floats; use numbers below 1e300")
+
+
 class NormalDist(_NumericDist):
     """Normal distribution with ``mean`` and standard deviation ``sd`` (> 0)."""
 
     dist: Literal["normal"]
     mean: float
     sd: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> NormalDist:
+        _check_scale(self, self.mean - 40 * self.sd, self.mean + 40 * self.sd)
+        return self
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return self._finish(rng.normal(self.mean, self.sd, size=n))
@@ -261,6 +273,7 @@ class TruncNormalDist(_NumericDist):
         lo, hi = self._bounds()
         if not lo < hi:
             raise ValueError(f"low must be < high, got low={lo:g}, high={hi:g}")
+        _check_scale(self, self.mean - 40 * self.sd, self.mean + 40 * self.sd)
         return self
 
     def _bounds(self) -> tuple[float, float]:
@@ -333,6 +346,14 @@ class LogNormalDist(_NumericDist):
     mean: float
     sigma: float = Field(gt=0)
 
+    @model_validator(mode="after")
+    def _finite(self) -> LogNormalDist:
+        # exp(x) overflows to inf above x = 709: keep 10 sigmas of draws below that.
+        if self.mean + 10 * self.sigma > 700:
+            raise ValueError(f"mean + 10 x sigma is {self.mean + 10 * self.sigma:g}: draws would "
+                             "overflow (exp(700) is already 1e304); mean and sigma are of the log")
+        return self
+
     def _bounds(self) -> tuple[float, float]:
         return 0.0, math.inf
 
@@ -351,6 +372,7 @@ class UniformDist(_NumericDist):
     def _check(self) -> UniformDist:
         if not self.low < self.high:
             raise ValueError(f"low must be < high, got low={self.low:g}, high={self.high:g}")
+        _check_scale(self, self.low, self.high)
         return self
 
     def _bounds(self) -> tuple[float, float]:
@@ -410,6 +432,7 @@ class BetaDist(_NumericDist):
     def _check(self) -> BetaDist:
         if not self.low < self.high:
             raise ValueError(f"low must be < high, got low={self.low:g}, high={self.high:g}")
+        _check_scale(self, self.low, self.high)
         return self
 
     def _bounds(self) -> tuple[float, float]:
@@ -614,6 +637,16 @@ def support(spec: _Dist) -> tuple[float, float] | None:
 
 def possible_values(spec: _Dist, limit: int = 1000) -> list[Any] | None:
     """Every value ``spec`` can draw, when they are few (at most ``limit``); else ``None``."""
+    if isinstance(spec, ConditionalDist):
+        values: list[Any] = []
+        for part in spec._specs():
+            if part is None:
+                continue
+            more = possible_values(part, limit)
+            if more is None:
+                return None
+            values += [v for v in more if v not in values]
+        return values if len(values) <= limit else None
     if isinstance(spec, CategoricalDist):
         probs = spec.probabilities
         return [v for v, p in zip(spec.choices, probs, strict=True) if p > 0]
