@@ -167,6 +167,41 @@ def test_bad_population_file_is_explained_and_writes_nothing(tmp_path: Path) -> 
     assert not (tmp_path / "populace_runs").exists()
     data["population"] = {"file": {"path": "missing.csv"}}
     exp.write_text(yaml.safe_dump(data, sort_keys=False))
-    proc = populace("run", str(exp), cwd=tmp_path)
-    assert proc.returncode == 1 and "missing.csv" in proc.stderr
-    assert "population.file.path" in proc.stderr
+    for command in ("validate", "run"):  # a missing file is found without running
+        proc = populace(command, str(exp), cwd=tmp_path)
+        assert proc.returncode == 2 and "missing.csv" in proc.stderr, proc.stderr
+        assert "population.file.path: no such file" in proc.stderr
+
+
+def test_version_and_usage_errors_exit_2(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    proc = populace("--version", cwd=tmp_path, check=True)
+    assert proc.stdout.strip() == f"populace {version('populace')}"
+    proc = populace("run", str(QUICKSTART), "--shards", "3", cwd=tmp_path)
+    assert proc.returncode == 2 and "--shards needs the Ray runtime" in proc.stderr
+    proc = populace("run", str(QUICKSTART), "--shards", "0", "--runtime", "ray", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == "populace: error: --shards must be between 1 and 1024, got 0"
+    assert not (tmp_path / "populace_runs").exists()
+
+
+def test_a_database_without_runs_is_a_clear_error(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    for args in (("runs", "--db", str(empty)), ("export", str(empty), "--out", "x"),
+                 ("resume", "x", "--db", str(empty))):
+        proc = populace(*args, cwd=tmp_path)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert "is not a Populace run database" in proc.stderr, proc.stderr
+
+
+def test_clipped_opinions_are_warned(tmp_path: Path) -> None:
+    data = experiment(steps=1)
+    data["population"] = {"size": 200, "attributes": {
+        "opinion": {"dist": "normal", "mean": 0, "sd": 2}}}
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump(data, sort_keys=False))
+    proc = populace("run", str(exp), "--quiet", cwd=tmp_path, check=True)
+    warning = [line for line in proc.stderr.splitlines() if "clipped" in line]
+    assert warning and "of 200 agents have a 'opinion' outside [-1, 1]" in warning[0], proc.stderr
