@@ -371,6 +371,7 @@ def experiment_from_dict(data: dict[str, Any], *, marks: Marks | None = None,
     base_dir = source.parent if source is not None else Path(".")
     if config is not None:
         problems += _check_files(config, base_dir, marks)
+        problems += _check_attribute_names(config, marks)
         if scenario_config is not None:
             problems += _check_scenario(config, scenario_config, base_dir, marks)
 
@@ -433,6 +434,31 @@ def _check_files(config: ExperimentConfig, base_dir: Path, marks: Marks) -> list
             problems.append(_located(loc, f"{what}: {path.absolute()} (relative paths are read "
                                      "from the experiment file's folder)", marks))
     return problems
+
+
+def _check_attribute_names(config: ExperimentConfig, marks: Marks) -> list[Problem]:
+    """Sections that name a population attribute must name one that exists. Without a
+    population file every attribute is declared in the file, so this is known now."""
+    population = config.population
+    if population.file is not None:
+        return []
+    known = set(population.attributes)
+    used: list[tuple[tuple[Any, ...], str]] = [
+        (("activation", "by"), config.activation.by or ""),
+        (("activation", "scale_by"), config.activation.scale_by or ""),
+    ]
+    network = config.network
+    if getattr(network, "generator", None) == "sbm":
+        used.append((("network", "attribute"), network.attribute))  # type: ignore[union-attr]
+    if getattr(network, "generator", None) == "edge_list" and network.ids != "index":  # type: ignore[union-attr]
+        used.append((("network", "ids"), network.ids))  # type: ignore[union-attr]
+    if config.policy.type == "mixed":
+        for i, part in enumerate(config.policy.parts):
+            used += [(("policy", "parts", i, "select", "where", name), name)
+                     for name in part.select.where]
+    listing = ", ".join(sorted(known)) or "none"
+    return [_located(loc, f"no population attribute {name!r} (attributes: {listing})", marks)
+            for loc, name in used if name and name not in known]
 
 
 def _check_scenario(config: ExperimentConfig, scenario_config: BaseModel, base_dir: Path,

@@ -472,3 +472,15 @@ def test_infinite_parameters_and_zoned_start_times(tmp_path: Path) -> None:
                            ("2025-01-01T02:00:00+02:00", "2025-01-01 00:00:00")):
         start = experiment_from_dict({**data, "start_time": written}).config.start_time
         assert start.tzinfo is None and str(start) == naive  # read as UTC, like naive times
+
+
+def test_sections_must_name_existing_attributes(tmp_path: Path) -> None:
+    text = SMALL_EXP.replace("{size: 10}", "{size: 10, attributes: {group: "
+                             "{dist: categorical, values: [a, b]}}}") + (
+        "activation: {scale_by: activty}\n"
+        "network: {generator: sbm, attribute: groups}\n"
+        "policy: {type: mixed, parts: [{select: {where: {grp: a}}}]}\n")
+    problems = _experiment_problems(text, tmp_path)
+    assert [p.split(": ")[1] for p in problems] == [
+        "activation.scale_by", "network.attribute", "policy.parts[0].select.where.grp"]
+    assert all("no population attribute" in p and "(attributes: group)" in p for p in problems)
