@@ -173,3 +173,33 @@ def test_nasty_files_in_a_real_process(tmp_path: Path, name: str) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "problem" in proc.stderr, proc.stderr
+
+
+ARG_TOKENS = ["validate", "run", "resume", "runs", "export", "scenarios", "profiles", "generate",
+              "--db", "--steps", "--seed", "--shards", "--runtime", "--out", "--format", "--quiet",
+              "ray", "local", "csv", "0", "-1", "99999999999999999999", "x", "nothing.yaml",
+              "empty.sqlite", "sqlite:///nowhere/x.sqlite", "postgresql+psycopg://h:1/x", ""]
+
+
+@settings(max_examples=int(os.environ.get("POPULACE_FUZZ_EXAMPLES", "100")), derandomize=True, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(argv=st.lists(st.sampled_from(ARG_TOKENS), max_size=6))
+def test_any_command_line_gives_a_message_and_an_exit_code(
+        tmp_path_factory: pytest.TempPathFactory, argv: list[str]) -> None:
+    folder = tmp_path_factory.mktemp("argv")
+    (folder / "empty.sqlite").touch()
+    out, err = io.StringIO(), io.StringIO()
+    cwd = Path.cwd()
+    os.chdir(folder)  # nothing may land in the checkout
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.main(argv)
+    except SystemExit as exc:  # argparse: usage errors and --help
+        code = exc.code if isinstance(exc.code, int) else 2
+    finally:
+        os.chdir(cwd)
+    text = out.getvalue() + err.getvalue()
+    assert code in (0, 1, 2), (argv, code, text)
+    assert "a bug in populace" not in text and "Traceback" not in text, (argv, text)
+    if code:
+        assert text.strip(), argv
