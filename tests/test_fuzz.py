@@ -181,8 +181,8 @@ ARG_TOKENS = ["validate", "run", "resume", "runs", "export", "scenarios", "profi
               "empty.sqlite", "sqlite:///nowhere/x.sqlite", "postgresql+psycopg://h:1/x", ""]
 
 
-@settings(max_examples=int(os.environ.get("POPULACE_FUZZ_EXAMPLES", "100")), derandomize=True, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("POPULACE_FUZZ_EXAMPLES", "100")), derandomize=True,
+          deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(argv=st.lists(st.sampled_from(ARG_TOKENS), max_size=6))
 def test_any_command_line_gives_a_message_and_an_exit_code(
         tmp_path_factory: pytest.TempPathFactory, argv: list[str]) -> None:
