@@ -19,7 +19,6 @@ run over.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import signal
 import subprocess
@@ -28,6 +27,7 @@ import threading
 import time
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 SUPERVISED = "POPULACE_SUPERVISED"
 """Set in the child's environment: the child runs the simulation itself."""
@@ -59,7 +59,8 @@ def supervise(argv: Sequence[str], db_url: str, name: str, run_id: int | None) -
     parent = os.getpid()
     child = subprocess.Popen([sys.executable, "-m", "populace.simulator.cli", *argv],
                              env={**os.environ, SUPERVISED: "1", SUPERVISOR_PID: str(parent)},
-                             start_new_session=True, preexec_fn=partial(_die_with, parent))
+                             start_new_session=True,
+                             preexec_fn=partial(_die_with, parent, _prctl()))
     forward = {sig: signal.signal(sig, lambda s, _f: child.send_signal(s))
                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -72,15 +73,23 @@ def supervise(argv: Sequence[str], db_url: str, name: str, run_id: int | None) -
     return _explain_unfinished(db_url, name, run_id, before, rc)
 
 
-def _die_with(parent: int) -> None:
+def _prctl() -> Any:
+    """Linux's ``prctl`` from the C library, or None elsewhere (looked up before the fork:
+    the forked child should only call it)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def _die_with(parent: int, prctl: Any) -> None:
     """In the forked child, before it runs the command: have the kernel kill it when
     ``parent`` dies (Linux); a parent that died already, before the request took effect, is
     caught by the check after it. Elsewhere ``watch_supervisor`` in the child does the job."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the watchdog thread covers it
-        return
+    if prctl is not None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:
         os._exit(1)
 

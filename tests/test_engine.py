@@ -182,3 +182,28 @@ def test_unknown_action_from_a_policy_stops_the_run_clearly(sqlite_url: str) -> 
         sim.run()
     run = reopen(sqlite_url, sim.run_id)
     assert run.info["status"] == "failed" and run.info["steps_done"] == 0
+
+
+def test_set_up_reports_its_stages_and_runs_release_their_lease(tmp_path, monkeypatch) -> None:
+    import os
+
+    from populace.storage import Database
+    from populace.storage.leases import lease_holders
+
+    url = f"sqlite:///{tmp_path / 'stages.sqlite'}"
+    stages: list[str | None] = []
+    sim = Simulation(experiment_from_dict(experiment(steps=4)), db_url=url)
+    sim.stage_hook = stages.append
+    sim.start()
+    assert [s.split(" (")[0] if s else s for s in stages] == [
+        "population", "network", "scenario and policy", "recording step 0", None]
+    assert stages[0] == "population (300 agents)"
+    db = Database(url)
+    assert lease_holders(db)[sim.run_id].pid == os.getpid()  # held while it runs
+    crash_after(sim, 2, monkeypatch)
+    with pytest.raises(Crash):
+        sim.run()
+    assert lease_holders(db) == {}  # a failed run gives its lease back with its status
+    assert reopen(url, sim.run_id).info["status"] == "failed"
+    done = Simulation.resume(url, sim.run_id).run()
+    assert done.info["status"] == "completed" and lease_holders(db) == {}

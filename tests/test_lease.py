@@ -180,6 +180,9 @@ def test_resume_of_a_run_being_written_is_refused_and_deletes_nothing(tmp_path: 
                                 capture_output=True, text=True, timeout=120)
         took = time.monotonic() - t0
         during = _max_step(db)
+        listing = subprocess.run([*POPULACE, "runs", "--db", str(db)], capture_output=True,
+                                 text=True, timeout=120)
+        assert f"pid {writer.pid} on host" in listing.stdout, listing.stdout + listing.stderr
     finally:
         out, err = writer.communicate(timeout=300)
     assert second.returncode == 1, second.stderr
