@@ -130,14 +130,16 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _insert_if_absent(dialect: str, values: dict[str, Any]) -> Any:
-    """INSERT that does nothing when the run already has a lease row (row count 0)."""
+    """INSERT that does nothing when the run already has a lease row; it returns the run id
+    when it inserted (PostgreSQL reports no row count for it: -1)."""
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     elif dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:  # pragma: no cover - Populace supports SQLite and PostgreSQL
         raise StorageError(f"run leases need SQLite or PostgreSQL, not {dialect}")
-    return insert(_table).values(**values).on_conflict_do_nothing(index_elements=["run_id"])
+    return (insert(_table).values(**values).on_conflict_do_nothing(index_elements=["run_id"])
+            .returning(_table.c.run_id))
 
 
 def _in_memory(db: Database) -> bool:
@@ -188,7 +190,7 @@ class RunLease:
             # the INSERT comes first: on SQLite it takes the write lock, so the read and the
             # takeover below cannot interleave with another process's
             for _ in range(5):
-                if conn.execute(_insert_if_absent(dialect, self._values(run_id))).rowcount == 1:
+                if conn.execute(_insert_if_absent(dialect, self._values(run_id))).first():
                     break
                 holder = _holder(conn, dialect, run_id)
                 if holder is None:  # released between our two statements: try again
