@@ -30,7 +30,6 @@ from pydantic import (
     PlainSerializer,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
 from .activation import ActivationConfig
@@ -175,20 +174,6 @@ class ExperimentConfig(BaseModel):
             value = value.astimezone(UTC).replace(tzinfo=None)
         return value
 
-    @model_validator(mode="after")
-    def _sizes(self) -> ExperimentConfig:
-        # The calendar ends in year 9999: a run must not step past it (OverflowError).
-        try:
-            self.start_time + self.steps * self.step_duration
-        except OverflowError:
-            raise ValueError(
-                f"{self.steps} steps of {self.step_duration} from {self.start_time} end after "
-                "the year 9999; use fewer or shorter steps") from None
-        n = self.population.size
-        if n is not None:
-            _check_network_size(self.network, n)
-        return self
-
     def storage_url(self) -> str:
         """The database URL: ``storage.url`` or the default SQLite file for this run."""
         return self.storage.url or f"sqlite:///populace_runs/{self.name}.sqlite"
@@ -198,23 +183,36 @@ class ExperimentConfig(BaseModel):
         return Clock(self.start_time, self.step_duration)
 
 
-def _check_network_size(network: Any, n: int) -> None:
-    """Refuse a generated graph the population cannot hold, or too large to build."""
+def _check_sizes(config: ExperimentConfig, marks: Marks) -> list[Problem]:
+    """Sizes that only overflow together: the calendar, the graph against the population."""
+    problems: list[Problem] = []
+    # The calendar ends in year 9999: a run must not step past it (OverflowError).
+    try:
+        config.start_time + config.steps * config.step_duration
+    except OverflowError:
+        problems.append(_located(("steps",), f"{config.steps} steps of {config.step_duration} "
+                                 f"from {config.start_time} end after the year 9999; use fewer "
+                                 "or shorter steps", marks))
+    n = config.population.size
+    network: Any = config.network  # one of the generator models
     kind = getattr(network, "generator", None)
+    if n is None:
+        return problems  # known when the population file is read
     if kind == "barabasi_albert" and network.m >= n:
-        raise ValueError(f"network.m is {network.m} but barabasi_albert needs m below the "
-                         f"number of agents ({n}); lower m")
+        problems.append(_located(("network", "m"), f"barabasi_albert needs m below the number "
+                                 f"of agents ({n}), got {network.m}", marks))
     if kind == "watts_strogatz" and network.k >= n:
-        raise ValueError(f"network.k is {network.k} but watts_strogatz needs k below the "
-                         f"number of agents ({n}); lower k")
-    per_agent = {"barabasi_albert": getattr(network, "m", 0),
-                 "watts_strogatz": getattr(network, "k", 0),
-                 "erdos_renyi": getattr(network, "mean_degree", 0),
-                 "sbm": getattr(network, "mean_degree", 0)}.get(str(kind), 0)
-    edges = float(per_agent) * n * (1.0 + float(network.mutual))
-    if edges > MAX_EDGES:
-        raise ValueError(f"the {kind} network would have about {edges:.3g} follow edges, more "
-                         f"than the limit of {MAX_EDGES:.0e}; lower its degree or the population")
+        problems.append(_located(("network", "k"), f"watts_strogatz needs k below the number "
+                                 f"of agents ({n}), got {network.k}", marks))
+    degree = {"barabasi_albert": "m", "watts_strogatz": "k", "erdos_renyi": "mean_degree",
+              "sbm": "mean_degree"}.get(str(kind))
+    if degree is not None:
+        edges = float(getattr(network, degree)) * n * (1.0 + float(network.mutual))
+        if edges > MAX_EDGES:
+            problems.append(_located(("network", degree), f"the {kind} network would have about "
+                                     f"{edges:.3g} follow edges, more than the limit of "
+                                     f"{MAX_EDGES:.0e}; lower {degree} or the population", marks))
+    return problems
 
 
 @dataclass
@@ -370,6 +368,7 @@ def experiment_from_dict(data: dict[str, Any], *, marks: Marks | None = None,
 
     base_dir = source.parent if source is not None else Path(".")
     if config is not None:
+        problems += _check_sizes(config, marks)
         problems += _check_files(config, base_dir, marks)
         problems += _check_attribute_names(config, marks)
         if scenario_config is not None:
@@ -414,8 +413,9 @@ def _check_files(config: ExperimentConfig, base_dir: Path, marks: Marks) -> list
     wanted: list[tuple[tuple[Any, ...], str | Path, str]] = []
     if config.population.file is not None:
         wanted.append((("population", "file", "path"), config.population.file.path, "file"))
-    if getattr(config.network, "generator", None) == "edge_list":
-        wanted.append((("network", "path"), config.network.path, "file"))  # type: ignore[union-attr]
+    network: Any = config.network
+    if getattr(network, "generator", None) == "edge_list":
+        wanted.append((("network", "path"), network.path, "file"))
     if config.llm is not None and config.llm.chat_template:
         wanted.append((("llm", "chat_template"), config.llm.chat_template, "file"))
     parts = config.policy.part_list()
@@ -447,11 +447,11 @@ def _check_attribute_names(config: ExperimentConfig, marks: Marks) -> list[Probl
         (("activation", "by"), config.activation.by or ""),
         (("activation", "scale_by"), config.activation.scale_by or ""),
     ]
-    network = config.network
+    network: Any = config.network
     if getattr(network, "generator", None) == "sbm":
-        used.append((("network", "attribute"), network.attribute))  # type: ignore[union-attr]
-    if getattr(network, "generator", None) == "edge_list" and network.ids != "index":  # type: ignore[union-attr]
-        used.append((("network", "ids"), network.ids))  # type: ignore[union-attr]
+        used.append((("network", "attribute"), network.attribute))
+    if getattr(network, "generator", None) == "edge_list" and network.ids != "index":
+        used.append((("network", "ids"), network.ids))
     if config.policy.type == "mixed":
         for i, part in enumerate(config.policy.parts):
             used += [(("policy", "parts", i, "select", "where", name), name)

@@ -188,12 +188,15 @@ class EconomyConfig(BaseModel):
     # (wage x hours x households, price x output) far from float overflow.
     initial_wealth: float = Field(4000.0, ge=0, le=1e9, description="initial money of a household "
                                   "when the population has no wealth attribute")
-    productivity: float = Field(1.0, gt=0, le=1e6, description="units of goods one efficiency unit of "
+    productivity: float = Field(1.0, gt=0, le=1e6,
+                                description="units of goods one efficiency unit of "
                                 "labour produces per step (before shocks)")
-    initial_wage: float = Field(1000.0, gt=0, le=1e9, description="initial wage per efficiency unit "
+    initial_wage: float = Field(1000.0, gt=0, le=1e9,
+                                description="initial wage per efficiency unit "
                                 "and step, at every firm")
     initial_price: float | None = Field(
-        None, gt=0, le=1e9, description="initial price of a unit of goods; unset: the price at which "
+        None, gt=0, le=1e9,
+        description="initial price of a unit of goods; unset: the price at which "
         "initial spending buys the initial output")
     initial_consume_share: float = Field(0.3, gt=0, le=1, description="share of money a "
                                          "household spends until it first decides")
@@ -204,7 +207,8 @@ class EconomyConfig(BaseModel):
                            "redistribution")
     shocks: ShockConfig = Field(default_factory=ShockConfig, description="aggregate AR(1) "
                                 "shocks")
-    burn_in: int = Field(24, ge=0, le=10_000_000, description="first steps left out of the Phillips-curve and "
+    burn_in: int = Field(24, ge=0, le=10_000_000,
+                         description="first steps left out of the Phillips-curve and "
                          "Okun's-law correlations (the economy settles from its initial state)")
     check_money: bool = Field(True, description="verify after every step that money is "
                               "conserved (an error stops the run when it is not)")

@@ -45,7 +45,8 @@ class MarketConfig(BaseModel):
                               "an item (at most 1e9)")
     price_sd: float = Field(0.25, ge=0, description="sd of the log of a menu price around "
                             "base_price")
-    menu_size: int = Field(3, ge=1, le=10_000, description="item types each business offers (at most the "
+    menu_size: int = Field(3, ge=1, le=10_000,
+                           description="item types each business offers (at most the "
                            "number of item types)")
     menu_file: str | None = Field(
         None, description="menus from a file instead (CSV, Parquet or JSON lines, relative to "
@@ -105,7 +106,8 @@ class MarketConfig(BaseModel):
                              "item types")
         return self
 
-    def check_experiment(self, experiment: Any, base_dir: Path) -> list[tuple[tuple[Any, ...], str]]:
+    def check_experiment(self, experiment: Any,
+                         base_dir: Path) -> list[tuple[tuple[Any, ...], str]]:
         """Problems of the whole experiment seen from the market (see config.py): the menu
         file exists, there are customers, a language-model ranking has a model, and all the
         money of the run fits in int64 cents."""

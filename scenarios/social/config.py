@@ -79,7 +79,8 @@ class SocialConfig(BaseModel):
     extreme_threshold: float = Field(0.6, gt=0, lt=1, description="|opinion| at or above which "
                                      "an agent counts as extreme (polarization metric)")
 
-    def check_experiment(self, experiment: Any, base_dir: Path) -> list[tuple[tuple[Any, ...], str]]:
+    def check_experiment(self, experiment: Any,
+                         base_dir: Path) -> list[tuple[tuple[Any, ...], str]]:
         """Problems of the whole experiment seen from this scenario (see config.py).
 
         An opinion attribute must be numeric and drawn within [-1, 1]: values outside would be
