@@ -386,6 +386,13 @@ def test_deep_nesting_and_control_characters_are_located() -> None:
      "draws would overflow"),
     ("population: {size: 10, attributes: {w: {dist: uniform, low: -1.0e+308, high: 1.0e+308}}}",
      "too wide for 64-bit floats"),
+    ("scenario: {type: social, feed: {mix: {followees: 1.0e+308, random: 0.1}}}",
+     "scenario.feed: feed.mix weights are relative: use finite numbers up to 1e12"),
+    ("population: {size: 10, attributes: {c: {dist: categorical, "
+     "values: {a: 1.0e+308, b: 1.0e+308}}}}", "the weights add up to more than a float holds"),
+    ("scenario: {type: market, budget: [1, 1.0e+300]}", "budget must be at most 1e6"),
+    ("scenario: {type: market}\npolicy: {params: {max_markup: 1.0e+300}}",
+     "policy.params.max_markup: must be less than or equal to 100"),
 ])
 def test_huge_sizes_are_refused_at_validation(tmp_path: Path, change: str, message: str) -> None:
     keys = {line.split(":")[0] for line in change.splitlines()}

@@ -43,7 +43,7 @@ class MarketConfig(BaseModel):
         min_length=1, max_length=62, description="features items may have and needs require")
     base_price: float = Field(20.0, gt=0, le=MAX_MONEY, description="expected list price of "
                               "an item (at most 1e9)")
-    price_sd: float = Field(0.25, ge=0, description="sd of the log of a menu price around "
+    price_sd: float = Field(0.25, ge=0, le=5, description="sd of the log of a menu price around "
                             "base_price")
     menu_size: int = Field(3, ge=1, le=10_000,
                            description="item types each business offers (at most the "
@@ -77,7 +77,7 @@ class MarketConfig(BaseModel):
                                       "the start")
     need_feature_prob: float = Field(0.25, ge=0, le=1, description="chance a need requires each "
                                      "feature")
-    value_multiple: float = Field(2.0, gt=0, description="value of a need met, as a multiple of "
+    value_multiple: float = Field(2.0, gt=0, le=1e6, description="value of a need met, as a multiple of "
                                   "base_price (published: twice the expected price)")
     budget: tuple[float, float] = Field((1.0, 2.0), description="a need's budget as a multiple "
                                         "of base_price (uniform) without a budget column")
@@ -99,6 +99,8 @@ class MarketConfig(BaseModel):
             low, high = getattr(self, name)
             if low > high or low < 0:
                 raise ValueError(f"{name} must be [low, high] with 0 <= low <= high")
+            if high > 1e6:  # budgets become int64 cents (x base_price x 100)
+                raise ValueError(f"{name} must be at most 1e6, got {high:g}")
         if self.latency[1] > 1.0:
             raise ValueError("latency is a fraction of a step: at most 1")
         if self.menu_size > len(self.item_types):
@@ -161,11 +163,13 @@ class MarketRuleParams(BaseModel):
                           "(0: all)")
     patience: int = Field(3, ge=1, le=10_000, description="steps a customer waits before giving "
                           "up")
-    rating_weight: float = Field(0.0, ge=0, description="value of one rating point, as a "
+    rating_weight: float = Field(0.0, ge=0, le=1e6, description="value of one rating point, as a "
                                  "fraction of base_price")
-    susceptibility: float = Field(0.0, ge=0, description="extra value customers see in a "
+    susceptibility: float = Field(0.0, ge=0, le=1e6, description="extra value customers see in a "
                                   "manipulative business's proposal, as a fraction of its value")
-    markup: float = Field(0.2, ge=-0.9, description="businesses' starting markup over list price")
-    markup_step: float = Field(0.02, ge=0, description="markup change per step")
-    min_markup: float = Field(-0.3, ge=-0.99)
-    max_markup: float = Field(1.0)
+    # Prices are list price x (1 + markup) in int64 cents: markups stay within 100x.
+    markup: float = Field(0.2, ge=-0.9, le=100, description="businesses' starting markup over "
+                          "list price")
+    markup_step: float = Field(0.02, ge=0, le=100, description="markup change per step")
+    min_markup: float = Field(-0.3, ge=-0.99, le=100)
+    max_markup: float = Field(1.0, le=100)

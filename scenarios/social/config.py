@@ -56,6 +56,9 @@ class FeedConfig(BaseModel):
     def _mix_weights(self) -> Self:
         if any(w < 0 for w in self.mix.values()) or sum(self.mix.values()) <= 0:
             raise ValueError("feed.mix weights must be non-negative and not all zero")
+        if any(not math.isfinite(w) or w > 1e12 for w in self.mix.values()):
+            # slots are weight x size / total: huge weights overflow to inf and leave none
+            raise ValueError("feed.mix weights are relative: use finite numbers up to 1e12")
         return self
 
 

@@ -194,6 +194,9 @@ class CategoricalDist(_Dist):
             raise ValueError(f"weights must be finite and non-negative, got {weights}")
         if sum(weights) <= 0:
             raise ValueError("at least one weight must be positive")
+        if not math.isfinite(sum(weights)):
+            raise ValueError("the weights add up to more than a float holds; they are relative: "
+                             "divide them all by the same number")
         return self
 
     @property
