@@ -1,11 +1,11 @@
 """One writer per run: the run lease (second writers refused, dead holders taken over, a
-writer that lost its lease fenced off), concurrent creation of a new database, a Ray driver
-that dies with its command, and Ctrl-C during set-up. Real processes, real databases."""
+writer that lost its lease fenced off), concurrent creation of a new database, and Ctrl-C
+during set-up. Real processes, real databases. (A Ray driver that dies with its command:
+tests/test_ray_runtime.py, which has a Ray to join.)"""
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import signal
 import sqlite3
@@ -284,31 +284,3 @@ def test_ctrl_c_during_set_up_leaves_no_run_or_a_resumable_one(tmp_path: Path) -
                                  capture_output=True, text=True, timeout=300)
         assert resumed.returncode == 0, resumed.stderr
         assert reopen(f"sqlite:///{db}", runs[0][0]).info["status"] == "completed"
-
-
-@pytest.mark.slow
-def test_a_killed_ray_command_stops_its_run_and_resume_finishes_it(tmp_path: Path) -> None:
-    pytest.importorskip("ray")
-    data = experiment(name="rayed", steps=120, checkpoint_every=5,
-                      population={**experiment()["population"], "size": 2000})
-    local = run_experiment(copy.deepcopy(data), f"sqlite:///{tmp_path / 'local.sqlite'}")
-    data["runtime"] = {"type": "ray", "shards": 2, "num_cpus": 2}
-    path = _write(tmp_path, data)
-    db = tmp_path / "ray.sqlite"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.Popen([*POPULACE, "run", str(path), "--db", str(db), "--quiet"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    try:
-        _wait_for_step(db, 3, proc, limit=180)
-    finally:
-        proc.kill()  # kill -9 of the command
-        proc.wait()
-    time.sleep(2)  # the driver dies with its command
-    first = _max_step(db)
-    time.sleep(2.5)
-    assert _max_step(db) == first, "the driver kept writing after its command was killed"
-    resumed = subprocess.run([*POPULACE, "resume", "rayed", "--db", str(db), "--runtime",
-                              "local", "--quiet"], capture_output=True, text=True, timeout=300,
-                             env=env)
-    assert resumed.returncode == 0, resumed.stderr
-    assert_same_run(local, reopen(f"sqlite:///{db}", 1))

@@ -360,3 +360,47 @@ def test_a_scenario_that_asks_the_model_runs_on_shards_as_locally(tmp_path) -> N
         assert a[name].equals(b[name]), name
     assert (sharded.metrics()["search.llm_fallbacks"].iloc[-1]
             == local.metrics()["search.llm_fallbacks"].iloc[-1] > 0)
+
+
+def test_a_killed_ray_command_stops_its_run_and_resume_finishes_it(tmp_path) -> None:
+    """`kill -9` of `populace run` on Ray: its driver (a child process) dies with it, so no
+    step is committed after the kill, and `populace resume --runtime local` finishes the run
+    into the database of an uninterrupted one (the dead driver's lease is taken over at once)."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from populace.storage import open_run
+
+    from .test_lease import _max_step, _wait_for_step
+
+    data = social()
+    data.update(name="rayed", steps=120, checkpoint_every=5)
+    data["population"] = {**data["population"], "size": 2000}
+    local = run_experiment(copy.deepcopy(data), f"sqlite:///{tmp_path / 'local.db'}")
+    # the driver joins this module's Ray (starting a cluster of its own would take longer)
+    data["runtime"] = {"type": "ray", "shards": 2,
+                       "address": ray.get_runtime_context().gcs_address}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    db = tmp_path / "ray.db"
+    cli = [sys.executable, "-m", "populace.simulator.cli"]
+    env = dict(os.environ)  # as this module's Ray has it (its authentication included)
+    proc = subprocess.Popen([*cli, "run", str(path), "--db", str(db), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        _wait_for_step(db, 3, proc, limit=120)
+    finally:
+        proc.kill()  # kill -9 of the command
+        proc.wait()
+    time.sleep(1.5)  # the driver dies with its command
+    first = _max_step(db)
+    time.sleep(2.5)
+    assert _max_step(db) == first, "the driver kept writing after its command was killed"
+    assert first < 120
+    resumed = subprocess.run([*cli, "resume", "rayed", "--db", str(db), "--runtime", "local",
+                              "--quiet"], capture_output=True, text=True, timeout=300, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_run(local, open_run(f"sqlite:///{db}"))
