@@ -203,3 +203,90 @@ def test_any_command_line_gives_a_message_and_an_exit_code(
     assert "a bug in populace" not in text and "Traceback" not in text, (argv, text)
     if code:
         assert text.strip(), argv
+
+
+# --------------------------------------------------------------------------- extreme settings
+
+SCENARIO_BASES = {"social": "scenarios/social/examples/quickstart.yaml",
+                  "market": "scenarios/market/examples/quickstart.yaml",
+                  "economy": "scenarios/market/examples/macro.yaml"}
+
+
+def _numeric_fields(model: type,
+                    prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], type]]:
+    """Paths of the int and float fields of a config model, nested models included (not
+    through lists or mappings)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    found = []
+    for name, info in model.model_fields.items():  # type: ignore[attr-defined]
+        if typing.get_origin(info.annotation) in (list, dict, tuple):
+            continue
+        for tp in typing.get_args(info.annotation) or (info.annotation,):
+            if tp in (int, float):
+                found.append(((*prefix, name), tp))
+                break
+            if isinstance(tp, type) and issubclass(tp, BaseModel):
+                found += _numeric_fields(tp, (*prefix, name))
+                break
+    return found
+
+
+def _extreme_cases() -> list[tuple[str, tuple[str, ...], object]]:
+    from populace.simulator.registry import get_scenario
+
+    cases = []
+    for name in SCENARIO_BASES:
+        cls = get_scenario(name)
+        fields = [(("scenario", *p), t) for p, t in _numeric_fields(cls.config_model)]
+        fields += [(("policy", "params", *p), t) for p, t in _numeric_fields(cls.rule_params_model)]
+        for loc, tp in fields:
+            values = (10**15, -(10**15)) if tp is int else (1e300, -1e15, 1e-300)
+            cases += [(name, loc, v) for v in values]
+    return cases
+
+
+def _run_in_process(path: Path, db: Path) -> tuple[int, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(["run", str(path), "--steps", "3", "--quiet", "--db", str(db)])
+    return code, out.getvalue() + err.getvalue()
+
+
+def test_a_run_whose_prices_explode_still_completes(tmp_path: Path) -> None:
+    import yaml
+
+    data = yaml.safe_load((ROOT / SCENARIO_BASES["economy"]).read_text())
+    data["population"]["size"] = 100
+    data["scenario"]["initial_consume_share"] = 1e-300  # annualised inflation overflowed
+    path = tmp_path / "macro.yaml"
+    path.write_text(yaml.safe_dump(data))
+    code, text = _run_in_process(path, tmp_path / "r.sqlite")
+    assert code == 0, text
+
+
+@pytest.mark.slow
+def test_every_numeric_setting_at_extremes_is_refused_or_runs(tmp_path: Path) -> None:
+    """Each int/float field of each scenario and rule model (defaults included) set to huge,
+    negative and tiny values: validate refuses it (2) or a 3-step run ends with 0 or a
+    message (1), never an unexpected exception."""
+    import yaml
+
+    failures = []
+    for i, (name, loc, value) in enumerate(_extreme_cases()):
+        data = yaml.safe_load((ROOT / SCENARIO_BASES[name]).read_text())
+        data["population"]["size"] = 100
+        node = data
+        for key in loc[:-1]:
+            node = node.setdefault(key, {})
+        node[loc[-1]] = value
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        code, text = validate(path)
+        if code == 0:
+            code, text = _run_in_process(path, tmp_path / f"r{i}.sqlite")
+        if code not in (0, 1, 2) or "a bug in populace" in text or "Traceback" in text:
+            failures.append(f"{name} {'.'.join(loc)}={value}: exit {code}: {text[-300:]}")
+    assert not failures, "\n".join(failures)

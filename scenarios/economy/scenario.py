@@ -393,7 +393,11 @@ class EconomyScenario(Scenario):
         window = min(self.config.central_bank.inflation_window, len(prices) - 1)
         if window < 1:
             return float("nan")
-        return float((prices[-1] / prices[-1 - window]) ** (self.periods_per_year / window) - 1.0)
+        try:
+            return float((prices[-1] / prices[-1 - window]) ** (self.periods_per_year / window)
+                         - 1.0)
+        except OverflowError:  # prices that explode (degenerate settings): the bank's ceiling
+            return float("inf")
 
     def series(self) -> dict[str, np.ndarray]:
         """The per-step histories (index = step) and the growth rates derived from them."""
