@@ -71,6 +71,8 @@ def _duration(value: Any) -> timedelta:
         raise ValueError(f"{value!r} is too long for a step (at most 366d)") from None
     if duration > MAX_STEP_DURATION:
         raise ValueError(f"a step lasts at most 366 days, got {value!r}")
+    if duration <= timedelta(0):  # under a microsecond: rounded to nothing
+        raise ValueError(f"a step must last at least a microsecond, got {value!r}")
     return duration
 
 
@@ -206,6 +208,11 @@ def _check_sizes(config: ExperimentConfig, marks: Marks) -> list[Problem]:
                                  f"of agents ({n}), got {network.k}", marks))
     degree = {"barabasi_albert": "m", "watts_strogatz": "k", "erdos_renyi": "mean_degree",
               "sbm": "mean_degree"}.get(str(kind))
+    if degree == "mean_degree" and 0 < network.mean_degree < 1e-9:
+        # networkx's G(n, p) divides by log(1 - p), which is 0 for such a p
+        problems.append(_located(("network", "mean_degree"), f"{network.mean_degree:g} is too "
+                                 "small to draw any edge: use 0 for no edges, or at least 1e-9",
+                                 marks))
     if degree is not None:
         edges = float(getattr(network, degree)) * n * (1.0 + float(network.mutual))
         if edges > MAX_EDGES:

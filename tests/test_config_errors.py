@@ -376,6 +376,8 @@ def test_deep_nesting_and_control_characters_are_located() -> None:
      "network.mean_degree: the erdos_renyi network would have about 1e+14 follow edges"),
     ("runtime: {connect_timeout_s: .inf}", "runtime.connect_timeout_s: must be less than"),
     ("checkpoint_every: 100000000000", "checkpoint_every: must be less than or equal to"),
+    ("step_duration: 1.0e-300", "step_duration: a step must last at least a microsecond"),
+    ("network: {generator: erdos_renyi, mean_degree: 1.0e-300}", "too small to draw any edge"),
     ("scenario: {type: social, feed: {window: 100000000000000000000}}",
      "scenario.feed.window: must be less than or equal to 10000000"),
     ("population: {size: 10, attributes: {c: {dist: categorical, "
