@@ -416,6 +416,8 @@ MAX_DEPTH = 64
 MAX_NODES = 100_000
 #: Most characters of scalar text a document may hold once its aliases are expanded (10 MB).
 MAX_TEXT = 10_000_000
+#: Largest experiment file read (bytes).
+MAX_FILE_BYTES = 20_000_000
 
 
 class _Loader(yaml.SafeLoader):
@@ -577,7 +579,14 @@ def load_yaml(path: str | Path, *, defer_duplicates: bool = False) -> tuple[Any,
     source = str(path)
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        with file.open("rb") as stream:
+            # A bounded read: /dev/zero or a huge file must not fill the memory.
+            raw = stream.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            raise ConfigError([Problem("", f"file is larger than {MAX_FILE_BYTES // 10**6} MB; "
+                                       "an experiment file is a few KB (put large data in "
+                                       "population or edge files)")], source)
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError([Problem("", f"file not found: {file.absolute()}")], source) from None
     except IsADirectoryError:

@@ -497,3 +497,9 @@ def test_sections_must_name_existing_attributes(tmp_path: Path) -> None:
     assert [p.split(": ")[1] for p in problems] == [
         "activation.scale_by", "network.attribute", "policy.parts[0].select.where.grp"]
     assert all("no population attribute" in p and "(attributes: group)" in p for p in problems)
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_an_endless_file_is_refused_without_reading_it_all() -> None:
+    with pytest.raises(ConfigError, match="file is larger than 20 MB"):
+        load_yaml("/dev/zero")
