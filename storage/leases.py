@@ -109,7 +109,7 @@ def _age(dialect: str) -> Any:
     """Seconds since the heartbeat, computed by the database."""
     if dialect == "sqlite":
         return (sa.func.julianday("now") - sa.func.julianday(_table.c.heartbeat_at)) * 86400.0
-    return sa.extract("epoch", _db_now(dialect) - _table.c.heartbeat_at)
+    return sa.cast(sa.extract("epoch", _db_now(dialect) - _table.c.heartbeat_at), sa.Float)
 
 
 def _pid_alive(pid: int) -> bool:
