@@ -261,7 +261,7 @@ def _runs(args: argparse.Namespace) -> int:
         return 0
     frames = []
     for url in urls:
-        db = Database(url, create=False)
+        db = Database(url, create=False, read_only=True)
         frame = list_runs(db)
         frame.insert(0, "database", db.shown_url)
         frames.append(frame)
@@ -284,6 +284,11 @@ def _export(args: argparse.Namespace) -> int:
     files = export_run(run, args.format, args.out)
     for f in files:
         print(f)
+    info = files.run_info
+    if info["status"] == "running":  # a snapshot of a run still being written
+        print(f"populace: run {info['id']} has status running: the export is one snapshot, "
+              f"steps 0-{info['steps_done']} of {info['steps_planned']} in every table",
+              file=sys.stderr)
     return 0
 
 

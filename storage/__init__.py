@@ -10,7 +10,8 @@ This package knows nothing about the engine or the scenarios above it.
 """
 
 from .database import Database, StorageError, redact
-from .loaders import Run, database_url, export_run, open_run
+from .export import export_run
+from .loaders import Run, database_url, open_run
 from .runs import find_run, list_runs
 from .schema import Base, EventMixin, RunStepMixin
 

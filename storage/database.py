@@ -11,7 +11,12 @@ round trip per row, so that a step is either wholly committed or not at all.
 
 from __future__ import annotations
 
+import difflib
 import math
+import os
+import re
+import sqlite3
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,11 +40,28 @@ class StorageError(RuntimeError):
     """A database problem explained for the user: what failed and what to do about it."""
 
 
+def unknown_name(what: str, name: str, known: Sequence[str], where: str, none: str = "") -> str:
+    """A message for a name that is not there: the closest known one, and all of them."""
+    if not known:
+        return f"no {what} {name!r} in {where}: {none or 'there are none'}"
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"no {what} {name!r} in {where}{hint} (known: {', '.join(map(str, known))})"
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers (notebooks, the monitor) read while a run writes; NORMAL sync is durable
     # against a process crash (kill -9), which is what resume must survive.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()
+    _sqlite_reader_pragmas(dbapi_connection, _record)
+
+
+def _sqlite_reader_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # connection-local settings only: a reader must not write to the file (journal_mode=WAL is
+    # a write, and fails on read-only storage)
+    cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB
@@ -87,11 +109,18 @@ class Database:
             ``postgresql+psycopg://user@127.0.0.1:5432/test``.
         create: create the folder (SQLite) and any missing tables.
         connect_timeout: seconds to wait for a database server before giving up.
+        read_only: open for reading only (loaders, ``populace runs`` and ``export``): nothing is
+            written, not even the journal mode, and a SQLite file on read-only storage is opened
+            read-only. Cannot be combined with ``create``.
     """
 
-    def __init__(self, url: str, *, create: bool = True, connect_timeout: float = 10.0) -> None:
+    def __init__(self, url: str, *, create: bool = True, connect_timeout: float = 10.0,
+                 read_only: bool = False) -> None:
+        if create and read_only:
+            raise ValueError("a database opened read-only cannot create tables")
         self.url = url
         self.shown_url = redact(url)
+        self.read_only = read_only
         try:
             parsed = sa.engine.make_url(url)
         except ArgumentError as exc:
@@ -100,27 +129,39 @@ class Database:
                 "sqlite:///populace_runs/NAME.sqlite or postgresql+psycopg://USER@HOST:5432/DB"
             ) from exc
         self.dialect = parsed.get_backend_name()
+        self._sqlite_path: Path | None = None
         connect_args: dict[str, Any] = {}
+        engine_args: dict[str, Any] = {}
         if self.dialect == "sqlite":
             db = parsed.database
-            if db and db != ":memory:":
+            if db and db != ":memory:" and not db.startswith("file:"):
                 path = Path(db)
+                self._sqlite_path = path
                 if create:
                     path.parent.mkdir(parents=True, exist_ok=True)
                 elif not path.exists():
                     raise StorageError(f"no run database at {path.resolve()}")
+                if read_only and not _writable(path):
+                    # a file or folder we cannot write: open it read-only, or SQLite fails
+                    # trying to create its journal files ("unable to open database file")
+                    engine_args["creator"] = _read_only_connector(path)
             connect_args["timeout"] = 30
             connect_args["check_same_thread"] = False  # the engine writes from a writer thread
         elif self.dialect == "postgresql":
             connect_args["connect_timeout"] = max(1, int(math.ceil(connect_timeout)))
+            if read_only:  # the server itself refuses writes from a reader
+                connect_args["options"] = "-c default_transaction_read_only=on"
         try:
-            self.engine: Engine = sa.create_engine(url, connect_args=connect_args)
+            self.engine: Engine = sa.create_engine(url, connect_args=connect_args, **engine_args)
         except (NoSuchModuleError, ImportError) as exc:
             hint = " (install it with: pip install 'populace[postgres]')" if (
                 self.dialect == "postgresql") else ""
             raise StorageError(f"no database driver for {self.shown_url}{hint}: {exc}") from exc
         if self.dialect == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect",
+                         _sqlite_reader_pragmas if read_only else _sqlite_pragmas)
+        elif self.dialect == "postgresql":
+            event.listen(self.engine, "connect", _pg_text_adapters)
         if create:
             self.create_tables()
         else:
@@ -172,7 +213,8 @@ class Database:
         try:
             return sa.Table(name, sa.MetaData(), autoload_with=self.engine)
         except sa.exc.NoSuchTableError as exc:
-            raise StorageError(f"no table {name!r} in {self.shown_url}") from exc
+            raise StorageError(unknown_name("table", name, self.table_names(),
+                                            self.shown_url)) from exc
 
     def table_names(self) -> list[str]:
         """Names of the tables that exist in the database."""
@@ -190,6 +232,10 @@ class Database:
                 yield conn
         except (OperationalError, DBAPIError, driver_error) as exc:
             raise StorageError(_explain(self.shown_url, exc)) from exc
+        except UnicodeEncodeError as exc:  # Python text that no database can hold
+            raise StorageError(
+                f"cannot store text in {self.shown_url}: it is not valid Unicode ({exc}); "
+                "lone surrogates (e.g. from a JSON \\ud800 escape) have no UTF-8 form") from exc
 
     def insert_columns(self, conn: Connection, table: str, run_id: int, columns: Columns) -> int:
         """Insert a column batch into ``table`` through the driver's bulk path.
@@ -251,6 +297,123 @@ class Database:
         """Close all pooled connections."""
         self.engine.dispose()
 
+    def finish(self) -> None:
+        """Close the database after a writer is done with it (e.g. a completed run).
+
+        A SQLite file is checkpointed and switched out of write-ahead logging, so that it is one
+        self-contained file that can be read from read-only storage (a WAL file needs its
+        ``-shm`` companion, which read-only storage cannot create). Best effort: while another
+        connection (a reader, another writer) holds the file it stays in WAL mode, and nothing
+        is raised. Then every pooled connection is closed.
+        """
+        self.engine.dispose()
+        if self.dialect != "sqlite" or self.read_only or self._sqlite_path is None:
+            return
+        try:
+            # timeout 0: never wait for another connection; if one holds the file, leave it
+            conn = sqlite3.connect(str(self._sqlite_path), timeout=0)
+        except sqlite3.Error:
+            return
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("PRAGMA journal_mode=DELETE")
+        except sqlite3.Error:
+            pass
+        finally:
+            conn.close()
+
+
+def _writable(path: Path) -> bool:
+    # SQLite writes journal files next to the database, so its folder must be writable too
+    # (os.access reports a read-only file system even to root)
+    folder = path.resolve().parent
+    return os.access(path, os.W_OK) and os.access(folder, os.W_OK | os.X_OK)
+
+
+def _read_only_connector(path: Path) -> Any:
+    """A DBAPI ``creator`` opening ``path`` with ``mode=ro``; a file left in WAL mode on
+    read-only storage (it needs a ``-shm`` file nobody can create) is opened ``immutable``."""
+    uri = "file:" + urllib.parse.quote(str(path.resolve()))
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            conn.close()
+        # nobody can write read-only storage, so the file cannot change under the reader
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False)
+
+    return connect
+
+
+# -- text that PostgreSQL cannot hold --------------------------------------------------------------
+# PostgreSQL text cannot contain NUL, which SQLite stores (and models do emit). On PostgreSQL
+# only, every text value is escaped reversibly with a private-use character: NUL becomes
+# ESCAPE + "0" and a literal ESCAPE becomes ESCAPE + ESCAPE. Ordinary text never changes, and
+# the reading side (the psycopg loaders below) turns it back, so Populace reads exactly what was
+# written on both back ends.
+
+ESCAPE = "\ue000"
+_DECODE = re.compile("\ue000([0\ue000])")
+
+
+def escape_text(value: str) -> str:
+    """``value`` as stored in a PostgreSQL text column (NUL and ``U+E000`` escaped)."""
+    if "\x00" in value or ESCAPE in value:
+        return value.replace(ESCAPE, ESCAPE + ESCAPE).replace("\x00", ESCAPE + "0")
+    return value
+
+
+def unescape_text(value: str) -> str:
+    """The text written, from a value stored by ``escape_text``."""
+    if ESCAPE not in value:
+        return value
+    return _DECODE.sub(lambda m: "\x00" if m.group(1) == "0" else ESCAPE, value)
+
+
+_PG_ADAPTERS: list[Any] = []
+
+
+def _pg_adapter_classes() -> list[Any]:
+    # the driver's pure-Python text adapters (its C ones cannot be subclassed), plus the escape
+    if not _PG_ADAPTERS:
+        from psycopg.types import string
+
+        class EscapingStrDumper(string.StrDumperUnknown):
+            def dump(self, obj: str) -> Any:
+                return super().dump(escape_text(obj))
+
+        class EscapingStrBinaryDumper(string.StrBinaryDumper):
+            def dump(self, obj: str) -> Any:
+                return super().dump(escape_text(obj))
+
+        class UnescapingTextLoader(string.TextLoader):
+            def load(self, data: Any) -> Any:
+                return unescape_text(super().load(data))
+
+        class UnescapingTextBinaryLoader(string.TextBinaryLoader):
+            def load(self, data: Any) -> Any:
+                return unescape_text(super().load(data))
+
+        _PG_ADAPTERS.extend([EscapingStrDumper, EscapingStrBinaryDumper, UnescapingTextLoader,
+                             UnescapingTextBinaryLoader])
+    return _PG_ADAPTERS
+
+
+def _pg_text_adapters(dbapi_connection: Any, _record: Any) -> None:
+    """Escape every str parameter and unescape every text result on a psycopg connection."""
+    adapters = getattr(dbapi_connection, "adapters", None)
+    if adapters is None:  # another driver than psycopg 3
+        return
+    dumper, binary_dumper, loader, binary_loader = _pg_adapter_classes()
+    adapters.register_dumper(str, dumper)
+    adapters.register_dumper(str, binary_dumper)
+    for oid_name in ("text", "varchar", "bpchar"):
+        adapters.register_loader(oid_name, loader)
+        adapters.register_loader(oid_name, binary_loader)
+
 
 def _to_list(values: Any) -> list[Any]:
     if isinstance(values, np.ndarray):
@@ -298,6 +461,8 @@ def _pg_text(value: Any) -> str:
     if isinstance(value, bytes | bytearray | memoryview):
         return "\\\\x" + value.hex()
     if isinstance(value, str):
+        if "\x00" in value or ESCAPE in value:
+            value = escape_text(value)
         return (
             value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
             .replace("\r", "\\r")

@@ -1,10 +1,11 @@
-"""Reading runs back as pandas DataFrames, and exporting them to Parquet or CSV.
+"""Reading runs back as pandas DataFrames.
 
 Core objects:
     Run: a handle on one run in a database; ``run.table("posts")``, ``run.metrics()``,
         ``run.agents()``, ``run.steps()`` return DataFrames.
     open_run: open a run by database URL or SQLite path, and run id or name.
-    export_run: write each table of a run to a folder.
+
+Exporting is in ``export``.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import orjson
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
-from .database import Database, StorageError
-from .runs import find_run
+from .database import Database, StorageError, unknown_name
+from .runs import find_run, list_runs
+from .schema import AgentState
 
 
 def database_url(target: str | Path) -> str:
@@ -34,13 +37,21 @@ class Run:
     """A handle on one run: its row in ``runs`` and its tables as DataFrames.
 
     Args:
-        db: the database, or its URL / SQLite path.
+        db: the database, or its URL / SQLite path (opened read-only).
         ref: run id or name; the newest run when omitted.
     """
 
     def __init__(self, db: Database | str | Path, ref: int | str | None = None) -> None:
-        self.db = db if isinstance(db, Database) else Database(database_url(db), create=False)
-        self.info: dict[str, Any] = find_run(self.db, ref)
+        self.db = db if isinstance(db, Database) else Database(
+            database_url(db), create=False, read_only=True)
+        try:
+            self.info: dict[str, Any] = find_run(self.db, ref)
+        except StorageError as exc:
+            if ref is None or isinstance(ref, int) or str(ref).isdigit():
+                raise
+            names = list_runs(self.db)["name"].drop_duplicates().tolist()
+            raise StorageError(unknown_name("run", str(ref), names, self.db.shown_url,
+                                            none="it holds no runs")) from exc
         self.id: int = int(self.info["id"])
 
     def __repr__(self) -> str:
@@ -48,18 +59,20 @@ class Run:
         return (f"Run(id={self.id}, name={i['name']!r}, status={i['status']!r}, "
                 f"steps={i['steps_done']}/{i['steps_planned']})")
 
-    def tables(self) -> list[str]:
+    def tables(self, conn: Connection | None = None) -> list[str]:
         """Names of the tables that hold rows of this run (``runs`` excluded)."""
+        if conn is None:
+            with self.db.engine.connect() as own:
+                return self.tables(own)
         names = []
-        with self.db.engine.connect() as conn:
-            for name in self.db.table_names():
-                if name == "runs":
-                    continue
-                t = self.db.table(name)
-                if "run_id" in t.c and conn.execute(
-                    sa.select(t.c.run_id).where(t.c.run_id == self.id).limit(1)
-                ).first():
-                    names.append(name)
+        for name in sorted(sa.inspect(conn).get_table_names()):
+            if name == "runs":
+                continue
+            t = self.db.table(name)
+            if "run_id" in t.c and conn.execute(
+                sa.select(t.c.run_id).where(t.c.run_id == self.id).limit(1)
+            ).first():
+                names.append(name)
         return names
 
     def _select(self, name: str, where: Any = None) -> sa.Select:
@@ -73,11 +86,17 @@ class Run:
         return stmt.order_by(*[t.c[c] for c in order]) if order else stmt
 
     def table(self, name: str) -> pd.DataFrame:
-        """All rows of ``name`` for this run, without the ``run_id`` column."""
-        stmt = self._select(name)
+        """All rows of ``name`` for this run, without the ``run_id`` column.
+
+        Raises:
+            StorageError: no table ``name`` (the message lists the tables of the run).
+        """
+        return self._frame(self._select(name))
+
+    def _frame(self, stmt: sa.Select) -> pd.DataFrame:
         with self.db.engine.connect() as conn:
             result = conn.execute(stmt)
-            return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+            return rows_frame(result.fetchall(), list(result.keys()))
 
     def steps(self) -> pd.DataFrame:
         """One row per committed step: simulated time, active agents, actions, timings."""
@@ -95,81 +114,49 @@ class Run:
         return wide_df
 
     def agents(self) -> pd.DataFrame:
-        """The population: one row per agent, one column per attribute, indexed by agent id."""
+        """The population: one row per agent, one column per attribute, indexed by agent id.
+
+        Empty (with the ``agent_id`` index) for a run that recorded no agents.
+        """
         raw = self.table("agents")
-        attrs = pd.DataFrame.from_records([json.loads(a) for a in raw["attributes"]])
-        attrs.index = pd.Index(raw["agent_id"].to_numpy(), name="agent_id")
-        return attrs
+        return agents_frame(raw["agent_id"].to_numpy(), raw["attributes"].tolist())
 
     def agent_states(self, variable: str | None = None) -> pd.DataFrame:
-        """Agent state snapshots as a (step x agent) table per variable, or long if several."""
-        long = self.table("agent_states")
+        """Agent state snapshots as a (step x agent) table per variable, or long if several.
+
+        Raises:
+            StorageError: ``variable`` is not one the run recorded (the message lists them).
+        """
         if variable is None:
-            return long
-        sub = long[long["variable"] == variable]
+            return self.table("agent_states")
+        sub = self._frame(self._select("agent_states", lambda t: t.c.variable == variable))
+        if sub.empty:
+            known = self._frame(sa.select(AgentState.variable).distinct().where(
+                AgentState.run_id == self.id))["variable"].tolist()
+            if variable not in known:
+                raise StorageError(unknown_name(
+                    "agent state variable", variable, known, f"run {self.id}",
+                    none="it recorded no agent states (recording.agent_state_every)"))
         return sub.pivot(index="step", columns="agent_id", values="value")
+
+
+def rows_frame(rows: Any, columns: list[str]) -> pd.DataFrame:
+    """Result rows as a DataFrame; as plain tuples, which pandas takes several times faster
+    than SQLAlchemy rows (it probes each row object for named-tuple fields)."""
+    return pd.DataFrame.from_records([tuple(r) for r in rows], columns=columns)
+
+
+def agents_frame(agent_ids: Any, attributes: list[str]) -> pd.DataFrame:
+    """Agents' JSON attribute objects as one column per attribute, indexed by ``agent_id``."""
+    try:  # orjson parses a few times faster than json; fall back where it is stricter
+        records = [orjson.loads(a) for a in attributes]
+    except orjson.JSONDecodeError:
+        records = [json.loads(a) for a in attributes]
+    attrs = pd.DataFrame.from_records(records) if records else pd.DataFrame()
+    attrs.index = pd.Index(np.asarray(agent_ids), name="agent_id")
+    return attrs
 
 
 def open_run(db: str | Path | Database, run: int | str | None = None) -> Run:
     """Open a run by database URL (or SQLite path) and run id or name (newest if omitted)."""
     return Run(db, run)
-
-
-def export_run(run: Run, fmt: str, out_dir: str | Path, chunk_rows: int = 500_000) -> list[Path]:
-    """Write every table of ``run`` to ``out_dir`` as Parquet or CSV; return the files written.
-
-    Large tables stream in chunks of ``chunk_rows`` so export needs little memory. The
-    ``agents`` file has one column per attribute; resume checkpoints are not exported.
-    """
-    if fmt not in ("parquet", "csv"):
-        raise StorageError(f"unknown export format {fmt!r}; use parquet or csv")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    # checkpoints are resume blobs, not data; agents are written one column per attribute
-    names = ["runs", *[t for t in run.tables() if t != "checkpoints"]]
-    for name in names:
-        path = out / f"{name}.{fmt}"
-        if name == "runs":
-            frame = pd.DataFrame([{k: (json.dumps(v) if isinstance(v, dict) else v)
-                                   for k, v in run.info.items()}])
-            frames: Any = [frame]
-        elif name == "agents":
-            frames = [run.agents().reset_index()]
-        else:
-            frames = _chunks(run, name, chunk_rows)
-        _write_frames(frames, path, fmt)
-        written.append(path)
-    return written
-
-
-def _chunks(run: Run, name: str, chunk_rows: int):
-    stmt = run._select(name)
-    with run.db.engine.connect() as conn:
-        result = conn.execution_options(stream_results=True).execute(stmt)
-        keys = list(result.keys())
-        while rows := result.fetchmany(chunk_rows):
-            yield pd.DataFrame(rows, columns=keys)
-
-
-def _write_frames(frames: Any, path: Path, fmt: str) -> None:
-    writer = None
-    wrote_header = False
-    try:
-        for frame in frames:
-            if fmt == "csv":
-                frame.to_csv(path, mode="a" if wrote_header else "w", header=not wrote_header,
-                             index=False)
-                wrote_header = True
-                continue
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            if writer is None:
-                writer = pq.ParquetWriter(path, table.schema)
-            writer.write_table(table.cast(writer.schema))
-        if fmt == "csv" and not wrote_header:
-            path.write_text("")
-        if fmt == "parquet" and writer is None:
-            pq.write_table(pa.table({}), path)
-    finally:
-        if writer is not None:
-            writer.close()
