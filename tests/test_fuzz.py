@@ -255,6 +255,7 @@ def _run_in_process(path: Path, db: Path) -> tuple[int, str]:
     return code, out.getvalue() + err.getvalue()
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's overflow warnings are expected
 def test_a_run_whose_prices_explode_still_completes(tmp_path: Path) -> None:
     import yaml
 
@@ -268,6 +269,7 @@ def test_a_run_whose_prices_explode_still_completes(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_every_numeric_setting_at_extremes_is_refused_or_runs(tmp_path: Path) -> None:
     """Each int/float field of each scenario and rule model (defaults included) set to huge,
     negative and tiny values: validate refuses it (2) or a 3-step run ends with 0 or a
