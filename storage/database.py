@@ -36,6 +36,9 @@ INSERT_CHUNK = 200_000
 """Rows converted to Python values and sent to the driver at a time, within one transaction."""
 
 
+SCHEMA_LOCK_KEY = 0x706F70756C616365  # "populace": PostgreSQL advisory lock around creation
+
+
 class StorageError(RuntimeError):
     """A database problem explained for the user: what failed and what to do about it."""
 
@@ -175,31 +178,52 @@ class Database:
     def create_tables(self) -> None:
         """Create every table declared on ``Base`` that does not exist yet.
 
+        Safe when several processes open a new database at once (three ``populace run --db
+        same.sqlite``): the tables and the schema version are created in one transaction under
+        a database-wide lock (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: an advisory lock), so a
+        process sees either none of them or all of them, and the second one finds them made.
+
         Raises:
             StorageError: the database holds Populace tables of another schema version.
         """
         try:
             existing = set(sa.inspect(self.engine).get_table_names())
             self.check_schema(existing)
-            Base.metadata.create_all(self.engine)
-            if "populace_meta" not in existing:
-                with self.engine.begin() as conn:
+            if set(Base.metadata.tables) <= existing:
+                return  # the usual case: nothing to create, no lock to wait for
+            with self.engine.connect() as conn:
+                if self.dialect == "sqlite":
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")  # waits for (busy_timeout) the lock
+                elif self.dialect == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                                 {"key": SCHEMA_LOCK_KEY})
+                existing = set(sa.inspect(conn).get_table_names())
+                self.check_schema(existing, conn)
+                Base.metadata.create_all(conn)
+                if "populace_meta" not in existing:
                     conn.execute(sa.insert(Meta).values(key="schema_version",
                                                         value=str(SCHEMA_VERSION)))
+                conn.commit()
         except (OperationalError, DBAPIError) as exc:
             raise StorageError(_explain(self.shown_url, exc)) from exc
 
-    def check_schema(self, existing: set[str] | None = None) -> None:
-        """Refuse a database whose Populace tables have another layout than this version's."""
+    def check_schema(self, existing: set[str] | None = None,
+                     conn: Connection | None = None) -> None:
+        """Refuse a database whose Populace tables have another layout than this version's
+        (reading in ``conn`` when given, e.g. inside ``create_tables``' transaction)."""
         if existing is None:
-            existing = set(sa.inspect(self.engine).get_table_names())
+            existing = set(sa.inspect(conn if conn is not None else self.engine)
+                           .get_table_names())
         if "runs" not in existing:
             return
         found = None
         if "populace_meta" in existing:
-            with self.engine.connect() as conn:
-                found = conn.execute(sa.select(Meta.value).where(
-                    Meta.key == "schema_version")).scalar()
+            stmt = sa.select(Meta.value).where(Meta.key == "schema_version")
+            if conn is not None:
+                found = conn.execute(stmt).scalar()
+            else:
+                with self.engine.connect() as own:
+                    found = own.execute(stmt).scalar()
         if found != str(SCHEMA_VERSION):
             raise StorageError(
                 f"{self.shown_url} holds runs of another Populace version (schema "
