@@ -9,6 +9,13 @@ One step: activate -> observe -> decide -> apply -> record -> metrics -> (checkp
 a step, its metrics, the run row's progress and (when due) the checkpoint are written in one
 transaction, so a step is either wholly in the database or not at all. Random numbers come from
 ``RngStreams`` keyed by (purpose, step), so a resumed run continues exactly as an uninterrupted one.
+
+One writer per run: the process that creates or resumes a run holds its lease
+(``populace.storage.leases``), and every transaction that writes the run checks it first, so a
+second ``populace resume`` of a run that is still being written is refused (naming the writer)
+and a writer whose lease was taken over cannot commit anything more. A new run's row, its
+lease, its agents and its step 0 (with a checkpoint) are one transaction: an interrupted
+set-up leaves either no run or one that resumes.
 """
 
 from __future__ import annotations
@@ -25,18 +32,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from populace.storage import Database, Run, StorageError
 from populace.storage.database import redact
+from populace.storage.leases import LeaseLostError, RunLease
 from populace.storage.runs import (
     create_run,
     find_run,
+    finish_run,
     load_checkpoint,
     now,
     save_checkpoint,
     update_run,
 )
-from populace.storage.schema import CORE_STEP_TABLES
+from populace.storage.schema import CORE_STEP_TABLES, Agent
 
 from .actions import ActionBatch
 from .activation import Activation
@@ -104,6 +115,16 @@ class Simulation:
         self._pending: Future[float] | None = None
         self.runtime: RayRuntime | None = None
         self._drawn: tuple[int, np.ndarray] | None = None
+        self.lease: RunLease | None = None
+        self.stage_hook: Callable[[str | None], None] | None = None
+        """Called with each set-up stage's name as it starts, and None when set-up is done
+        (``progress.SetupProgress`` prints them)."""
+
+    def _stage(self, name: str | None) -> None:
+        if self.stage_hook is not None:
+            self.stage_hook(name)
+            if name is None:  # set-up is over: a later rebuild (a lost shard) logs instead
+                self.stage_hook = None
 
     # -- building --------------------------------------------------------------------------------
 
@@ -112,10 +133,13 @@ class Simulation:
         it); return the set-up rows. ``own``: a Ray shard's block of agents."""
         cfg = self.config
         t0 = time.perf_counter()
+        size = cfg.population.size
+        self._stage("population" + (f" ({size:,} agents)" if size is not None else " (file)"))
         population = build_population(cfg.population, self.rng.get("population"),
                                       self.experiment.base_dir)
         self.activation = Activation(cfg.activation, population.attributes, self.rng)
         if cfg.runtime.type == "ray":
+            self._stage(f"Ray shards ({cfg.runtime.shards}) build the world")
             records = self._start_shards(population)
         else:
             records = self._build_world(population, own)
@@ -126,6 +150,8 @@ class Simulation:
         """Follow graph, scenario and policy in this process; the scenario's set-up rows."""
         cfg = self.config
         base = self.experiment.base_dir
+        if own is None:
+            self._stage("network")
         graph = build_network(
             cfg.network, population.size, population.attributes, self.rng.get("network"),
             base_dir=base, population_edges=population.follow_edges,
@@ -136,6 +162,8 @@ class Simulation:
 
             llm = ScenarioLLM(cfg.llm, cfg.seed, base)
         self.world = World(population, graph, self.clock, self.rng, base, llm)
+        if own is None:
+            self._stage("scenario and policy")
         self.scenario: Scenario | ShardedScenario = self.experiment.scenario_cls(
             self.experiment.scenario_config, self.world)
         if own is not None:
@@ -197,19 +225,49 @@ class Simulation:
     # -- starting and resuming -------------------------------------------------------------------
 
     def start(self) -> int:
-        """Create the run in the database and record its initial state (step 0)."""
+        """Create the run in the database and record its initial state (step 0).
+
+        The run row, its lease, the agents and step 0 with its checkpoint are one
+        transaction: interrupted (Ctrl-C, kill) before it commits, no run exists; after, the
+        run resumes from step 0.
+        """
+        from .llm.preflight import prepare_llm
+
+        # before anything is built or created: the model answers, the replay source exists
+        prepare_llm(self.config, self.db_url)
         # build first: a population or graph that cannot be built leaves no database behind
         records = self._build()
         self.db = Database(self.db_url)
         exp = self.experiment
         pop = self.world.population
-        self.run_id = create_run(
-            self.db, name=self.config.name, scenario=self.scenario.name, seed=self.config.seed,
-            n_agents=pop.size, steps_planned=self.config.steps, config=exp.to_dict(),
-            config_yaml=exp.yaml_text,
-            config_path=str(exp.source.resolve()) if exp.source else None,
-            package_version=package_version(), setup_s=self.setup_s,
-        )
+        lease = RunLease(self.db)
+        self._stage("recording step 0")
+        try:
+            with self.db.transaction() as conn:
+                self.run_id = create_run(
+                    self.db, conn=conn, name=self.config.name, scenario=self.scenario.name,
+                    seed=self.config.seed, n_agents=pop.size, steps_planned=self.config.steps,
+                    config=exp.to_dict(), config_yaml=exp.yaml_text,
+                    config_path=str(exp.source.resolve()) if exp.source else None,
+                    package_version=package_version(), setup_s=self.setup_s,
+                )
+                lease.insert(conn, self.run_id)
+                self.lease = lease
+                self._record_setup(conn, records)
+        except BaseException:
+            lease.stop()
+            self.lease, self.run_id = None, None
+            raise
+        lease.start_heartbeat()
+        self._stage(None)
+        self.step = 0
+        return self.run_id
+
+    def _record_setup(self, conn: Connection, records: Records) -> None:
+        """Attach the policy and the model to the run, and write step 0 (the agents, the
+        scenario's set-up rows, the first metrics and checkpoint) in ``conn``'s transaction."""
+        assert self.db is not None and self.run_id is not None
+        pop = self.world.population
         attributes = (pop.attributes.to_json(orient="records", lines=True,
                                              date_format="iso").splitlines()
                       if len(pop.attributes.columns) else ["{}"] * pop.size)
@@ -220,44 +278,84 @@ class Simulation:
         ctx = self._context(0)
         metrics = self.scenario.metrics(_empty_batch(), ctx)
         self._commit(0, records, metrics, n_active=0, n_actions=0, compute_s=self.setup_s,
-                     checkpoint=True, extra={"agents": agents}, background=False)
-        self.step = 0
-        return self.run_id
+                     checkpoint=True, extra={"agents": agents}, background=False, conn=conn)
 
     @classmethod
     def resume(cls, db_url: str, run: int | str | None = None, *,
-               runtime: dict[str, Any] | None = None) -> Simulation:
+               runtime: dict[str, Any] | None = None,
+               stage_hook: Callable[[str | None], None] | None = None) -> Simulation:
         """Reopen a run that stopped and prepare to continue after its last checkpoint.
 
         Rows written after that checkpoint are deleted, so the finished database is the one an
         uninterrupted run would have written. ``runtime`` overrides keys of the run's
         ``runtime:`` section (e.g. ``{"type": "local"}`` when its Ray cluster is gone).
+
+        Raises:
+            LeaseHeldError: another live process is writing the run (nothing is changed).
         """
         db = Database(db_url, create=False)
+        db.create_tables()  # a database from before run leases gets their table
         info = find_run(db, run)
         if info["status"] == "completed":
             raise StorageError(f"run {info['id']} ({info['name']}) is already completed")
-        source = Path(info["config_path"]) if info.get("config_path") else None
-        exp = experiment_from_dict(dict(info["config"]), source=source)
-        exp.yaml_text = info.get("config_yaml")
-        if runtime:
-            exp.config.runtime = exp.config.runtime.updated(runtime)
-        sim = cls(exp, db_url=db_url)
-        sim.db = db
-        sim.run_id = int(info["id"])
-        sim._restore()
+        # the lease first, before the (long) rebuild: a second writer is refused at once
+        lease = RunLease(db)
+        lease.acquire(int(info["id"]), info["name"])
+        lease.start_heartbeat()
+        try:
+            # read again under the lease: the writer we waited for may have completed it
+            info = find_run(db, int(info["id"]))
+            if info["status"] == "completed":
+                raise StorageError(f"run {info['id']} ({info['name']}) is already completed")
+            source = Path(info["config_path"]) if info.get("config_path") else None
+            exp = experiment_from_dict(dict(info["config"]), source=source)
+            exp.yaml_text = info.get("config_yaml")
+            if runtime:
+                exp.config.runtime = exp.config.runtime.updated(runtime)
+            sim = cls(exp, db_url=db_url)
+            sim.stage_hook = stage_hook
+            sim.db = db
+            sim.run_id = int(info["id"])
+            sim.lease = lease
+            from .llm.preflight import prepare_llm
+
+            prepare_llm(sim.config, db_url, sim.run_id)  # never replays itself; model answers
+            sim._restore()
+            sim._stage(None)
+        except BaseException:
+            # give the run back as it was (still resumable): nothing of it was changed unless
+            # _restore's transaction committed, after which it resumes from there
+            lease.stop()
+            try:
+                with db.transaction() as conn:
+                    lease.release(conn)
+            except Exception:  # the database may be what failed; the lease then times out
+                log.exception("could not release the lease of run %s", info["id"])
+            raise
         return sim
 
     def _restore(self) -> None:
         """Rebuild the world and continue from the run's last checkpoint (on resume, and when a
-        Ray shard died). Rows written after that checkpoint are deleted."""
-        db = self.db
-        assert db is not None and self.run_id is not None
-        self._build()
+        Ray shard died). Rows written after that checkpoint are deleted, in a transaction that
+        holds the run's lease.
+
+        A run without a checkpoint (written by a version whose set-up was not one transaction,
+        and interrupted during it) starts again from step 0 under the same id.
+        """
+        db, lease = self.db, self.lease
+        assert db is not None and self.run_id is not None and lease is not None
+        records = self._build()
+        try:
+            step, blob = load_checkpoint(db, self.run_id)
+        except StorageError:
+            if self.step > 0:  # a run that had steps lost its checkpoint: do not start over
+                raise
+            self._restart(records)
+            return
         self.policy.attach(db, self.run_id)
         if self.world.llm is not None:
             self.world.llm.attach(db)
-        step, blob = load_checkpoint(db, self.run_id)
+        self._stage(f"restoring the checkpoint of step {step}")
         state = dict(np.load(io.BytesIO(blob), allow_pickle=False))
         scenario_state = {k.removeprefix("scenario."): v for k, v in state.items()
                           if k.startswith("scenario.")}
@@ -273,11 +371,30 @@ class Simulation:
             self.policy.load_state_dict(policy_state)
         self.wall_s = float(state["engine.wall_s"])
         with db.transaction() as conn:
+            lease.check(conn)  # deletes only while this process holds the run
             db.delete_after(conn, self.run_id, step,
                             (*CORE_STEP_TABLES, *LLM_STEP_TABLES, *self.scenario.tables))
             update_run(db, self.run_id, conn=conn, status="running", steps_done=step, error=None)
         self.step = step
         log.info("run %s continues from step %s", self.run_id, step)
+
+    def _restart(self, records: Records) -> None:
+        """Start a run that has no checkpoint again from step 0: its rows are replaced by
+        freshly built ones in one transaction (the lease checked first)."""
+        db, lease = self.db, self.lease
+        assert db is not None and self.run_id is not None and lease is not None
+        self._stage("recording step 0 again (the run had no checkpoint)")
+        self.wall_s = 0.0
+        with db.transaction() as conn:
+            lease.check(conn)
+            db.delete_after(conn, self.run_id, -1,
+                            (*CORE_STEP_TABLES, *LLM_STEP_TABLES, *self.scenario.tables))
+            conn.execute(sa.delete(Agent).where(Agent.run_id == self.run_id))
+            update_run(db, self.run_id, conn=conn, status="running", steps_done=0, error=None,
+                       setup_s=self.setup_s, wall_s=0.0)
+            self._record_setup(conn, records)
+        self.step = 0
+        log.info("run %s had no checkpoint: started again from step 0", self.run_id)
 
     # -- stepping --------------------------------------------------------------------------------
 
@@ -310,16 +427,31 @@ class Simulation:
             self.close()
         except BaseException as exc:
             try:  # let the steps already handed to the writer land before marking the run
-                self.close()
+                self.close(keep_lease=True)
             except Exception:
                 log.exception("the last step's write failed too")
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            try:
-                update_run(self.db, self.run_id, status=status, error=f"{type(exc).__name__}: {exc}")
-            except Exception:  # the database itself may be what failed
-                log.exception("could not mark run %s as %s", self.run_id, status)
+            self._mark_stopped(exc)
             raise
         return Run(self.db, self.run_id)
+
+    def _mark_stopped(self, exc: BaseException) -> None:
+        """Mark the run interrupted or failed and release its lease, if this process still
+        holds it (a process whose lease was taken over leaves the run to its new writer)."""
+        assert self.db is not None and self.run_id is not None
+        lease, self.lease = self.lease, None
+        if lease is None:
+            return
+        lease.stop()
+        if isinstance(exc, LeaseLostError):
+            return
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        try:
+            if not finish_run(self.db, self.run_id, lease, status=status,
+                              error=f"{type(exc).__name__}: {exc}"):
+                log.warning("run %s was taken over by another process; not marking it %s",
+                            self.run_id, status)
+        except Exception:  # the database itself may be what failed
+            log.exception("could not mark run %s as %s", self.run_id, status)
 
     def advance(self) -> StepReport:
         """Compute the next step and hand its rows to the writer.
@@ -379,11 +511,15 @@ class Simulation:
         if pending is not None:
             pending.result()
 
-    def close(self) -> None:
-        """Flush and stop the writer thread; close the policy's connections."""
+    def close(self, keep_lease: bool = False) -> None:
+        """Flush and stop the writer thread; close the policy's connections; stop the lease's
+        heartbeat (unless ``keep_lease``: the caller marks the run and releases it)."""
         try:
             self.flush()
         finally:
+            if self.lease is not None and not keep_lease:
+                self.lease.stop()  # released by the last step's transaction, if it completed
+                self.lease = None
             if self._writer is not None:
                 self._writer.shutdown(wait=True)
                 self._writer = None
@@ -398,8 +534,9 @@ class Simulation:
     def _commit(self, step: int, records: Records, metrics: dict[str, float], *, n_active: int,
                 n_actions: int, compute_s: float, checkpoint: bool,
                 actions: ActionBatch | None = None, extra: Records | None = None,
-                background: bool | None = None) -> float:
-        """Prepare the rows of ``step`` and write them in one transaction.
+                background: bool | None = None, conn: Connection | None = None) -> float:
+        """Prepare the rows of ``step`` and write them in one transaction (``conn``'s, when
+        given: then in the foreground).
 
         Returns the seconds this thread spent: preparing, plus waiting for the writer (in the
         background) or writing (in the foreground).
@@ -409,7 +546,9 @@ class Simulation:
         blob = self._checkpoint_blob(step, self.wall_s + compute_s) if checkpoint else None
         self.wall_s += compute_s
         job = partial(self._write, step, tables, metrics, blob, n_active, n_actions, compute_s,
-                      self.wall_s)
+                      self.wall_s, conn)
+        if conn is not None:
+            background = False
         if background is None:
             background = self.config.storage.background_writes
         # a failed earlier step surfaces here, before anything later is written
@@ -455,32 +594,45 @@ class Simulation:
         return out
 
     def _write(self, step: int, tables: Records, metrics: dict[str, float],
-               blob: memoryview | None,
-               n_active: int, n_actions: int, compute_s: float, wall_s: float) -> float:
-        """The transaction of one step (runs in the writer thread when in the background)."""
+               blob: memoryview | None, n_active: int, n_actions: int, compute_s: float,
+               wall_s: float, conn: Connection | None = None) -> float:
+        """The transaction of one step (runs in the writer thread when in the background), or
+        its part of ``conn``'s transaction."""
         assert self.db is not None and self.run_id is not None
-        db, run_id = self.db, self.run_id
+        if conn is None:
+            with self.db.transaction() as own:
+                return self._write(step, tables, metrics, blob, n_active, n_actions, compute_s,
+                                   wall_s, own)
+        db, run_id, lease = self.db, self.run_id, self.lease
         t0 = time.perf_counter()
-        with db.transaction() as conn:
-            for table, cols in tables.items():
-                db.insert_columns(conn, table, run_id, cols)
-            if metrics:
-                names = list(metrics)
-                db.insert_columns(conn, "step_metrics", run_id, {
-                    "step": [step] * len(names), "name": names,
-                    "value": [None if v is None or v != v else float(v) for v in metrics.values()],
-                })
-            record_s = time.perf_counter() - t0
-            db.insert_columns(conn, "steps", run_id, {
-                "step": [step], "sim_time": [self.clock.time(step)], "n_active": [n_active],
-                "n_actions": [n_actions], "compute_s": [compute_s], "record_s": [record_s],
+        if lease is not None:
+            # the fencing token: a process whose lease was taken over writes nothing (and on
+            # SQLite this first write takes the database's write lock for the whole step)
+            lease.check(conn)
+        for table, cols in tables.items():
+            db.insert_columns(conn, table, run_id, cols)
+        if metrics:
+            names = list(metrics)
+            db.insert_columns(conn, "step_metrics", run_id, {
+                "step": [step] * len(names), "name": names,
+                "value": [None if v is None or v != v else float(v) for v in metrics.values()],
             })
-            if blob is not None:
-                save_checkpoint(conn, db, run_id, step, blob)
-            fields: dict[str, Any] = {"steps_done": step, "wall_s": wall_s}
+        record_s = time.perf_counter() - t0
+        db.insert_columns(conn, "steps", run_id, {
+            "step": [step], "sim_time": [self.clock.time(step)], "n_active": [n_active],
+            "n_actions": [n_actions], "compute_s": [compute_s], "record_s": [record_s],
+        })
+        if blob is not None:
+            save_checkpoint(conn, db, run_id, step, blob)
+        fields: dict[str, Any] = {"steps_done": step, "wall_s": wall_s}
+        if step == self.config.steps:
+            fields.update(status="completed", finished_at=now())
+        update_run(db, run_id, conn=conn, **fields)
+        if lease is not None:
+            # again at the end: a long transaction leaves a fresh heartbeat behind it
+            lease.check(conn)
             if step == self.config.steps:
-                fields.update(status="completed", finished_at=now())
-            update_run(db, run_id, conn=conn, **fields)
+                lease.release(conn)
         return time.perf_counter() - t0
 
     def _action_rows(self, actions: ActionBatch) -> dict[str, Any]:
