@@ -76,6 +76,9 @@ class Run:
         return names
 
     def _select(self, name: str, where: Any = None) -> sa.Select:
+        if name not in self.db.table_names():  # declared by a scenario, but not in this file
+            raise StorageError(unknown_name("table", name, self.db.table_names(),
+                                            self.db.shown_url))
         t = self.db.table(name)
         # the surrogate key of event tables means nothing to users; it only keeps write order
         cols = [c for c in t.c if c.name not in ("run_id", "id")]

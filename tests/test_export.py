@@ -98,6 +98,8 @@ def test_unknown_names_are_errors_that_list_what_exists(sqlite_url: str, tmp_pat
         run.agent_states("opinon")
     with pytest.raises(StorageError, match=r"no table 'postz'.*known: .*agent_states"):
         run.table("postz")
+    with pytest.raises(StorageError, match=r"no table 'posts'.*known: "):
+        run.table("posts")  # declared by the social scenario; this database has none
     with pytest.raises(StorageError, match=r"no export format 'parket'.*did you mean "
                                            r"'parquet'\?"):
         export_run(run, "parket", tmp_path / "x")
