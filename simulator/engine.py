@@ -52,6 +52,7 @@ from populace.storage.schema import CORE_STEP_TABLES, Agent
 from .actions import ActionBatch
 from .activation import Activation
 from .config import Experiment, experiment_from_dict
+from .llm.preflight import prepare_llm
 from .llm.tables import STEP_TABLES as LLM_STEP_TABLES
 from .network import build_network
 from .policy import Policy, build_policy
@@ -231,8 +232,6 @@ class Simulation:
         transaction: interrupted (Ctrl-C, kill) before it commits, no run exists; after, the
         run resumes from step 0.
         """
-        from .llm.preflight import prepare_llm
-
         # before anything is built or created: the model answers, the replay source exists
         prepare_llm(self.config, self.db_url)
         # build first: a population or graph that cannot be built leaves no database behind
@@ -317,8 +316,6 @@ class Simulation:
             sim.db = db
             sim.run_id = int(info["id"])
             sim.lease = lease
-            from .llm.preflight import prepare_llm
-
             prepare_llm(sim.config, db_url, sim.run_id)  # never replays itself; model answers
             sim._restore()
             sim._stage(None)
