@@ -333,6 +333,11 @@ class Database:
         self.engine.dispose()
         if self.dialect != "sqlite" or self.read_only or self._sqlite_path is None:
             return
+        # connections opened later (e.g. the Run handle reading the result) must not switch the
+        # file back to WAL: from now on they get the reader's settings only
+        if event.contains(self.engine, "connect", _sqlite_pragmas):
+            event.remove(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", _sqlite_reader_pragmas)
         try:
             # timeout 0: never wait for another connection; if one holds the file, leave it
             conn = sqlite3.connect(str(self._sqlite_path), timeout=0)

@@ -157,6 +157,9 @@ def test_finish_leaves_a_file_in_use_alone(tmp_path: Path) -> None:
     writer.finish()
     assert _journal_mode(path) == "delete"
     assert not (tmp_path / "run.sqlite-wal").exists()
+    assert writer.table_names()  # reading on through the finished writer keeps it so
+    writer.dispose()
+    assert _journal_mode(path) == "delete"
 
 
 def test_a_reader_does_not_switch_the_journal_mode(tmp_path: Path) -> None:
