@@ -92,7 +92,7 @@ def export_run(run: Run, fmt: str, out_dir: str | Path, chunk_rows: int = 100_00
             if progress is not False:  # a bar with a total; counting is cheap next to reading
                 total = conn.execute(sa.select(sa.func.count()).select_from(
                     stmt.order_by(None).subquery())).scalar()
-            with tqdm(total=total, desc=name, unit=" rows", unit_scale=True,
+            with tqdm(total=total, desc=name, unit=" rows", unit_scale=(total or 0) >= 10_000,
                       disable=None if progress is None else not progress) as bar:
                 frames = _chunks(conn, stmt, chunk_rows, bar)
                 if name == "agents":

@@ -163,5 +163,5 @@ def test_export_shows_progress_per_table_when_asked(sqlite_url: str, tmp_path: P
             "step": list(range(50)), "name": ["m"] * 50, "value": [1.0] * 50})
     export_run(open_run(sqlite_url, run_id), "csv", tmp_path / "out", progress=True)
     err = capsys.readouterr().err
-    assert "step_metrics" in err and "100%" in err
+    assert "step_metrics: 100%" in err and "50/50" in err
     db.dispose()
