@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import populace.scenarios.social.tables  # noqa: F401  (declares posts)
 from populace.storage import Database, StorageError, export_run, open_run
 from populace.storage.runs import find_run
 
@@ -98,8 +99,10 @@ def test_unknown_names_are_errors_that_list_what_exists(sqlite_url: str, tmp_pat
         run.agent_states("opinon")
     with pytest.raises(StorageError, match=r"no table 'postz'.*known: .*agent_states"):
         run.table("postz")
+    with db.transaction() as conn:  # a table the scenario declares, missing from the file
+        conn.exec_driver_sql("DROP TABLE posts")
     with pytest.raises(StorageError, match=r"no table 'posts'.*known: "):
-        run.table("posts")  # declared by the social scenario; this database has none
+        run.table("posts")
     with pytest.raises(StorageError, match=r"no export format 'parket'.*did you mean "
                                            r"'parquet'\?"):
         export_run(run, "parket", tmp_path / "x")
