@@ -429,6 +429,9 @@ class Simulation:
                 log.exception("the last step's write failed too")
             self._mark_stopped(exc)
             raise
+        # a finished SQLite file leaves write-ahead logging: one self-contained file that
+        # read-only storage can serve (best effort; another connection keeps it in WAL)
+        self.db.finish()
         return Run(self.db, self.run_id)
 
     def _mark_stopped(self, exc: BaseException) -> None:

@@ -24,6 +24,9 @@ import pytest
 from populace.storage import Database
 from populace.storage.runs import create_run, update_run
 
+from .conftest import experiment
+from .helpers import run_experiment
+
 NOBODY = 65534
 READER = r"""
 import json, sys
@@ -171,3 +174,13 @@ def test_a_reader_does_not_switch_the_journal_mode(tmp_path: Path) -> None:
     assert _journal_mode(path) == "delete"
     with pytest.raises(ValueError, match="read-only"):
         Database(f"sqlite:///{path}", read_only=True)
+
+
+def test_a_completed_run_leaves_its_file_out_of_wal_mode(tmp_path: Path) -> None:
+    """The engine calls Database.finish: a finished run is one self-contained file."""
+    path = tmp_path / "done.sqlite"
+    run = run_experiment(experiment(steps=2), f"sqlite:///{path}")
+    assert run.info["status"] == "completed"
+    run.db.dispose()
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    assert not path.with_name("done.sqlite-wal").exists()
