@@ -23,13 +23,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .supervisor import supervise, supervised
+from .supervisor import supervise, supervised, watch_supervisor
 
 DEFAULT_DIR = Path("populace_runs")
 
 
+class UsageError(Exception):
+    """Command-line arguments that do not fit together (exit code 2, like argparse's own)."""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("populace")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="populace", description="Large-scale social simulation.")
+    p.add_argument("--version", action="version", version=f"populace {_version()}")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -96,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from sqlalchemy.exc import SQLAlchemyError
+
     from populace.storage import StorageError
 
     from .config_errors import ConfigError
@@ -105,15 +121,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(str(err), file=sys.stderr)
         return 2
+    except UsageError as err:
+        print(f"populace: error: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("interrupted: committed steps are kept; `populace resume` continues the run",
-              file=sys.stderr)
+        # only a run or a resume has committed steps to keep (set-up says more in _run)
+        writes = args.command in ("run", "resume")
+        print("interrupted" + (": committed steps are kept; `populace resume` continues the "
+                               "run" if writes else ""), file=sys.stderr)
         return 130
     except (StorageError, ValueError, OSError, KeyError, RuntimeError) as err:
         if args.debug:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except SQLAlchemyError as err:
+        if args.debug:
+            raise
+        print(f"error: {_database_message(err, args)}", file=sys.stderr)
+        return 1
+    except Exception as err:  # a bug: still a message, the traceback with --debug
+        if args.debug:
+            raise
+        print(f"error: unexpected {type(err).__name__}: {err} (a bug in populace; run again "
+              "with --debug for the traceback and report it)", file=sys.stderr)
+        return 1
+
+
+def _database_message(err: Exception, args: argparse.Namespace) -> str:
+    """A database error in words: above all, a file that is no Populace database."""
+    text = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+    from populace.storage import redact
+
+    where = redact(str(getattr(args, "db", None) or getattr(args, "run", None) or "the database"))
+    if "no such table" in text or ("relation" in text and "does not exist" in text):
+        return (f"{where} is not a Populace run database (it has no run tables: {text}); "
+                "give the database a run wrote (`populace runs --db URL` lists its runs)")
+    return f"database {where}: {text}"
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -163,28 +207,46 @@ def _run(args: argparse.Namespace) -> int:
 
     overrides: dict[str, Any] = {k: v for k, v in (("steps", args.steps), ("seed", args.seed))
                                  if v is not None}
-    exp = load_experiment(args.experiment, overrides=overrides)
     changes = _runtime_changes(args)
-    if changes:
-        exp.config.runtime = exp.config.runtime.updated(changes)
+    overrides.update({f"runtime.{k}": v for k, v in changes.items()})
+    exp = load_experiment(args.experiment, overrides=overrides)
+    _check_shards(changes, exp.config.runtime.type)
     url = _url(args.db) or exp.config.storage_url()
     if exp.config.runtime.type == "ray" and not supervised():
         return supervise(args.argv, url, exp.config.name, None)  # see supervisor.py
+    if supervised():
+        watch_supervisor()
+    from .progress import SetupProgress
+
     sim = Simulation(exp, db_url=url)
+    sim.stage_hook = SetupProgress(disable=args.quiet)
     print(f"populace: building {exp.config.name!r} ...", file=sys.stderr)
-    sim.start()
+    try:
+        sim.start()
+    except KeyboardInterrupt:
+        # the run row and step 0 are one transaction: interrupted before it, nothing exists
+        print("\ninterrupted during set-up: no run was recorded (nothing to resume); run the "
+              "same command again to start it", file=sys.stderr)
+        return 130
     print(f"populace: run {sim.run_id} in {sim.db.shown_url} "  # type: ignore[union-attr]
           f"(set-up {sim.setup_s:.1f} s)", file=sys.stderr)
     return _drive(sim, args.quiet)
 
 
 def _drive(sim, quiet: bool) -> int:  # type: ignore[no-untyped-def]
+    from .llm.types import LLMStopError
     from .progress import ProgressBar
 
     bar = ProgressBar(sim, disable=quiet)
     t0 = time.perf_counter()
     try:
         run = sim.run(progress=bar.update)
+    except LLMStopError as err:  # the model did not answer: the run is failed and resumable
+        from .engine import resume_command
+
+        hint = f"\nresume it: {resume_command(sim.config.name, sim.db_url)}"
+        print(f"error: {err}{hint if err.resumable else ''}", file=sys.stderr)
+        return 1
     finally:
         bar.close()
     wall = time.perf_counter() - t0
@@ -196,7 +258,15 @@ def _drive(sim, quiet: bool) -> int:  # type: ignore[no-untyped-def]
         shown = [k for k in last.index if "." not in k][:8]  # headline metrics, not counters
         print("final metrics: " + ", ".join(f"{k}={last[k]:.4g}" for k in shown))
     print(f"load it: populace.storage.open_run({sim.db.shown_url!r}, {run.id})")
-    return 0
+    if sim.config.llm is None:
+        return 0
+    from .llm.summary import summary_from_metrics
+
+    # fallbacks make a run look complete: say how many, and fail past the allowed share
+    summary = summary_from_metrics(metrics, sim.config.llm.max_fallback_share)
+    for line in summary.lines():
+        print(line, file=sys.stderr)
+    return 1 if summary.failed else 0
 
 
 def _resolve(run: str, db: str | None) -> tuple[str, str | None]:
@@ -222,8 +292,20 @@ def _resolve(run: str, db: str | None) -> tuple[str, str | None]:
 
 
 def _runtime_changes(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``runtime:`` keys given on the command line (--runtime, --shards)."""
+    """The ``runtime:`` keys given on the command line (--runtime, --shards), checked."""
+    if args.shards is not None:
+        from .runtime import MAX_SHARDS
+
+        if not 1 <= args.shards <= MAX_SHARDS:
+            raise UsageError(f"--shards must be between 1 and {MAX_SHARDS}, got {args.shards}")
     return {k: v for k, v in (("type", args.runtime), ("shards", args.shards)) if v is not None}
+
+
+def _check_shards(changes: dict[str, Any], runtime_type: str | None) -> None:
+    """--shards only means something on Ray: refuse it rather than ignore it."""
+    if "shards" in changes and runtime_type != "ray":
+        raise UsageError("--shards needs the Ray runtime: add --runtime ray (or set "
+                         "runtime.type: ray in the experiment)")
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -241,9 +323,15 @@ def _resume(args: argparse.Namespace) -> int:
         finally:
             db.dispose()
         runtime = {**(info["config"].get("runtime") or {}), **changes}
+        _check_shards(changes, runtime.get("type"))
         if runtime.get("type") == "ray":
             return supervise(args.argv, url, info["name"], int(info["id"]))
-    sim = Simulation.resume(url, ref, runtime=changes or None)
+    else:
+        watch_supervisor()
+    from .progress import SetupProgress
+
+    sim = Simulation.resume(url, ref, runtime=changes or None,
+                            stage_hook=SetupProgress(disable=args.quiet))
     print(f"populace: resuming run {sim.run_id} after step {sim.step} in "
           f"{sim.db.shown_url}", file=sys.stderr)  # type: ignore[union-attr]
     return _drive(sim, args.quiet)
@@ -271,6 +359,8 @@ def _runs(args: argparse.Namespace) -> int:
     table["wall_s"] = table["wall_s"].round(2)
     cols = ["database", "id", "name", "scenario", "status", "seed", "n_agents", "steps", "wall_s",
             "updated_at"]
+    if (table["writer"] != "").any():  # who writes the runs being written now (their lease)
+        cols.append("writer")
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table[cols].to_string(index=False))
     return 0
