@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .database import Database, StorageError, unknown_name
-from .runs import find_run, list_runs
+from .runs import find_run
 from .schema import AgentState
 
 
@@ -44,14 +44,7 @@ class Run:
     def __init__(self, db: Database | str | Path, ref: int | str | None = None) -> None:
         self.db = db if isinstance(db, Database) else Database(
             database_url(db), create=False, read_only=True)
-        try:
-            self.info: dict[str, Any] = find_run(self.db, ref)
-        except StorageError as exc:
-            if ref is None or isinstance(ref, int) or str(ref).isdigit():
-                raise
-            names = list_runs(self.db)["name"].drop_duplicates().tolist()
-            raise StorageError(unknown_name("run", str(ref), names, self.db.shown_url,
-                                            none="it holds no runs")) from exc
+        self.info: dict[str, Any] = find_run(self.db, ref)
         self.id: int = int(self.info["id"])
 
     def __repr__(self) -> str:

@@ -15,7 +15,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .database import Database, StorageError
+from .database import Database, StorageError, unknown_name
 from .leases import LeaseLostError, RunLease, lease_holders
 from .schema import Checkpoint, RunRecord, Step
 
@@ -79,10 +79,14 @@ def find_run(db: Database, ref: int | str | None = None) -> dict[str, Any]:
         stmt = stmt.where(cols.name == str(ref)).order_by(cols.id.desc()).limit(1)
     with db.engine.connect() as conn:
         row = conn.execute(stmt).mappings().first()
-    if row is None:
-        what = "no runs" if ref is None else f"no run {ref!r}"
-        raise StorageError(f"{what} in {db.shown_url}; `populace runs --db URL` lists them")
-    return dict(row)
+        if row is not None:
+            return dict(row)
+        if ref is not None and not str(ref).isdigit():  # a misspelt name: the closest, and all
+            names = conn.execute(sa.select(cols.name).distinct().order_by(cols.name)).scalars()
+            raise StorageError(unknown_name("run", str(ref), list(names), db.shown_url,
+                                            none="it holds no runs"))
+    what = "no runs" if ref is None else f"no run {ref!r}"
+    raise StorageError(f"{what} in {db.shown_url}; `populace runs --db URL` lists them")
 
 
 def list_runs(db: Database) -> pd.DataFrame:

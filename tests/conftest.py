@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from populace.simulator.llm.testserver import ServerBehaviour, TestServer
+
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 SMALL: dict[str, Any] = {
@@ -90,3 +92,12 @@ def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'run.sqlite'}"
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def server():
+    """The LLM test server (seed 3) in a thread of this process: ``(server, base URL)``."""
+    srv = TestServer(ServerBehaviour(seed=3))
+    url = srv.start_in_thread()
+    yield srv, url
+    srv.stop_thread()

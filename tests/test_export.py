@@ -108,6 +108,8 @@ def test_unknown_names_are_errors_that_list_what_exists(sqlite_url: str, tmp_pat
         export_run(run, "parket", tmp_path / "x")
     with pytest.raises(StorageError, match=r"no run 'alpah'.*did you mean 'alpha'\?"):
         open_run(sqlite_url, "alpah")
+    with pytest.raises(StorageError, match=r"did you mean 'alpha'\?"):  # resume looks up so
+        find_run(db, "alpah")
     with pytest.raises(StorageError, match=r"no run '?99"):
         find_run(db, 99)
     other = open_run(sqlite_url, new_run(db, name="empty"))  # a run that recorded nothing

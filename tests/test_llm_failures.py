@@ -33,14 +33,6 @@ LLM_AGENTS = ROOT / "scenarios" / "social" / "examples" / "llm_agents.yaml"
 POPULACE = [sys.executable, "-m", "populace.simulator.cli"]
 
 
-@pytest.fixture
-def server():
-    srv = TestServer(ServerBehaviour(seed=3))
-    url = srv.start_in_thread()
-    yield srv, url
-    srv.stop_thread()
-
-
 def populace(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """The CLI in a subprocess, output captured."""
     return subprocess.run([*POPULACE, *args], cwd=cwd, capture_output=True, text=True,

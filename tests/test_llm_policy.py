@@ -19,14 +19,6 @@ from .helpers import content_tables
 N_AGENTS = 120
 
 
-@pytest.fixture
-def server():
-    srv = TestServer(ServerBehaviour(seed=3))
-    url = srv.start_in_thread()
-    yield srv, url
-    srv.stop_thread()
-
-
 def llm_experiment(url: str | None, *, share: float = 0.3, steps: int = 4, **llm) -> dict:
     """The small social experiment with a share of agents on the language model."""
     section = {"backend": "openai", "model": "populace-test", "max_attempts": 3,
