@@ -118,6 +118,9 @@ def llm_experiment(n: int, steps: int, seed: int, endpoints: list[dict[str, Any]
             "temperature": 0.7,
             "max_tokens": 200,
             "cache": False,
+            # the benchmark started these servers itself; the servers' request counts and
+            # shares measure the decisions' traffic only, without the pre-flight request
+            "check_endpoints": False,
             "prices": {"prompt_per_million": 0.10, "completion_per_million": 0.40},
             **batched,
         },
