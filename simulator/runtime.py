@@ -215,6 +215,12 @@ class RayRuntime:
         except ray.exceptions.GetTimeoutError:
             raise RuntimeError(f"a Ray shard did not answer within runtime.call_timeout_s "
                                f"({self.config.call_timeout_s:g} s)") from None
+        except ray.exceptions.RayTaskError as exc:
+            # an error the shard's code raised (e.g. the model stopped answering): the
+            # original exception, so that callers see its type and message, not Ray's wrapping
+            if isinstance(exc.cause, Exception):
+                raise exc.cause from exc
+            raise
 
     def _check_head(self) -> None:
         """Raise ``RayClusterLostError`` when the cluster's head (its GCS) does not answer: a

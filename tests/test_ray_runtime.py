@@ -404,3 +404,25 @@ def test_a_killed_ray_command_stops_its_run_and_resume_finishes_it(tmp_path) -> 
                               "--quiet"], capture_output=True, text=True, timeout=300, env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_run(local, open_run(f"sqlite:///{db}"))
+
+
+def test_an_llm_stop_on_a_shard_reaches_the_driver_as_itself(tmp_path) -> None:
+    """A shard's LLM agents stop the run (every decision failed): the driver gets the
+    LLMStopError with its own message, the run is failed and resumable."""
+    from populace.simulator.llm.testserver import ServerBehaviour, TestServer
+    from populace.simulator.llm.types import LLMStopError
+    from populace.storage import open_run
+
+    from .test_llm_policy import llm_experiment
+
+    url = f"sqlite:///{tmp_path / 'ray.db'}"
+    with TestServer(ServerBehaviour(seed=6)) as srv:
+        data = llm_experiment(srv.url, steps=3, cache=False, max_attempts=1)
+        data["runtime"] = {"type": "ray", "shards": 2}
+        srv.behaviour.error_rate = 1.0  # up (the pre-flight check passes) but answers nothing
+        with pytest.raises(LLMStopError) as stop:
+            run_experiment(data, url)
+    # the shard's own exception, not Ray's wrapping of it (whose text is the remote traceback)
+    assert type(stop.value) is LLMStopError and str(stop.value).startswith("llm: ")
+    assert "no answer" in str(stop.value) and 'File "' not in str(stop.value)
+    assert open_run(url).info["status"] == "failed"
