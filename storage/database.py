@@ -371,6 +371,15 @@ def _read_only_connector(path: Path) -> Any:
             return conn
         except sqlite3.OperationalError:
             conn.close()
+        # immutable reads the main file alone: committed pages still in a -wal file would be
+        # skipped without a word, so only a file with no (or an empty) -wal is opened so
+        wal = path.with_name(path.name + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise StorageError(
+                f"{path} is in write-ahead-log mode with committed rows in {wal.name}, which "
+                "SQLite can only read with a -shm file that this read-only storage cannot "
+                "hold; copy the database with its -wal file to writable storage and open it "
+                "there (or let the writer finish, which folds the -wal into the file)")
         # nobody can write read-only storage, so the file cannot change under the reader
         return sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False)
 

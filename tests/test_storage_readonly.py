@@ -1,12 +1,14 @@
 """Reading runs from read-only storage, and writers leaving their files out of WAL mode.
 
-The tests run as root, which ignores file permissions: the reader therefore runs in a
-subprocess as ``nobody`` (``setpriv``), on a folder and file made read-only with chmod. Without
-root, the same chmod already makes the storage read-only to the reader.
+Read-only storage is real: the folder is bind-mounted read-only (``mount -o remount,ro,bind``),
+which refuses every write with EROFS, root's included. Where mounting is not allowed, the
+folder and file are made read-only with chmod and the reader runs as ``nobody`` (root ignores
+permissions); where neither works the tests are skipped with the reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -78,26 +80,51 @@ def _journal_mode(path: Path) -> str:
 
 @pytest.fixture
 def shared_dir() -> Iterator[Path]:
-    """A folder another user can reach (pytest's tmp_path is private to root)."""
+    """A scratch folder another user can reach (pytest's tmp_path is private to root)."""
     folder = Path(tempfile.mkdtemp(prefix="populace-ro-", dir="/tmp"))
     folder.chmod(0o755)
     yield folder
     for p in (folder, *folder.rglob("*")):
-        p.chmod(0o777 if p.is_dir() else 0o666)
-    shutil.rmtree(folder)
+        with contextlib.suppress(OSError):
+            p.chmod(0o777 if p.is_dir() else 0o666)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
-def _read_as_reader(db_file: Path, out: Path) -> dict:
-    """Run the reader on the read-only ``db_file`` as an unprivileged user."""
-    db_file.chmod(0o444)
-    db_file.parent.chmod(0o555)
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[tuple[Path, list[str]]]:
+    """``folder`` as read-only storage: ``(path to read it at, command prefix for readers)``."""
+    view = folder.with_name(folder.name + "-ro")
+    view.mkdir()
+    mounted = subprocess.run(["mount", "--bind", str(folder), str(view)],
+                             capture_output=True).returncode == 0
+    if mounted and subprocess.run(["mount", "-o", "remount,ro,bind", str(view)],
+                                  capture_output=True).returncode == 0:
+        try:
+            yield view, []
+        finally:
+            subprocess.run(["umount", str(view)], check=True)
+        return
+    if mounted:
+        subprocess.run(["umount", str(view)], check=True)
+    for p in folder.rglob("*"):
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    folder.chmod(0o555)
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # root ignores permissions: read as nobody, if nobody can run us
+        prefix = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+        if shutil.which("setpriv") is None or subprocess.run(
+                [*prefix, sys.executable, "-c", "import populace.storage"],
+                capture_output=True, cwd="/").returncode != 0:
+            pytest.skip("no read-only mount allowed here, and user nobody cannot run this "
+                        "interpreter: cannot make read-only storage for root")
+    yield folder, prefix
+
+
+def _read_as_reader(db_file: Path, out: Path, prefix: list[str]) -> dict:
+    """Run the reader on the read-only ``db_file`` (as ``prefix`` says) in a subprocess."""
     out.mkdir(mode=0o777)
     out.chmod(0o777)
-    cmd = [sys.executable, "-c", READER, f"sqlite:///{db_file}", str(out)]
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("running as root without setpriv: cannot read as another user")
-        cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *cmd]
+    cmd = [*prefix, sys.executable, "-c", READER, f"sqlite:///{db_file}", str(out)]
     env = {**os.environ, "HOME": str(out)}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=out, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -116,35 +143,59 @@ EXPECTED = {"steps": 3, "agents": 3, "opinion": 3, "metrics": 3, "runs": ["ro"],
 @pytest.mark.parametrize("finish", [True, False], ids=["finished", "left-in-wal"])
 def test_a_run_on_read_only_storage_can_be_read_and_is_not_changed(
         shared_dir: Path, finish: bool) -> None:
-    db_file = shared_dir / "db" / "run.sqlite"
-    db_file.parent.mkdir()
-    _write_run(db_file, finish=finish)
+    store = shared_dir / "db"
+    store.mkdir()
+    _write_run(store / "run.sqlite", finish=finish)
     # a finished writer leaves one self-contained file; one that did not, a WAL-mode file
-    assert _journal_mode(db_file) == ("delete" if finish else "wal")
-    before = _digest(db_file)
-    got = _read_as_reader(db_file, shared_dir / "out")
+    assert _journal_mode(store / "run.sqlite") == ("delete" if finish else "wal")
+    before = _digest(store / "run.sqlite")
+    with read_only(store) as (view, prefix):
+        got = _read_as_reader(view / "run.sqlite", shared_dir / "out", prefix)
     assert {k: got[k] for k in EXPECTED} == EXPECTED
-    assert _digest(db_file) == before
-    assert sorted(p.name for p in db_file.parent.iterdir()) == ["run.sqlite"]
+    assert _digest(store / "run.sqlite") == before
+    assert sorted(p.name for p in store.iterdir()) == ["run.sqlite"]
+
+
+def test_a_wal_file_that_read_only_storage_cannot_apply_is_an_error_not_missing_rows(
+        shared_dir: Path) -> None:
+    """Committed rows in a -wal file need its -shm to be read; on read-only storage that
+    cannot be made, so reading refuses rather than silently reading the rows before them."""
+    store = shared_dir / "db"
+    store.mkdir()
+    path = store / "run.sqlite"
+    _write_run(path, finish=False)
+    writer = sqlite3.connect(path)  # commits into the -wal file and keeps it (no checkpoint)
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("UPDATE runs SET steps_done = 7")
+    writer.commit()
+    copy = shared_dir / "copy"
+    copy.mkdir()
+    for name in ("run.sqlite", "run.sqlite-wal"):  # a crashed writer's files, without -shm
+        shutil.copy(store / name, copy / name)
+    writer.close()
+    with read_only(copy) as (view, prefix):
+        done = subprocess.run(
+            [*prefix, sys.executable, "-c", "import sys; from populace.storage import open_run;"
+             "print(open_run(sys.argv[1]).info['steps_done'])", f"sqlite:///{view / 'run.sqlite'}"],
+            capture_output=True, text=True, timeout=120, cwd="/")
+    assert done.returncode != 0 and "-wal" in done.stderr, done.stdout + done.stderr
 
 
 def test_the_cli_lists_and_exports_a_read_only_run(shared_dir: Path) -> None:
-    db_file = shared_dir / "db" / "run.sqlite"
-    db_file.parent.mkdir()
-    _write_run(db_file, finish=False)
-    db_file.chmod(0o444)
-    db_file.parent.chmod(0o555)
+    store = shared_dir / "db"
+    store.mkdir()
+    _write_run(store / "run.sqlite", finish=False)
     out = shared_dir / "out"
     out.mkdir()
     out.chmod(0o777)
     populace = str(Path(sys.executable).parent / "populace")
-    prefix = (["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-              if os.geteuid() == 0 and shutil.which("setpriv") else [])
-    for args in (["runs", "--db", str(db_file)],
-                 ["export", str(db_file), "--format", "csv", "--out", str(out / "csv")]):
-        done = subprocess.run([*prefix, populace, *args], capture_output=True, text=True,
-                              timeout=120, cwd=out, env={**os.environ, "HOME": str(out)})
-        assert done.returncode == 0, done.stderr[-3000:]
+    with read_only(store) as (view, prefix):
+        for args in (["runs", "--db", str(view / "run.sqlite")],
+                     ["export", str(view / "run.sqlite"), "--format", "csv", "--out",
+                      str(out / "csv")]):
+            done = subprocess.run([*prefix, populace, *args], capture_output=True, text=True,
+                                  timeout=120, cwd=out, env={**os.environ, "HOME": str(out)})
+            assert done.returncode == 0, done.stderr[-3000:]
     assert (out / "csv" / "agents.csv").read_text().splitlines() == [
         "agent_id,age", "0,20", "1,21", "2,22"]
 
