@@ -42,6 +42,7 @@ from populace.storage.runs import (
     create_run,
     find_run,
     finish_run,
+    last_committed_step,
     load_checkpoint,
     now,
     save_checkpoint,
@@ -345,7 +346,7 @@ class Simulation:
         try:
             step, blob = load_checkpoint(db, self.run_id)
         except StorageError:
-            if self.step > 0:  # a run that had steps lost its checkpoint: do not start over
+            if last_committed_step(db, self.run_id) > 0:  # it had steps: never start over
                 raise
             self._restart(records)
             return
@@ -400,6 +401,7 @@ class Simulation:
         if self.run_id is None:
             self.start()
         assert self.db is not None and self.run_id is not None
+        self._held_lease()  # before computing a step that could not be written
         recoveries = 0
         try:
             while self.step < self.config.steps:
@@ -542,6 +544,7 @@ class Simulation:
         background) or writing (in the foreground).
         """
         t0 = time.perf_counter()
+        self._held_lease()  # refused at once, not later in the writer thread
         tables = self._step_tables(step, records, actions, extra)
         blob = self._checkpoint_blob(step, self.wall_s + compute_s) if checkpoint else None
         self.wall_s += compute_s
@@ -603,12 +606,11 @@ class Simulation:
             with self.db.transaction() as own:
                 return self._write(step, tables, metrics, blob, n_active, n_actions, compute_s,
                                    wall_s, own)
-        db, run_id, lease = self.db, self.run_id, self.lease
+        db, run_id, lease = self.db, self.run_id, self._held_lease()
         t0 = time.perf_counter()
-        if lease is not None:
-            # the fencing token: a process whose lease was taken over writes nothing (and on
-            # SQLite this first write takes the database's write lock for the whole step)
-            lease.check(conn)
+        # the fencing token: a process whose lease was taken over writes nothing (and on
+        # SQLite this first write takes the database's write lock for the whole step)
+        lease.check(conn)
         for table, cols in tables.items():
             db.insert_columns(conn, table, run_id, cols)
         if metrics:
@@ -628,12 +630,22 @@ class Simulation:
         if step == self.config.steps:
             fields.update(status="completed", finished_at=now())
         update_run(db, run_id, conn=conn, **fields)
-        if lease is not None:
-            # again at the end: a long transaction leaves a fresh heartbeat behind it
-            lease.check(conn)
-            if step == self.config.steps:
-                lease.release(conn)
+        # again at the end: a long transaction leaves a fresh heartbeat behind it
+        lease.check(conn)
+        if step == self.config.steps:
+            lease.release(conn)
         return time.perf_counter() - t0
+
+    def _held_lease(self) -> RunLease:
+        """This Simulation's lease on its run, or a clear error when it has none any more (it
+        stopped, e.g. after Ctrl-C in a notebook, and released the run; another process may
+        have taken it over since)."""
+        if self.lease is None:
+            raise LeaseLostError(
+                f"this Simulation no longer holds run {self.run_id}: it stopped and released "
+                f"the run; continue it with Simulation.resume({redact(self.db_url)!r}, "
+                f"{self.run_id})")
+        return self.lease
 
     def _action_rows(self, actions: ActionBatch) -> dict[str, Any]:
         keep = np.ones(len(actions), dtype=bool)

@@ -162,6 +162,43 @@ def test_resume_restarts_a_run_that_has_no_checkpoint(tmp_path: Path) -> None:
     assert_same_run(reference, run)
 
 
+def test_a_simulation_that_stopped_cannot_write_after_another_took_the_run(
+        tmp_path: Path) -> None:
+    """run() stopped (Ctrl-C in a notebook) releases the run; calling run() or advance() on the
+    same object again must not write while another process holds it."""
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    sim = Simulation(experiment_from_dict(experiment(steps=8)), db_url=url)
+    patch = pytest.MonkeyPatch()
+    crash_after(sim, 2, patch)
+    with pytest.raises(Crash):
+        sim.run()
+    patch.undo()
+    other = RunLease(Database(url))
+    other.acquire(sim.run_id)  # e.g. `populace resume` in another process
+    for again in (sim.run, sim.advance):
+        with pytest.raises(LeaseLostError, match="no longer holds run"):
+            again()
+        sim.flush()
+    after = reopen(url, sim.run_id)
+    assert after.steps()["step"].max() == 2 and after.info["status"] == "failed"
+    other.stop()
+
+
+def test_resume_never_restarts_a_run_that_had_steps(tmp_path: Path) -> None:
+    """A run whose checkpoints are gone but whose steps are there is refused, not wiped."""
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    sim = Simulation(experiment_from_dict(experiment(steps=6)), db_url=url)
+    crash_after(sim, 3, pytest.MonkeyPatch())
+    with pytest.raises(Crash):
+        sim.run()
+    db = Database(url)
+    with db.transaction() as conn:
+        conn.execute(sa.text("DELETE FROM checkpoints"))
+    with pytest.raises(StorageError, match="no checkpoint"):
+        Simulation.resume(url, sim.run_id)
+    assert reopen(url, sim.run_id).steps()["step"].max() == 3  # nothing deleted
+
+
 # -- real processes ------------------------------------------------------------------------------
 
 
