@@ -153,7 +153,10 @@ class Database:
         elif self.dialect == "postgresql":
             connect_args["connect_timeout"] = max(1, int(math.ceil(connect_timeout)))
             if read_only:  # the server itself refuses writes from a reader
-                connect_args["options"] = "-c default_transaction_read_only=on"
+                given = parsed.query.get("options")  # e.g. -csearch_path=... in the URL
+                given = " ".join(given) if isinstance(given, tuple) else given
+                connect_args["options"] = " ".join(
+                    filter(None, [given, "-c default_transaction_read_only=on"]))
         try:
             self.engine: Engine = sa.create_engine(url, connect_args=connect_args, **engine_args)
         except (NoSuchModuleError, ImportError) as exc:
@@ -167,11 +170,16 @@ class Database:
             event.listen(self.engine, "connect", _pg_text_adapters)
         if create:
             self.create_tables()
-        else:
-            try:
-                self.check_schema()
-            except (OperationalError, DBAPIError) as exc:
-                raise StorageError(_explain(self.shown_url, exc)) from exc
+            return
+        try:
+            existing = set(sa.inspect(self.engine).get_table_names())
+            self.check_schema(existing)
+        except (OperationalError, DBAPIError) as exc:
+            raise StorageError(_explain(self.shown_url, exc)) from exc
+        if "runs" not in existing:  # an empty file, or another program's database
+            raise StorageError(
+                f"{self.shown_url} is not a Populace run database (it has no runs table); "
+                "give the database a run wrote (`populace runs --db URL` lists its runs)")
 
     # -- schema -------------------------------------------------------------------------------
 
@@ -446,8 +454,10 @@ def _pg_text_adapters(dbapi_connection: Any, _record: Any) -> None:
     if adapters is None:  # another driver than psycopg 3
         return
     dumper, binary_dumper, loader, binary_loader = _pg_adapter_classes()
-    adapters.register_dumper(str, dumper)
+    # the binary one first: the last registered is the default, and psycopg's default for str
+    # is the text dumper of unknown type (the server infers it: `now() > :t` keeps working)
     adapters.register_dumper(str, binary_dumper)
+    adapters.register_dumper(str, dumper)
     for oid_name in ("text", "varchar", "bpchar"):
         adapters.register_loader(oid_name, loader)
         adapters.register_loader(oid_name, binary_loader)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -170,3 +172,14 @@ def test_export_shows_progress_per_table_when_asked(sqlite_url: str, tmp_path: P
     err = capsys.readouterr().err
     assert "step_metrics: 100%" in err and "50/50" in err
     db.dispose()
+
+
+def test_an_empty_or_foreign_database_is_named_as_such(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    foreign = tmp_path / "foreign.sqlite"
+    with contextlib.closing(sqlite3.connect(foreign)) as con:
+        con.execute("CREATE TABLE t (x)")
+    for path in (empty, foreign):
+        with pytest.raises(StorageError, match="is not a Populace run database"):
+            open_run(path)

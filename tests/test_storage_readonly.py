@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from populace.storage import Database
+from populace.storage import Database, StorageError
 from populace.storage.runs import create_run, update_run
 
 from .conftest import experiment
@@ -235,3 +235,16 @@ def test_a_completed_run_leaves_its_file_out_of_wal_mode(tmp_path: Path) -> None
     run.db.dispose()
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     assert not path.with_name("done.sqlite-wal").exists()
+
+
+def test_a_postgresql_reader_keeps_the_url_s_options_and_cannot_write(pg_url: str) -> None:
+    writer = Database(pg_url)
+    writer.dispose()
+    reader = Database(pg_url, create=False, read_only=True)
+    with pytest.raises(Exception, match="read-only transaction"), reader.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM runs")
+    reader.dispose()
+    # options given in the URL still apply next to the read-only one: here a search path
+    # without the tables, so the database holds no runs for this reader
+    with pytest.raises(StorageError, match="is not a Populace run database"):
+        Database(pg_url + "?options=-csearch_path%3Dnowhere", create=False, read_only=True)

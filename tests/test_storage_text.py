@@ -94,6 +94,17 @@ def test_postgresql_holds_nul_as_the_documented_escape(pg_url: str) -> None:
     db.dispose()
 
 
+def test_string_parameters_stay_untyped_on_postgresql(pg_url: str) -> None:
+    """The escaping adapters keep psycopg's default for str (type left to the server), so
+    users' own SQL through ``db.engine`` compares strings with dates and numbers as before."""
+    db = Database(pg_url)
+    with db.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT now() > :t"), {"t": "2000-01-01"}).scalar()
+        assert conn.execute(sa.text("SELECT 1 + :t"), {"t": "2"}).scalar() == 3
+        assert conn.execute(sa.text("SELECT :t"), {"t": "a\x00" + E}).scalar() == "a\x00" + E
+    db.dispose()
+
+
 def test_lone_surrogates_are_refused_with_a_message(any_url: str) -> None:
     # the LLM pipeline cannot produce them (orjson and pydantic reject a lone \ud800 escape);
     # code that stores one directly gets an explanation, not a UnicodeEncodeError
