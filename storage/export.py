@@ -12,6 +12,7 @@ steps only, every table up to the same step, the one its exported ``runs`` row n
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,15 +86,17 @@ def export_run(run: Run, fmt: str, out_dir: str | Path, chunk_rows: int = 100_00
         _write_frames([pd.DataFrame([{k: (json.dumps(v) if isinstance(v, dict) else v)
                                       for k, v in info.items()}])], path, fmt)
         written.append(path)
+        # the bars show when asked, or by default on a terminal (tqdm's own rule for None)
+        shown = progress if progress is not None else sys.stderr.isatty()
         for name in names:
             path = out / f"{name}.{fmt}"
             stmt = run._select(name)
             total = None
-            if progress is not False:  # a bar with a total; counting is cheap next to reading
+            if shown:  # a bar with a total; counting is cheap next to reading, but not free
                 total = conn.execute(sa.select(sa.func.count()).select_from(
                     stmt.order_by(None).subquery())).scalar()
             with tqdm(total=total, desc=name, unit=" rows", unit_scale=(total or 0) >= 10_000,
-                      disable=None if progress is None else not progress) as bar:
+                      disable=not shown) as bar:
                 frames = _chunks(conn, stmt, chunk_rows, bar)
                 if name == "agents":
                     frames = (agents_frame(f["agent_id"].to_numpy(),
