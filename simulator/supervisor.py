@@ -103,6 +103,8 @@ def watch_supervisor(interval: float = 0.5) -> None:
     parent = int(text)
     if os.getppid() != parent:
         os.kill(os.getpid(), signal.SIGKILL)
+    if _prctl() is not None:  # Linux: the kernel kills us with the parent (see _die_with)
+        return
 
     def watch() -> None:
         while True:

@@ -19,9 +19,10 @@ row: the lease is the fencing token, not just advice.
 
 Times come from the database's clock (``heartbeat_at`` is written and aged by SQL), because
 the hosts of a Ray cluster or the clients of a PostgreSQL server may disagree about the time.
-A lease is taken over when its heartbeat is older than the timeout (default 30 s,
-``POPULACE_LEASE_TIMEOUT``), or at once when its holder ran on this host and its process is
-gone (``kill -9`` then ``populace resume`` need not wait).
+A lease is taken over when its heartbeat is older than its holder's timeout (default 30 s,
+``POPULACE_LEASE_TIMEOUT`` of the holder, stored with the lease: the holder beats by it), or at
+once when its holder ran on this host and its process is gone (``kill -9`` then ``populace
+resume`` need not wait).
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ class Holder:
     pid: int
     age_s: float
     """Seconds since its last heartbeat, by the database's clock."""
+    timeout_s: float
+    """Its takeover timeout: it is stale once ``age_s`` passes this."""
 
     def describe(self) -> str:
         """E.g. ``pid 1234 on host node-1 (last heartbeat 2 s ago)``."""
@@ -163,7 +166,6 @@ class RunLease:
         self.pid = os.getpid()
         self.owner = f"{self.host}:{self.pid}:{secrets.token_hex(6)}"
         self.run_id: int | None = None
-        self.lost = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -172,7 +174,7 @@ class RunLease:
     def _values(self, run_id: int) -> dict[str, Any]:
         now = _db_now(self.db.dialect)
         return {"run_id": run_id, "owner": self.owner, "host": self.host, "pid": self.pid,
-                "acquired_at": now, "heartbeat_at": now}
+                "acquired_at": now, "heartbeat_at": now, "timeout_s": self.timeout}
 
     def insert(self, conn: Connection, run_id: int) -> None:
         """Take the lease of a run being created, in the transaction that creates it."""
@@ -192,17 +194,17 @@ class RunLease:
             for _ in range(5):
                 if conn.execute(_insert_if_absent(dialect, self._values(run_id))).first():
                     break
-                holder = _holder(conn, dialect, run_id)
+                holder = next(iter(_holders(conn, dialect, run_id).values()), None)
                 if holder is None:  # released between our two statements: try again
                     continue
-                stale = holder.age_s > self.timeout
+                stale = holder.age_s > holder.timeout_s
                 if not stale and self._alive(holder):
                     raise LeaseHeldError(self._held_message(run_id, name, holder), holder)
                 where = [_table.c.run_id == run_id, _table.c.owner == holder.owner]
                 if stale and self._alive(holder):  # re-checked under the row's lock
-                    where.append(_age(dialect) > self.timeout)
+                    where.append(_age(dialect) > _table.c.timeout_s)
                 taken = conn.execute(sa.update(_table).where(*where).values(
-                    owner=self.owner, host=self.host, pid=self.pid,
+                    owner=self.owner, host=self.host, pid=self.pid, timeout_s=self.timeout,
                     acquired_at=_db_now(dialect), heartbeat_at=_db_now(dialect))).rowcount
                 if taken == 1:
                     log.warning("run %s: took over the lease of %s", run_id, holder.describe())
@@ -225,12 +227,11 @@ class RunLease:
         return (f"{what} is being written by {holder.describe()}; a run has one writer at a "
                 "time. Wait for it to finish, or stop it (Ctrl-C, or `kill "
                 f"{holder.pid}` on {holder.host}); if that process has died, `populace resume` "
-                f"takes the run over once its heartbeat is {self.timeout:.0f} s old (at once "
+                f"takes the run over once its heartbeat is {holder.timeout_s:.0f} s old (at once "
                 "on the same host)")
 
     def _held(self, run_id: int) -> None:
         self.run_id = run_id
-        self.lost = False
         with _active_lock:
             _active.add(self.owner)
 
@@ -248,7 +249,6 @@ class RunLease:
             _table.c.run_id == self.run_id, _table.c.owner == self.owner,
         ).values(heartbeat_at=_db_now(self.db.dialect))).rowcount
         if done != 1:
-            self.lost = True
             raise LeaseLostError(
                 f"run {self.run_id}: another process has taken over this run (its lease was "
                 "taken, e.g. by `populace resume` after this process stopped answering); this "
@@ -282,7 +282,6 @@ class RunLease:
                 log.debug("lease heartbeat of run %s failed: %s", self.run_id, exc)
                 continue
             if done != 1:  # released, or taken over: the next step's check says which
-                self.lost = True
                 return
 
     def stop(self) -> None:
@@ -295,13 +294,14 @@ class RunLease:
             _active.discard(self.owner)
 
 
-def _holder(conn: Connection, dialect: str, run_id: int) -> Holder | None:
-    row = conn.execute(sa.select(_table.c.owner, _table.c.host, _table.c.pid,
-                                 _age(dialect).label("age"))
-                       .where(_table.c.run_id == run_id)).first()
-    if row is None:
-        return None
-    return Holder(row.owner, row.host, int(row.pid), max(0.0, float(row.age or 0.0)))
+def _holders(conn: Connection, dialect: str, run_id: int | None = None) -> dict[int, Holder]:
+    """Run id -> its lease's holder (of one run, or of every run being written)."""
+    stmt = sa.select(_table.c.run_id, _table.c.owner, _table.c.host, _table.c.pid,
+                     _table.c.timeout_s, _age(dialect).label("age"))
+    if run_id is not None:
+        stmt = stmt.where(_table.c.run_id == run_id)
+    return {int(r.run_id): Holder(r.owner, r.host, int(r.pid), max(0.0, float(r.age or 0.0)),
+                                  float(r.timeout_s)) for r in conn.execute(stmt)}
 
 
 def lease_holders(db: Database) -> dict[int, Holder]:
@@ -309,10 +309,7 @@ def lease_holders(db: Database) -> dict[int, Holder]:
     if "run_leases" not in db.table_names():  # a database written before leases existed
         return {}
     with db.engine.connect() as conn:
-        rows = conn.execute(sa.select(_table.c.run_id, _table.c.owner, _table.c.host,
-                                      _table.c.pid, _age(db.dialect).label("age"))).all()
-    return {int(r.run_id): Holder(r.owner, r.host, int(r.pid), max(0.0, float(r.age or 0.0)))
-            for r in rows}
+        return _holders(conn, db.dialect)
 
 
 __all__ = ["DEFAULT_TIMEOUT", "TIMEOUT_ENV", "Holder", "LeaseHeldError", "LeaseLostError",

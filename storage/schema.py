@@ -102,6 +102,9 @@ class RunLeaseRecord(Base):
     pid: Mapped[int] = mapped_column(BigInteger)
     acquired_at: Mapped[datetime] = mapped_column(DateTime)
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime)
+    # the holder's own takeover timeout: others judge its heartbeat by it, not by theirs (a
+    # holder that beats every 100 s of a 600 s timeout is alive to a resumer set to 30 s)
+    timeout_s: Mapped[float] = mapped_column(Float)
 
 
 class Step(RunStepMixin, Base):

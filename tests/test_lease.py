@@ -66,7 +66,7 @@ def test_a_fresh_lease_is_refused_with_its_holder_named_and_a_stale_one_taken_ov
         any_url: str) -> None:
     db = Database(any_url)
     run_id = _a_run(db)
-    far = RunLease(db)  # a writer on another machine, with a fresh heartbeat
+    far = RunLease(db, timeout=600)  # a writer on another machine, with a fresh heartbeat
     far.host, far.pid, far.owner = "far-away-host", 4242, "far-away-host:4242:x"
     with db.transaction() as conn:
         far.insert(conn, run_id)
@@ -76,7 +76,14 @@ def test_a_fresh_lease_is_refused_with_its_holder_named_and_a_stale_one_taken_ov
         mine.acquire(run_id, "leased")
     said = str(info.value)
     assert f"run {run_id} (leased) is being written by pid 4242 on host far-away-host" in said
-    assert "populace resume" in said and "30 s" in said
+    assert "populace resume" in said and "600 s" in said  # the holder's timeout, not ours
+    # silent for 100 s: stale by our 30 s, alive by its own 600 s (it beats every 100 s)
+    ago = ("strftime('%Y-%m-%d %H:%M:%f', 'now', '-100 seconds')" if db.dialect == "sqlite"
+           else "timezone('UTC', clock_timestamp()) - interval '100 seconds'")
+    with db.transaction() as conn:
+        conn.execute(sa.text(f"UPDATE run_leases SET heartbeat_at = {ago}"))
+    with pytest.raises(LeaseHeldError):
+        mine.acquire(run_id, "leased")
     assert isinstance(info.value, StorageError)
     assert lease_holders(db)[run_id].owner == far.owner
     # the same writer, silent for longer than the timeout: taken over
