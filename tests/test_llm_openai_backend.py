@@ -386,6 +386,26 @@ def test_all_ejected_wait_is_bounded_by_retry_policy() -> None:
     asyncio.run(main())
 
 
+def test_health_counts_retries_as_stats_does() -> None:
+    """One definition of a retry: an attempt that found every endpoint ejected is not one."""
+    async def main() -> None:
+        url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens
+        policy = RetryPolicy(max_attempts=3, backoff_s=0.01, timeout_s=0.2)
+        backend = OpenAIBackend([EndpointConfig(url)], retry=policy, eject_after=1,
+                                probe_after_s=30.0)
+        out = await backend.generate(reqs(1))
+        totals = backend.stats()["totals"]
+        health = backend.health()
+        await backend.close()
+        assert "no healthy endpoint" in (out[0].error or "")
+        assert totals["attempts"] == 3 and totals["no_endpoint"] == 2
+        # the first attempt failed and was tried again; the other two found no endpoint
+        assert health == {"retries": totals["retries"], "ejections": 1}
+        assert totals["retries"] == 1
+
+    asyncio.run(main())
+
+
 # ---------------------------------------------------------------------- limits, keys, body
 
 

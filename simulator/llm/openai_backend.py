@@ -9,6 +9,8 @@ Core objects:
         least outstanding requests first, per-endpoint in-flight caps and token buckets,
         retries with jittered exponential backoff, and ejection of failing endpoints with
         probing to bring them back.
+    probe_endpoints: one 1-token request to each endpoint (is a server there, does it let us
+        in), with the same URLs, headers and configuration checks as the backend's requests.
 
 The hot path is kept lean because client CPU per request bounds how many requests one process can
 drive: one shared ``aiohttp.ClientSession``, the request body encoded once (``orjson`` when
@@ -49,7 +51,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
     _loads = json.loads
 
-__all__ = ["EndpointConfig", "OpenAIBackend", "RetryPolicy"]
+__all__ = ["EndpointConfig", "OpenAIBackend", "ProbeResult", "RetryPolicy", "probe_endpoints"]
 
 log = logging.getLogger("populace.llm")
 
@@ -236,7 +238,7 @@ class OpenAIBackend(Backend):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self._requests = self._requests_ok = self._requests_failed = 0
-        self._attempts = self._no_endpoint = self._units = 0
+        self._attempts = self._no_endpoint = 0
 
     # ------------------------------------------------------------------ public API
 
@@ -316,9 +318,9 @@ class OpenAIBackend(Backend):
         return {"endpoints": eps, "totals": totals}
 
     def health(self) -> dict[str, int]:
-        """Running totals: ``retries`` (attempts after a unit's first, that is failed attempts
-        tried again, on this endpoint or another) and ``ejections``."""
-        return {"retries": self._attempts - self._units,
+        """Running totals: ``retries`` (as in ``stats()``: failed attempts on an endpoint that
+        were tried again) and ``ejections`` (endpoints taken out of rotation)."""
+        return {"retries": sum(ep.retried for ep in self._endpoints),
                 "ejections": sum(ep.ejections for ep in self._endpoints)}
 
     # ------------------------------------------------------------------ one request
@@ -351,7 +353,6 @@ class OpenAIBackend(Backend):
         request of the unit.
         """
         self._requests += len(reqs)
-        self._units += 1
         try:
             resps = await self._attempts_loop(session, reqs)
         except Exception as exc:  # a bug or an unexpected library error: confine it to this unit
@@ -652,6 +653,73 @@ class OpenAIBackend(Backend):
             timeout=aiohttp.ClientTimeout(total=self.retry.timeout_s),
         )
         return self._session
+
+
+# ---------------------------------------------------------------------- probing
+
+
+@dataclass
+class ProbeResult:
+    """What one endpoint did with a 1-token request.
+
+    Attributes:
+        base_url: the endpoint.
+        status: the HTTP status of its answer, or None when no answer came.
+        text: the start of the answer's body, or why no answer came.
+        timed_out: no answer came within the timeout (in any attempt).
+        attempts: attempts made.
+    """
+
+    base_url: str
+    status: int | None
+    text: str
+    timed_out: bool = False
+    attempts: int = 1
+
+
+async def probe_endpoints(endpoints: list[EndpointConfig], *, model: str, api: str = "chat",
+                          timeout_s: float = 60.0, attempts: int = 2) -> list[ProbeResult]:
+    """Send each endpoint one 1-token request, all at once, as ``OpenAIBackend`` would send it.
+
+    An endpoint gets up to ``attempts`` tries when it times out or the connection breaks;
+    one that refuses the connection is not tried again (nothing listens there).
+
+    Raises:
+        BackendError: a configuration the backend would refuse (a URL that is not
+            ``http(s)://host...``, invalid limits, an ``api_key_env`` variable that is not set).
+    """
+    path = "/chat/completions" if api == "chat" else "/completions"
+    eps = [_Endpoint(cfg, _check_endpoint(cfg), path) for cfg in endpoints]
+    body: dict[str, Any] = {"model": model, "max_tokens": 1, "temperature": 0.0}
+    if api == "chat":
+        body["messages"] = [{"role": "user", "content": "Say OK."}]
+    else:
+        body["prompt"] = "OK"
+    payload = _dumps(body)
+    # connecting should be quick even when answering is not: a host that drops packets
+    # fails in seconds, not after the whole request timeout
+    timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 10.0))
+
+    async def one(session: aiohttp.ClientSession, ep: _Endpoint) -> ProbeResult:
+        result = ProbeResult(ep.base_url, None, "")
+        for attempt in range(1, max(1, attempts) + 1):
+            result.attempts = attempt
+            try:
+                async with session.post(ep.url, data=payload, headers=ep.headers) as http:
+                    raw = await http.read()
+                    return ProbeResult(ep.base_url, http.status,
+                                       raw[:200].decode("utf-8", "replace"), False, attempt)
+            except TimeoutError:
+                result.text, result.timed_out = f"no answer within {timeout_s:g} s", True
+            except aiohttp.ClientConnectorError as exc:
+                result.text = f"cannot connect ({exc.os_error or exc})"
+                return result
+            except aiohttp.ClientError as exc:
+                result.text, result.timed_out = f"{type(exc).__name__}: {exc}", False
+        return result
+
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        return list(await asyncio.gather(*(one(session, ep) for ep in eps)))
 
 
 # ---------------------------------------------------------------------- helpers
