@@ -67,25 +67,52 @@ def finish_run(db: Database, run_id: int, lease: RunLease, **fields: Any) -> boo
     return True
 
 
-def find_run(db: Database, ref: int | str | None = None) -> dict[str, Any]:
-    """The run with id ``ref``, or the newest run named ``ref``, or the newest run if ``None``."""
+def find_run(db: Database, ref: int | str | None = None, *, exclude: int | None = None,
+             prefer_status: str | None = None) -> dict[str, Any]:
+    """The run with id ``ref``, or the newest run named ``ref``, or the newest run if ``None``.
+
+    Args:
+        db: the database.
+        ref: a run id (an int or a string of digits), a run name, or None.
+        exclude: a run never returned (a run being written that looks up another, e.g. the
+            run a replay answers from: never itself).
+        prefer_status: among runs of a name (or all runs, for ``None``), the newest with this
+            status (e.g. ``"completed"``) comes first; the newest of any status when none has it.
+
+    Raises:
+        StorageError: no such run (a misspelt name gets the closest known name, and all).
+    """
     cols = RunRecord.__table__.c
     stmt = sa.select(RunRecord.__table__)
-    if ref is None:
-        stmt = stmt.order_by(cols.id.desc()).limit(1)
-    elif isinstance(ref, int) or str(ref).isdigit():
+    if exclude is not None:
+        stmt = stmt.where(cols.id != exclude)
+    by_id = isinstance(ref, int) or str(ref).isdigit()
+    if ref is not None and by_id:
         stmt = stmt.where(cols.id == int(ref))
     else:
-        stmt = stmt.where(cols.name == str(ref)).order_by(cols.id.desc()).limit(1)
+        if ref is not None:
+            stmt = stmt.where(cols.name == str(ref))
+        if prefer_status is not None:
+            stmt = stmt.order_by(sa.case((cols.status == prefer_status, 0), else_=1))
+        stmt = stmt.order_by(cols.id.desc()).limit(1)
     with db.engine.connect() as conn:
         row = conn.execute(stmt).mappings().first()
         if row is not None:
             return dict(row)
-        if ref is not None and not str(ref).isdigit():  # a misspelt name: the closest, and all
-            names = conn.execute(sa.select(cols.name).distinct().order_by(cols.name)).scalars()
-            raise StorageError(unknown_name("run", str(ref), list(names), db.shown_url,
+        if ref is not None and not by_id:  # a misspelt name: the closest, and all
+            names = list(conn.execute(sa.select(cols.name).distinct().order_by(cols.name))
+                         .scalars())
+            if str(ref) in names:  # only the excluded run has that name
+                raise StorageError(f"no run {ref!r} in {db.shown_url} other than run {exclude} "
+                                   "(the run being written); `populace runs --db URL` lists them")
+            raise StorageError(unknown_name("run", str(ref), names, db.shown_url,
                                             none="it holds no runs"))
+    if ref is not None and exclude is not None and int(ref) == exclude:
+        raise StorageError(f"run {ref} is the run being written, not another run in "
+                           f"{db.shown_url}; `populace runs --db URL` lists them")
     what = "no runs" if ref is None else f"no run {ref!r}"
+    if ref is None and exclude is not None:
+        what = f"no runs other than run {exclude}"
     raise StorageError(f"{what} in {db.shown_url}; `populace runs --db URL` lists them")
 
 

@@ -21,9 +21,11 @@ import yaml
 
 from populace.simulator import Simulation, experiment_from_dict
 from populace.simulator.cli import main
+from populace.simulator.llm.backends import ReplayBackend
 from populace.simulator.llm.testserver import ServerBehaviour, TestServer
 from populace.simulator.llm.types import LLMStopError, ReplayMissError
-from populace.storage import Database, list_runs, open_run
+from populace.storage import Database, StorageError, list_runs, open_run
+from populace.storage.runs import create_run, find_run
 
 from .helpers import content_tables
 from .test_llm_policy import llm_experiment
@@ -107,6 +109,17 @@ def test_one_endpoint_down_of_two_is_a_warning_all_down_an_error(
     with pytest.raises(LLMStopError, match=rf"(?s){re.escape(dead)}: cannot connect.*"
                        rf"{re.escape(other)}: cannot connect"):
         Simulation(experiment_from_dict(data), db_url=sqlite_url).start()
+
+
+def test_a_base_url_without_scheme_is_named_before_any_request(tmp_path: Path) -> None:
+    data = llm_experiment("127.0.0.1:8011/v1")
+    t0 = time.perf_counter()
+    with pytest.raises(LLMStopError, match=r"endpoint base_url must look like "
+                       r"http://host:port/v1, got '127.0.0.1:8011/v1'.*did not start"):
+        Simulation(experiment_from_dict(data), db_url=f"sqlite:///{tmp_path / 'r.sqlite'}"
+                   ).start()
+    assert time.perf_counter() - t0 < 5  # the configuration, not two failed attempts
+    assert not runs_in(tmp_path / "r.sqlite")
 
 
 # -- during the run --------------------------------------------------------------------------
@@ -296,6 +309,75 @@ def test_a_replay_by_name_never_replays_itself_and_resumes_from_the_same_run(
         assert ta[name].equals(tb[name]), name
     # a name with no other run is refused before a run is created
     lonely = llm_experiment(None, steps=4, backend="replay", replay="nobody")
-    with pytest.raises(LLMStopError, match="no other run 'nobody'"):
+    with pytest.raises(LLMStopError, match="no run 'nobody'"):
         Simulation(experiment_from_dict(lonely), db_url=db).run()
     assert len(runs_in(tmp_path / "r.sqlite")) == 2
+
+
+def _journal_mode(path: Path) -> str:
+    # from the file header (bytes 18-19: 1 rollback journal, 2 WAL), without opening it
+    return {b"\x01\x01": "delete", b"\x02\x02": "wal"}[path.read_bytes()[18:20]]
+
+
+def test_a_replay_of_a_run_with_invalid_answers_repairs_and_falls_back_as_it_did(
+        server, tmp_path: Path) -> None:
+    srv, url = server
+    srv.behaviour.invalid_json_rate = 0.4
+    source = tmp_path / "recorded.sqlite"
+    original = Simulation(experiment_from_dict(llm_experiment(url, steps=3, cache=False)),
+                          db_url=f"sqlite:///{source}").run()
+    srv.stop_thread()  # no server from here on
+    assert _journal_mode(source) == "delete"  # a completed run's file is out of WAL mode
+    replay = llm_experiment(None, steps=3, backend="replay", replay=original.id,
+                            replay_db=str(source))
+    replayed = Simulation(experiment_from_dict(replay),
+                          db_url=f"sqlite:///{tmp_path / 'replay.sqlite'}").run()
+    assert replayed.info["status"] == "completed"
+    ta, tb = content_tables(original), content_tables(replayed)
+    for name in ("posts", "likes", "follows", "actions", "agent_states", "memories"):
+        if name in ta:
+            pd.testing.assert_frame_equal(ta[name], tb[name], check_exact=True, obj=name)
+    ma, mb = original.metrics().sum(), replayed.metrics().sum()
+    assert ma["llm.invalid"] > 0 and ma["llm.repairs"] > 0
+    for key in ("requests", "decisions", "invalid", "repairs", "repaired", "fallbacks", "errors"):
+        assert mb[f"llm.{key}"] == ma[f"llm.{key}"], key
+    assert mb["llm.errors"] == 0  # an invalid answer is an answer, not a failed request
+    calls_a, calls_b = original.table("llm_calls"), replayed.table("llm_calls")
+    for column in ("kind", "response", "error", "valid"):
+        assert calls_a[column].tolist() == calls_b[column].tolist(), column
+    # the source was only read: not even switched to WAL (read-only storage could not be)
+    assert _journal_mode(source) == "delete"
+
+
+def test_replay_sources_are_looked_up_once_never_the_run_itself(server, tmp_path: Path) -> None:
+    _, url = server
+    db = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    data = llm_experiment(url, steps=1)
+    original = Simulation(experiment_from_dict(data), db_url=db).run()
+    # a misspelt name gets the closest one, as `populace resume` and open_run do
+    typo = llm_experiment(None, steps=1, backend="replay", replay=data["name"] + "x")
+    with pytest.raises(LLMStopError, match=rf"no run '{data['name']}x'.*did you mean "
+                       rf"'{data['name']}'"):
+        Simulation(experiment_from_dict(typo), db_url=db).start()
+    # an in-memory database holds no earlier run: said before the run row exists (it found
+    # the run being created, and failed after creating it)
+    by_name = llm_experiment(None, steps=1, backend="replay", replay=data["name"])
+    with pytest.raises(LLMStopError, match="cannot open the database of the run to replay: "
+                       "sqlite://"):
+        Simulation(experiment_from_dict(by_name), db_url="sqlite://").start()
+    # the backend itself never answers from the run being written, and prefers completed runs
+    store = Database(db, create=False)
+    row = {"scenario": "social", "seed": 0, "n_agents": 1, "steps_planned": 1, "config": {},
+           "package_version": "test"}
+    try:
+        newer = create_run(store, name=data["name"], **row)  # the run being written
+        assert ReplayBackend(store, data["name"], exclude=newer).run_id == original.id
+        other = create_run(store, name=data["name"], **row)  # newer, but not completed
+        assert ReplayBackend(store, data["name"], exclude=other).run_id == original.id
+        lonely = create_run(store, name="lonely", **row)
+        with pytest.raises(StorageError, match=rf"no run 'lonely' .* other than run {lonely}"):
+            find_run(store, "lonely", exclude=lonely)
+        with pytest.raises(StorageError, match=rf"run {lonely} is the run being written"):
+            find_run(store, lonely, exclude=lonely)
+    finally:
+        store.dispose()

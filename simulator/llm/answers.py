@@ -2,6 +2,7 @@
 
 Core objects:
     parse_decision: the validated decision, or the reason the answer is not one.
+    got_answer: whether a recorded call (``llm_calls`` row) got an answer, valid or not.
     repair_messages: the follow-up request that asks the model to correct an invalid answer.
 """
 
@@ -11,6 +12,9 @@ import json
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
+
+EMPTY_ANSWER = "the answer is empty"
+"""Why an empty answer is invalid (the one invalid answer whose recorded text is empty)."""
 
 
 def _json_objects(text: str) -> list[str]:
@@ -46,13 +50,23 @@ def parse_decision(text: str, adapter: TypeAdapter[Any]) -> tuple[BaseModel | No
         first_error = _describe(err)
     candidates = _json_objects(text)
     if not candidates:
-        return None, "the answer is not JSON" if text.strip() else "the answer is empty"
+        return None, "the answer is not JSON" if text.strip() else EMPTY_ANSWER
     for candidate in candidates:
         try:
             return adapter.validate_json(candidate), None
         except ValidationError as err:
             first_error = _describe(err)
     return None, first_error
+
+
+def got_answer(response: str | None, error: str | None) -> bool:
+    """Whether a recorded call got an answer from the model (valid or not).
+
+    The ``llm_calls.error`` column holds why a request got no answer *or* why the answer that
+    came was invalid; a request without an answer is recorded with an empty response, and the
+    only invalid answer with an empty text is recorded with ``EMPTY_ANSWER``.
+    """
+    return bool(response) or error is None or error == EMPTY_ANSWER
 
 
 def _describe(err: ValidationError) -> str:

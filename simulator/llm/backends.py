@@ -23,27 +23,34 @@ import sqlalchemy as sa
 
 from populace.storage import Database, database_url, find_run
 
+from .answers import got_answer
 from .config import LLMConfig
 from .tables import LLMCacheEntry, LLMCall
 from .types import Backend, BackendError, ChatRequest, ChatResponse, ReplayMissError
 
 
-def make_backend(llm: LLMConfig, db: Database, seed: int, base_dir: Path | None = None) -> Backend:
+def make_backend(llm: LLMConfig, db: Database, seed: int, base_dir: Path | None = None,
+                 run_id: int | None = None) -> Backend:
     """The backend ``llm.backend`` names, connected to ``db`` where it needs the database.
 
-    ``base_dir`` (the experiment file's folder) locates ``llm.chat_template``.
+    ``base_dir`` (the experiment file's folder) locates ``llm.chat_template``; ``run_id`` is
+    the run being written in ``db`` (a replay never answers from it).
     """
     if llm.backend == "openai":
         return _openai_backend(llm, seed, base_dir)
     if llm.backend == "replay":
-        source = Database(database_url(llm.replay_db), create=False) if llm.replay_db else db
+        # only read: nothing is written to the source (not even its journal mode), so a
+        # recorded run on read-only storage can be replayed
+        source = (Database(database_url(llm.replay_db), create=False, read_only=True)
+                  if llm.replay_db else db)
         live = None
         if llm.replay_on_miss == "live":
             if not llm.endpoints:
                 raise BackendError("llm.replay_on_miss: live needs `endpoints` (the model that "
                                    "answers the requests the replayed run never made)")
             live = _openai_backend(llm, seed, base_dir)
-        return ReplayBackend(source, llm.replay, live=live)
+        return ReplayBackend(source, llm.replay, live=live,
+                             exclude=run_id if source is db else None, owns_db=source is not db)
     return VLLMBackend(llm)
 
 
@@ -81,16 +88,20 @@ class ReplayBackend(Backend):
 
     Args:
         db: the database holding the recorded run.
-        run: its id (``preflight.resolve_replay`` turns a name into one) or name.
+        run: its id (``preflight.resolve_replay`` turns a name into one) or name (the newest
+            completed run of that name, as there).
         live: the backend that answers misses, or None to stop at the first.
+        exclude: the run being written in ``db``, never the one replayed.
+        owns_db: dispose of ``db`` on ``close`` (a source database opened for the replay).
     """
 
     name = "replay"
 
-    def __init__(self, db: Database, run: str | int | None, *,
-                 live: Backend | None = None) -> None:
-        info = find_run(db, run)
+    def __init__(self, db: Database, run: str | int | None, *, live: Backend | None = None,
+                 exclude: int | None = None, owns_db: bool = False) -> None:
+        info = find_run(db, run, exclude=exclude, prefer_status="completed")
         self.db, self.live, self.run_name = db, live, str(info["name"])
+        self.owns_db = owns_db
         self.run_id = int(info["id"])
         t = LLMCall.__table__
         stmt = (sa.select(t.c.prompt_hash, t.c.response, t.c.prompt_tokens,
@@ -100,9 +111,6 @@ class ReplayBackend(Backend):
         with db.engine.connect() as conn:
             for row in conn.execute(stmt):
                 self.answers[row.prompt_hash].append(row)
-        if not self.answers:
-            raise BackendError(f"run {self.run_id} ({info['name']}) recorded no model calls to "
-                               "replay")
 
     async def generate(self, requests: list[ChatRequest]) -> list[ChatResponse]:
         """Recorded answers; misses raise, or go to the live backend."""
@@ -115,8 +123,12 @@ class ReplayBackend(Backend):
                 out.append(None)
                 continue
             row = queue.popleft()
+            # the error column also holds why an answer that arrived was invalid: only a
+            # request that got no answer is replayed as one (an invalid answer is judged,
+            # repaired and counted again as it was)
+            error = None if got_answer(row.response, row.error) else row.error
             out.append(ChatResponse(row.response or "", row.prompt_tokens, row.completion_tokens,
-                                    0.0, "replay", "replay", row.error, 1, r.key))
+                                    0.0, "replay", "replay", error, 1, r.key))
         if missed and self.live is None:
             first = requests[missed[0]]
             raise ReplayMissError(
@@ -175,9 +187,11 @@ class ReplayBackend(Backend):
         return self.live.health() if self.live is not None else {}
 
     async def close(self) -> None:
-        """Close the live backend."""
+        """Close the live backend (and the source database, when opened for the replay)."""
         if self.live is not None:
             await self.live.close()
+        if self.owns_db:
+            self.db.dispose()
 
 
 def _first_difference(then: list[dict[str, str]], now: list[dict[str, str]]) -> str:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from pydantic import TypeAdapter
 
-from .answers import parse_decision
+from .answers import got_answer, parse_decision
 from .backends import ResponseCache, make_backend
 from .config import LLMConfig
 from .types import Backend, ChatRequest, ChatResponse, LLMStopError
@@ -51,9 +51,10 @@ class LLMCalls:
         self.latencies: list[float] = []
         self.streak = 0  # requests in a row that got no answer (across steps)
 
-    def attach(self, db: Database) -> None:
-        """Connect to the backend (and the response cache in ``db``)."""
-        self.backend = make_backend(self.llm, db, self.seed, self.base_dir)
+    def attach(self, db: Database, run_id: int | None = None) -> None:
+        """Connect to the backend (and the response cache in ``db``); ``run_id`` is the run
+        being written (a replay never answers from it)."""
+        self.backend = make_backend(self.llm, db, self.seed, self.base_dir, run_id)
         if self.llm.cache and self.llm.backend != "replay":
             self.cache = ResponseCache(db)
 
@@ -160,7 +161,7 @@ def _error_report(rows: list[dict[str, Any]], most: int = 3) -> str:
     """The most frequent errors of ``rows``, each with its count and endpoint."""
     counts: dict[tuple[str, str], int] = {}
     for r in rows:
-        if r["error"] is not None and r["response"] == "":  # no answer at all
+        if not got_answer(r["response"], r["error"]):
             where = r["endpoint"] or "no endpoint"
             counts[(r["error"], where)] = counts.get((r["error"], where), 0) + 1
     ranked = sorted(counts.items(), key=lambda kv: -kv[1])

@@ -111,8 +111,8 @@ class LLMPolicy(Policy):
         return self.calls.backend
 
     def attach(self, db: Database, run_id: int) -> None:
-        """Connect to the backend (and the response cache in ``db``)."""
-        self.calls.attach(db)
+        """Connect to the backend (and the response cache in ``db``) for run ``run_id``."""
+        self.calls.attach(db, run_id)
 
     def close(self) -> None:
         """Close the backend's connections and the event loop."""

@@ -13,7 +13,7 @@ or resumes (before its run row is created, for a new run):
 
 Core objects:
     prepare_llm: both checks, on an experiment's config (the engine calls it).
-    check_endpoints: the endpoint check alone; returns the warnings.
+    check_endpoints: the endpoint check alone (one probe per endpoint, as the backend sends).
     resolve_replay: the replay's ``llm:`` section with its source resolved.
 """
 
@@ -21,29 +21,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import aiohttp
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from populace.storage import Database, StorageError, database_url
-from populace.storage.schema import RunRecord
+from populace.storage import Database, StorageError, database_url, find_run
 
-from .config import EndpointSettings, LLMConfig
+from .config import LLMConfig
 from .tables import LLMCall
-from .types import LLMStopError
+from .types import BackendError, LLMStopError
 
 if TYPE_CHECKING:
     from ..config import ExperimentConfig
+    from .openai_backend import ProbeResult
 
 log = logging.getLogger("populace.llm")
 
 # keys a replay never takes from the replayed run: they say what to replay and how
 _REPLAY_OWN = frozenset({"backend", "replay", "replay_db", "replay_on_miss"})
-_IN_MEMORY = ("sqlite://", "sqlite:///", "sqlite:///:memory:")
 
 
 def prepare_llm(config: ExperimentConfig, db_url: str, run_id: int | None = None) -> None:
@@ -65,18 +62,29 @@ def prepare_llm(config: ExperimentConfig, db_url: str, run_id: int | None = None
 # -- endpoints -------------------------------------------------------------------------------
 
 
-def check_endpoints(llm: LLMConfig) -> list[str]:
-    """Send each endpoint one 1-token request, all at once.
-
-    Returns:
-        A warning per endpoint that did not answer (also logged) when another did.
+def check_endpoints(llm: LLMConfig) -> None:
+    """Send each endpoint one 1-token request, all at once; an endpoint that did not answer
+    is a warning (logged) when another did.
 
     Raises:
-        LLMStopError: when none answered, with each URL and why.
+        LLMStopError: when none answered, with each URL and why; or an endpoint the backend
+            would refuse (e.g. a ``base_url`` without ``http://``), before any request.
     """
+    from .openai_backend import EndpointConfig, probe_endpoints
+
     t0 = time.perf_counter()
-    problems = asyncio.run(_check_all(llm))
-    down = [(ep.base_url, why) for ep, why in zip(llm.endpoints, problems, strict=True) if why]
+    endpoints = [EndpointConfig(base_url=e.base_url, max_in_flight=e.max_in_flight,
+                                rate_limit_rps=e.rate_limit_rps, api_key_env=e.api_key_env)
+                 for e in llm.endpoints]
+    try:
+        # a slow server gets a second chance, not four
+        results = asyncio.run(probe_endpoints(endpoints, model=llm.model, api=llm.api,
+                                              timeout_s=llm.timeout_s,
+                                              attempts=min(llm.max_attempts, 2)))
+    except BackendError as exc:  # the configuration: the backend would refuse it as well
+        raise LLMStopError(f"llm: {exc}, so the run did not start; fix the llm: section's "
+                           "endpoints") from None
+    down = [(r.base_url, why) for r in results if (why := _why_down(r, llm))]
     if len(down) == len(llm.endpoints):
         lines = "\n".join(f"  {url}: {why}" for url, why in down)
         raise LLMStopError(
@@ -84,62 +92,28 @@ def check_endpoints(llm: LLMConfig) -> list[str]:
             f"({time.perf_counter() - t0:.1f} s):\n{lines}\nStart the model server or fix "
             "`base_url`/`model` in the llm: section (llm.check_endpoints: false skips this "
             "check, e.g. when every answer is in the response cache).")
-    warnings = [f"llm: endpoint {url} is left out until it answers: {why}"
-                for url, why in down]
-    for line in warnings:
-        log.warning("%s (%d of %d endpoints answered)", line, len(llm.endpoints) - len(down),
-                    len(llm.endpoints))
-    return warnings
+    for url, why in down:
+        log.warning("llm: endpoint %s is left out until it answers: %s (%d of %d endpoints "
+                    "answered)", url, why, len(llm.endpoints) - len(down), len(llm.endpoints))
 
 
-async def _check_all(llm: LLMConfig) -> list[str | None]:
-    # connecting should be quick even when answering is not: a host that drops packets
-    # fails in seconds, not after the whole request timeout
-    timeout = aiohttp.ClientTimeout(total=llm.timeout_s, sock_connect=min(llm.timeout_s, 10.0))
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        return list(await asyncio.gather(*(_check_one(session, llm, ep)
-                                           for ep in llm.endpoints)))
-
-
-async def _check_one(session: aiohttp.ClientSession, llm: LLMConfig,
-                     ep: EndpointSettings) -> str | None:
-    """None when ``ep`` answers a tiny request, else why it did not."""
-    headers = {"Content-Type": "application/json"}
-    if ep.api_key_env is not None:
-        key = os.environ.get(ep.api_key_env)
-        if key is None:
-            return f"environment variable {ep.api_key_env} (api_key_env) is not set"
-        headers["Authorization"] = f"Bearer {key}"
-    body: dict[str, Any] = {"model": llm.model, "max_tokens": 1, "temperature": 0.0}
-    if llm.api == "chat":
-        url = ep.base_url.rstrip("/") + "/chat/completions"
-        body["messages"] = [{"role": "user", "content": "Say OK."}]
-    else:
-        url = ep.base_url.rstrip("/") + "/completions"
-        body["prompt"] = "OK"
-    attempts = min(llm.max_attempts, 2)  # a slow server gets a second chance, not four
-    why = ""
-    for attempt in range(1, attempts + 1):
-        try:
-            async with session.post(url, json=body, headers=headers) as http:
-                text = (await http.text())[:200]
-                if http.status in (401, 403):
-                    return f"refused the request (HTTP {http.status}: {text}); check api_key_env"
-                if http.status == 404:
-                    return (f"HTTP 404 ({text}); check that base_url ends in /v1 and that the "
-                            f"server serves model {llm.model!r}")
-                # any other answer means a server is there; failing requests are counted,
-                # retried and, past the llm.max_failed_share, stop the run
-                return None
-        except TimeoutError:
-            why = (f"no answer within {llm.timeout_s:g} s (llm.timeout_s), {attempt} "
-                   "attempt(s): the server is down, overloaded or too slow for this timeout "
-                   "(raise llm.timeout_s, or lower max_in_flight)")
-        except aiohttp.ClientConnectorError as exc:
-            return f"cannot connect ({exc.os_error or exc})"
-        except aiohttp.ClientError as exc:
-            why = f"{type(exc).__name__}: {exc}"
-    return why
+def _why_down(result: ProbeResult, llm: LLMConfig) -> str | None:
+    """None when the endpoint can serve the run, else why not, with what to do."""
+    if result.status in (401, 403):
+        return (f"refused the request (HTTP {result.status}: {result.text}); check "
+                "api_key_env")
+    if result.status == 404:
+        return (f"HTTP 404 ({result.text}); check that base_url ends in /v1 and that the "
+                f"server serves model {llm.model!r}")
+    if result.status is not None:
+        # any other answer means a server is there; failing requests are counted, retried
+        # and, past llm.max_failed_share, stop the run
+        return None
+    if result.timed_out:
+        return (f"{result.text} (llm.timeout_s), {result.attempts} attempt(s): the server is "
+                "down, overloaded or too slow for this timeout (raise llm.timeout_s, or lower "
+                "max_in_flight)")
+    return result.text
 
 
 # -- replay ----------------------------------------------------------------------------------
@@ -148,22 +122,37 @@ async def _check_one(session: aiohttp.ClientSession, llm: LLMConfig,
 def resolve_replay(llm: LLMConfig, db_url: str, run_id: int | None) -> LLMConfig:
     """``llm`` with ``replay`` resolved to a run id and the unset keys taken from that run.
 
+    ``replay`` names a run id, or a name: the newest *other* completed run of that name (the
+    newest other of that name when none completed).
+
     Args:
         llm: a ``backend: replay`` section.
         db_url: this run's database (the replayed run's, unless ``replay_db`` names another).
         run_id: this run, when it is resumed (never its own source); None when it is new.
+
+    Raises:
+        LLMStopError: the source database cannot be read, holds no such run (or only this
+            one), or the run recorded no model calls.
     """
     url = database_url(llm.replay_db) if llm.replay_db else db_url
-    if url in _IN_MEMORY:  # another connection would see another, empty database
-        return llm
     own = run_id if url == db_url else None
+    if own is not None and str(llm.replay) == str(own):
+        raise LLMStopError(f"llm.replay: {llm.replay} is this run itself; name the run whose "
+                           "model calls should answer this one's")
     try:
-        db = Database(url, create=False)
+        # only read: a recorded run on read-only storage can be replayed
+        db = Database(url, create=False, read_only=True)
     except StorageError as exc:
         raise LLMStopError(f"llm.replay: cannot open the database of the run to replay: {exc}"
                            ) from None
     try:
-        source = _replay_source(db, llm.replay, own)
+        try:
+            source = find_run(db, llm.replay, exclude=own, prefer_status="completed")
+        except StorageError as exc:
+            raise LLMStopError(f"llm.replay: {exc}") from None
+        except sa.exc.SQLAlchemyError as exc:
+            raise LLMStopError(f"llm.replay: cannot read the runs of {db.shown_url}: "
+                               f"{type(exc).__name__}") from None
         t = LLMCall.__table__
         try:
             with db.engine.connect() as conn:
@@ -188,36 +177,6 @@ def resolve_replay(llm: LLMConfig, db_url: str, run_id: int | None) -> LLMConfig
         resolved = llm.model_copy(update={"replay": int(source["id"])})
     log.info("replaying run %s (%s)", source["id"], source["name"])
     return resolved
-
-
-def _replay_source(db: Database, ref: str | int | None, own: int | None) -> dict[str, Any]:
-    """The run ``ref`` names: an id, or the newest other completed run of that name (the
-    newest other of that name when none completed)."""
-    cols = RunRecord.__table__.c
-    stmt = sa.select(cols.id, cols.name, cols.status, cols.config)
-    by_id = isinstance(ref, int) or str(ref).isdigit()
-    if by_id:
-        if own is not None and int(ref) == own:  # type: ignore[arg-type]
-            raise LLMStopError(f"llm.replay: {ref} is this run itself; name the run whose "
-                               "model calls should answer this one's")
-        stmt = stmt.where(cols.id == int(ref))  # type: ignore[arg-type]
-    else:
-        stmt = stmt.where(cols.name == str(ref)).order_by(cols.id.desc())
-        if own is not None:
-            stmt = stmt.where(cols.id != own)
-    try:
-        with db.engine.connect() as conn:
-            rows = [dict(r) for r in conn.execute(stmt).mappings()]
-    except sa.exc.SQLAlchemyError as exc:
-        raise LLMStopError(f"llm.replay: cannot read the runs of {db.shown_url}: "
-                           f"{type(exc).__name__}") from None
-    if not rows:
-        other = "" if by_id else " other"
-        raise LLMStopError(f"llm.replay: no{other} run {ref!r} in {db.shown_url} to replay "
-                           "(`populace runs --db URL` lists the runs; replay_db names another "
-                           "database)")
-    done = [r for r in rows if r["status"] == "completed"]
-    return done[0] if done else rows[0]
 
 
 __all__ = ["check_endpoints", "prepare_llm", "resolve_replay"]

@@ -39,9 +39,10 @@ class ScenarioLLM:
         self.keep_answers = False  # on a Ray run's lead shard: the other replicas replay them
         self.answers: list[list[Any | None]] = []
 
-    def attach(self, db: Database) -> None:
-        """Connect to the backend (called by the engine when the run starts or resumes)."""
-        self.calls.attach(db)
+    def attach(self, db: Database, run_id: int | None = None) -> None:
+        """Connect to the backend (called by the engine when the run starts or resumes);
+        ``run_id`` is the run being written (a replay never answers from it)."""
+        self.calls.attach(db, run_id)
 
     def close(self) -> None:
         """Close the backend."""

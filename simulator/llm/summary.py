@@ -7,7 +7,7 @@ against ``llm.max_fallback_share``.
 
 Core objects:
     LLMRunSummary: the totals and rates of one run, ``lines`` to print and ``failed``.
-    summarize_llm: the summary of a recorded run.
+    summary_from_metrics: the summary of a run's step metrics.
 """
 
 from __future__ import annotations
@@ -19,10 +19,6 @@ from .calls import COUNTERS
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from populace.storage import Run
-
-    from .config import LLMConfig
 
 # metric prefix -> name of the part in the summary
 PARTS = {"llm.": "LLM agents", "llm.scenario.": "scenario questions"}
@@ -87,11 +83,6 @@ class LLMRunSummary:
         return out
 
 
-def summarize_llm(run: Run, llm: LLMConfig) -> LLMRunSummary:
-    """The summary of ``run`` (all its steps, also those of earlier sessions of a resumed run)."""
-    return summary_from_metrics(run.metrics(), llm.max_fallback_share)
-
-
 def summary_from_metrics(metrics: pd.DataFrame, max_fallback_share: float) -> LLMRunSummary:
     """The summary of a wide metrics frame (a column per metric, a row per step)."""
     sums = metrics.sum(numeric_only=True) if len(metrics) else {}
@@ -104,4 +95,4 @@ def summary_from_metrics(metrics: pd.DataFrame, max_fallback_share: float) -> LL
     return LLMRunSummary(totals, max_fallback_share)
 
 
-__all__ = ["LLMRunSummary", "summarize_llm", "summary_from_metrics"]
+__all__ = ["LLMRunSummary", "summary_from_metrics"]
