@@ -20,7 +20,7 @@ import difflib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -44,6 +44,7 @@ from .config_errors import (
 )
 from .llm.config import LLMConfig, LLMParams
 from .network import NetworkConfig
+from .paths import MissingPathError, existing_path
 from .policy import PolicyConfig
 from .population import PopulationConfig
 from .registry import UnknownScenarioError, available_scenarios, get_scenario
@@ -222,6 +223,12 @@ def _check_sizes(config: ExperimentConfig, marks: Marks) -> list[Problem]:
     return problems
 
 
+def base_dir_of(source: Path | None) -> Path:
+    """The folder an experiment read from ``source`` reads its relative paths from (the YAML
+    file's folder; the working folder for an experiment given as data)."""
+    return source.parent if source is not None else Path(".")
+
+
 @dataclass
 class Experiment:
     """A validated experiment, ready to run."""
@@ -236,7 +243,7 @@ class Experiment:
     @property
     def base_dir(self) -> Path:
         """The folder relative paths in the config are read from (the YAML file's folder)."""
-        return self.source.parent if self.source is not None else Path(".")
+        return base_dir_of(self.source)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON-able data (what the run row stores)."""
@@ -338,7 +345,7 @@ def experiment_from_dict(data: dict[str, Any], *, marks: Marks | None = None,
     if marks is None:
         marks = Marks.empty()
     shown = str(source) if source is not None else None
-    problems: list[Problem] = list(marks.problems) + _huge_integers(data, marks)
+    problems: list[Problem] = list(marks.problems)
     config: ExperimentConfig | None = None
     try:
         config = ExperimentConfig.model_validate(data)
@@ -373,7 +380,7 @@ def experiment_from_dict(data: dict[str, Any], *, marks: Marks | None = None,
                 err, marks, loc_prefix=("scenario",), model=scenario_cls.config_model)
         problems += _check_policy_params(data.get("policy"), scenario_cls, marks)
 
-    base_dir = source.parent if source is not None else Path(".")
+    base_dir = base_dir_of(source)
     if config is not None:
         problems += _check_sizes(config, marks)
         problems += _check_files(config, base_dir, marks)
@@ -381,19 +388,20 @@ def experiment_from_dict(data: dict[str, Any], *, marks: Marks | None = None,
         if scenario_config is not None:
             problems += _check_scenario(config, scenario_config, base_dir, marks)
 
+    # A field's own bound (pydantic's, or a check's above) says more than the generic 64-bit
+    # one: that one is reported only where nothing else was.
+    problems += _huge_integers(data, marks, skip={p.path for p in problems})
     if problems:
-        # A field's own bound says more than the generic 64-bit one: keep that alone.
-        paths = [p.path for p in problems]
-        problems = [p for p in problems if not (p.message.endswith("(-2**63 to 2**63-1)")
-                                                and paths.count(p.path) > 1)]
         raise ConfigError(problems, shown)
     assert config is not None and scenario_cls is not None and scenario_config is not None
     return Experiment(config, scenario_cls, scenario_config, source=source, raw=dict(data))
 
 
-def _huge_integers(data: Any, marks: Marks) -> list[Problem]:
+def _huge_integers(data: Any, marks: Marks, skip: set[str] | frozenset[str] = frozenset()
+                   ) -> list[Problem]:
     """Integers beyond 64 bits anywhere in the document (numpy, the database and every count
-    are 64-bit: such a number can only fail later, as an OverflowError)."""
+    are 64-bit: such a number can only fail later, as an OverflowError), except at the dotted
+    paths in ``skip`` (already reported)."""
     problems: list[Problem] = []
     stack: list[tuple[tuple[Any, ...], Any]] = [((), data)]
     while stack:
@@ -403,7 +411,7 @@ def _huge_integers(data: Any, marks: Marks) -> list[Problem]:
         elif isinstance(value, list):
             stack.extend(((*loc, i), v) for i, v in enumerate(value))
         elif isinstance(value, int) and not isinstance(value, bool) and not (
-                -(2**63) <= value < 2**63):
+                -(2**63) <= value < 2**63) and format_path(loc) not in skip:
             problems.append(_located(loc, f"{value} does not fit in 64 bits (-2**63 to 2**63-1)",
                                      marks))
     return problems
@@ -416,14 +424,17 @@ def _located(loc: tuple[Any, ...], message: str, marks: Marks) -> Problem:
 
 
 def _check_files(config: ExperimentConfig, base_dir: Path, marks: Marks) -> list[Problem]:
-    """Files and folders the experiment reads must exist (checked now, not at run time)."""
-    wanted: list[tuple[tuple[Any, ...], str | Path, str]] = []
+    """Files and folders the experiment reads must exist (checked now, not at run time), found
+    as the run finds them (:func:`~.paths.existing_path`: ``~`` expanded, relative paths read
+    from the experiment file's folder)."""
+    wanted: list[tuple[tuple[Any, ...], str | Path, Literal["file", "folder"]]] = []
     if config.population.file is not None:
         wanted.append((("population", "file", "path"), config.population.file.path, "file"))
     network: Any = config.network
     if getattr(network, "generator", None) == "edge_list":
         wanted.append((("network", "path"), network.path, "file"))
-    if config.llm is not None and config.llm.chat_template:
+    # only the completions API renders prompts with a chat template; chat servers apply their own
+    if config.llm is not None and config.llm.api == "completions" and config.llm.chat_template:
         wanted.append((("llm", "chat_template"), config.llm.chat_template, "file"))
     parts = config.policy.part_list()
     for i, part in enumerate(parts):
@@ -434,12 +445,10 @@ def _check_files(config: ExperimentConfig, base_dir: Path, marks: Marks) -> list
             wanted.append((loc, folder, "folder"))
     problems = []
     for loc, name, kind in wanted:
-        path = base_dir / name
-        ok = path.is_file() if kind == "file" else path.is_dir()
-        if not ok:
-            what = "no such file" if kind == "file" else "no such folder"
-            problems.append(_located(loc, f"{what}: {path.absolute()} (relative paths are read "
-                                     "from the experiment file's folder)", marks))
+        try:
+            existing_path(name, base_dir, kind)
+        except MissingPathError as err:
+            problems.append(_located(loc, str(err), marks))
     return problems
 
 

@@ -40,6 +40,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .actions import ActionBatch
+from .config_errors import Marks, validate
 from .policy import Policy
 from .scenario import AGENT_CHUNK, joined_records
 
@@ -80,9 +81,18 @@ class RuntimeConfig(BaseModel):
                                   "take for one call before the run stops with an error (at "
                                   "most a week)")
 
-    def updated(self, changes: dict[str, Any]) -> RuntimeConfig:
-        """A copy with ``changes`` applied and validated (command-line overrides)."""
-        return RuntimeConfig.model_validate({**self.model_dump(), **changes})
+    def updated(self, changes: dict[str, Any], source: str | None = None) -> RuntimeConfig:
+        """A copy with ``changes`` applied and validated (command-line overrides).
+
+        Args:
+            changes: new values by key, e.g. ``{"shards": 4}``.
+            source: where the changes come from, shown in the error (e.g. ``"command line"``).
+
+        Raises:
+            ConfigError: a change is out of range or unknown, named as ``runtime.KEY``.
+        """
+        return validate(RuntimeConfig, {**self.model_dump(), **changes}, Marks.empty(),
+                        source=source, loc_prefix=("runtime",))
 
 
 class ShardDiedError(RuntimeError):

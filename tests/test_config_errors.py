@@ -505,3 +505,82 @@ def test_sections_must_name_existing_attributes(tmp_path: Path) -> None:
 def test_an_endless_file_is_refused_without_reading_it_all() -> None:
     with pytest.raises(ConfigError, match="file is larger than 20 MB"):
         load_yaml("/dev/zero")
+
+
+def test_home_relative_paths_validate_as_the_run_reads_them(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import pandas as pd
+
+    from populace.simulator.config import load_experiment
+    from populace.simulator.network.edge_list import load_edge_list
+    from populace.simulator.population.files import load_population_file
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    social = ("name: t\nsteps: 1\nscenario: {type: social}\npopulation: {file: ~/people.csv}\n"
+              "network: {generator: edge_list, path: ~/edges.csv}\n")
+    market = "name: t\nsteps: 1\nscenario: {type: market, menu_file: ~/menus.csv}\n" \
+             "population: {size: 50}\n"
+    problems = _experiment_problems(social, tmp_path) + _experiment_problems(market, tmp_path)
+    assert len(problems) == 3 and all(f"no such file: {home}/" in p for p in problems), problems
+    (home / "people.csv").write_text("age\n3\n4\n")
+    (home / "edges.csv").write_text("source,target\n0,1\n")
+    (home / "menus.csv").write_text("business_id\n")
+    assert _experiment_problems(social, tmp_path) == []
+    assert _experiment_problems(market, tmp_path) == []
+    # and the run-time loaders read the same files
+    config = load_experiment(_write(tmp_path, social)).config
+    assert config.population.file is not None
+    assert len(load_population_file(config.population.file, tmp_path).frame) == 2
+    src, dst = load_edge_list(config.network, 2, pd.DataFrame(index=range(2)),  # type: ignore[arg-type]
+                              tmp_path)
+    assert list(src) == [0] and list(dst) == [1]
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_chat_template_is_checked_only_where_it_is_read(tmp_path: Path) -> None:
+    llm = "llm: {endpoints: [{base_url: 'http://127.0.0.1:9/v1'}], chat_template: missing.j2, "
+    chat = SMALL_EXP + llm + "api: chat}\n"
+    assert _experiment_problems(chat, tmp_path) == []  # chat servers apply their own template
+    completions = SMALL_EXP + llm + "api: completions}\n"
+    (problem,) = _experiment_problems(completions, tmp_path)
+    assert "llm.chat_template: no such file" in problem and "missing.j2" in problem
+
+
+def test_the_64_bit_check_skips_paths_already_reported() -> None:
+    from populace.simulator.config import _huge_integers
+
+    data = {"steps": 10**20, "seed": 10**20, "scenario": {"feed": {"window": [1, 2**64]}}}
+    found = _huge_integers(data, Marks.empty(), skip={"steps", "scenario.feed.window[1]"})
+    assert [p.path for p in found] == ["seed"]
+
+
+@pytest.mark.parametrize("change", [
+    "scenario: {type: social, feed: {window: 100000000000000000000}}",
+    "population: {size: 100000000000000000000}",
+    "steps: 100000000000000000000",
+])
+def test_a_huge_integer_with_its_own_bound_is_reported_once(tmp_path: Path, change: str) -> None:
+    keys = {line.split(":")[0] for line in change.splitlines()}
+    base = "".join(line + "\n" for line in SMALL_EXP.splitlines()
+                   if line.split(":")[0] not in keys)
+    (problem,) = _experiment_problems(base + change + "\n", tmp_path)
+    assert "64 bits" not in problem and "must be less than or equal to" in problem
+
+
+def test_runtime_overrides_out_of_range_are_a_config_error() -> None:
+    from populace.simulator.runtime import RuntimeConfig
+
+    with pytest.raises(ConfigError) as info:
+        RuntimeConfig().updated({"shards": 0}, source="command line")
+    assert str(info.value).splitlines()[1].startswith(
+        "command line: runtime.shards: must be greater than or equal to 1")
+    with pytest.raises(ConfigError, match=r"runtime\.sharts: unknown key 'sharts'"):
+        RuntimeConfig().updated({"sharts": 2})
+    assert RuntimeConfig(type="ray").updated({"shards": 3}).shards == 3

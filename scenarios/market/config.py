@@ -12,6 +12,8 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from populace.simulator.paths import MissingPathError, existing_path
+
 #: Largest amount of money in one setting (prices, wallets, income). Money is settled in int64
 #: cents; with a billion per customer, 10 million customers still hold only 1e18 cents.
 MAX_MONEY = 1e9
@@ -114,10 +116,11 @@ class MarketConfig(BaseModel):
         file exists, there are customers, a language-model ranking has a model, and all the
         money of the run fits in int64 cents."""
         problems: list[tuple[tuple[Any, ...], str]] = []
-        if self.menu_file is not None and not (base_dir / self.menu_file).is_file():
-            problems.append((("scenario", "menu_file"), f"no such file: "
-                             f"{(base_dir / self.menu_file).absolute()} (relative paths are "
-                             "read from the experiment file's folder)"))
+        if self.menu_file is not None:
+            try:
+                existing_path(self.menu_file, base_dir)
+            except MissingPathError as err:
+                problems.append((("scenario", "menu_file"), str(err)))
         if self.ranking == "llm" and experiment.llm is None:
             problems.append((("scenario", "ranking"), "ranking: llm needs an llm: section (the "
                              "model that orders the search results)"))

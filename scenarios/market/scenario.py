@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, TypeAdapter
 
 from populace.simulator.actions import ActionBatch
+from populace.simulator.paths import experiment_path
 from populace.simulator.policy import Policy
 from populace.simulator.scenario import Observation, Records, Scenario, StepContext, World
 
@@ -163,7 +164,7 @@ class MarketScenario(Scenario):
         bits = rng.random((r, nf)) < cfg.feature_prob
         self.menu_feat = (bits * (1 << np.arange(nf, dtype=_INT))).sum(axis=1).astype(_INT)
         if cfg.menu_file is not None:
-            self._load_menu(world.base_dir / cfg.menu_file)
+            self._load_menu(experiment_path(cfg.menu_file, world.base_dir))
             r = len(self.menu_biz)
         self.row_of = np.full((nb, nt), -1, dtype=_INT)
         self.row_of[self.menu_biz, self.menu_type] = np.arange(r)

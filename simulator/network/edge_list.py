@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from ..paths import experiment_path
 from .config import EdgeListConfig
 from .graph import NetworkError
 
@@ -169,7 +170,7 @@ def load_edge_list(
         NetworkError: Missing/unreadable file, missing columns, unknown attribute, non-unique
             attribute, empty values, or ids that are out of range / unknown.
     """
-    path = cfg.path if cfg.path.is_absolute() else Path(base_dir) / cfg.path
+    path = experiment_path(cfg.path, base_dir)  # as validation finds it (~ expanded)
     if not path.is_file():
         raise NetworkError(
             f"edge_list file {path} not found (`path: {cfg.path}` is relative to {base_dir}); "

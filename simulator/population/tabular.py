@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..paths import experiment_path
 from .errors import PopulationFileError, json_row, table_row
 
 
@@ -59,10 +60,7 @@ def resolve_path(path: str | Path, base_dir: Path) -> Path:
     Raises:
         PopulationFileError: If nothing readable exists there.
     """
-    candidate = Path(path).expanduser()
-    if not candidate.is_absolute():
-        candidate = Path(base_dir) / candidate
-    candidate = candidate.resolve()
+    candidate = experiment_path(path, base_dir)
     hint = (
         f"check population.file.path; relative paths are resolved against "
         f"{Path(base_dir).resolve()}"
