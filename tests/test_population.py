@@ -221,6 +221,31 @@ def test_conditional_income_by_occupation_group_means() -> None:
     )
 
 
+def test_conditional_branches_support_and_possible_values() -> None:
+    from populace.simulator.population.distributions import (
+        ConditionalDist,
+        possible_values,
+        support,
+    )
+
+    attrs = cfg(size=10, attributes={
+        **INCOME_BY_OCCUPATION,
+        "tier": {"dist": "conditional", "by": "occupation", "cases": {
+            "student": {"dist": "integer", "low": 1, "high": 2},
+            "engineer": {"dist": "constant", "value": 5},
+            "retired": {"dist": "constant", "value": 1}}},
+        "bounded": {"dist": "conditional", "by": "occupation", "cases": {
+            "student": {"dist": "truncnormal", "mean": 0, "sd": 1, "low": -2, "high": 2}},
+            "default": {"dist": "constant", "value": 7}},
+    }).attributes
+    income, tier, bounded = attrs["income"], attrs["tier"], attrs["bounded"]
+    assert isinstance(income, ConditionalDist) and isinstance(tier, ConditionalDist)
+    assert [b.dist if b else None for b in income.branches()] == ["normal", "normal", "constant"]
+    assert tier.branches()[-1] is None  # no default: every case is given
+    assert support(income) == (-math.inf, math.inf) and support(bounded) == (-2.0, 7.0)
+    assert possible_values(tier) == [1, 2, 5] and possible_values(income) is None
+
+
 def test_conditional_keys_from_yaml_match_bools_and_ints() -> None:
     section = yaml.safe_load(
         """

@@ -132,13 +132,14 @@ class _NumericDist(_Dist):
 
     round: int | None = Field(default=None, ge=0, description="decimals to round draws to")
 
-    def _bounds(self) -> tuple[float, float]:
+    def bounds(self) -> tuple[float, float]:
+        """The hard range of the draws, ``(low, high)``; infinite ends where unbounded."""
         return -math.inf, math.inf
 
     def _finish(self, x: np.ndarray) -> np.ndarray:
         if self.round is not None:
             x = np.round(x, self.round)
-            lo, hi = self._bounds()
+            lo, hi = self.bounds()
             # Rounding can push a value just outside a hard bound (e.g. 0.05 -> 0.0 with low=0.05).
             if math.isfinite(lo) or math.isfinite(hi):
                 x = np.clip(x, lo, hi)
@@ -147,7 +148,7 @@ class _NumericDist(_Dist):
     def coerce(self, values: pd.Series) -> tuple[pd.Series, np.ndarray, str]:
         missing = missing_mask(values)
         numbers = pd.to_numeric(values.where(~missing), errors="coerce").astype(np.float64)
-        lo, hi = self._bounds()
+        lo, hi = self.bounds()
         arr = numbers.to_numpy()
         bad = ~missing & (np.isnan(arr) | (arr < lo) | (arr > hi))
         if math.isfinite(lo) or math.isfinite(hi):
@@ -273,19 +274,19 @@ class TruncNormalDist(_NumericDist):
 
     @model_validator(mode="after")
     def _check(self) -> TruncNormalDist:
-        lo, hi = self._bounds()
+        lo, hi = self.bounds()
         if not lo < hi:
             raise ValueError(f"low must be < high, got low={lo:g}, high={hi:g}")
         _check_scale(self, self.mean - 40 * self.sd, self.mean + 40 * self.sd)
         return self
 
-    def _bounds(self) -> tuple[float, float]:
+    def bounds(self) -> tuple[float, float]:
         lo = -math.inf if self.low is None else float(self.low)
         hi = math.inf if self.high is None else float(self.high)
         return lo, hi
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        lo, hi = self._bounds()
+        lo, hi = self.bounds()
         a, b = (lo - self.mean) / self.sd, (hi - self.mean) / self.sd
         z = _std_truncnormal(a, b, n, rng)
         # Clip guards against the last-ulp error of the affine map back to the user's scale.
@@ -357,7 +358,7 @@ class LogNormalDist(_NumericDist):
                              "overflow (exp(700) is already 1e304); mean and sigma are of the log")
         return self
 
-    def _bounds(self) -> tuple[float, float]:
+    def bounds(self) -> tuple[float, float]:
         return 0.0, math.inf
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -378,7 +379,7 @@ class UniformDist(_NumericDist):
         _check_scale(self, self.low, self.high)
         return self
 
-    def _bounds(self) -> tuple[float, float]:
+    def bounds(self) -> tuple[float, float]:
         return self.low, self.high
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -438,7 +439,7 @@ class BetaDist(_NumericDist):
         _check_scale(self, self.low, self.high)
         return self
 
-    def _bounds(self) -> tuple[float, float]:
+    def bounds(self) -> tuple[float, float]:
         return self.low, self.high
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -517,7 +518,9 @@ class ConditionalDist(_Dist):
         unmatched = order[bounds[0] : bounds[1]]
         return groups, unmatched
 
-    def _specs(self) -> list[_Dist | None]:
+    def branches(self) -> list[_Dist | None]:
+        """The distribution of each case, in declared order, then the default (``None`` when
+        there is none): every way a row can be drawn."""
         return [*self.cases.values(), self.default]
 
     def sample_given(self, parent: pd.Series | np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -545,7 +548,7 @@ class ConditionalDist(_Dist):
             )
         pieces = [
             (rows, spec.sample(rows.size, rng))
-            for rows, spec in zip(groups, self._specs(), strict=True)
+            for rows, spec in zip(groups, self.branches(), strict=True)
             if spec is not None and rows.size
         ]
         return scatter_pieces(len(parent), pieces)
@@ -569,7 +572,7 @@ class ConditionalDist(_Dist):
         expectations = [""] * n
         pieces: list[tuple[np.ndarray, np.ndarray]] = []
         missing = missing_mask(values)
-        for rows, spec in zip(groups, self._specs(), strict=True):
+        for rows, spec in zip(groups, self.branches(), strict=True):
             if spec is None or not rows.size:
                 continue
             coerced, group_bad, expect = spec.coerce(values.iloc[rows].reset_index(drop=True))
@@ -621,7 +624,7 @@ def support(spec: _Dist) -> tuple[float, float] | None:
         (strings, booleans) so that no numeric range applies.
     """
     if isinstance(spec, ConditionalDist):
-        ranges = [support(s) for s in spec._specs() if s is not None]
+        ranges = [support(s) for s in spec.branches() if s is not None]
         if not ranges or any(r is None for r in ranges):
             return None
         return (min(r[0] for r in ranges if r is not None),
@@ -634,7 +637,7 @@ def support(spec: _Dist) -> tuple[float, float] | None:
     if isinstance(spec, IntegerDist):
         return float(spec.low), float(spec.high)
     if isinstance(spec, _NumericDist):
-        return spec._bounds()
+        return spec.bounds()
     return None
 
 
@@ -642,7 +645,7 @@ def possible_values(spec: _Dist, limit: int = 1000) -> list[Any] | None:
     """Every value ``spec`` can draw, when they are few (at most ``limit``); else ``None``."""
     if isinstance(spec, ConditionalDist):
         values: list[Any] = []
-        for part in spec._specs():
+        for part in spec.branches():
             if part is None:
                 continue
             more = possible_values(part, limit)
