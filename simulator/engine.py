@@ -27,7 +27,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +60,7 @@ from .population import Population, build_population
 from .rng import RngStreams
 from .runtime import RayRuntime, ShardDiedError, ShardedScenario
 from .scenario import Records, Scenario, StepContext, World, merge_records
+from .version import package_version
 
 MAX_RECOVERIES = 3  # shard deaths a run survives before it stops
 log = logging.getLogger("populace.engine")
@@ -69,14 +69,6 @@ log = logging.getLogger("populace.engine")
 def resume_command(name: str, db_url: str) -> str:
     """The ``populace resume`` command for run ``name`` in ``db_url`` (password hidden)."""
     return f"populace resume {name} --db {redact(db_url)}"
-
-
-def package_version() -> str:
-    """The installed Populace version."""
-    try:
-        return version("populace")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 @dataclass
