@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .supervisor import supervise, supervised, watch_supervisor
+from .version import package_version
 
 DEFAULT_DIR = Path("populace_runs")
 
@@ -32,18 +33,9 @@ class UsageError(Exception):
     """Command-line arguments that do not fit together (exit code 2, like argparse's own)."""
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("populace")
-    except PackageNotFoundError:
-        return "0+unknown"
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="populace", description="Large-scale social simulation.")
-    p.add_argument("--version", action="version", version=f"populace {_version()}")
+    p.add_argument("--version", action="version", version=f"populace {package_version()}")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -149,14 +141,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _database_message(err: Exception, args: argparse.Namespace) -> str:
-    """A database error in words: above all, a file that is no Populace database."""
+    """A database error the storage layer did not explain: the driver's first line, and where
+    (an empty or foreign database is already a StorageError: storage.Database checks)."""
     text = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
     from populace.storage import redact
 
     where = redact(str(getattr(args, "db", None) or getattr(args, "run", None) or "the database"))
-    if "no such table" in text or ("relation" in text and "does not exist" in text):
-        return (f"{where} is not a Populace run database (it has no run tables: {text}); "
-                "give the database a run wrote (`populace runs --db URL` lists its runs)")
     return f"database {where}: {text}"
 
 
@@ -292,12 +282,9 @@ def _resolve(run: str, db: str | None) -> tuple[str, str | None]:
 
 
 def _runtime_changes(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``runtime:`` keys given on the command line (--runtime, --shards), checked."""
-    if args.shards is not None:
-        from .runtime import MAX_SHARDS
-
-        if not 1 <= args.shards <= MAX_SHARDS:
-            raise UsageError(f"--shards must be between 1 and {MAX_SHARDS}, got {args.shards}")
+    """The ``runtime:`` keys given on the command line (--runtime, --shards). Their values are
+    checked where they are applied: by the experiment's validation (run) or by
+    ``RuntimeConfig.updated`` (resume), each a ConfigError naming ``runtime.KEY``."""
     return {k: v for k, v in (("type", args.runtime), ("shards", args.shards)) if v is not None}
 
 
@@ -322,9 +309,13 @@ def _resume(args: argparse.Namespace) -> int:
             info = find_run(db, ref)
         finally:
             db.dispose()
-        runtime = {**(info["config"].get("runtime") or {}), **changes}
-        _check_shards(changes, runtime.get("type"))
-        if runtime.get("type") == "ray":
+        from .runtime import RuntimeConfig
+
+        # checked here, before a Ray run's supervisor starts a child to resume it
+        runtime = RuntimeConfig.model_validate(info["config"].get("runtime") or {}).updated(
+            changes, source="command line")
+        _check_shards(changes, runtime.type)
+        if runtime.type == "ray":
             return supervise(args.argv, url, info["name"], int(info["id"]))
     else:
         watch_supervisor()

@@ -176,14 +176,32 @@ def test_bad_population_file_is_explained_and_writes_nothing(tmp_path: Path) -> 
 def test_version_and_usage_errors_exit_2(tmp_path: Path) -> None:
     from importlib.metadata import version
 
+    from populace.simulator import engine
+    from populace.simulator.version import package_version
+
     proc = populace("--version", cwd=tmp_path, check=True)
-    assert proc.stdout.strip() == f"populace {version('populace')}"
+    assert proc.stdout.strip() == f"populace {version('populace')}" == f"populace {package_version()}"
+    assert engine.package_version is package_version  # one definition, the CLI's and the runs'
     proc = populace("run", str(QUICKSTART), "--shards", "3", cwd=tmp_path)
     assert proc.returncode == 2 and "--shards needs the Ray runtime" in proc.stderr
-    proc = populace("run", str(QUICKSTART), "--shards", "0", "--runtime", "ray", cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip() == "populace: error: --shards must be between 1 and 1024, got 0"
+    for shards, bound in (("0", "greater than or equal to 1"), ("2000", "less than or equal to 1024")):
+        proc = populace("run", str(QUICKSTART), "--shards", shards, "--runtime", "ray",
+                        cwd=tmp_path)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"runtime.shards: must be {bound}" in proc.stderr, proc.stderr
     assert not (tmp_path / "populace_runs").exists()
+
+
+def test_resume_with_out_of_range_shards_exits_2(tmp_path: Path) -> None:
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump(experiment(steps=1), sort_keys=False))
+    populace("run", str(exp), "--quiet", "--db", "run.sqlite", cwd=tmp_path, check=True)
+    for extra in ((), ("--runtime", "ray")):  # the bound is RuntimeConfig's, whatever the runtime
+        proc = populace("resume", "run.sqlite", "--shards", "0", *extra, cwd=tmp_path)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert "command line: runtime.shards: must be greater than or equal to 1" in proc.stderr
+    proc = populace("resume", "run.sqlite", "--shards", "3", cwd=tmp_path)
+    assert proc.returncode == 2 and "--shards needs the Ray runtime" in proc.stderr
 
 
 def test_a_database_without_runs_is_a_clear_error(tmp_path: Path) -> None:

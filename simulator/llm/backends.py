@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from populace.storage import Database, database_url, find_run
 
+from ..paths import experiment_path
 from .answers import got_answer
 from .config import LLMConfig
 from .tables import LLMCacheEntry, LLMCall
@@ -63,7 +64,7 @@ def _openai_backend(llm: LLMConfig, seed: int, base_dir: Path | None) -> Backend
     if llm.api == "completions":
         template = None
         if llm.chat_template is not None:
-            template = (base_dir or Path(".")) / llm.chat_template
+            template = experiment_path(llm.chat_template, base_dir or Path("."))
         try:
             render = make_renderer(llm.chat_format, template)
         except ValueError as exc:

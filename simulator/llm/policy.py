@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from ..actions import ActionBatch
+from ..paths import experiment_path
 from ..policy import Policy
 from .answers import repair_messages
 from .calls import COUNTERS, LLMCalls
@@ -88,7 +89,7 @@ class LLMPolicy(Policy):
         self.adapter: TypeAdapter[Any] = TypeAdapter(model)
         self.schema = self.adapter.json_schema() if llm.structured_output else None
         self.base_dir = base_dir
-        user_dir = base_dir / params.templates if params.templates else None
+        user_dir = experiment_path(params.templates, base_dir) if params.templates else None
         self.prompts = PromptBuilder(scenario.prompt_dir, user_dir, params.role)
         self.calls = LLMCalls(llm, seed, base_dir)
         self._prefix_chars = 0
