@@ -41,7 +41,7 @@ from .helpers import Crash, assert_same_run, content_tables, crash_after, reopen
 # tests independent of how the package was installed
 register_scenario(EconomyScenario)
 
-MACRO = Path(__file__).resolve().parents[1] / "scenarios" / "market" / "examples" / "macro.yaml"
+MACRO = Path(__file__).resolve().parents[1] / "scenarios" / "economy" / "examples" / "macro.yaml"
 
 SMALL: dict[str, Any] = {
     "name": "economy_small",

@@ -209,7 +209,7 @@ def test_any_command_line_gives_a_message_and_an_exit_code(
 
 SCENARIO_BASES = {"social": "scenarios/social/examples/quickstart.yaml",
                   "market": "scenarios/market/examples/quickstart.yaml",
-                  "economy": "scenarios/market/examples/macro.yaml"}
+                  "economy": "scenarios/economy/examples/macro.yaml"}
 
 
 def _numeric_fields(model: type,
