@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, TypeAdapter
 
 from populace.simulator.actions import ActionBatch
+from populace.simulator.arrays import pack_strings, unpack_strings
 from populace.simulator.paths import experiment_path
 from populace.simulator.policy import Policy
 from populace.simulator.scenario import Observation, Records, Scenario, StepContext, World
@@ -854,12 +855,10 @@ class MarketScenario(Scenario):
         state["counters"] = np.array([getattr(self, c) for c in self._COUNTERS], dtype=_INT)
         state["acc"] = np.array([self.acc[k] for k in sorted(self.acc)], dtype=_INT)
         state["acc_inv_k"] = np.array([self.acc_inv_k])
-        items = [(r, s_, t.encode("utf-8")) for r, box in sorted(self.inboxes.items())
-                 for s_, t in box]
+        items = [(r, s_, t) for r, box in sorted(self.inboxes.items()) for s_, t in box]
         state["inbox_receiver"] = np.array([i[0] for i in items], dtype=_INT)
         state["inbox_sender"] = np.array([i[1] for i in items], dtype=_INT)
-        state["inbox_ends"] = np.cumsum([len(i[2]) for i in items], dtype=_INT)
-        state["inbox_bytes"] = np.frombuffer(b"".join(i[2] for i in items), dtype=np.uint8)
+        state["inbox_ends"], state["inbox_bytes"] = pack_strings(i[2] for i in items)
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
@@ -871,9 +870,7 @@ class MarketScenario(Scenario):
         self.acc = dict(zip(sorted(self.acc), state["acc"].tolist(), strict=True))
         self.acc_inv_k = float(state["acc_inv_k"][0])
         self.inboxes = {}
-        blob = state["inbox_bytes"].tobytes()
-        ends = state["inbox_ends"].tolist()
-        for r, s_, start, end in zip(state["inbox_receiver"].tolist(),
-                                     state["inbox_sender"].tolist(), [0, *ends][:len(ends)], ends,
-                                     strict=True):
-            self._deliver(r, s_, blob[start:end].decode("utf-8"))
+        texts = unpack_strings(state["inbox_ends"], state["inbox_bytes"])
+        for r, s_, text in zip(state["inbox_receiver"].tolist(), state["inbox_sender"].tolist(),
+                               texts, strict=True):
+            self._deliver(r, s_, text)

@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from populace.simulator.actions import ActionBatch
-from populace.simulator.arrays import sorted_unique
+from populace.simulator.arrays import pack_strings, sorted_unique, unpack_strings
 from populace.simulator.policy import Policy
 from populace.simulator.scenario import (
     Observation,
@@ -473,12 +473,11 @@ class SocialScenario(Scenario):
         """Opinions, posts, follow graph, reactions and feed indexes (a replica's own agents'
         edges and reactions: ``merge_states`` joins them)."""
         ids = np.fromiter(self.post_content, dtype=np.int64, count=len(self.post_content))
-        texts = [self.post_content[i].encode("utf-8") for i in ids.tolist()]
+        ends, data = pack_strings(self.post_content[i] for i in ids.tolist())
         return {"opinion": self.opinion, "recent": self.recent, "feedable": self.feedable,
                 "follow_keys": self.follows.keys, "like_keys": self.likes.keys,
                 "content_ids": ids,
-                "content_ends": np.cumsum([len(t) for t in texts], dtype=np.int64),
-                "content_bytes": np.frombuffer(b"".join(texts), dtype=np.uint8),
+                "content_ends": ends, "content_bytes": data,
                 **self.posts.state_dict()}
 
     @classmethod
@@ -505,9 +504,5 @@ class SocialScenario(Scenario):
         who = likes % self.likes.n
         self.likes.keys = likes[(who >= self.lo) & (who < self.hi)]
         self.posts.load_state_dict(state)
-        blob = state["content_bytes"].tobytes()
-        starts = np.r_[0, state["content_ends"][:-1]] if len(state["content_ends"]) else []
-        self.post_content = {
-            int(i): blob[s:e].decode("utf-8")
-            for i, s, e in zip(state["content_ids"].tolist(), list(starts),
-                               state["content_ends"].tolist(), strict=True)}
+        texts = unpack_strings(state["content_ends"], state["content_bytes"])
+        self.post_content = dict(zip(state["content_ids"].tolist(), texts, strict=True))

@@ -28,6 +28,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..arrays import pack_strings, unpack_strings
+
 KINDS = ("observation", "action", "message", "reflection")
 _WORD = re.compile(r"[a-z0-9']+")
 
@@ -219,22 +221,18 @@ class MemoryStore:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The slot arrays, with texts packed as UTF-8 bytes."""
-        texts = [(t or "").encode("utf-8") for t in self.text.ravel().tolist()]
+        ends, data = pack_strings(t or "" for t in self.text.ravel().tolist())
         return {"used": self.used, "created": self.created, "accessed": self.accessed,
                 "importance": self.importance, "kind": self.kind, "vectors": self.vectors,
                 "since_reflection": self.since_reflection,
-                "text_ends": np.cumsum([len(t) for t in texts], dtype=np.int64),
-                "text_bytes": np.frombuffer(b"".join(texts), dtype=np.uint8)}
+                "text_ends": ends, "text_bytes": data}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Restore what ``state_dict`` returned."""
         for name in ("used", "created", "accessed", "importance", "kind", "vectors",
                      "since_reflection"):
             setattr(self, name, state[name].copy())
-        blob = state["text_bytes"].tobytes()
-        ends = state["text_ends"].tolist()
-        starts = [0, *ends[:-1]]
-        flat = [blob[s:e].decode("utf-8") for s, e in zip(starts, ends, strict=True)]
+        flat = unpack_strings(state["text_ends"], state["text_bytes"])
         self.text = np.array(flat, dtype=object).reshape(self.used.shape)
         self.text[~self.used] = None
 
