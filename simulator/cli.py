@@ -309,7 +309,7 @@ def _resume(args: argparse.Namespace) -> int:
             info = find_run(db, ref)
         finally:
             db.dispose()
-        from .runtime import RuntimeConfig
+        from .runtime_config import RuntimeConfig
 
         # checked here, before a Ray run's supervisor starts a child to resume it
         runtime = RuntimeConfig.model_validate(info["config"].get("runtime") or {}).updated(

@@ -48,7 +48,7 @@ from .paths import MissingPathError, existing_path
 from .policy import PolicyConfig
 from .population import PopulationConfig
 from .registry import UnknownScenarioError, available_scenarios, get_scenario
-from .runtime import RuntimeConfig
+from .runtime_config import RuntimeConfig
 from .scenario import Scenario
 
 #: Most steps a run may plan: steps are stored as 32-bit integers, and 10 million hourly steps
@@ -89,7 +89,8 @@ class ScenarioSection(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    type: str
+    type: str = Field(description="the scenario to simulate; the section's other keys are that "
+                      "scenario's own (see the scenario sections below)")
 
     def params(self) -> dict[str, Any]:
         """The scenario's own keys (everything but ``type``)."""
@@ -106,7 +107,8 @@ class StorageConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str | None = None
+    url: str | None = Field(None, description="SQLAlchemy database URL. Unset: the SQLite file "
+                            "`populace_runs/<name>.sqlite` under the current folder")
     background_writes: bool = Field(
         True, description="write each step in a background thread while the next one is "
         "computed (at most one step in flight); false writes before computing on")
@@ -157,7 +159,9 @@ class ExperimentConfig(BaseModel):
                                    "number of agents, and a generated graph may have at most "
                                    "10 billion edges")
     activation: ActivationConfig = Field(default_factory=ActivationConfig)
-    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig,
+                                 description="who decides what agents do: the scenario's rule "
+                                 "policy, or several policies for different groups of agents")
     llm: LLMConfig | None = Field(None, description="language-model backend for `type: llm` "
                                   "policy parts")
     storage: StorageConfig = Field(default_factory=StorageConfig)

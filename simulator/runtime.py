@@ -1,7 +1,6 @@
 """Where the agents' phases run: in this process (``local``), or split into shards on Ray.
 
 Core objects:
-    RuntimeConfig: the ``runtime:`` section.
     RayRuntime: shard actors that each hold a replica of the world and decide for a block of
         agent ids, and the engine's views of them: ``ShardedScenario``, ``ShardedPolicy`` and
         ``ShardedLLM`` stand in for the driver's scenario, policy and scenario model.
@@ -33,15 +32,14 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from .actions import ActionBatch
-from .config_errors import Marks, validate
 from .policy import Policy
+from .runtime_config import RuntimeConfig
 from .scenario import AGENT_CHUNK, joined_records
 
 if TYPE_CHECKING:
@@ -50,49 +48,6 @@ if TYPE_CHECKING:
     from .scenario import Observation, Records, Scenario, StepContext
 
 log = logging.getLogger("populace.runtime")
-
-
-#: Most shards a Ray run may have (each is an actor holding one block of agents).
-MAX_SHARDS = 1024
-
-
-class RuntimeConfig(BaseModel):
-    """``runtime:``: where agents observe and decide.
-
-    ``local`` runs everything in this process. ``ray`` splits the agents into ``shards`` Ray
-    actors (see docs/ray.md); ``address`` is ``auto`` (a cluster started with ``ray start``),
-    ``ray://host:10001`` (Ray Client) or ``host:6379``; unset starts a private Ray on this
-    machine with ``num_cpus``.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["local", "ray"] = "local"
-    address: str | None = Field(None, description="Ray cluster to join (auto, ray://host:port, "
-                                "host:port); unset: start Ray on this machine")
-    shards: int = Field(2, ge=1, le=MAX_SHARDS, description="Ray actors the agents are split "
-                        "into (at most 1024)")
-    num_cpus: int | None = Field(None, ge=1, le=100_000, description="CPUs of the private Ray "
-                                 "(default: all of this machine's)")
-    # Timeouts end up in socket and asyncio calls, which overflow on huge or infinite values.
-    connect_timeout_s: float = Field(30.0, gt=0, le=86_400, description="how long to wait for "
-                                     "the cluster (at most a day)")
-    call_timeout_s: float = Field(600.0, gt=0, le=604_800, description="longest a shard may "
-                                  "take for one call before the run stops with an error (at "
-                                  "most a week)")
-
-    def updated(self, changes: dict[str, Any], source: str | None = None) -> RuntimeConfig:
-        """A copy with ``changes`` applied and validated (command-line overrides).
-
-        Args:
-            changes: new values by key, e.g. ``{"shards": 4}``.
-            source: where the changes come from, shown in the error (e.g. ``"command line"``).
-
-        Raises:
-            ConfigError: a change is out of range or unknown, named as ``runtime.KEY``.
-        """
-        return validate(RuntimeConfig, {**self.model_dump(), **changes}, Marks.empty(),
-                        source=source, loc_prefix=("runtime",))
 
 
 class ShardDiedError(RuntimeError):

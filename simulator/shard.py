@@ -32,7 +32,7 @@ class ShardReplica:
     def __init__(self, config: dict[str, Any], source: str, lo: int, hi: int) -> None:
         from .config import experiment_from_dict
         from .engine import Simulation
-        from .runtime import RuntimeConfig
+        from .runtime_config import RuntimeConfig
 
         exp = experiment_from_dict(config, source=Path(source))
         exp.config.runtime = RuntimeConfig()  # the replica itself runs locally
