@@ -31,11 +31,19 @@ class ActivationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    probability: Probability | None = None
-    hourly: HourlyProfile | None = None
-    by: str | None = None
-    groups: dict[str, HourlyProfile] = Field(default_factory=dict)
-    scale_by: str | None = None
+    probability: Probability | None = Field(
+        None, description="chance that each agent acts in a step, the same every step. When "
+        "neither `probability`, `hourly` nor `groups` is given it is 1 (everyone acts)")
+    hourly: HourlyProfile | None = Field(
+        None, description="chance that an agent acts, for each hour 0-23 of the simulated day")
+    by: str | None = Field(None, description="attribute whose value picks an agent's profile "
+                           "in `groups`")
+    groups: dict[str, HourlyProfile] = Field(
+        default_factory=dict, description="a 24-hour profile per value of the `by` attribute "
+        "(values compared as text). Agents with another value use `hourly` (never active if it "
+        "is unset)")
+    scale_by: str | None = Field(None, description="numeric attribute that multiplies each "
+                                 "agent's probability (the product is clipped to [0, 1])")
 
     @model_validator(mode="after")
     def _one_mode(self) -> Self:

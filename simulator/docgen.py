@@ -12,8 +12,8 @@ Core objects:
     main: print the reference.
 
 Descriptions come from each field's ``Field(description=...)``, else from the ``Attributes:``
-section of its model's docstring, else from ``FALLBACK`` below (for fields whose models carry no
-description yet). A model's docstring becomes the text above its table.
+section of its model's docstring; this module holds no text about any model or scenario. A
+model's docstring (including the rules its validators enforce) becomes the text above its table.
 """
 
 from __future__ import annotations
@@ -40,95 +40,6 @@ from .policy import PolicyConfig, PolicyPart
 from .registry import available_scenarios, get_scenario
 
 COMMAND = "python -m populace.simulator.docgen > docs/yaml-reference.md"
-
-# Descriptions for fields whose model gives none (neither Field(description=...) nor an
-# "Attributes:" docstring entry). Keyed by (model class name, field name). A description added
-# to the model itself takes precedence, so these can be deleted once the models carry them.
-FALLBACK: dict[tuple[str, str], str] = {
-    ("ExperimentConfig", "policy"): "Who decides what agents do: the scenario's rule policy, "
-    "or several policies for different groups of agents.",
-    ("ExperimentConfig", "network"): "The initial follow graph; `generator` picks how it is made.",
-    ("ScenarioSection", "type"): "The scenario to simulate; the section's other keys are that "
-    "scenario's own (see the scenario sections below).",
-    ("StorageConfig", "url"): "SQLAlchemy database URL. Unset: the SQLite file "
-    "`populace_runs/<name>.sqlite` under the current folder.",
-    ("ActivationConfig", "probability"): "Chance that each agent acts in a step, the same every "
-    "step. When neither `probability`, `hourly` nor `groups` is given it is 1 (everyone acts).",
-    ("ActivationConfig", "hourly"): "Chance that an agent acts, for each hour 0-23 of the "
-    "simulated day.",
-    ("ActivationConfig", "by"): "Attribute whose value picks an agent's profile in `groups`.",
-    ("ActivationConfig", "groups"): "A 24-hour profile per value of the `by` attribute (values "
-    "compared as text). Agents with another value use `hourly` (never active if it is unset).",
-    ("ActivationConfig", "scale_by"): "Numeric attribute that multiplies each agent's "
-    "probability (the product is clipped to [0, 1]).",
-    ("PolicyConfig", "type"): "`rule`: the scenario's rule policy for every agent; `mixed`: "
-    "agents split among `parts`.",
-    ("PolicyConfig", "params"): "Parameters of the scenario's rule policy, checked by the "
-    "scenario's `policy.params` model (see the scenario sections below).",
-    ("PolicyConfig", "parts"): "For `type: mixed` only: agents take the first part whose "
-    "`select` matches them, in order.",
-    ("PolicyPart", "select"): "Which agents follow this part. Empty: every agent not taken by "
-    "an earlier part.",
-    ("PolicyPart", "type"): "Policy kind of this part (only `rule` exists so far).",
-    ("PolicyPart", "params"): "Parameters of the scenario's rule policy for these agents.",
-    ("Selection", "where"): "Keep agents whose attribute equals the value (a list: any of the "
-    "values).",
-    ("Selection", "fraction"): "Then keep each matching agent with this probability (seeded), "
-    "i.e. about this share of them.",
-    ("CategoricalDist", "values"): "The possible values (a list), or a mapping of value to "
-    "weight.",
-    ("CategoricalDist", "weights"): "One weight per entry of a `values` list (uniform if "
-    "omitted); weights are normalised.",
-    ("NormalDist", "mean"): "Mean.",
-    ("NormalDist", "sd"): "Standard deviation.",
-    ("TruncNormalDist", "mean"): "Mean of the normal before truncation.",
-    ("TruncNormalDist", "sd"): "Standard deviation of the normal before truncation.",
-    ("TruncNormalDist", "low"): "Lower bound (unset: none).",
-    ("TruncNormalDist", "high"): "Upper bound (unset: none).",
-    ("LogNormalDist", "mean"): "Mean of the logarithm.",
-    ("LogNormalDist", "sigma"): "Standard deviation of the logarithm.",
-    ("UniformDist", "low"): "Lower bound (inclusive).",
-    ("UniformDist", "high"): "Upper bound (exclusive).",
-    ("IntegerDist", "low"): "Smallest value (inclusive).",
-    ("IntegerDist", "high"): "Largest value (inclusive).",
-    ("ConstantDist", "value"): "The value every agent gets.",
-    ("BetaDist", "a"): "First shape parameter (alpha).",
-    ("BetaDist", "b"): "Second shape parameter (beta).",
-    ("BetaDist", "low"): "Value that 0 maps to.",
-    ("BetaDist", "high"): "Value that 1 maps to.",
-    ("ConditionalDist", "by"): "The attribute whose value picks the case.",
-    ("ConditionalDist", "cases"): "A distribution per value of `by`.",
-    ("ConditionalDist", "default"): "Distribution for values without a case (unset: such a "
-    "value is an error).",
-    ("FeedConfig", "mix"): "For `algorithm: mix`: weight of each recommender; the feed's slots "
-    "are shared in proportion (largest remainders get the leftover slots).",
-    ("SocialRuleParams", "post_rate"): "Probability that an active agent writes a new post.",
-    ("SocialRuleParams", "repost_rate"): "Probability that an active agent reposts a post of "
-    "its feed.",
-    ("SocialRuleParams", "quote_rate"): "Probability that an active agent quotes a post of its "
-    "feed.",
-    ("SocialRuleParams", "comment_rate"): "Probability that an active agent comments on a post "
-    "of its feed.",
-    ("SocialRuleParams", "like_rate"): "Probability that an active agent likes a post of its "
-    "feed.",
-    ("SocialRuleParams", "dislike_rate"): "Probability that an active agent dislikes a post of "
-    "its feed it disagrees with.",
-    ("SocialRuleParams", "follow_rate"): "Probability that an active agent follows the author "
-    "of a post of its feed.",
-    ("SocialRuleParams", "unfollow_rate"): "Probability that an active agent unfollows the "
-    "author of a post it disagrees with.",
-}
-
-# Rules enforced by model validators that the docstrings do not state.
-NOTES: dict[str, str] = {
-    "SocialRuleParams": "The eight `*_rate` values must add up to at most 1; an action that "
-    "needs a target post and finds none becomes `do_nothing`.",
-    "FeedConfig": "The `mix` weights must be non-negative and not all zero.",
-    "TruncNormalDist": "`low` must be below `high`.",
-    "UniformDist": "`low` must be below `high`.",
-    "IntegerDist": "`low` must not exceed `high`.",
-    "BetaDist": "`low` must be below `high`.",
-}
 
 INTRO = f"""\
 # Experiment YAML reference
@@ -650,9 +561,6 @@ class _Reference:
             prose, attrs = _docstring(item.model)
             if prose:
                 blocks.append(prose)
-            note = NOTES.get(item.model.__name__)
-            if note:
-                blocks.append(note)
             blocks.append(self._table(item.model, attrs))
             if item.model in extra_notes:
                 blocks.append(extra_notes[item.model])
@@ -681,10 +589,6 @@ class _Reference:
             return _sentence(_markdown(info.description))
         if name in attrs:
             return _sentence(attrs[name])
-        for cls in model.__mro__:
-            text = FALLBACK.get((cls.__name__, name))
-            if text:
-                return text
         if name in _tag_names(model):
             return "Selects this variant."
         models, _ = _models_in(info.annotation)

@@ -106,8 +106,12 @@ class Selection(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    where: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
-    fraction: float | None = Field(default=None, ge=0.0, le=1.0)
+    where: dict[str, Scalar | list[Scalar]] = Field(
+        default_factory=dict, description="keep agents whose attribute equals the value (a "
+        "list: any of the values)")
+    fraction: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="then keep each matching agent with this "
+        "probability (seeded), i.e. about this share of them")
 
 
 class PolicyPart(BaseModel):
@@ -115,9 +119,12 @@ class PolicyPart(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    select: Selection = Field(default_factory=Selection)
-    type: PolicyKind = "rule"
-    params: dict[str, Any] = Field(default_factory=dict)
+    select: Selection = Field(default_factory=Selection, description="which agents follow "
+                              "this part. Empty: every agent not taken by an earlier part")
+    type: PolicyKind = Field("rule", description="policy kind of this part (only `rule` exists "
+                             "so far)")
+    params: dict[str, Any] = Field(default_factory=dict, description="parameters of the "
+                                   "scenario's rule policy for these agents")
 
 
 class PolicyConfig(BaseModel):
@@ -130,9 +137,15 @@ class PolicyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["rule", "llm", "mixed"] = "rule"
-    params: dict[str, Any] = Field(default_factory=dict)
-    parts: list[PolicyPart] = Field(default_factory=list)
+    type: Literal["rule", "llm", "mixed"] = Field(
+        "rule", description="`rule`: the scenario's rule policy for every agent; `mixed`: "
+        "agents split among `parts`")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="parameters of the scenario's rule policy, checked by "
+        "the scenario's `policy.params` model (see the scenario sections below)")
+    parts: list[PolicyPart] = Field(
+        default_factory=list, description="for `type: mixed` only: agents take the first part "
+        "whose `select` matches them, in order")
 
     @model_validator(mode="after")
     def _parts_for_mixed(self) -> Self:

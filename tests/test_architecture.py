@@ -69,3 +69,24 @@ def test_importing_populace_writes_no_files(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, timeout=120,
                    env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert list(tmp_path.iterdir()) == []
+
+
+def scenario_model_names() -> set[str]:
+    """Class names of every model a scenario defines in its config.py (its `scenario:` section,
+    its rule parameters and their sub-models), read from the source."""
+    names: set[str] = set()
+    for path in (ROOT / "scenarios").glob("*/config.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names.update(node.name for node in tree.body if isinstance(node, ast.ClassDef))
+    return names
+
+
+def test_engine_text_names_no_scenario_model() -> None:
+    # The engine documents and validates any scenario through its models (docgen reads their
+    # Field descriptions and docstrings); text about one scenario's keys belongs on its models.
+    names = scenario_model_names()
+    assert {"SocialConfig", "SocialRuleParams", "FeedConfig", "MarketConfig"} <= names
+    problems = [f"{path.relative_to(ROOT)} names {name}"
+                for path in sorted((ROOT / "simulator").rglob("*.py"))
+                for name in sorted(names) if name in path.read_text(encoding="utf-8")]
+    assert problems == []

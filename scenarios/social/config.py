@@ -27,6 +27,8 @@ class FeedConfig(BaseModel):
     time in epoch seconds. ``interest``: posts on the agent's topic of interest, ranked by recency
     (half-life ``recency_half_life`` steps) and popularity. ``mix``: slots shared among the others
     by the weights in ``mix``.
+
+    The ``mix`` weights must be non-negative and not all zero.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -38,8 +40,9 @@ class FeedConfig(BaseModel):
                         "are recommended (at most 10,000,000)")
     recency_half_life: float = Field(6.0, gt=0, description="steps for interest scores to halve")
     mix: dict[Literal["random", "followees", "hot", "interest"], float] = Field(
-        default_factory=lambda: {"followees": 0.5, "interest": 0.3, "hot": 0.1, "random": 0.1}
-    )
+        default_factory=lambda: {"followees": 0.5, "interest": 0.3, "hot": 0.1, "random": 0.1},
+        description="for `algorithm: mix`: weight of each recommender; the feed's slots are "
+        "shared in proportion (largest remainders get the leftover slots)")
 
     @field_validator("algorithm")
     @classmethod
@@ -118,18 +121,29 @@ class SocialRuleParams(BaseModel):
     in its feed; dislikes and unfollows go to posts it disagrees with. Opinions follow bounded
     confidence: they move by ``convergence`` toward the mean stance of agreeable posts seen and,
     with ``backfire`` > 0, away from the mean stance of disagreeable ones.
+
+    The eight ``*_rate`` values must add up to at most 1; an action that needs a target post and
+    finds none becomes ``do_nothing``.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    post_rate: float = Field(0.2, ge=0, le=1)
-    repost_rate: float = Field(0.1, ge=0, le=1)
-    quote_rate: float = Field(0.03, ge=0, le=1)
-    comment_rate: float = Field(0.07, ge=0, le=1)
-    like_rate: float = Field(0.3, ge=0, le=1)
-    dislike_rate: float = Field(0.05, ge=0, le=1)
-    follow_rate: float = Field(0.05, ge=0, le=1)
-    unfollow_rate: float = Field(0.02, ge=0, le=1)
+    post_rate: float = Field(0.2, ge=0, le=1, description="probability that an active agent "
+                             "writes a new post")
+    repost_rate: float = Field(0.1, ge=0, le=1, description="probability that an active agent "
+                               "reposts a post of its feed")
+    quote_rate: float = Field(0.03, ge=0, le=1, description="probability that an active agent "
+                              "quotes a post of its feed")
+    comment_rate: float = Field(0.07, ge=0, le=1, description="probability that an active agent "
+                                "comments on a post of its feed")
+    like_rate: float = Field(0.3, ge=0, le=1, description="probability that an active agent "
+                             "likes a post of its feed")
+    dislike_rate: float = Field(0.05, ge=0, le=1, description="probability that an active agent "
+                                "dislikes a post of its feed it disagrees with")
+    follow_rate: float = Field(0.05, ge=0, le=1, description="probability that an active agent "
+                               "follows the author of a post of its feed")
+    unfollow_rate: float = Field(0.02, ge=0, le=1, description="probability that an active "
+                                 "agent unfollows the author of a post it disagrees with")
     confidence: float = Field(0.4, gt=0, le=2, description="bounded-confidence threshold")
     convergence: float = Field(0.1, ge=0, le=1, description="step toward agreeable stances")
     backfire: float = Field(0.0, ge=0, le=1, description="step away from disagreeable stances")

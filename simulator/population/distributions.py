@@ -166,8 +166,11 @@ class CategoricalDist(_Dist):
     """
 
     dist: Literal["categorical"]
-    values: list[Scalar] | dict[Scalar, float]
-    weights: list[float] | None = None
+    values: list[Scalar] | dict[Scalar, float] = Field(
+        description="the possible values (a list), or a mapping of value to weight")
+    weights: list[float] | None = Field(
+        None, description="one weight per entry of a `values` list (uniform if omitted); weights "
+        "are normalised")
 
     @model_validator(mode="after")
     def _check(self) -> CategoricalDist:
@@ -248,8 +251,8 @@ class NormalDist(_NumericDist):
     """Normal distribution with ``mean`` and standard deviation ``sd`` (> 0)."""
 
     dist: Literal["normal"]
-    mean: float
-    sd: float = Field(gt=0)
+    mean: float = Field(description="mean")
+    sd: float = Field(gt=0, description="standard deviation")
 
     @model_validator(mode="after")
     def _check(self) -> NormalDist:
@@ -264,13 +267,15 @@ class TruncNormalDist(_NumericDist):
     """Normal distribution truncated to ``[low, high]``; draws never leave the interval.
 
     ``low`` / ``high`` may be omitted for a one-sided truncation.
+
+    ``low`` must be below ``high``.
     """
 
     dist: Literal["truncnormal"]
-    mean: float
-    sd: float = Field(gt=0)
-    low: float | None = None
-    high: float | None = None
+    mean: float = Field(description="mean of the normal before truncation")
+    sd: float = Field(gt=0, description="standard deviation of the normal before truncation")
+    low: float | None = Field(None, description="lower bound (unset: none)")
+    high: float | None = Field(None, description="upper bound (unset: none)")
 
     @model_validator(mode="after")
     def _check(self) -> TruncNormalDist:
@@ -347,8 +352,8 @@ class LogNormalDist(_NumericDist):
     """Log-normal: ``exp(X)`` with ``X ~ Normal(mean, sigma)`` (parameters of the log)."""
 
     dist: Literal["lognormal"]
-    mean: float
-    sigma: float = Field(gt=0)
+    mean: float = Field(description="mean of the logarithm")
+    sigma: float = Field(gt=0, description="standard deviation of the logarithm")
 
     @model_validator(mode="after")
     def _finite(self) -> LogNormalDist:
@@ -366,11 +371,14 @@ class LogNormalDist(_NumericDist):
 
 
 class UniformDist(_NumericDist):
-    """Continuous uniform on ``[low, high)``."""
+    """Continuous uniform on ``[low, high)``.
+
+    ``low`` must be below ``high``.
+    """
 
     dist: Literal["uniform"]
-    low: float
-    high: float
+    low: float = Field(description="lower bound (inclusive)")
+    high: float = Field(description="upper bound (exclusive)")
 
     @model_validator(mode="after")
     def _check(self) -> UniformDist:
@@ -387,11 +395,14 @@ class UniformDist(_NumericDist):
 
 
 class IntegerDist(_Dist):
-    """Uniform integers in ``[low, high]``, both inclusive; the column is int64."""
+    """Uniform integers in ``[low, high]``, both inclusive; the column is int64.
+
+    ``low`` must not exceed ``high``.
+    """
 
     dist: Literal["integer"]
-    low: int
-    high: int
+    low: int = Field(description="smallest value (inclusive)")
+    high: int = Field(description="largest value (inclusive)")
 
     @model_validator(mode="after")
     def _check(self) -> IntegerDist:
@@ -417,20 +428,23 @@ class ConstantDist(_Dist):
     """The same ``value`` for every agent."""
 
     dist: Literal["constant"]
-    value: Scalar
+    value: Scalar = Field(description="the value every agent gets")
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return np.repeat(_values_array([self.value]), n)
 
 
 class BetaDist(_NumericDist):
-    """Beta(a, b), optionally rescaled from [0, 1] to ``[low, high]`` (e.g. -1..1 opinions)."""
+    """Beta(a, b), optionally rescaled from [0, 1] to ``[low, high]`` (e.g. -1..1 opinions).
+
+    ``low`` must be below ``high``.
+    """
 
     dist: Literal["beta"]
-    a: float = Field(gt=0)
-    b: float = Field(gt=0)
-    low: float = 0.0
-    high: float = 1.0
+    a: float = Field(gt=0, description="first shape parameter (alpha)")
+    b: float = Field(gt=0, description="second shape parameter (beta)")
+    low: float = Field(0.0, description="value that 0 maps to")
+    high: float = Field(1.0, description="value that 1 maps to")
 
     @model_validator(mode="after")
     def _check(self) -> BetaDist:
@@ -480,9 +494,12 @@ class ConditionalDist(_Dist):
     """
 
     dist: Literal["conditional"]
-    by: str = Field(min_length=1)
-    cases: dict[Scalar, BaseAttributeSpec]
-    default: BaseAttributeSpec | None = None
+    by: str = Field(min_length=1, description="the attribute whose value picks the case")
+    cases: dict[Scalar, BaseAttributeSpec] = Field(
+        description="a distribution per value of `by`")
+    default: BaseAttributeSpec | None = Field(
+        None, description="distribution for values without a case (unset: such a value is an "
+        "error)")
 
     @model_validator(mode="after")
     def _check(self) -> ConditionalDist:
