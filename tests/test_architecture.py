@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"simulator": "populace.simulator", "scenarios": "populace.scenarios",
             "storage": "populace.storage", "webui": "populace.webui"}
@@ -62,6 +64,7 @@ def test_scenarios_do_not_import_each_other() -> None:
     assert problems == []
 
 
+@pytest.mark.slow
 def test_importing_populace_writes_no_files(tmp_path: Path) -> None:
     code = ("import populace.simulator, populace.storage, populace.scenarios.social, "
             "populace.webui; from populace.simulator import available_scenarios; "

@@ -35,6 +35,7 @@ def _bench(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str]
     return proc, json.loads(out.read_text(encoding="utf-8"))
 
 
+@pytest.mark.slow
 def test_engine_benchmark_smoke(tmp_path: Path) -> None:
     proc, data = _bench(tmp_path, "--sizes", "2000", "--steps", "3", "--mesa-sizes", "2000",
                         "--mesa-steps", "3")
@@ -86,6 +87,7 @@ def test_experiment_is_valid() -> None:
     assert cfg.recording.actions and cfg.recording.agent_state_every == 0
 
 
+@pytest.mark.slow
 def test_mesa_parameters_are_populace_defaults() -> None:
     from populace.scenarios.social.config import SocialRuleParams
 
@@ -95,6 +97,7 @@ def test_mesa_parameters_are_populace_defaults() -> None:
         assert getattr(populace_params, name) == value, name
 
 
+@pytest.mark.slow
 def test_mesa_bounded_confidence_reduces_variance() -> None:
     mo = _load("mesa_opinion")
     # every agent active, so that 10 steps of 500 agents see enough posts to move opinions

@@ -37,6 +37,7 @@ def test_validate_quickstart_ok(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir()), "validate must write nothing"
 
 
+@pytest.mark.slow
 def test_validate_reports_every_problem_with_position(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(
@@ -69,6 +70,7 @@ def test_validate_reports_every_problem_with_position(tmp_path: Path) -> None:
     assert not (tmp_path / "populace_runs").exists()
 
 
+@pytest.mark.slow
 def test_broken_yaml_and_unknown_scenario(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text("name: x\nsteps: [1, 2\n")
@@ -81,6 +83,7 @@ def test_broken_yaml_and_unknown_scenario(tmp_path: Path) -> None:
     assert "unknown.yaml:3:" in proc.stderr and "did you mean 'social'" in proc.stderr
 
 
+@pytest.mark.slow
 def test_run_runs_export_quickstart(tmp_path: Path) -> None:
     proc = populace("run", str(QUICKSTART), "--steps", "6", "--quiet", cwd=tmp_path, check=True)
     assert "completed: 6 steps" in proc.stdout
@@ -102,12 +105,14 @@ def test_run_runs_export_quickstart(tmp_path: Path) -> None:
         p.name for p in (tmp_path / "csv").iterdir()}
 
 
+@pytest.mark.slow
 def test_resume_unknown_run_is_a_clear_error(tmp_path: Path) -> None:
     proc = populace("resume", "nothing-here", cwd=tmp_path)
     assert proc.returncode == 1
     assert "cannot find run 'nothing-here'" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
     exp = tmp_path / "exp.yaml"
     data = experiment(steps=2)
@@ -153,6 +158,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_database(tmp_path: Path) -> 
     assert_same_run(reference, reopen(f"sqlite:///{db}", 1))
 
 
+@pytest.mark.slow
 def test_bad_population_file_is_explained_and_writes_nothing(tmp_path: Path) -> None:
     users = tmp_path / "users.csv"
     users.write_text("name,age\nann,31\nbob,not-a-number\n")
@@ -173,6 +179,7 @@ def test_bad_population_file_is_explained_and_writes_nothing(tmp_path: Path) -> 
         assert "population.file.path: no such file" in proc.stderr
 
 
+@pytest.mark.slow
 def test_version_and_usage_errors_exit_2(tmp_path: Path) -> None:
     from importlib.metadata import version
 
@@ -192,6 +199,7 @@ def test_version_and_usage_errors_exit_2(tmp_path: Path) -> None:
     assert not (tmp_path / "populace_runs").exists()
 
 
+@pytest.mark.slow
 def test_resume_with_out_of_range_shards_exits_2(tmp_path: Path) -> None:
     exp = tmp_path / "exp.yaml"
     exp.write_text(yaml.safe_dump(experiment(steps=1), sort_keys=False))
@@ -204,6 +212,7 @@ def test_resume_with_out_of_range_shards_exits_2(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "--shards needs the Ray runtime" in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_database_without_runs_is_a_clear_error(tmp_path: Path) -> None:
     empty = tmp_path / "empty.sqlite"
     empty.touch()
@@ -214,6 +223,7 @@ def test_a_database_without_runs_is_a_clear_error(tmp_path: Path) -> None:
         assert "is not a Populace run database" in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow
 def test_clipped_opinions_are_warned(tmp_path: Path) -> None:
     data = experiment(steps=1)
     data["population"] = {"size": 200, "attributes": {

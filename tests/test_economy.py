@@ -147,6 +147,7 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path: Path,
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.slow
 def test_example_shows_a_phillips_curve_and_okuns_law(seed: int, tmp_path: Path) -> None:
     exp = load_experiment(MACRO)
     assert exp.config.name == "macro" and MACRO.read_text().startswith("#")

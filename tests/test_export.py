@@ -52,6 +52,7 @@ def _max_steps(folder: Path) -> dict[str, int]:
             for name in ("agent_states", "step_metrics", "steps")}
 
 
+@pytest.mark.slow
 def test_export_of_a_run_being_written_is_one_snapshot(tmp_path: Path, any_url: str) -> None:
     db = Database(any_url)
     run_id = new_run(db)

@@ -129,6 +129,7 @@ def mutated_example(draw: st.DrawFn) -> str:
 
 @FUZZ
 @given(data=st.binary(max_size=2000))
+@pytest.mark.slow
 def test_any_bytes_are_refused_or_valid(workdir: Path, data: bytes) -> None:
     path = workdir / "bytes.yaml"
     path.write_bytes(data)
@@ -137,6 +138,7 @@ def test_any_bytes_are_refused_or_valid(workdir: Path, data: bytes) -> None:
 
 @FUZZ
 @given(text=mutated_example())
+@pytest.mark.slow
 def test_mutated_examples_are_refused_or_valid(workdir: Path, text: str) -> None:
     path = workdir / "mutated.yaml"
     path.write_bytes(text.encode("utf-8", "surrogatepass"))
@@ -166,6 +168,7 @@ NASTY = {
 
 
 @pytest.mark.parametrize("name", sorted(NASTY))
+@pytest.mark.slow
 def test_nasty_files_in_a_real_process(tmp_path: Path, name: str) -> None:
     path = tmp_path / name
     path.write_bytes(NASTY[name])

@@ -96,6 +96,7 @@ def test_a_fresh_lease_is_refused_with_its_holder_named_and_a_stale_one_taken_ov
     db.dispose()
 
 
+@pytest.mark.slow
 def test_a_killed_holder_on_this_host_is_taken_over_at_once(sqlite_url: str) -> None:
     db = Database(sqlite_url)
     run_id = _a_run(db)
@@ -283,6 +284,7 @@ def test_three_runs_into_one_new_database_all_succeed(tmp_path: Path, attempt: i
         assert con.execute("SELECT count(*) FROM populace_meta").fetchone()[0] == 1
 
 
+@pytest.mark.slow
 def test_concurrent_creation_of_a_postgresql_database(pg_url: str) -> None:
     code = ("import sys\nfrom populace.storage import Database\n"
             "import populace.scenarios.social\nDatabase(sys.argv[1])\n")

@@ -12,6 +12,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "llm.py"
 
 
+@pytest.mark.slow
 def test_llm_benchmark_smoke(tmp_path: Path) -> None:
     out = tmp_path / "llm.json"
     proc = subprocess.run(

@@ -26,6 +26,7 @@ def model() -> MiniLM:
     return MiniLM()
 
 
+@pytest.mark.slow
 def test_vectors_match_sentence_transformers(model: MiniLM) -> None:
     """Reference vectors were computed with sentence-transformers 5 and PyTorch 2.13 (CPU)
     from the same wheel; the texts include an empty one, Unicode and one past 256 tokens."""
@@ -78,6 +79,7 @@ def test_missing_embeddings_extra_is_a_clear_error(monkeypatch: pytest.MonkeyPat
     assert "relevance: lexical" in str(err.value)
 
 
+@pytest.mark.slow
 def test_the_model_runs_without_pytorch_or_sentence_transformers() -> None:
     """The install leaves them out (issue 11: they made the dev venv 6 GB); MiniLM must not
     need them. A fresh interpreter in which importing either fails encodes a text."""

@@ -67,6 +67,7 @@ def runs_in(db_file: Path):
 # -- before the first step -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_unreachable_server_fails_fast_naming_its_url(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}/v1"
     exp = write(tmp_path, llm_experiment(url, timeout_s=60))
@@ -80,6 +81,7 @@ def test_an_unreachable_server_fails_fast_naming_its_url(tmp_path: Path) -> None
     assert not [r for r in runs_in(tmp_path / "r.sqlite")]  # no run left `running`
 
 
+@pytest.mark.slow
 def test_a_server_slower_than_the_timeout_fails_fast_naming_url_and_timeout(
         server, tmp_path: Path) -> None:
     srv, url = server
@@ -125,6 +127,7 @@ def test_a_base_url_without_scheme_is_named_before_any_request(tmp_path: Path) -
 # -- during the run --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_server_failing_every_request_from_step_3_stops_the_run_resumably(
         server, tmp_path: Path) -> None:
     srv, url = server
@@ -149,6 +152,7 @@ def test_a_server_failing_every_request_from_step_3_stops_the_run_resumably(
     assert content_tables(whole)["posts"].equals(content_tables(resumed)["posts"])
 
 
+@pytest.mark.slow
 def test_the_command_exits_1_with_the_resume_command_and_resume_finishes(
         server, tmp_path: Path) -> None:
     srv, url = server
@@ -164,6 +168,7 @@ def test_the_command_exits_1_with_the_resume_command_and_resume_finishes(
     assert [r["status"] for r in runs_in(tmp_path / "r.sqlite")] == ["completed"]
 
 
+@pytest.mark.slow
 def test_a_short_outage_is_recorded_and_the_run_completes(
         server, sqlite_url: str, caplog: pytest.LogCaptureFixture) -> None:
     srv, url = server
@@ -197,6 +202,7 @@ def test_a_short_outage_is_recorded_and_the_run_completes(
 # -- at the end ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_run_with_too_many_fallbacks_warns_and_exits_1(
         server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     srv, url = server

@@ -97,6 +97,7 @@ def server():
         yield srv
 
 
+@pytest.mark.slow
 def test_llm_agents_remember_reflect_and_resume_identically(server, tmp_path, monkeypatch):
     data = llm_experiment(server.url, steps=6, share=0.5)
     data["policy"]["parts"][0]["params"] = {"memory": {"reflection_threshold": 12,

@@ -180,6 +180,7 @@ def test_max_in_flight_respected() -> None:
     asyncio.run(main())
 
 
+@pytest.mark.slow
 def test_least_outstanding_keeps_both_endpoints_full() -> None:
     async def main() -> None:
         small, big = FakeServer(latency=0.05), FakeServer(latency=0.05)
@@ -204,6 +205,7 @@ def test_least_outstanding_keeps_both_endpoints_full() -> None:
 # ---------------------------------------------------------------------- retries
 
 
+@pytest.mark.slow
 def test_429_with_retry_after_is_honoured() -> None:
     def script(server: FakeServer, body: dict[str, Any], n: int) -> web.Response | None:
         return error(429, "slow down", {"Retry-After": "1"}) if n == 1 else None
@@ -409,6 +411,7 @@ def test_health_counts_retries_as_stats_does() -> None:
 # ---------------------------------------------------------------------- limits, keys, body
 
 
+@pytest.mark.slow
 def test_rate_limit() -> None:
     async def main() -> None:
         server = FakeServer()
@@ -538,6 +541,7 @@ def test_backend_survives_a_new_event_loop(external_url: str) -> None:
                                                                    for i in range(20)]
 
 
+@pytest.mark.slow
 def test_client_cpu_per_request(external_url: str) -> None:
     """Measured and printed, not asserted: client CPU per request (time.process_time)."""
     n = 2000

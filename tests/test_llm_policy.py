@@ -92,6 +92,7 @@ def test_invalid_answers_are_repaired_or_fall_back_and_counted(server, sqlite_ur
     assert result.steps()["step"].max() == 3
 
 
+@pytest.mark.slow
 def test_server_errors_are_retried_then_fall_back(server, sqlite_url: str) -> None:
     srv, url = server
     srv.behaviour.error_rate = 0.3
@@ -149,6 +150,7 @@ def test_llm_configuration_errors_are_reported() -> None:
         experiment_from_dict(data)
 
 
+@pytest.mark.slow
 def test_hung_requests_time_out_and_the_run_goes_on(server, sqlite_url: str) -> None:
     srv, url = server
     srv.behaviour.hang_rate = 0.6

@@ -265,6 +265,7 @@ async def timed_burst(server: TestServer, n: int) -> float:
     return elapsed
 
 
+@pytest.mark.slow
 def test_latency_and_capacity_queue_requests() -> None:
     async def body() -> None:
         behaviour = ServerBehaviour(latency_s=0.2, capacity=5)
@@ -419,6 +420,7 @@ def test_thread_mode_and_admin_endpoints() -> None:
         urllib.request.urlopen(f"{root}/health", timeout=2)
 
 
+@pytest.mark.slow
 def test_command_line_server() -> None:
     command = [sys.executable, "-m", "populace.simulator.llm.testserver", "--port", "0",
                "--latency", "0.01", "--capacity", "4", "--seed", "9"]

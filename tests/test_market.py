@@ -202,6 +202,7 @@ def test_same_seed_same_database_and_resume_matches(tmp_path, monkeypatch) -> No
     assert_same_run(a, reopen(url, resumed.run().id))
 
 
+@pytest.mark.slow
 def test_first_proposal_takers_reward_fast_businesses(sqlite_url: str) -> None:
     data = yaml.safe_load((EXAMPLES / "first_proposal_bias.yaml").read_text())
     data["steps"] = 36

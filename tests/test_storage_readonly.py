@@ -141,6 +141,7 @@ EXPECTED = {"steps": 3, "agents": 3, "opinion": 3, "metrics": 3, "runs": ["ro"],
 
 
 @pytest.mark.parametrize("finish", [True, False], ids=["finished", "left-in-wal"])
+@pytest.mark.slow
 def test_a_run_on_read_only_storage_can_be_read_and_is_not_changed(
         shared_dir: Path, finish: bool) -> None:
     store = shared_dir / "db"
@@ -156,6 +157,7 @@ def test_a_run_on_read_only_storage_can_be_read_and_is_not_changed(
     assert sorted(p.name for p in store.iterdir()) == ["run.sqlite"]
 
 
+@pytest.mark.slow
 def test_a_wal_file_that_read_only_storage_cannot_apply_is_an_error_not_missing_rows(
         shared_dir: Path) -> None:
     """Committed rows in a -wal file need its -shm to be read; on read-only storage that
@@ -181,6 +183,7 @@ def test_a_wal_file_that_read_only_storage_cannot_apply_is_an_error_not_missing_
     assert done.returncode != 0 and "-wal" in done.stderr, done.stdout + done.stderr
 
 
+@pytest.mark.slow
 def test_the_cli_lists_and_exports_a_read_only_run(shared_dir: Path) -> None:
     store = shared_dir / "db"
     store.mkdir()

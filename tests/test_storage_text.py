@@ -143,6 +143,7 @@ def _nul_experiment(url: str, tmp_path: Path) -> dict:
     return data
 
 
+@pytest.mark.slow
 def test_an_llm_run_whose_model_writes_nul_completes_on_both_back_ends(
         nul_server: str, tmp_path: Path, sqlite_url: str, pg_url: str) -> None:
     data = _nul_experiment(nul_server, tmp_path)
