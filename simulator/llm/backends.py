@@ -17,7 +17,7 @@ import json
 import time
 from collections import defaultdict, deque
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -28,6 +28,9 @@ from .answers import got_answer
 from .config import LLMConfig
 from .tables import LLMCacheEntry, LLMCall
 from .types import Backend, BackendError, ChatRequest, ChatResponse, ReplayMissError
+
+if TYPE_CHECKING:
+    from .openai_backend import EndpointConfig
 
 
 def make_backend(llm: LLMConfig, db: Database, seed: int, base_dir: Path | None = None,
@@ -55,10 +58,20 @@ def make_backend(llm: LLMConfig, db: Database, seed: int, base_dir: Path | None 
     return VLLMBackend(llm)
 
 
+def endpoint_configs(llm: LLMConfig) -> list[EndpointConfig]:
+    """The ``openai`` backend's settings of each of ``llm.endpoints`` (the backend and the
+    pre-flight check build their endpoints from these)."""
+    from .openai_backend import EndpointConfig
+
+    return [EndpointConfig(base_url=e.base_url, max_in_flight=e.max_in_flight,
+                           rate_limit_rps=e.rate_limit_rps, api_key_env=e.api_key_env)
+            for e in llm.endpoints]
+
+
 def _openai_backend(llm: LLMConfig, seed: int, base_dir: Path | None) -> Backend:
     """The ``openai`` backend of ``llm``'s endpoints."""
     from .chat_formats import make_renderer
-    from .openai_backend import EndpointConfig, OpenAIBackend, RetryPolicy
+    from .openai_backend import OpenAIBackend, RetryPolicy
 
     render = None
     if llm.api == "completions":
@@ -70,11 +83,8 @@ def _openai_backend(llm: LLMConfig, seed: int, base_dir: Path | None) -> Backend
         except ValueError as exc:
             raise BackendError(str(exc)) from None
 
-    endpoints = [EndpointConfig(base_url=e.base_url, max_in_flight=e.max_in_flight,
-                                rate_limit_rps=e.rate_limit_rps, api_key_env=e.api_key_env)
-                 for e in llm.endpoints]
     retry = RetryPolicy(max_attempts=llm.max_attempts, timeout_s=llm.timeout_s)
-    return OpenAIBackend(endpoints, retry=retry, use_response_format=llm.structured_output,
+    return OpenAIBackend(endpoint_configs(llm), retry=retry, use_response_format=llm.structured_output,
                          seed=seed, api=llm.api, prompts_per_request=llm.prompts_per_request,
                          render=render)
 

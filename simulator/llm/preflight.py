@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from populace.storage import Database, StorageError, database_url, find_run
 
+from .backends import endpoint_configs
 from .config import LLMConfig
 from .tables import LLMCall
 from .types import BackendError, LLMStopError
@@ -70,15 +71,12 @@ def check_endpoints(llm: LLMConfig) -> None:
         LLMStopError: when none answered, with each URL and why; or an endpoint the backend
             would refuse (e.g. a ``base_url`` without ``http://``), before any request.
     """
-    from .openai_backend import EndpointConfig, probe_endpoints
+    from .openai_backend import probe_endpoints
 
     t0 = time.perf_counter()
-    endpoints = [EndpointConfig(base_url=e.base_url, max_in_flight=e.max_in_flight,
-                                rate_limit_rps=e.rate_limit_rps, api_key_env=e.api_key_env)
-                 for e in llm.endpoints]
     try:
         # a slow server gets a second chance, not four
-        results = asyncio.run(probe_endpoints(endpoints, model=llm.model, api=llm.api,
+        results = asyncio.run(probe_endpoints(endpoint_configs(llm), model=llm.model, api=llm.api,
                                               timeout_s=llm.timeout_s,
                                               attempts=min(llm.max_attempts, 2)))
     except BackendError as exc:  # the configuration: the backend would refuse it as well
