@@ -59,8 +59,8 @@ def test_validate_reports_every_problem_with_position(tmp_path: Path) -> None:
     err = proc.stderr
     assert "Traceback" not in err
     assert "problems found" in err
-    assert "bad.yaml:3:1: stpes: unknown key 'stpes'; did you mean 'steps'?" in err
-    assert "required field 'steps' is missing" in err
+    assert "bad.yaml:3:1: stpes: Extra inputs are not permitted; did you mean 'steps'?" in err
+    assert "bad.yaml:1:1: steps: Field required" in err
     assert "bad.yaml:6:" in err and "did you mean 'followees'" in err
     assert "bad.yaml:10:" in err and "population.attributes.age.sd" in err
     assert "bad.yaml:12:" in err and "policy.params.post_rate" in err
@@ -195,7 +195,7 @@ def test_version_and_usage_errors_exit_2(tmp_path: Path) -> None:
         proc = populace("run", str(QUICKSTART), "--shards", shards, "--runtime", "ray",
                         cwd=tmp_path)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-        assert f"runtime.shards: must be {bound}" in proc.stderr, proc.stderr
+        assert f"runtime.shards: Input should be {bound}" in proc.stderr, proc.stderr
     assert not (tmp_path / "populace_runs").exists()
 
 
@@ -207,7 +207,8 @@ def test_resume_with_out_of_range_shards_exits_2(tmp_path: Path) -> None:
     for extra in ((), ("--runtime", "ray")):  # the bound is RuntimeConfig's, whatever the runtime
         proc = populace("resume", "run.sqlite", "--shards", "0", *extra, cwd=tmp_path)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-        assert "command line: runtime.shards: must be greater than or equal to 1" in proc.stderr
+        assert ("command line: runtime.shards: Input should be greater than or equal to 1"
+                in proc.stderr)
     proc = populace("resume", "run.sqlite", "--shards", "3", cwd=tmp_path)
     assert proc.returncode == 2 and "--shards needs the Ray runtime" in proc.stderr
 

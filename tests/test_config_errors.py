@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import pytest
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from populace.simulator.config_errors import (
     ConfigError,
@@ -116,34 +124,37 @@ def test_every_problem_reported_with_position_path_and_suggestion() -> None:
     # Unknown key at top level: key position and suggestion.
     stpes = problems["stpes"]
     assert (stpes.line, stpes.column) == (1, 1)
-    assert stpes.message == "unknown key 'stpes'"
+    assert stpes.message == "Extra inputs are not permitted"
     assert stpes.suggestion == "steps"
     # Missing top-level field points at the root mapping.
-    assert problems["steps"].message == "required field 'steps' is missing"
+    assert problems["steps"].message == "Field required"
     # Constraint: value position.
     size = problems["population.size"]
     assert (size.line, size.column) == (3, 9)
-    assert size.message == "must be greater than 0"
-    assert size.expected == "a number > 0"
+    assert size.message == "Input should be greater than 0"
+    assert size.value == "0"
     # Inside a discriminated-union member, no tag noise in the path.
     sdd = problems["population.attributes.age.sdd"]
     assert (sdd.line, sdd.column) == (5, 35)
     assert sdd.suggestion == "sd"
     missing_sd = problems["population.attributes.age.sd"]
-    assert missing_sd.message == "required field 'sd' is missing"
+    assert missing_sd.message == "Field required"
     assert (missing_sd.line, missing_sd.column) == (5, 5)  # the 'age' key
     # Invalid discriminator tag: points at the tag value.
     tag = problems["population.attributes.income.dist"]
     assert (tag.line, tag.column) == (7, 13)
-    assert tag.expected == "one of: normal, uniform"
+    assert tag.message.endswith("expected tags: 'normal', 'uniform'")
     assert tag.suggestion == "normal"
     # Type error inside the other union member.
     low = problems["population.attributes.height.low"]
     assert (low.line, low.column) == (10, 12)
-    assert low.message == "expected a number, got 'ten'"
+    assert low.message == "Input should be a valid number, unable to parse string as a number"
+    assert low.value == "'ten'"
     # Plain union branches are merged into one problem.
     weight = problems["agents[0].weight"]
-    assert weight.message == "expected an integer or a list, got 'heavy'"
+    assert weight.message == ("Input should be a valid integer, unable to parse string as an "
+                              "integer; or Input should be a valid list")
+    assert weight.value == "'heavy'"
     assert (weight.line, weight.column) == (14, 13)
     # Unknown key inside a list item.
     nme = problems["agents[1].nme"]
@@ -159,8 +170,8 @@ def test_literal_suggestion_and_loc_prefix() -> None:
     algo, extra = info.value.problems
     assert algo.path == "scenario.feed.algorithm"
     assert (algo.line, algo.column) == (4, 16)
-    assert algo.message == "invalid value 'folowees'"
-    assert algo.expected == "one of: random, followees, hot, interest, mix"
+    assert algo.message == "Input should be 'random', 'followees', 'hot', 'interest' or 'mix'"
+    assert algo.value == "'folowees'"
     assert algo.suggestion == "followees"
     assert extra.path == "scenario.feed.extra"
     assert (extra.line, extra.column) == (5, 5)
@@ -183,7 +194,7 @@ def test_enum_and_no_model_fallback() -> None:
     # Without the model, choices are parsed from pydantic's message.
     color, finish = problems_from_validation_error(info.value, marks)
     assert (color.path, color.line, color.column) == ("color", 1, 8)
-    assert color.expected == "one of: red, green"
+    assert color.message == "Input should be 'red' or 'green'"
     assert color.suggestion == "green"
     assert finish.suggestion == "gloss"
 
@@ -193,8 +204,8 @@ def test_str_format_and_sort_order() -> None:
     err = _errors(Experiment, text)
     assert str(err).splitlines() == [
         "exp.yaml: 2 problems found",
-        "exp.yaml:2:9: population.size: must be greater than 0 (expected: a number > 0)",
-        "exp.yaml:3:1: stpes: unknown key 'stpes'; did you mean 'steps'?",
+        "exp.yaml:2:9: population.size: Input should be greater than 0 (got -1)",
+        "exp.yaml:3:1: stpes: Extra inputs are not permitted; did you mean 'steps'?",
     ]
     # Sorted by position regardless of construction order.
     unsorted = ConfigError(
@@ -204,8 +215,10 @@ def test_str_format_and_sort_order() -> None:
     assert [p.message for p in unsorted.problems] == ["early", "late", "nowhere"]
     assert str(unsorted).splitlines()[0] == "f.yaml: 3 problems found"
     assert str(unsorted).splitlines()[-1] == "f.yaml: nowhere"
-    one = ConfigError([Problem("x", "bad", 1, 2, expected="one of: a, b", suggestion="a")])
-    assert str(one) == "1 problem found\n1:2: x: bad (expected one of: a, b); did you mean 'a'?"
+    one = ConfigError([Problem("x", "bad", 1, 2, expected="one of: a, b", suggestion="a",
+                               value="'c'")])
+    assert str(one) == ("1 problem found\n1:2: x: bad (got 'c') (expected one of: a, b); "
+                        "did you mean 'a'?")
     assert str(pickle.loads(pickle.dumps(one))) == str(one)
 
 
@@ -226,7 +239,28 @@ def test_model_validator_error_points_at_mapping_key() -> None:
     err = _errors(Run, "window:\n  start: 5\n  end: 1\n")
     (problem,) = err.problems
     assert (problem.path, problem.line, problem.column) == ("window", 1, 1)
-    assert problem.message == "end must not be before start"
+    assert problem.message == "end must not be before start"  # without "Value error, "
+
+
+def test_custom_error_message_is_kept_and_its_value_not_repeated() -> None:
+    class Span(Strict):
+        days: int
+
+        @field_validator("days")
+        @classmethod
+        def _positive(cls, days: int) -> int:
+            if days < 1:
+                raise PydanticCustomError("span_days", "a span lasts a day or more, not {days}",
+                                          {"days": days})
+            return days
+
+    (problem,) = _errors(Span, "days: 0\n").problems
+    assert (problem.path, problem.line, problem.column) == ("days", 1, 7)
+    assert problem.message == "a span lasts a day or more, not 0"
+    assert problem.value is None  # the validator's message names it already
+    (problem,) = _errors(Span, "days: many\n").problems  # pydantic's own: the value is shown
+    assert problem.render() == ("1:7: days: Input should be a valid integer, unable to parse "
+                                "string as an integer (got 'many')")
 
 
 def test_yaml_syntax_error_position() -> None:
@@ -362,30 +396,31 @@ def test_deep_nesting_and_control_characters_are_located() -> None:
 
 
 @pytest.mark.parametrize("change, message", [
-    ("seed: 100000000000000000000", "seed: must be less than or equal to 9223372036854775807"),
-    ("seed: -1", "seed: must be greater than or equal to 0"),
-    ("steps: 100000000000", "steps: must be less than or equal to 10000000"),
+    ("seed: 100000000000000000000",
+     "seed: Input should be less than or equal to 9223372036854775807"),
+    ("seed: -1", "seed: Input should be greater than or equal to 0"),
+    ("steps: 100000000000", "steps: Input should be less than or equal to 10000000"),
     ("step_duration: 1.0e+300", "step_duration: 1e+300 is too long for a step"),
     ("step_duration: 300d\nsteps: 100000",
      "steps: 100000 steps of 300 days, 0:00:00 from 2025-01-01 00:00:00 end after the year 9999"),
-    ("population: {size: 1000000000000}", "population.size: must be less than or equal to"),
+    ("population: {size: 1000000000000}", "population.size: Input should be less than or equal"),
     ("network: {generator: barabasi_albert, m: 10}",
      "network.m: barabasi_albert needs m below the number of agents (10), got 10"),
     ("network: {generator: watts_strogatz, k: 20}", "network.k: watts_strogatz needs k below"),
     ("population: {size: 100000000}\nnetwork: {generator: erdos_renyi, mean_degree: 1.0e+6}",
      "network.mean_degree: the erdos_renyi network would have about 1e+14 follow edges"),
-    ("runtime: {connect_timeout_s: .inf}", "runtime.connect_timeout_s: must be less than"),
-    ("llm: {timeout_s: .inf}", "llm.timeout_s: must be less than or equal to 86400"),
-    ("llm: {max_attempts: 100000000}", "llm.max_attempts: must be less than or equal to 100"),
-    ("checkpoint_every: 100000000000", "checkpoint_every: must be less than or equal to"),
+    ("runtime: {connect_timeout_s: .inf}", "runtime.connect_timeout_s: Input should be less than"),
+    ("llm: {timeout_s: .inf}", "llm.timeout_s: Input should be less than or equal to 86400"),
+    ("llm: {max_attempts: 100000000}", "llm.max_attempts: Input should be less than or equal to 100"),
+    ("checkpoint_every: 100000000000", "checkpoint_every: Input should be less than or equal to"),
     ("step_duration: 1.0e-300", "step_duration: a step must last at least a microsecond"),
     ("network: {generator: erdos_renyi, mean_degree: 1.0e-300}", "too small to draw any edge"),
     ("scenario: {type: social, feed: {window: 100000000000000000000}}",
-     "scenario.feed.window: must be less than or equal to 10000000"),
+     "scenario.feed.window: Input should be less than or equal to 10000000"),
     ("population: {size: 10, attributes: {c: {dist: categorical, "
      "values: [1, 100000000000000000000]}}}",
      "population.attributes.c.values[1]: 100000000000000000000 does not fit in 64 bits"),
-    ("scenario: {type: economy, initial_wage: 1.0e+300}", "initial_wage: must be less than"),
+    ("scenario: {type: economy, initial_wage: 1.0e+300}", "initial_wage: Input should be less than"),
     ("population: {size: 10, attributes: {w: {dist: lognormal, mean: 800, sigma: 1}}}",
      "draws would overflow"),
     ("population: {size: 10, attributes: {w: {dist: uniform, low: -1.0e+308, high: 1.0e+308}}}",
@@ -396,7 +431,7 @@ def test_deep_nesting_and_control_characters_are_located() -> None:
      "values: {a: 1.0e+308, b: 1.0e+308}}}}", "the weights add up to more than a float holds"),
     ("scenario: {type: market, budget: [1, 1.0e+300]}", "budget must be at most 1e6"),
     ("scenario: {type: market}\npolicy: {params: {max_markup: 1.0e+300}}",
-     "policy.params.max_markup: must be less than or equal to 100"),
+     "policy.params.max_markup: Input should be less than or equal to 100"),
 ])
 def test_huge_sizes_are_refused_at_validation(tmp_path: Path, change: str, message: str) -> None:
     keys = {line.split(":")[0] for line in change.splitlines()}
@@ -412,7 +447,7 @@ def test_market_money_must_fit_int64_cents(tmp_path: Path) -> None:
     (problem,) = _experiment_problems(text, tmp_path)
     assert "scenario.wallet" in problem and "cents" in problem
     huge = "name: t\nsteps: 1\nscenario: {type: market, wallet: 1.0e+300}\npopulation: {size: 50}\n"
-    assert "must be less than or equal to" in _experiment_problems(huge, tmp_path)[0]
+    assert "Input should be less than or equal to" in _experiment_problems(huge, tmp_path)[0]
     few = "name: t\nsteps: 1\nscenario: {type: market, businesses: 50}\npopulation: {size: 50}\n"
     assert "leave no customer" in _experiment_problems(few, tmp_path)[0]
 
@@ -468,8 +503,8 @@ def test_dotted_overrides(tmp_path: Path) -> None:
     assert exp.config.policy.parts[0].params == {"backfire": 0.3}
     assert exp.to_dict()["steps"] == 4
     problems = _experiment_problems(SMALL_EXP, tmp_path, **{"policy.params.backfire": 5})
-    assert problems == ["policy.params.backfire: must be less than or equal to 1 (set by the "
-                        "override 'policy.params.backfire') (expected: a number <= 1)"]
+    assert problems == ["policy.params.backfire: Input should be less than or equal to 1 (set by "
+                        "the override 'policy.params.backfire') (got 5)"]
     problems = _experiment_problems(SMALL_EXP, tmp_path, **{"name.x": 1, "a..b": 2})
     assert problems == ["name.x: override 'name.x': name is 't', not a mapping",
                         "a..b: override 'a..b': empty key in the dotted path"]
@@ -479,7 +514,7 @@ def test_infinite_parameters_and_zoned_start_times(tmp_path: Path) -> None:
     inf = SMALL_EXP.replace("{size: 10}", "{size: 10, attributes: {x: {dist: uniform, "
                             "low: -.inf, high: 1}}}")
     (problem,) = _experiment_problems(inf, tmp_path)
-    assert "population.attributes.x.low: must be a finite number" in problem
+    assert "population.attributes.x.low: Input should be a finite number (got -.inf)" in problem
     from populace.simulator.config import experiment_from_dict
 
     data = {"name": "t", "steps": 1, "scenario": {"type": "social"}, "population": {"size": 5}}
@@ -571,7 +606,7 @@ def test_a_huge_integer_with_its_own_bound_is_reported_once(tmp_path: Path, chan
     base = "".join(line + "\n" for line in SMALL_EXP.splitlines()
                    if line.split(":")[0] not in keys)
     (problem,) = _experiment_problems(base + change + "\n", tmp_path)
-    assert "64 bits" not in problem and "must be less than or equal to" in problem
+    assert "64 bits" not in problem and "Input should be less than or equal to" in problem
 
 
 def test_runtime_overrides_out_of_range_are_a_config_error() -> None:
@@ -580,7 +615,8 @@ def test_runtime_overrides_out_of_range_are_a_config_error() -> None:
     with pytest.raises(ConfigError) as info:
         RuntimeConfig().updated({"shards": 0}, source="command line")
     assert str(info.value).splitlines()[1].startswith(
-        "command line: runtime.shards: must be greater than or equal to 1")
-    with pytest.raises(ConfigError, match=r"runtime\.sharts: unknown key 'sharts'"):
+        "command line: runtime.shards: Input should be greater than or equal to 1 (got 0)")
+    with pytest.raises(ConfigError, match=r"runtime\.sharts: Extra inputs are not permitted; "
+                       r"did you mean 'shards'\?"):
         RuntimeConfig().updated({"sharts": 2})
     assert RuntimeConfig(type="ray").updated({"shards": 3}).shards == 3
