@@ -214,7 +214,7 @@ def _check_sizes(config: ExperimentConfig, marks: Marks) -> list[Problem]:
     degree = {"barabasi_albert": "m", "watts_strogatz": "k", "erdos_renyi": "mean_degree",
               "sbm": "mean_degree"}.get(str(kind))
     if degree == "mean_degree" and 0 < network.mean_degree < 1e-9:
-        # networkx's G(n, p) divides by log(1 - p), which is 0 for such a p
+        # so small a degree draws no edge in any population that fits in memory: ask for 0
         problems.append(_located(("network", "mean_degree"), f"{network.mean_degree:g} is too "
                                  "small to draw any edge: use 0 for no edges, or at least 1e-9",
                                  marks))

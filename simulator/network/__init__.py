@@ -21,7 +21,6 @@ Example YAML::
 
 from .build import build_network
 from .config import (
-    NETWORKX_MAX_NODES,
     BarabasiAlbertConfig,
     EdgeListConfig,
     ErdosRenyiConfig,
@@ -35,7 +34,6 @@ from .config import (
 from .graph import FollowGraph, NetworkError
 
 __all__ = [
-    "NETWORKX_MAX_NODES",
     "BarabasiAlbertConfig",
     "EdgeListConfig",
     "ErdosRenyiConfig",

@@ -1,8 +1,8 @@
 """Entry point that turns a :data:`~.config.NetworkConfig` into a :class:`~.graph.FollowGraph`.
 
-Core function: :func:`build_network`. It picks the implementation (networkx for small
-populations, numpy for large ones, unless the config says otherwise), runs the generator, adds
-reverse edges for ``mutual`` and validates edges supplied from outside (files, population).
+Core function: :func:`build_network`. It runs the model's vectorised generator (the same one at
+every population size), adds reverse edges for ``mutual`` and validates edges supplied from
+outside (files, population).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import pandas as pd
 
 from . import generators as gen
 from .config import (
-    NETWORKX_MAX_NODES,
     BarabasiAlbertConfig,
     EdgeListConfig,
     ErdosRenyiConfig,
@@ -27,16 +26,9 @@ from .config import (
 from .edge_list import load_edge_list
 from .graph import FollowGraph, NetworkError, add_mutual_edges, finalize_edges
 
-__all__ = ["build_network", "group_codes", "use_networkx"]
+__all__ = ["build_network", "group_codes"]
 
 Edges = tuple[np.ndarray, np.ndarray]
-
-
-def use_networkx(cfg: NetworkConfig, n: int) -> bool:
-    """Return whether the networkx implementation runs for ``cfg`` with ``n`` agents."""
-    if cfg.implementation == "auto":
-        return n <= NETWORKX_MAX_NODES
-    return cfg.implementation == "networkx"
 
 
 def group_codes(attributes: pd.DataFrame, attribute: str, n: int) -> np.ndarray:
@@ -131,7 +123,6 @@ def _generate(
     base_dir: Path,
     population_edges: tuple[np.ndarray, np.ndarray] | None,
 ) -> Edges:
-    fast = not use_networkx(cfg, n)
     if isinstance(cfg, NoNetworkConfig):
         return finalize_edges(n, np.empty(0, np.int64), np.empty(0, np.int64))
     if isinstance(cfg, FromPopulationConfig):
@@ -154,16 +145,12 @@ def _generate(
     if n == 0:
         return finalize_edges(0, np.empty(0, np.int64), np.empty(0, np.int64))
     if isinstance(cfg, BarabasiAlbertConfig):
-        ba = gen.barabasi_albert_vectorised if fast else gen.barabasi_albert_networkx
-        return ba(n, cfg.m, rng)
+        return gen.barabasi_albert(n, cfg.m, rng)
     if isinstance(cfg, WattsStrogatzConfig):
-        ws = gen.watts_strogatz_vectorised if fast else gen.watts_strogatz_networkx
-        return ws(n, cfg.k, cfg.p, rng)
+        return gen.watts_strogatz(n, cfg.k, cfg.p, rng)
     if isinstance(cfg, ErdosRenyiConfig):
-        er = gen.erdos_renyi_vectorised if fast else gen.erdos_renyi_networkx
-        return er(n, cfg.mean_degree, rng)
+        return gen.erdos_renyi(n, cfg.mean_degree, rng)
     if isinstance(cfg, SBMConfig):
         codes = group_codes(attributes, cfg.attribute, n)
-        sbm = gen.sbm_vectorised if fast else gen.sbm_networkx
-        return sbm(codes, cfg.mean_degree, cfg.homophily, rng)
+        return gen.sbm(codes, cfg.mean_degree, cfg.homophily, rng)
     raise NetworkError(f"unsupported network config {type(cfg).__name__}")

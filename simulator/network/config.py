@@ -9,20 +9,21 @@ Core objects:
 * :func:`parse_network_config` -- validates a plain mapping (e.g. the ``network:`` block of an
   experiment YAML) into the matching model.
 
-Every model forbids unknown keys and shares two optional fields: ``mutual`` (probability that
-each edge also gets its reverse edge) and ``implementation`` (``auto`` | ``networkx`` |
-``vectorised``; ``auto`` picks networkx up to :data:`NETWORKX_MAX_NODES` agents).
+Every model forbids unknown keys and shares one optional field, ``mutual`` (probability that
+each edge also gets its reverse edge). The former ``implementation`` key (networkx or numpy) is
+rejected with an explanation: every random graph now comes from the one vectorised generator of
+its model, so a seed draws the same graph at every population size.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 __all__ = [
-    "NETWORKX_MAX_NODES",
     "BarabasiAlbertConfig",
     "EdgeListConfig",
     "ErdosRenyiConfig",
@@ -34,10 +35,12 @@ __all__ = [
     "parse_network_config",
 ]
 
-#: ``implementation: auto`` uses networkx up to this many agents and numpy above it.
-NETWORKX_MAX_NODES = 20_000
-
-Implementation = Literal["auto", "networkx", "vectorised"]
+#: Message for experiments that still set the removed ``implementation`` key.
+REMOVED_IMPLEMENTATION = (
+    "the `implementation` key was removed: every graph is now drawn by the vectorised numpy "
+    "generator of its model (the networkx twins drew a different graph from the same seed "
+    "below 20,000 agents); delete `implementation` from the network block"
+)
 
 
 class _NetworkBase(BaseModel):
@@ -48,11 +51,15 @@ class _NetworkBase(BaseModel):
     mutual: float = Field(
         0.0, ge=0.0, le=1.0, description="Probability that each edge also gets its reverse edge."
     )
-    implementation: Implementation = Field(
-        "auto",
-        description="auto: networkx when n <= 20_000 else vectorised numpy. "
-        "Ignored by edge_list, from_population and none.",
-    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _implementation_removed(cls, data: Any) -> Any:
+        # Named explicitly rather than left to extra="forbid", whose "unknown key" message would
+        # not tell an old experiment why its key stopped working.
+        if isinstance(data, Mapping) and "implementation" in data:
+            raise ValueError(REMOVED_IMPLEMENTATION)
+        return data
 
 
 class BarabasiAlbertConfig(_NetworkBase):
@@ -93,8 +100,7 @@ class ErdosRenyiConfig(_NetworkBase):
 class SBMConfig(_NetworkBase):
     """Homophilous stochastic block model over a categorical population attribute.
 
-    Each agent follows ``Poisson(mean_degree)`` accounts (vectorised implementation; Bernoulli
-    edges with the same expectations under networkx); a share ``homophily`` of them is drawn
+    Each agent follows ``Poisson(mean_degree)`` accounts; a share ``homophily`` of them is drawn
     uniformly from the agent's own group and the rest uniformly from everybody else.
     """
 

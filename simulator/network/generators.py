@@ -1,41 +1,29 @@
-"""Random follow-graph generators, each in a networkx and a vectorised numpy implementation.
+"""Random follow-graph generators: one vectorised numpy generator per model.
 
 Core functions (all return canonical ``(src, dst)`` arrays, see :func:`.graph.finalize_edges`;
 edge ``i`` means ``src[i]`` follows ``dst[i]``):
 
-* :func:`barabasi_albert_networkx` / :func:`barabasi_albert_vectorised` -- preferential
-  attachment from a seed clique of ``m + 1`` agents; the newer agent follows the older one.
-* :func:`watts_strogatz_networkx` / :func:`watts_strogatz_vectorised` -- rewired ring lattice;
-  every undirected edge becomes two follow edges (``n * k`` in total).
-* :func:`erdos_renyi_networkx` / :func:`erdos_renyi_vectorised` -- directed G(n, p).
-* :func:`sbm_networkx` / :func:`sbm_vectorised` -- homophilous stochastic block model over group
-  codes ``0..B-1``.
+* :func:`barabasi_albert` -- preferential attachment from a seed clique of ``m + 1`` agents;
+  the newer agent follows the older one.
+* :func:`watts_strogatz` -- rewired ring lattice; every undirected edge becomes two follow
+  edges (``n * k`` in total).
+* :func:`erdos_renyi` -- directed G(n, p).
+* :func:`sbm` -- homophilous stochastic block model over group codes ``0..B-1``.
 
-The networkx variants derive one integer seed from ``rng`` (``rng.integers(2**32)``); the
-vectorised variants draw everything from ``rng`` directly. Both are deterministic in the rng
-state. The vectorised variants avoid per-node Python loops and handle millions of agents.
+Every generator draws all its randomness from the numpy ``rng`` it is given, so the same seed
+gives the same graph at every population size; none loops over agents in Python, so they
+handle millions of agents. There is deliberately no networkx twin: a second implementation
+would draw a different graph from the same seed (tests/test_network.py compares these graphs
+with networkx's generators statistically instead).
 """
 
 from __future__ import annotations
 
-import itertools
-import random
-
-import networkx as nx
 import numpy as np
 
 from .graph import NetworkError, finalize_edges, first_occurrences, id_dtype, sorted_unique
 
-__all__ = [
-    "barabasi_albert_networkx",
-    "barabasi_albert_vectorised",
-    "erdos_renyi_networkx",
-    "erdos_renyi_vectorised",
-    "sbm_networkx",
-    "sbm_vectorised",
-    "watts_strogatz_networkx",
-    "watts_strogatz_vectorised",
-]
+__all__ = ["barabasi_albert", "erdos_renyi", "sbm", "watts_strogatz"]
 
 Edges = tuple[np.ndarray, np.ndarray]
 
@@ -43,19 +31,6 @@ Edges = tuple[np.ndarray, np.ndarray]
 def _empty(n: int) -> Edges:
     dtype = id_dtype(n)
     return np.empty(0, dtype), np.empty(0, dtype)
-
-
-def _nx_seed(rng: np.random.Generator) -> int:
-    return int(rng.integers(2**32))
-
-
-def _nx_edge_array(graph: nx.Graph) -> np.ndarray:
-    """Return the edges of ``graph`` as an ``(E, 2)`` int64 array (node labels must be ints)."""
-    count = graph.number_of_edges()
-    flat = np.fromiter(
-        itertools.chain.from_iterable(graph.edges()), dtype=np.int64, count=2 * count
-    )
-    return flat.reshape(count, 2)
 
 
 # --------------------------------------------------------------------------- Barabási–Albert
@@ -69,30 +44,7 @@ def _check_ba(n: int, m: int) -> None:
         )
 
 
-def barabasi_albert_networkx(n: int, m: int, rng: np.random.Generator) -> Edges:
-    """Barabási–Albert graph via :func:`networkx.barabasi_albert_graph`.
-
-    The seed graph is a clique on agents ``0..m``; each later agent ``t`` attaches to ``m``
-    distinct earlier agents with probability proportional to their degree. Every undirected edge
-    ``{u, v}`` becomes the follow edge ``max(u, v) -> min(u, v)`` (newer follows older).
-
-    Args:
-        n: Number of agents.
-        m: Edges added per new agent (``1 <= m < n``).
-        rng: Random generator (one seed is drawn from it).
-
-    Returns:
-        Canonical ``(src, dst)``.
-    """
-    _check_ba(n, m)
-    graph = nx.barabasi_albert_graph(
-        n, m, seed=_nx_seed(rng), initial_graph=nx.complete_graph(m + 1)
-    )
-    e = _nx_edge_array(graph)
-    return finalize_edges(n, e.max(axis=1), e.min(axis=1), assume_unique=True)
-
-
-def barabasi_albert_vectorised(n: int, m: int, rng: np.random.Generator) -> Edges:
+def barabasi_albert(n: int, m: int, rng: np.random.Generator) -> Edges:
     """Barabási–Albert graph in O(E) numpy work (Batagelj–Brandes endpoint-list trick).
 
     Conceptually all edges are laid out in one endpoint list: edge ``e`` owns slot ``2e`` (its
@@ -104,10 +56,10 @@ def barabasi_albert_vectorised(n: int, m: int, rng: np.random.Generator) -> Edge
     draw, vectorised over all unresolved edges, until every pointer reaches a known slot; chains
     shrink geometrically, so ~log2(E) rounds on a shrinking subset).
 
-    Unlike networkx the ``m`` targets of one agent are drawn with replacement; repeats are
-    dropped, so a few (mostly early-arriving) agents follow slightly fewer than ``m`` accounts.
-    Direction: newer agent follows older agent; in the seed clique agent ``j`` follows all
-    ``i < j``.
+    Unlike :func:`networkx.barabasi_albert_graph` the ``m`` targets of one agent are drawn with
+    replacement; repeats are dropped, so a few (mostly early-arriving) agents follow slightly
+    fewer than ``m`` accounts. Direction: newer agent follows older agent; in the seed clique
+    agent ``j`` follows all ``i < j``.
 
     Args:
         n: Number of agents.
@@ -170,25 +122,6 @@ def _both_directions(n: int, a: np.ndarray, b: np.ndarray) -> Edges:
     return finalize_edges(n, np.concatenate([a, b]), np.concatenate([b, a]), assume_unique=True)
 
 
-def watts_strogatz_networkx(n: int, k: int, p: float, rng: np.random.Generator) -> Edges:
-    """Watts–Strogatz graph via :func:`networkx.watts_strogatz_graph`, followed both ways.
-
-    Args:
-        n: Number of agents.
-        k: Even number of lattice neighbours (``k < n``).
-        p: Rewiring probability per lattice edge.
-        rng: Random generator (one seed is drawn from it).
-
-    Returns:
-        Canonical ``(src, dst)`` with ``n * k`` edges (each undirected edge in both directions).
-    """
-    if n == 0 or k == 0:
-        return _empty(n)
-    _check_ws(n, k)
-    e = _nx_edge_array(nx.watts_strogatz_graph(n, k, p, seed=_nx_seed(rng)))
-    return _both_directions(n, e[:, 0], e[:, 1])
-
-
 def _sorted_member(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """Vectorised membership of ``keys`` in the sorted array ``sorted_keys``."""
     if sorted_keys.size == 0:
@@ -197,7 +130,7 @@ def _sorted_member(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return sorted_keys[pos] == keys
 
 
-def watts_strogatz_vectorised(
+def watts_strogatz(
     n: int, k: int, p: float, rng: np.random.Generator, max_rounds: int = 64
 ) -> Edges:
     """Watts–Strogatz graph in numpy: ring lattice plus independent rewiring.
@@ -270,27 +203,7 @@ def _er_probability(n: int, mean_degree: float) -> float:
     return min(1.0, mean_degree / (n - 1))
 
 
-def erdos_renyi_networkx(n: int, mean_degree: float, rng: np.random.Generator) -> Edges:
-    """Directed G(n, p) via :func:`networkx.fast_gnp_random_graph`, ``p = mean_degree/(n-1)``.
-
-    Args:
-        n: Number of agents.
-        mean_degree: Expected out-degree (capped at ``n - 1``).
-        rng: Random generator (one seed is drawn from it).
-
-    Returns:
-        Canonical ``(src, dst)``.
-    """
-    if n < 2 or mean_degree <= 0:
-        return _empty(n)
-    graph = nx.fast_gnp_random_graph(
-        n, _er_probability(n, mean_degree), seed=_nx_seed(rng), directed=True
-    )
-    e = _nx_edge_array(graph)
-    return finalize_edges(n, e[:, 0], e[:, 1], assume_unique=True)
-
-
-def erdos_renyi_vectorised(n: int, mean_degree: float, rng: np.random.Generator) -> Edges:
+def erdos_renyi(n: int, mean_degree: float, rng: np.random.Generator) -> Edges:
     """Directed G(n, p) in numpy, exact in distribution.
 
     Draws the edge count ``M ~ Binomial(n(n-1), p)`` and then ``M`` distinct ordered pairs
@@ -337,7 +250,7 @@ def _groups(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return order, starts, sizes
 
 
-def sbm_vectorised(
+def sbm(
     codes: np.ndarray, mean_degree: float, homophily: float, rng: np.random.Generator
 ) -> Edges:
     """Homophilous SBM in numpy.
@@ -380,57 +293,3 @@ def sbm_vectorised(
     pos_out = r + (r >= gstart) * gsize
     dst = order[np.where(inside, pos_in, pos_out)]
     return finalize_edges(n, src, dst)
-
-
-def sbm_networkx(
-    codes: np.ndarray, mean_degree: float, homophily: float, rng: np.random.Generator
-) -> Edges:
-    """Homophilous SBM from networkx sparse G(n, p) samplers, one group at a time.
-
-    Per follower group ``g`` of size ``s``: in-group edges come from a directed
-    :func:`networkx.fast_gnp_random_graph` on the group with ``p = homophily*mean_degree/(s-1)``,
-    out-group edges from :func:`networkx.bipartite.random_graph` between the group and all other
-    agents with ``p = (1-homophily)*mean_degree/(n-s)`` (probabilities capped at 1). Expected
-    out-degree and in-group share match :func:`sbm_vectorised`; degrees are Binomial instead of
-    Poisson. Cost is O(B*n + E) for B groups.
-
-    Args:
-        codes: Group code ``0..B-1`` per agent (length ``n``).
-        mean_degree: Expected out-degree.
-        homophily: Probability that an edge stays inside the follower's group.
-        rng: Random generator (one seed is drawn from it).
-
-    Returns:
-        Canonical ``(src, dst)``.
-    """
-    n = codes.size
-    if n < 2 or mean_degree <= 0:
-        return _empty(n)
-    order, starts, sizes = _groups(codes)
-    pyrng = random.Random(_nx_seed(rng))
-    srcs: list[np.ndarray] = []
-    dsts: list[np.ndarray] = []
-    for start, size in zip(starts.tolist(), sizes.tolist(), strict=True):
-        if size == 0:
-            continue
-        h = homophily
-        if size == 1:
-            h = 0.0
-        elif size == n:
-            h = 1.0
-        members = order[start : start + size]
-        if h > 0:
-            p_in = min(1.0, h * mean_degree / (size - 1))
-            e = _nx_edge_array(nx.fast_gnp_random_graph(size, p_in, seed=pyrng, directed=True))
-            srcs.append(members[e[:, 0]])
-            dsts.append(members[e[:, 1]])
-        if h < 1:
-            outside = np.concatenate([order[:start], order[start + size :]])
-            p_out = min(1.0, (1 - h) * mean_degree / (n - size))
-            e = _nx_edge_array(nx.bipartite.random_graph(size, n - size, p_out, seed=pyrng))
-            # Undirected bipartite edges: the smaller label is the group member.
-            srcs.append(members[e.min(axis=1)])
-            dsts.append(outside[e.max(axis=1) - size])
-    if not srcs:
-        return _empty(n)
-    return finalize_edges(n, np.concatenate(srcs), np.concatenate(dsts))
