@@ -1,22 +1,26 @@
-"""Engine benchmark: Populace's social scenario against the same model written with Mesa 3.
+"""Engine benchmark: Populace's social scenario against Mesa 3 and against compiled loops.
 
 Usage::
 
     python benchmarks/engine.py --sizes 10000 100000 1000000 --steps 10 \\
-        --mesa-sizes 10000 100000 --out results.json
+        --mesa-sizes 10000 100000 --numba-sizes 10000 100000 1000000 --out results.json
 
 Every (system, size) runs in a fresh subprocess, so its peak memory is its own. Populace runs
 the ``social`` scenario through ``Simulation`` (population of N agents with opinion uniform(-1, 1)
 and an interest among the 5 default topics, Barabasi-Albert follow graph m=5, activation
 probability 0.1, rule policy with default parameters, default recording to a SQLite file,
-metrics every step, one checkpoint at the end). Mesa runs ``benchmarks/mesa_opinion.py``.
+metrics every step, one checkpoint at the end). Mesa runs ``benchmarks/mesa_opinion.py``, the
+model written the idiomatic Mesa 3 way (the baseline); numba runs ``benchmarks/numba_opinion.py``,
+the same step written as compiled loops over arrays with nothing recorded (the limit of the
+machine; its compile time is reported apart and left out of s/step).
 Children run with numpy's BLAS pinned to one thread (``--blas-threads``; see the README).
 
 Figures (over the steps after ``--warmup`` steps):
-    s/step: median seconds per step, the last step excluded; for Populace compute_s + record_s
-        of the ``StepReport`` (record_s: preparing rows and waiting for the writer thread, which
-        writes a step while the next is computed). The last step (final checkpoint, end-of-run
-        analysis, final write) is reported separately as ``last_step_s``.
+    s/step: median seconds per step; for Populace compute_s + record_s of the ``StepReport``
+        (record_s: preparing rows and waiting for the writer thread, which writes a step while
+        the next is computed), the last step excluded: the last step (final checkpoint,
+        end-of-run analysis, final write) is reported separately as ``last_step_s``; for Mesa
+        and numba the wall time of the model's step (numba: its five compiled phases).
     agent-steps/s: N / (s/step), every agent of the population counted once per step (what a
         Mesa ``shuffle_do("step")`` visits), active or not.
     active decisions/s: active agents of the step / (s/step).
@@ -181,13 +185,20 @@ def child_main(args: argparse.Namespace) -> int:
         import_rss = _peak_rss_bytes()
         out = run_populace(args.size, args.steps, args.seed, Path(args.db_dir), feed=args.feed,
                            keep_db=args.keep_db, activation=args.activation)
-    else:
+    elif args.child == "mesa":
         sys.path.insert(0, str(HERE))
         import mesa_opinion
 
         import_rss = _peak_rss_bytes()
         out = mesa_opinion.run_mesa(args.size, args.steps, seed=args.seed,
                                     activation=args.activation)
+    else:
+        sys.path.insert(0, str(HERE))
+        import numba_opinion
+
+        import_rss = _peak_rss_bytes()
+        out = numba_opinion.run_numba(args.size, args.steps, seed=args.seed,
+                                      activation=args.activation)
     out["import_rss_bytes"] = import_rss
     out["peak_rss_bytes"] = _peak_rss_bytes()
     Path(args.result).write_text(json.dumps(out), encoding="utf-8")
@@ -306,7 +317,7 @@ def summarise_populace(raw: dict[str, Any], warmup: int) -> dict[str, Any]:
 
 
 def summarise_mesa(raw: dict[str, Any], warmup: int) -> dict[str, Any]:
-    """Per-step medians after the warm-up."""
+    """Per-step medians after the warm-up (Mesa, and numba: see ``summarise_numba``)."""
     if not raw["ok"]:
         return raw
     n = raw["size"]
@@ -327,18 +338,49 @@ def summarise_mesa(raw: dict[str, Any], warmup: int) -> dict[str, Any]:
     }
 
 
+def summarise_numba(raw: dict[str, Any], warmup: int) -> dict[str, Any]:
+    """As Mesa's, plus the median seconds of each phase; compile time is ``compile_s``."""
+    out = summarise_mesa(raw, warmup)
+    if not out["ok"]:
+        return out
+    rows = _timed(raw["phases_s"], warmup)
+    out["phases_s"] = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    out["compile_rss_mb"] = raw["compile_rss_bytes"] / MB
+    return out
+
+
+def ratios_to(populace: list[dict[str, Any]], other: list[dict[str, Any]]
+              ) -> list[dict[str, Any]]:
+    """Populace's agent-steps/s over ``other``'s at every size both ran (also on compute time
+    alone), and the two peak RSS."""
+    done = {r["size"]: r for r in other if r["ok"]}
+    out = []
+    for r in populace:
+        if r["ok"] and r["size"] in done:
+            o = done[r["size"]]
+            out.append({"size": r["size"],
+                        "ratio": r["agent_steps_per_s"] / o["agent_steps_per_s"],
+                        "compute_ratio": r["compute_agent_steps_per_s"] / o["agent_steps_per_s"],
+                        "peak_rss_mb": r["peak_rss_mb"], "other_peak_rss_mb": o["peak_rss_mb"],
+                        "rss_ratio": r["peak_rss_mb"] / o["peak_rss_mb"]})
+    return out
+
+
 def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
 def print_table(populace: list[dict[str, Any]], mesa: list[dict[str, Any]],
-                ratios: list[dict[str, Any]]) -> None:
+                ratios: list[dict[str, Any]], numba: list[dict[str, Any]] | None = None,
+                limit_ratios: list[dict[str, Any]] | None = None) -> None:
+    """The table of every run, Populace's and numba's phases, and the ratios."""
+    numba = numba or []
     head = (f"{'system':<9}{'N':>10}{'s/step':>10}{'compute':>10}{'record':>10}{'cpu s':>9}"
             f"{'agent-steps/s':>15}{'active dec/s':>14}{'peak RSS MB':>13}{'DB MB':>9}"
             f"{'setup s':>9}{'step0 s':>9}")
     print(head)
     print("-" * len(head))
-    for r in [*populace, *mesa]:
+    for r in [*populace, *mesa, *numba]:
         if not r["ok"]:
             print(f"{r['system']:<9}{r['size']:>10}  FAILED: {r['error']}")
             continue
@@ -357,14 +399,30 @@ def print_table(populace: list[dict[str, Any]], mesa: list[dict[str, Any]],
         for r in phased:
             print(f"{r['size']:>10}" + "".join(f"{r['phases_s'].get(k, 0.0):>12.4f}"
                                               for k in names))
+    compiled = [r for r in numba if r["ok"]]
+    if compiled:
+        names = list(compiled[0]["phases_s"])
+        print("\nnumba seconds per phase (medians; compiling the kernels, not in s/step, took "
+              + ", ".join(f"{r['compile_s']:.1f}s" for r in compiled) + "; peak RSS once "
+              "compiled, before the model: " + ", ".join(f"{r['compile_rss_mb']:,.0f} MB"
+                                                          for r in compiled) + "):")
+        print(f"{'N':>10}" + "".join(f"{k:>12}" for k in names))
+        for r in compiled:
+            print(f"{r['size']:>10}" + "".join(f"{r['phases_s'].get(k, 0.0):>12.5f}"
+                                              for k in names))
     for q in ratios:
         print(f"\nPopulace / Mesa agent-steps/s at N={q['size']}: {q['ratio']:.1f}x "
               f"(compute only: {q['compute_ratio']:.1f}x)")
+    for q in limit_ratios or []:
+        print(f"\nPopulace / numba limit agent-steps/s at N={q['size']}: {q['ratio']:.3f} "
+              f"(compute only: {q['compute_ratio']:.3f}; the limit is {1 / q['ratio']:.1f}x "
+              f"faster); peak RSS {q['peak_rss_mb']:,.0f} MB against {q['other_peak_rss_mb']:,.0f}"
+              f" MB ({q['rss_ratio']:.1f}x)")
 
 
 def environment() -> dict[str, Any]:
     """The machine and software this benchmark ran on."""
-    return _environment(["numpy", "mesa", "populace"])
+    return _environment(["numpy", "mesa", "numba", "populace"])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -376,11 +434,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--mesa-sizes", type=int, nargs="*", default=[10_000],
                     help="Mesa population sizes (default: 10000; none: --mesa-sizes)")
     ap.add_argument("--mesa-steps", type=int, default=5, help="Mesa steps per size (default 5)")
+    ap.add_argument("--numba-sizes", type=int, nargs="*", default=[10_000],
+                    help="sizes of the compiled-loops limit (benchmarks/numba_opinion.py; "
+                    "default: 10000; none: --numba-sizes)")
+    ap.add_argument("--numba-steps", type=int, default=None,
+                    help="numba steps per size (default: --steps)")
     ap.add_argument("--warmup", type=int, default=2,
                     help="first steps left out of the medians (default 2)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--activation", type=float, default=0.1,
-                    help="activation probability per step, for both systems (default 0.1)")
+                    help="activation probability per step, for every system (default 0.1)")
     ap.add_argument("--feed", default=None,
                     help="Populace feed algorithm (default: the scenario's default, mix)")
     ap.add_argument("--blas-threads", type=int, default=1,
@@ -393,16 +456,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--timeout", type=float, default=7200.0,
                     help="seconds allowed to each child (default 7200)")
     # internal: what a child process runs
-    ap.add_argument("--child", choices=["populace", "mesa"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["populace", "mesa", "numba"], help=argparse.SUPPRESS)
     ap.add_argument("--size", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child is None:
-        if args.steps < 1 or args.mesa_steps < 1:
-            ap.error("--steps and --mesa-steps must be at least 1")
+        if args.numba_steps is None:
+            args.numba_steps = args.steps
+        if args.steps < 1 or args.mesa_steps < 1 or args.numba_steps < 1:
+            ap.error("--steps, --mesa-steps and --numba-steps must be at least 1")
         if args.keep_db and args.db_dir is None:
             ap.error("--keep-db needs --db-dir")
-        if any(n < 10 for n in [*args.sizes, *args.mesa_sizes]):
+        if any(n < 10 for n in [*args.sizes, *args.mesa_sizes, *args.numba_sizes]):
             ap.error("sizes must be at least 10 (the follow graph has m=5)")
     return args
 
@@ -420,16 +485,18 @@ def main(argv: list[str] | None = None) -> int:
         return child_main(args)
     env = environment()
     print(f"command: {env['command']}")
-    print(f"Python {env['python']}, numpy {env['numpy']}, mesa {env['mesa']}, populace "
-          f"{env['populace']}; {env['cpu_count']} CPUs ({env['cpus_usable']} usable); "
-          f"{env['platform']}")
+    print(f"Python {env['python']}, numpy {env['numpy']}, mesa {env['mesa']}, numba "
+          f"{env['numba']}, populace {env['populace']}; {env['cpu_count']} CPUs "
+          f"({env['cpus_usable']} usable); {env['platform']}")
     blas = (f"BLAS threads {args.blas_threads}" if args.blas_threads > 0 else
             "BLAS threads as in the environment (" + ", ".join(
                 f"{k}={os.environ[k]}" for k in BLAS_VARS if k in os.environ) + ")")
-    print(f"Populace steps {args.steps}, Mesa steps {args.mesa_steps}, medians after "
+    print(f"Populace steps {args.steps}, Mesa steps {args.mesa_steps}, numba steps "
+          f"{args.numba_steps}, medians after "
           f"{args.warmup} warm-up steps; seed {args.seed}; {blas}\n", flush=True)
     populace: list[dict[str, Any]] = []
     mesa: list[dict[str, Any]] = []
+    numba: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="populace-bench-") as tmp:
         work = Path(tmp)
         db_dir = args.db_dir.resolve() if args.db_dir else work
@@ -437,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         for kind, sizes, steps, out, summarise in (
             ("populace", args.sizes, args.steps, populace, summarise_populace),
             ("mesa", args.mesa_sizes, args.mesa_steps, mesa, summarise_mesa),
+            ("numba", args.numba_sizes, args.numba_steps, numba, summarise_numba),
         ):
             for n in sizes:
                 print(f"running {kind} N={n} ({steps} steps) ...", flush=True)
@@ -449,34 +517,30 @@ def main(argv: list[str] | None = None) -> int:
                           f"{r['child_wall_s']:.1f}s)", flush=True)
                 else:
                     print(f"  FAILED: {r['error']}; its output:\n{r['stderr_tail']}", flush=True)
-    ratios = []
-    done = {r["size"]: r for r in mesa if r["ok"]}
-    for r in populace:
-        if r["ok"] and r["size"] in done:
-            m = done[r["size"]]
-            ratios.append({"size": r["size"],
-                           "ratio": r["agent_steps_per_s"] / m["agent_steps_per_s"],
-                           "compute_ratio": r["compute_agent_steps_per_s"]
-                           / m["agent_steps_per_s"]})
+    ratios = ratios_to(populace, mesa)
+    limit_ratios = ratios_to(populace, numba)
     print()
-    print_table(populace, mesa, ratios)
+    print_table(populace, mesa, ratios, numba, limit_ratios)
     results = {
         "environment": env,
         "settings": {"sizes": args.sizes, "steps": args.steps, "mesa_sizes": args.mesa_sizes,
-                     "mesa_steps": args.mesa_steps, "warmup": args.warmup, "seed": args.seed,
+                     "mesa_steps": args.mesa_steps, "numba_sizes": args.numba_sizes,
+                     "numba_steps": args.numba_steps, "warmup": args.warmup, "seed": args.seed,
                      "blas_threads": args.blas_threads or "environment",
                      "feed": args.feed or "mix (scenario default)", "activation": args.activation,
                      "network": "barabasi_albert m=5",
                      "experiment": _experiment_template(args)},
         "populace": populace,
         "mesa": mesa,
+        "numba": numba,
         "ratios": ratios,
+        "limit_ratios": limit_ratios,
     }
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2), encoding="utf-8")
         print(f"\nresults written to {args.out}")
-    return 0 if all(r["ok"] for r in [*populace, *mesa]) else 1
+    return 0 if all(r["ok"] for r in [*populace, *mesa, *numba]) else 1
 
 
 if __name__ == "__main__":

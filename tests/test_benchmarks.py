@@ -1,4 +1,5 @@
-"""The engine benchmark (benchmarks/engine.py) and its Mesa baseline (benchmarks/mesa_opinion.py)."""
+"""The engine benchmark (benchmarks/engine.py), its Mesa baseline (benchmarks/mesa_opinion.py) and
+its compiled-loops limit (benchmarks/numba_opinion.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -38,13 +40,14 @@ def _bench(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str]
 @pytest.mark.slow
 def test_engine_benchmark_smoke(tmp_path: Path) -> None:
     proc, data = _bench(tmp_path, "--sizes", "2000", "--steps", "3", "--mesa-sizes", "2000",
-                        "--mesa-steps", "3")
+                        "--mesa-steps", "3", "--numba-sizes", "2000")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "agent-steps/s" in proc.stdout and "Populace / Mesa" in proc.stdout
+    assert "Populace / numba limit" in proc.stdout
 
     env = data["environment"]
     assert "engine.py" in env["command"] and env["cpu_count"] >= 1
-    assert env["numpy"] and env["mesa"] and env["python"]
+    assert env["numpy"] and env["mesa"] and env["numba"] and env["python"]
 
     [pop] = data["populace"]
     assert pop["ok"] and pop["size"] == 2000 and len(pop["steps"]) == 3
@@ -66,15 +69,30 @@ def test_engine_benchmark_smoke(tmp_path: Path) -> None:
     assert ratio["ratio"] == pytest.approx(pop["agent_steps_per_s"] / mesa["agent_steps_per_s"])
     assert ratio["compute_ratio"] > 0
 
+    [limit] = data["numba"]
+    assert limit["ok"] and limit["size"] == 2000 and len(limit["step_s"]) == 3  # --steps
+    for key in ("compile_s", "setup_s", "s_per_step", "agent_steps_per_s",
+                "active_decisions_per_s", "peak_rss_mb", "compile_rss_mb"):
+        assert limit[key] > 0, key
+    assert limit["timed_steps"] == [3]
+    assert limit["s_per_step"] == pytest.approx(limit["step_s"][2])  # compile time left out
+    assert set(limit["phases_s"]) == {"activate", "observe", "decide", "apply", "metrics"}
+    assert 0 < limit["n_active"] < 2000 and limit["posts"] > 0
+    [to_limit] = data["limit_ratios"]
+    assert to_limit["size"] == 2000
+    assert to_limit["ratio"] == pytest.approx(pop["agent_steps_per_s"]
+                                              / limit["agent_steps_per_s"])
+    assert to_limit["rss_ratio"] == pytest.approx(pop["peak_rss_mb"] / limit["peak_rss_mb"])
+
 
 def test_engine_benchmark_reports_a_failed_child_and_goes_on(tmp_path: Path) -> None:
     proc, data = _bench(tmp_path, "--sizes", "2000", "--steps", "2", "--mesa-sizes",
-                        "--timeout", "0.05")
+                        "--numba-sizes", "--timeout", "0.05")
     assert proc.returncode == 1
     [pop] = data["populace"]
     assert not pop["ok"] and "timed out" in pop["error"]
     assert "FAILED" in proc.stdout
-    assert data["ratios"] == []
+    assert data["ratios"] == [] and data["numba"] == [] and data["limit_ratios"] == []
 
 
 def test_experiment_is_valid() -> None:
@@ -151,3 +169,76 @@ def test_scale_benchmark_smoke(tmp_path: Path, shards: int) -> None:
     assert row["s_per_step"] > 0 and row["rows_per_step"] > 0 and row["peak_rss_mb"] > 50
     assert (row["graph_s"] is None) == (shards > 0)
     assert "3,000 sqlite" in proc.stdout
+
+
+def test_numba_parameters_are_populace_defaults() -> None:
+    from populace.scenarios.social.actions import ACTIONS
+    from populace.scenarios.social.config import FeedConfig, SocialConfig, SocialRuleParams
+
+    no = _load("numba_opinion")
+    p = SocialRuleParams()
+    rates = [p.post_rate, p.repost_rate, p.quote_rate, p.comment_rate, p.like_rate,
+             p.dislike_rate, p.follow_rate, p.unfollow_rate]  # in action-code order
+    assert no.RATES.tolist() == rates
+    for name, value in no.PARAMS.items():
+        assert getattr(p, name) == value, name
+    feed = FeedConfig()
+    assert (feed.size, feed.window, feed.recency_half_life) == (no.FEED_SIZE, no.WINDOW,
+                                                                no.HALF_LIFE)
+    assert feed.algorithm == "mix" and list(feed.mix) == ["followees", "interest", "hot",
+                                                          "random"]
+    slots = [no.FOLLOWEE_SLOTS, no.INTEREST_SLOTS, no.HOT_SLOTS, no.RANDOM_SLOTS]
+    assert slots == [round(w * feed.size / sum(feed.mix.values())) for w in feed.mix.values()]
+    config = SocialConfig()
+    assert config.topics == list(no.TOPICS) and config.extreme_threshold == no.EXTREME
+    assert ACTIONS == no.ACTIONS
+
+
+@pytest.mark.slow
+def test_numba_model_does_the_social_step() -> None:
+    """Feeds hold no own post, no repeat, nothing older than the window; every kind of action
+    happens; bounded confidence lowers the variance, and without convergence nothing moves;
+    the kernels compile once."""
+    no = _load("numba_opinion")
+    model = no.NumbaOpinionModel(500, seed=3, activation=1.0)
+    var0 = model.opinion_var()
+    edges0 = int(model.f_len.sum())
+    totals: dict[str, float] = {}
+    variances = [var0]
+    for _ in range(10):
+        metrics = model.step()
+        for k, v in metrics.items():
+            if k.startswith(("actions.", "rejected.")):
+                totals[k] = totals.get(k, 0.0) + v
+        variances.append(metrics["opinion_var"])
+        k = model.n_active
+        assert k == 500  # activation 1.0
+        lo = model.step_start[max(0, model.steps - no.WINDOW)]
+        for i in range(k):
+            row = model.feed[i, :model.feed_len[i]]
+            assert len(set(row.tolist())) == len(row)
+            assert (model.posts["author"][row] != model.active[i]).all()
+            assert (row >= lo).all() and (row < model.n_posts).all()
+        assert sorted(model.order[:k].tolist()) == list(range(k))
+    for name in no.ACTIONS:
+        assert totals[f"actions.{name}"] > 0, name
+    assert totals["rejected.duplicate_reaction"] > 0
+    assert metrics["follow_edges"] == int(model.f_len.sum()) != edges0
+    assert metrics["posts_total"] == model.n_posts > 0
+    assert model.posts["likes"][:model.n_posts].sum() > 0
+    assert variances[-1] < 0.97 * variances[0]
+    assert model.feed_len[:model.n_active].mean() > 5  # the feeds fill up
+    for kernel in (no._activate, no._observe, no._decide, no._apply, no._metrics):
+        assert len(kernel.signatures) == 1, kernel  # one compilation, none while stepping
+
+    still = no.NumbaOpinionModel(500, seed=3, activation=1.0, convergence=0.0)
+    start = still.opinion.copy()
+    for _ in range(5):
+        still.step()
+    assert np.array_equal(still.opinion, start)
+
+    few = no.NumbaOpinionModel(20_000, seed=0)  # activation 0.1
+    few.step()
+    assert 1700 < few.n_active < 2300
+    active = few.active[:few.n_active]
+    assert (np.diff(active) > 0).all()  # distinct, in id order
