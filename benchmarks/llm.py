@@ -8,7 +8,7 @@ Usage::
     python benchmarks/llm.py --agents 2000 --single 32:0.25 --dual none --cpu-agents 1000
 
 Every Populace run is a fresh subprocess, and every test server
-(``python -m populace.simulator.llm.testserver``) is a process of its own, so client and server
+(``python -m populace.simulator.testing.llm_server``) is a process of its own, so client and server
 never share an interpreter (or its GIL). The experiment is the social scenario with every agent
 a language-model agent (``policy: {type: llm}``), activation probability 1.0 (every agent decides
 every step), the response cache off (``llm.cache: false``: every decision is a request), and the
@@ -277,8 +277,8 @@ def run_child(spec: dict[str, Any], db_dir: Path, profile_dir: Path | None) -> d
         from populace.simulator.llm.types import ChatRequest
 
         for obj, method, key in (
-                (sim.scenario, "prompt_context", "prompt_context"),
-                (sim.scenario, "memory_query", "memory_query"),
+                (policy.scenario_adapter, "prompt_context", "prompt_context"),
+                (policy.scenario_adapter, "memory_query", "memory_query"),
                 (getattr(policy, "memory", None), "retrieve", "memory_retrieve"),
                 (policy.prompts, "system_text", "render"),
                 (policy.prompts, "agent_text", "render"),
@@ -287,7 +287,7 @@ def run_child(spec: dict[str, Any], db_dir: Path, profile_dir: Path | None) -> d
                 (ChatRequest, "prompt_hash", "prompt_hash"),
                 (policy.calls, "judge", "judge"),
                 (llm_calls, "parse_decision", "parse"),  # the name judge calls
-                (sim.scenario, "decisions_to_actions", "to_actions"),
+                (policy.scenario_adapter, "decisions_to_actions", "to_actions"),
                 (policy, "_remember", "memory_store"),
                 (policy, "_reflect", "reflect")):
             if timer.wrap(obj, method, key):
@@ -411,11 +411,11 @@ def child_main(args: argparse.Namespace) -> int:
 
 
 class ServerProcess:
-    """``python -m populace.simulator.llm.testserver`` in a process of its own."""
+    """``python -m populace.simulator.testing.llm_server`` in a process of its own."""
 
     def __init__(self, capacity: int, latency: float, seed: int, log_path: Path) -> None:
         self.capacity, self.latency = capacity, latency
-        self.cmd = [sys.executable, "-m", "populace.simulator.llm.testserver", "--port", "0",
+        self.cmd = [sys.executable, "-m", "populace.simulator.testing.llm_server", "--port", "0",
                     "--latency", str(latency), "--capacity", str(capacity), "--seed", str(seed)]
         self.log_path = log_path
         self._log = open(log_path, "w+", encoding="utf-8")  # noqa: SIM115  (closed in stop)

@@ -70,6 +70,7 @@ def experiment(n: int, steps: int, llm_agents: int = 0, llm_url: str | None = No
 
 def child(n: int, steps: int, url: str, out: Path, llm_agents: int = 0,
           llm_url: str | None = None, shards: int = 0) -> None:
+    import populace.simulator.build as build
     import populace.simulator.engine as engine
     from populace.simulator import Simulation, experiment_from_dict
 
@@ -88,7 +89,7 @@ def child(n: int, steps: int, url: str, out: Path, llm_agents: int = 0,
         setattr(obj, name, wrapper)
 
     timed(engine, "build_population", "population")
-    timed(engine, "build_network", "graph")
+    timed(build, "build_network", "graph")
     sim = Simulation(experiment_from_dict(experiment(n, steps, llm_agents, llm_url,
                                                      shards=shards)), db_url=url)
     written = {"rows": 0, "s": 0.0}
@@ -205,7 +206,7 @@ def main() -> int:
     server = llm_url = None
     if args.llm_agents:
         server = subprocess.Popen(
-            [sys.executable, "-m", "populace.simulator.llm.testserver", "--port", "0",
+            [sys.executable, "-m", "populace.simulator.testing.llm_server", "--port", "0",
              "--latency", str(args.llm_latency), "--capacity", str(args.llm_capacity)],
             stdout=subprocess.PIPE, text=True)
         assert server.stdout is not None

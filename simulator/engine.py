@@ -51,16 +51,20 @@ from populace.storage.schema import CORE_STEP_TABLES, Agent
 
 from .actions import ActionBatch
 from .activation import Activation
+from .build import build_world
 from .config import Experiment, experiment_from_dict
 from .llm.preflight import prepare_llm
 from .llm.tables import STEP_TABLES as LLM_STEP_TABLES
-from .network import build_network
-from .policy import Policy, build_policy
+from .local_runtime import LocalRuntime
+from .policy import Policy, check_batch
 from .population import Population, build_population
+from .records import Records, merge_records
 from .rng import RngStreams
 from .runtime import RayRuntime, ShardDiedError, ShardedScenario
-from .scenario import Records, Scenario, StepContext, World, merge_records
+from .scenario import Scenario
+from .step import StepContext, step_context
 from .version import package_version
+from .world import World
 
 MAX_RECOVERIES = 3  # shard deaths a run survives before it stops
 log = logging.getLogger("populace.engine")
@@ -107,8 +111,12 @@ class Simulation:
         self.wall_s = 0.0
         self._writer: ThreadPoolExecutor | None = None
         self._pending: Future[float] | None = None
-        self.runtime: RayRuntime | None = None
+        self.runtime: LocalRuntime | RayRuntime | None = None
         self._drawn: tuple[int, np.ndarray] | None = None
+        self.world: World
+        self.scenario: Scenario[Any, Any, Any, Any] | ShardedScenario
+        self.policy: Policy[Any, Any]
+        self.policy_part: np.ndarray | None = None
         self.lease: RunLease | None = None
         self.stage_hook: Callable[[str | None], None] | None = None
         """Called with each set-up stage's name as it starts, and None when set-up is done
@@ -122,9 +130,9 @@ class Simulation:
 
     # -- building --------------------------------------------------------------------------------
 
-    def _build(self, own: tuple[int, int] | None = None) -> Records:
+    def _build(self) -> Records:
         """Build population, activation and the world (on the Ray runtime: the shards build
-        it); return the set-up rows. ``own``: a Ray shard's block of agents."""
+        it); return the set-up rows."""
         cfg = self.config
         t0 = time.perf_counter()
         size = cfg.population.size
@@ -132,64 +140,40 @@ class Simulation:
         population = build_population(cfg.population, self.rng.get("population"),
                                       self.experiment.base_dir)
         self.activation = Activation(cfg.activation, population.attributes, self.rng)
+        if self.runtime is not None:
+            self.runtime.close()
         if cfg.runtime.type == "ray":
             self._stage(f"Ray shards ({cfg.runtime.shards}) build the world")
             records = self._start_shards(population)
         else:
-            records = self._build_world(population, own)
+            built = build_world(self.experiment, population, self.clock, self.rng,
+                                stage=self._stage)
+            self.world, self.scenario, self.policy = built.world, built.scenario, built.policy
+            self.policy_part = built.policy_part
+            self.runtime = LocalRuntime(self.scenario, self.policy, self._context)
+            records = built.records
         self.setup_s = time.perf_counter() - t0
         return records
-
-    def _build_world(self, population: Population, own: tuple[int, int] | None) -> Records:
-        """Follow graph, scenario and policy in this process; the scenario's set-up rows."""
-        cfg = self.config
-        base = self.experiment.base_dir
-        if own is None:
-            self._stage("network")
-        graph = build_network(
-            cfg.network, population.size, population.attributes, self.rng.get("network"),
-            base_dir=base, population_edges=population.follow_edges,
-        )
-        llm = None
-        if cfg.llm is not None:
-            from .llm.service import ScenarioLLM
-
-            llm = ScenarioLLM(cfg.llm, cfg.seed, base)
-        self.world = World(population, graph, self.clock, self.rng, base, llm)
-        if own is None:
-            self._stage("scenario and policy")
-        self.scenario: Scenario | ShardedScenario = self.experiment.scenario_cls(
-            self.experiment.scenario_config, self.world)
-        if own is not None:
-            self.scenario.own(*own)
-        self.policy: Policy
-        self.policy, self.policy_part = build_policy(
-            cfg.policy, self.scenario, population.attributes, self.rng, llm=cfg.llm,
-            base_dir=base, seed=cfg.seed)
-        return self.scenario.setup()
 
     def _start_shards(self, population: Population) -> Records:
         """Start the Ray shards, which build the world from the experiment; the driver keeps
         the population and the shards' views. Returns the set-up rows."""
-        from .runtime import RayRuntime
-
         if self.db_url in ("sqlite://", "sqlite:///"):
             raise ValueError("runtime: ray needs a database file or server that the shards can "
                              "open, not an in-memory SQLite database")
-        if self.runtime is not None:
-            self.runtime.close()
         source = self.experiment.source
         source = (source.resolve() if source is not None
                   else Path.cwd() / f"{self.config.name}.yaml")  # base_dir for relative paths
-        self.runtime = RayRuntime(self.config.runtime, self.experiment.to_dict(), source,
-                                  population.size, self.experiment.scenario_cls,
-                                  asks_model=self.config.llm is not None,
-                                  metrics_due=self._metrics_due, next_active=self._next_active,
-                                  resume_hint=resume_command(self.config.name, self.db_url))
+        runtime = RayRuntime(self.config.runtime, self.experiment.to_dict(), source,
+                             population.size, self.experiment.scenario_cls,
+                             asks_model=self.config.llm is not None,
+                             metrics_due=self._metrics_due, next_active=self._next_active,
+                             resume_hint=resume_command(self.config.name, self.db_url))
+        self.runtime = runtime
         self.world = World(population, None, self.clock, self.rng, self.experiment.base_dir,
-                           self.runtime.llm)  # type: ignore[arg-type]
-        self.scenario = self.runtime.scenario
-        self.policy = self.runtime.policy
+                           runtime.llm)  # type: ignore[arg-type]  (the lead shard's model)
+        self.scenario = runtime.scenario  # type: ignore[assignment]  (the shards' view)
+        self.policy = runtime.policy
         return self.scenario.setup()
 
     def _metrics_due(self, step: int) -> bool:
@@ -213,8 +197,7 @@ class Simulation:
         return self._drawn[1]
 
     def _context(self, step: int) -> StepContext:
-        return StepContext(step=step, time=self.clock.time(step), epoch=self.clock.epoch(step),
-                           hour=self.clock.hour(step), rng=self.rng)
+        return step_context(self.clock, self.rng, step)
 
     # -- starting and resuming -------------------------------------------------------------------
 
@@ -268,7 +251,7 @@ class Simulation:
         if self.world.llm is not None:
             self.world.llm.attach(self.db)
         ctx = self._context(0)
-        metrics = self.scenario.metrics(_empty_batch(), ctx)
+        metrics = self.scenario.metrics(self._empty_batch(), ctx)
         self._commit(0, records, metrics, n_active=0, n_actions=0, compute_s=self.setup_s,
                      checkpoint=True, extra={"agents": agents}, background=False, conn=conn)
 
@@ -352,7 +335,7 @@ class Simulation:
         policy_state = {k.removeprefix("policy."): v for k, v in state.items()
                         if k.startswith("policy.")}
         self.scenario.load_state_dict(scenario_state)
-        if self.runtime is None and "shards" in policy_state:
+        if isinstance(self.runtime, LocalRuntime) and "shards" in policy_state:
             n = int(policy_state["shards"][0])
             if len(policy_state) > 1:  # the policy had state, kept per shard
                 raise ValueError(f"this run's checkpoint holds its policy state in {n} Ray "
@@ -453,20 +436,17 @@ class Simulation:
         With ``storage.background_writes`` the step's transaction runs in a writer thread while
         the next step is computed (at most one step is in flight); ``flush()`` waits for it.
         """
+        self._held_lease()  # refused before computing a step that could not be written
+        if self.runtime is None:
+            raise RuntimeError("this Simulation is closed; start() or resume() a run first")
         step = self.step + 1
         t0 = time.perf_counter()
         ctx = self._context(step)
         active = self._active(step)
-        if self.runtime is not None:
-            actions, summary = self.runtime.decide(active, step)
-        else:
-            obs = self.scenario.observe(active, ctx)
-            summary = self.scenario.observation_summary(obs)
-            actions = self.policy.decide(obs, ctx)
+        # observe, decide and resolve: here, or in the Ray shards that own the agents
+        actions, summary = self.runtime.decide(active, step)
+        check_batch(actions, active, self.scenario.actions, self.scenario.name)
         self.scenario.observed(active, summary)
-        self._check_batch(actions, active)
-        if self.runtime is None:  # on Ray, each shard resolves the actions it decided
-            self.scenario.resolve(actions, ctx)
         records = self.scenario.apply(actions, ctx)
         merge_records(records, self.policy.drain_records())
         last = step == self.config.steps
@@ -486,18 +466,6 @@ class Simulation:
                                 checkpoint=checkpoint, actions=actions)
         self.step = step
         return StepReport(step, len(active), len(actions), compute_s, record_s, metrics)
-
-    def _check_batch(self, actions: ActionBatch, active: np.ndarray) -> None:
-        """A policy must answer every active agent once, with one of the scenario's actions."""
-        names = self.scenario.actions
-        bad = (actions.action < 0) | (actions.action >= len(names))
-        if bad.any():
-            raise ValueError(
-                f"the policy returned unknown action codes {sorted(set(actions.action[bad].tolist()))[:5]} "
-                f"(scenario {self.scenario.name!r} has {len(names)} actions: {', '.join(names)})")
-        if len(actions) != len(active) or not np.array_equal(actions.agent, active):
-            raise ValueError("the policy must return one action per active agent, in the "
-                             "order of the observation")
 
     def flush(self) -> None:
         """Wait until every step handed to the writer is committed (re-raising its error)."""
@@ -639,14 +607,18 @@ class Simulation:
                 f"{self.run_id})")
         return self.lease
 
-    def _action_rows(self, actions: ActionBatch) -> dict[str, Any]:
+    def _empty_batch(self) -> ActionBatch[Any]:
+        return ActionBatch(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int16),
+                           self.experiment.scenario_cls.args_type())
+
+    def _action_rows(self, actions: ActionBatch[Any]) -> dict[str, Any]:
         keep = np.ones(len(actions), dtype=bool)
         names = self.scenario.actions
         if not self.config.recording.do_nothing and "do_nothing" in names:
             keep = actions.action != names.index("do_nothing")
         batch = actions.take(keep) if not keep.all() else actions
         return {"agent_id": batch.agent, "action": np.asarray(names, dtype=object)[batch.action],
-                **{k: batch.args[k] for k in self.scenario.trace_columns}}
+                **{k: getattr(batch.args, k) for k in self.scenario.trace_columns()}}
 
     def _checkpoint_blob(self, step: int, wall_s: float) -> memoryview:
         """The state as one .npz file, a view of its buffer (no copy of 100s of MB at 1M)."""
@@ -659,6 +631,4 @@ class Simulation:
         return buf.getbuffer()
 
 
-def _empty_batch() -> ActionBatch:
-    return ActionBatch(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int16))
 

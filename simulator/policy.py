@@ -5,11 +5,11 @@ Core objects:
     PolicyConfig: the ``policy:`` section: one kind for everyone, or ``mixed`` parts.
     MixedPolicy: gives each agent one of several policies (chosen by attribute or at random,
         seeded) and runs each policy on its own sub-batch.
-    build_policy: make the run's policy from its config and scenario.
 
 Kinds: ``rule`` (the scenario's vectorised heuristics) and ``llm`` (a language model through the
 backends of ``populace.simulator.llm``); every kind takes the same batch and returns the same
-``ActionBatch``.
+``ActionBatch``. ``populace.simulator.policies`` builds the run's policy through a registry of
+kinds.
 """
 
 from __future__ import annotations
@@ -17,28 +17,23 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Generic, Literal, Self
 
 import numpy as np
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .actions import ActionBatch
-from .scenario import joined_records
+from .actions import ActionBatch, ArgsT
+from .records import Records, joined_records
+from .step import ObsT, StepContext
 
 if TYPE_CHECKING:
     from populace.storage import Database
-
-    from .llm.config import LLMConfig
-    from .rng import RngStreams
-    from .scenario import Observation, Records, Scenario, StepContext
 
 PolicyKind = Literal["rule", "llm"]
 Scalar = str | int | float | bool
 
 
-class Policy(ABC):
+class Policy(ABC, Generic[ObsT, ArgsT]):
     """Decides the actions of a batch of agents.
 
     Besides ``decide``, a policy may connect to the run's database when the run starts
@@ -52,7 +47,7 @@ class Policy(ABC):
     policy runs it in a worker thread while its other parts compute."""
 
     @abstractmethod
-    def decide(self, obs: Observation, ctx: StepContext) -> ActionBatch:
+    def decide(self, obs: ObsT, ctx: StepContext) -> ActionBatch[ArgsT]:
         """Return one action per agent of ``obs``, in the same order."""
 
     def attach(self, db: Database, run_id: int) -> None:  # noqa: B027  (optional hook)
@@ -166,7 +161,7 @@ class PolicyConfig(BaseModel):
         return [PolicyPart(type=self.type, params=self.params)]
 
 
-class MixedPolicy(Policy):
+class MixedPolicy(Policy[ObsT, ArgsT]):
     """Runs several policies, each on the agents assigned to it.
 
     Args:
@@ -174,7 +169,7 @@ class MixedPolicy(Policy):
         assignment: for every agent in the population, the index of its part (-1: none).
     """
 
-    def __init__(self, policies: list[Policy], assignment: np.ndarray) -> None:
+    def __init__(self, policies: list[Policy[ObsT, ArgsT]], assignment: np.ndarray) -> None:
         self.policies = policies
         self.assignment = assignment
         self._pool: ThreadPoolExecutor | None = None
@@ -228,7 +223,7 @@ class MixedPolicy(Policy):
             policy.load_state_dict({k.removeprefix(prefix): v for k, v in state.items()
                                     if k.startswith(prefix)})
 
-    def decide(self, obs: Observation, ctx: StepContext) -> ActionBatch:
+    def decide(self, obs: ObsT, ctx: StepContext) -> ActionBatch[ArgsT]:
         """Split the batch by part, decide each sub-batch, and restore activation order.
 
         Parts that mostly wait on servers (``waits_on_io``, e.g. language-model agents) decide
@@ -240,7 +235,7 @@ class MixedPolicy(Policy):
         jobs = [(i, policy, obs.take(np.flatnonzero(parts == i)))
                 for i, policy in enumerate(self.policies) if (parts == i).any()]
         waiting = [j for j in jobs if j[1].waits_on_io]
-        results: dict[int, ActionBatch] = {}
+        results: dict[int, ActionBatch[ArgsT]] = {}
         if waiting and len(jobs) > 1:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=len(self.policies),
@@ -257,53 +252,15 @@ class MixedPolicy(Policy):
         return ActionBatch.concat(batches).reorder_like(obs.agents)
 
 
-def assign_parts(parts: list[PolicyPart], attributes: pd.DataFrame, rng: RngStreams) -> np.ndarray:
-    """For each agent, the index of the first part that selects it (-1 if none)."""
-    n = len(attributes)
-    assignment = np.full(n, -1, dtype=np.int16)
-    for i, part in enumerate(parts):
-        match = assignment < 0
-        for attr, wanted in part.select.where.items():
-            if attr not in attributes:
-                raise ValueError(
-                    f"policy.parts[{i}].select.where: no population attribute {attr!r} "
-                    f"(attributes: {', '.join(map(str, attributes.columns))})"
-                )
-            values = wanted if isinstance(wanted, list) else [wanted]
-            match &= attributes[attr].isin(values).to_numpy()
-        if part.select.fraction is not None:
-            u = rng.get(f"policy.part.{i}").random(n)
-            match &= u < part.select.fraction
-        assignment[match] = i
-    return assignment
-
-
-def build_policy(config: PolicyConfig, scenario: Scenario, attributes: pd.DataFrame,
-                 rng: RngStreams, *, llm: LLMConfig | None = None, base_dir: Path = Path("."),
-                 seed: int = 0) -> tuple[Policy, np.ndarray]:
-    """The run's policy and, per agent, the index of the policy part that decides for it."""
-    parts = config.part_list()
-    assignment = assign_parts(parts, attributes, rng)
-    policies: list[Policy] = []
-    for i, part in enumerate(parts):
-        if part.type == "llm":
-            from .llm.config import LLMParams
-            from .llm.policy import LLMPolicy
-
-            if llm is None:
-                raise ValueError(f"policy part {i} is of type llm, but the experiment has no "
-                                 "`llm:` section (backend, model, endpoints)")
-            policies.append(LLMPolicy(scenario, llm, LLMParams.model_validate(part.params),
-                                      base_dir=base_dir, seed=seed,
-                                      agents=np.flatnonzero(assignment == i)))
-        else:
-            policies.append(scenario.rule_policy(
-                scenario.rule_params_model.model_validate(part.params)))
-    unassigned = int((assignment < 0).sum())
-    if unassigned:
+def check_batch(actions: ActionBatch[Any], active: np.ndarray, names: Sequence[str],
+                scenario: str) -> None:
+    """ArgsT policy must answer every active agent once, in order, with one of the scenario's
+    ``names`` of actions; raises ValueError otherwise."""
+    bad = (actions.action < 0) | (actions.action >= len(names))
+    if bad.any():
         raise ValueError(
-            f"{unassigned} agents match no part of the mixed policy; end `policy.parts` with a "
-            "part that has no `select`, so that it takes everyone left")
-    if len(policies) == 1 and (assignment == 0).all():
-        return policies[0], assignment
-    return MixedPolicy(policies, assignment), assignment
+            f"the policy returned unknown action codes {sorted(set(actions.action[bad].tolist()))[:5]} "
+            f"(scenario {scenario!r} has {len(names)} actions: {', '.join(names)})")
+    if len(actions) != len(active) or not np.array_equal(actions.agent, active):
+        raise ValueError("the policy must return one action per active agent, in the "
+                         "order of the observation")

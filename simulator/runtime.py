@@ -39,13 +39,15 @@ import numpy as np
 
 from .actions import ActionBatch
 from .policy import Policy
+from .records import AGENT_CHUNK, Records, joined_records
 from .runtime_config import RuntimeConfig
-from .scenario import AGENT_CHUNK, joined_records
+from .scenario import Scenario
+from .shard import ShardReplica
+from .sharding import Shardable
+from .step import Observation, StepContext
 
 if TYPE_CHECKING:
     from populace.storage import Database
-
-    from .scenario import Observation, Records, Scenario, StepContext
 
 log = logging.getLogger("populace.runtime")
 
@@ -141,11 +143,10 @@ class RayRuntime:
     """
 
     def __init__(self, config: RuntimeConfig, experiment: dict[str, Any], source: Path,
-                 n_agents: int, scenario_cls: type[Scenario], asks_model: bool,
+                 n_agents: int, scenario_cls: type[Scenario[Any, Any, Any, Any]],
+                 asks_model: bool,
                  *, metrics_due: Callable[[int], bool],
                  next_active: Callable[[int], np.ndarray | None], resume_hint: str) -> None:
-        from .shard import ShardReplica
-
         ray = connect(config)
         self.ray, self.config, self.resume_hint = ray, config, resume_hint
         cpus = ray.cluster_resources().get("CPU", 1.0)
@@ -257,17 +258,18 @@ class ShardedScenario:
     joined in shard order; a replicated scenario's are the lead replica's.
     """
 
-    def __init__(self, runtime: RayRuntime, cls: type[Scenario], llm: ShardedLLM | None,
+    def __init__(self, runtime: RayRuntime, cls: type[Scenario[Any, Any, Any, Any]], llm: ShardedLLM | None,
                  metrics_due: Callable[[int], bool]) -> None:
         self.runtime, self.cls, self.llm, self.metrics_due = runtime, cls, llm, metrics_due
         self.name, self.actions, self.tables = cls.name, cls.actions, cls.tables
         self.action_table, self.trace_columns = cls.action_table, cls.trace_columns
+        self.shardable = issubclass(cls, Shardable)
         self._seen: tuple[np.ndarray, dict[str, np.ndarray]] | None = None
         self._applied: ActionBatch | None = None
         self._measured: list[Any] | None = None
 
     def _records(self, parts: list[Records]) -> Records:
-        return joined_records(parts) if self.cls.shardable else parts[0]
+        return joined_records(parts) if self.shardable else parts[0]
 
     def setup(self) -> Records:
         """The rows that describe the initial state (the replicas built it already)."""
@@ -310,7 +312,9 @@ class ShardedScenario:
             parts, self._measured = self._measured, None
         else:
             parts = self.runtime.call("metrics", ctx.step, actions)
-        return self.cls.pool_metrics(parts) if self.cls.shardable else parts[0]
+        if issubclass(self.cls, Shardable):
+            return self.cls.pool_metrics(parts)
+        return parts[0]
 
     def finish(self, ctx: StepContext) -> Records:
         """End-of-run rows."""
@@ -319,14 +323,16 @@ class ShardedScenario:
     def agent_state(self) -> dict[str, np.ndarray]:
         """Per-agent state over all agents."""
         parts = self.runtime.call("agent_state")
-        if not self.cls.shardable:
+        if not self.shardable:
             return parts[0]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The run's scenario state, as the local runtime's ``state_dict`` gives it."""
         parts = self.runtime.call("scenario_state")
-        return self.cls.merge_states(parts) if self.cls.shardable else parts[0]
+        if issubclass(self.cls, Shardable):
+            return self.cls.merge_states(parts)
+        return parts[0]
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Every replica loads the checkpoint's state (a shardable one keeps its part)."""

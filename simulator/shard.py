@@ -15,9 +15,19 @@ from typing import Any
 
 import numpy as np
 
+from populace.storage import Database
+
 from .actions import ActionBatch
+from .build import build_world
+from .config import experiment_from_dict
+from .llm.service import ReplayedLLM
 from .policy import Policy
-from .scenario import Records
+from .population import build_population
+from .records import Records
+from .rng import RngStreams
+from .runtime_config import RuntimeConfig
+from .sharding import Shardable
+from .step import StepContext, step_context
 
 
 class ShardReplica:
@@ -30,42 +40,39 @@ class ShardReplica:
     """
 
     def __init__(self, config: dict[str, Any], source: str, lo: int, hi: int) -> None:
-        from .config import experiment_from_dict
-        from .engine import Simulation
-        from .runtime_config import RuntimeConfig
-
         exp = experiment_from_dict(config, source=Path(source))
         exp.config.runtime = RuntimeConfig()  # the replica itself runs locally
-        self.sim = Simulation(exp)  # its database is the driver's, given in attach
+        cfg = exp.config
+        self.rng = RngStreams(cfg.seed)
+        self.clock = cfg.clock()
+        population = build_population(cfg.population, self.rng.get("population"),
+                                      exp.base_dir)
+        built = build_world(exp, population, self.clock, self.rng, own=(lo, hi))
+        self.world, self.scenario, self.policy = built.world, built.scenario, built.policy
+        self._setup: Records = built.records
+        self.world.graph = None  # the scenario holds what it needs of the follow graph
         self.lead = lo == 0
-        self._setup: Records = self.sim._build(own=(lo, hi))
-        self.sim.world.graph = None  # the scenario holds what it needs of the follow graph
-        llm = self.sim.world.llm
-        if llm is not None:
+        self.shardable = isinstance(self.scenario, Shardable)
+        if self.world.llm is not None:
             if self.lead:  # the lead asks the model; the other replicas replay its answers
-                llm.keep_answers = True
+                self.world.llm.keep_answers = True
             else:
-                from .llm.service import ReplayedLLM
+                self.world.llm = ReplayedLLM()  # type: ignore[assignment]  (same interface)
+        self._applied: ActionBatch[Any] | None = None
 
-                self.sim.world.llm = ReplayedLLM()
-        self._applied: ActionBatch | None = None
-
-    @property
-    def scenario(self) -> Any:
-        return self.sim.scenario
+    def _context(self, step: int) -> StepContext:
+        return step_context(self.clock, self.rng, step)
 
     def info(self) -> tuple[int, type[Policy]]:
         """This actor's process id, and its policy's class (it pools measurements)."""
-        return os.getpid(), type(self.sim.policy)
+        return os.getpid(), type(self.policy)
 
     def attach(self, db_url: str, run_id: int) -> None:
         """Connect the policy (and, on the lead, the scenario's model) to the run."""
-        from populace.storage import Database
-
         self.db = Database(db_url, create=False)
-        self.sim.policy.attach(self.db, run_id)
-        if self.lead and self.sim.world.llm is not None:
-            self.sim.world.llm.attach(self.db)
+        self.policy.attach(self.db, run_id)
+        if self.lead and self.world.llm is not None:
+            self.world.llm.attach(self.db)
 
     def setup(self) -> Records:
         """The rows describing this replica's share of the initial state (given once)."""
@@ -75,19 +82,20 @@ class ShardReplica:
     def _shared(self, records: Records) -> Records:
         """What the driver keeps of a replica's rows: all of a shardable scenario's; of a
         replicated scenario, the lead's only (the others would repeat them)."""
-        return records if self.lead or self.scenario.shardable else {}
+        return records if self.lead or self.shardable else {}
 
     def decide(self, agents: np.ndarray, step: int
                ) -> tuple[ActionBatch, dict[str, np.ndarray], Records, dict[str, Any]]:
         """Observe, decide and resolve; with them, the policy's rows and measurements of the
         step (a policy produces both while deciding), so that no further call is needed."""
-        sim = self.sim
-        ctx = sim._context(step)
+        ctx = self._context(step)
         obs = self.scenario.observe(agents, ctx)
         summary = self.scenario.observation_summary(obs)
-        actions = sim.policy.decide(obs, ctx)
-        self.scenario.resolve(actions, ctx)
-        return (actions, summary, sim.policy.drain_records(), sim.policy.export_measurements())
+        actions = self.policy.decide(obs, ctx)
+        if isinstance(self.scenario, Shardable):
+            self.scenario.resolve(actions, ctx)
+        return (actions, summary, self.policy.drain_records(),
+                self.policy.export_measurements())
 
     def apply(self, actions: ActionBatch, step: int, agents: np.ndarray | None,
               summary: dict[str, np.ndarray] | None, answers: list[Any] | None,
@@ -98,18 +106,17 @@ class ShardReplica:
         columns (``apply`` may fill outcomes in) and the scenario model's answers, rows and
         metrics (``answers``: the lead's, replayed here), and with ``measure`` this replica's
         ``metrics`` of the step."""
-        sim = self.sim
         if summary is not None:
             self.scenario.observed(agents, summary)
-        llm = sim.world.llm
+        llm = self.world.llm
         if answers:
             llm.queue = list(answers)  # type: ignore[union-attr]
-        records = self.scenario.apply(actions, sim._context(step))
+        records = self.scenario.apply(actions, self._context(step))
         self._applied = actions
         measured = self.metrics(step, None) if measure else None
         if not self.lead:
             return self._shared(records), None, None, measured
-        traced = {k: actions.args[k] for k in self.scenario.trace_columns if k in actions.args}
+        traced = {k: getattr(actions.args, k) for k in self.scenario.trace_columns()}
         asked = None
         if llm is not None:
             asked = (llm.take_answers(), llm.drain_records(), llm.step_metrics())
@@ -118,26 +125,26 @@ class ShardReplica:
     def metrics(self, step: int, actions: ActionBatch | None) -> dict[str, Any] | None:
         """A shardable scenario's ``metric_part``; a replicated one's metrics, on the lead."""
         actions = actions if actions is not None else self._applied
-        ctx = self.sim._context(step)
-        if self.scenario.shardable:
+        ctx = self._context(step)
+        if isinstance(self.scenario, Shardable):
             return self.scenario.metric_part(actions, ctx)
         return self.scenario.metrics(actions, ctx) if self.lead else None
 
     def finish(self, step: int) -> Records:
         """End-of-run rows."""
-        return self._shared(self.scenario.finish(self.sim._context(step)))
+        return self._shared(self.scenario.finish(self._context(step)))
 
     def agent_state(self) -> dict[str, np.ndarray]:
         """Per-agent state (own agents', for a shardable scenario)."""
-        return self.scenario.agent_state() if self.lead or self.scenario.shardable else {}
+        return self.scenario.agent_state() if self.lead or self.shardable else {}
 
     def scenario_state(self) -> dict[str, np.ndarray] | None:
         """The scenario's checkpoint state (a shardable replica's part of it)."""
-        return self.scenario.state_dict() if self.lead or self.scenario.shardable else None
+        return self.scenario.state_dict() if self.lead or self.shardable else None
 
     def policy_state(self) -> dict[str, np.ndarray]:
         """The state of the policy that decides for this shard's agents."""
-        return self.sim.policy.state_dict()
+        return self.policy.state_dict()
 
     def load_scenario(self, state: dict[str, np.ndarray]) -> None:
         """Restore the scenario from a checkpoint."""
@@ -146,12 +153,12 @@ class ShardReplica:
 
     def load_policy(self, state: dict[str, np.ndarray]) -> None:
         """Restore this shard's policy from a checkpoint."""
-        self.sim.policy.load_state_dict(state)
+        self.policy.load_state_dict(state)
 
     def close(self) -> None:
         """Close the policy's and the scenario model's connections."""
-        self.sim.policy.close()
-        llm = self.sim.world.llm
+        self.policy.close()
+        llm = self.world.llm
         if self.lead and llm is not None:
             llm.close()
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from populace.simulator.llm.testserver import ServerBehaviour, TestServer
+from populace.simulator.testing.llm_server import ServerBehaviour, TestServer
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 

@@ -18,6 +18,7 @@ from populace.scenarios.economy import (
     CentralBankConfig,
     EconomyConfig,
     EconomyScenario,
+    HouseholdRuleParams,
     TaxBracket,
 )
 from populace.scenarios.economy.mechanics import (
@@ -30,10 +31,10 @@ from populace.scenarios.economy.mechanics import (
 from populace.simulator import Simulation, experiment_from_dict, load_experiment, register_scenario
 from populace.simulator.clock import Clock
 from populace.simulator.config_errors import ConfigError
-from populace.simulator.llm.testserver import ServerBehaviour, TestServer
 from populace.simulator.population import Population
 from populace.simulator.rng import RngStreams
-from populace.simulator.scenario import World
+from populace.simulator.scenario import StepContext, World
+from populace.simulator.testing.llm_server import ServerBehaviour, TestServer
 
 from .helpers import Crash, assert_same_run, content_tables, crash_after, reopen, run_experiment
 
@@ -181,11 +182,12 @@ def test_prices_rise_with_excess_demand_and_fall_with_excess_supply() -> None:
 
 def test_scenario_raises_prices_of_a_firm_whose_goods_are_short() -> None:
     scenario = hand_built(n=40, firms=2)
-    scenario.inventory[:] = [0.0, 1e6]  # firm 0 sells out, firm 1 is full of goods
+    firms = scenario.state.firms
+    firms.inventory[:] = [0.0, 1e6]  # firm 0 sells out, firm 1 is full of goods
     scenario.config.firm.max_markup = 10.0  # let the imbalance, not the cost bounds, decide
-    before = scenario.price.copy()
+    before = firms.price.copy()
     step(scenario, 1)
-    assert scenario.price[0] > before[0] and scenario.price[1] < before[1]
+    assert firms.price[0] > before[0] and firms.price[1] < before[1]
 
 
 def test_taylor_rule_raises_the_rate_when_inflation_is_above_target() -> None:
@@ -216,7 +218,7 @@ def test_income_tax_brackets_hiring_and_gini() -> None:
 def test_broken_accounting_is_a_clear_error() -> None:
     scenario = hand_built(n=20, firms=2)
     step(scenario, 1)
-    scenario.money[3] += 1.0  # money from nowhere
+    scenario.state.households.money[3] += 1.0  # money from nowhere
     with pytest.raises(AccountingError, match="money is not conserved: households"):
         scenario.check_money()
 
@@ -330,9 +332,6 @@ def hand_built(n: int, firms: int, seed: int = 3) -> EconomyScenario:
 
 def step(scenario: EconomyScenario, t: int) -> None:
     """One step with every household active and deciding by the default rule policy."""
-    from populace.scenarios.economy import HouseholdRuleParams
-    from populace.simulator.scenario import StepContext
-
     world = scenario.world
     ctx = StepContext(step=t, time=world.clock.time(t), epoch=world.clock.epoch(t),
                       hour=world.clock.hour(t), rng=world.rng)

@@ -30,10 +30,11 @@ def test_run_records_every_step_consistently(sqlite_url: str) -> None:
     counted = metrics.filter(like="actions.").drop(columns="actions.do_nothing").sum().sum()
     assert len(actions) == int(counted)
     assert (steps["n_active"].iloc[1:] == metrics["active_agents"].iloc[1:]).all()
-    # initial follow graph at step 0: 300 agents, BA m=4
+    # initial follow graph at step 0: 300 agents, BA m=4 (the vectorised generator drops the
+    # repeats of its draws with replacement: a few percent fewer edges at this size)
     follows = run.table("follows")
     initial = follows[follows["step"] == 0]
-    assert len(initial) > 4 * 290
+    assert 0.95 * 4 * 296 < len(initial) <= 4 * 296
     assert (initial["op"] == 1).all()
     # the agents table holds the population with its attributes
     agents = run.agents()
@@ -177,7 +178,7 @@ def test_unknown_action_from_a_policy_stops_the_run_clearly(sqlite_url: str) -> 
             batch.action[:1] = 42
             return batch
 
-    sim.policy = Broken()
+    sim.runtime.policy = Broken()  # the runtime asks the policy
     with pytest.raises(ValueError, match=r"unknown action codes \[42\].*9 actions: create_post"):
         sim.run()
     run = reopen(sqlite_url, sim.run_id)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from populace.simulator import Simulation, experiment_from_dict, load_experiment
-from populace.simulator.llm.testserver import ServerBehaviour, TestServer
+from populace.simulator.testing.llm_server import ServerBehaviour, TestServer
 from populace.storage import Run
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "scenarios" / "social" / "examples"

@@ -13,8 +13,9 @@ from populace.simulator import Simulation, experiment_from_dict
 from populace.simulator.config_errors import ConfigError
 from populace.simulator.llm.chat_formats import make_renderer
 from populace.simulator.llm.openai_backend import EndpointConfig, OpenAIBackend, RetryPolicy
-from populace.simulator.llm.testserver import ServerBehaviour, TestServer, conforms
 from populace.simulator.llm.types import BackendError, ChatRequest
+from populace.simulator.testing.llm_server import ServerBehaviour, TestServer
+from populace.simulator.testing.schema_samples import conforms
 
 from .test_llm_policy import llm_experiment
 

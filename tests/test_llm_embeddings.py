@@ -14,7 +14,7 @@ import pytest
 from populace.simulator import Simulation, experiment_from_dict
 from populace.simulator.llm.memory import MemoryConfig, MemoryStore
 from populace.simulator.llm.minilm import MiniLM
-from populace.simulator.llm.testserver import ServerBehaviour, TestServer
+from populace.simulator.testing.llm_server import ServerBehaviour, TestServer
 
 from .test_llm_policy import llm_experiment
 

@@ -22,8 +22,8 @@ import yaml
 from populace.simulator import Simulation, experiment_from_dict
 from populace.simulator.cli import main
 from populace.simulator.llm.backends import ReplayBackend
-from populace.simulator.llm.testserver import ServerBehaviour, TestServer
 from populace.simulator.llm.types import LLMStopError, ReplayMissError
+from populace.simulator.testing.llm_server import ServerBehaviour, TestServer
 from populace.storage import Database, StorageError, list_runs, open_run
 from populace.storage.runs import create_run, find_run
 

@@ -9,7 +9,7 @@ import pytest
 
 from populace.simulator import Simulation, experiment_from_dict
 from populace.simulator.llm.memory import HashedWords, MemoryConfig, MemoryStore
-from populace.simulator.llm.testserver import ServerBehaviour, TestServer
+from populace.simulator.testing.llm_server import ServerBehaviour, TestServer
 
 from .helpers import Crash, content_tables, crash_after, reopen
 from .test_llm_policy import llm_experiment

@@ -9,8 +9,8 @@ import pytest
 
 from populace.simulator import Simulation, experiment_from_dict
 from populace.simulator.config_errors import ConfigError
-from populace.simulator.llm.testserver import ServerBehaviour, TestServer
 from populace.simulator.llm.types import LLMStopError
+from populace.simulator.testing.llm_server import ServerBehaviour, TestServer
 from populace.storage import open_run
 
 from .conftest import experiment

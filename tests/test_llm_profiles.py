@@ -23,9 +23,9 @@ from populace.simulator.llm.profiles import (
     diversity_report,
     generate_profiles,
 )
-from populace.simulator.llm.testserver import ServerBehaviour, TestServer
 from populace.simulator.population import build_population
 from populace.simulator.rng import RngStreams
+from populace.simulator.testing.llm_server import ServerBehaviour, TestServer
 
 N_AGENTS = 60
 

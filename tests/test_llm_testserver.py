@@ -20,12 +20,8 @@ import aiohttp
 import pytest
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from populace.simulator.llm.testserver import (
-    ServerBehaviour,
-    TestServer,
-    conforms,
-    sample_instance,
-)
+from populace.simulator.testing.llm_server import ServerBehaviour, TestServer
+from populace.simulator.testing.schema_samples import conforms, sample_instance
 
 try:  # schema validation by an independent implementation when it is installed
     import jsonschema
@@ -422,7 +418,7 @@ def test_thread_mode_and_admin_endpoints() -> None:
 
 @pytest.mark.slow
 def test_command_line_server() -> None:
-    command = [sys.executable, "-m", "populace.simulator.llm.testserver", "--port", "0",
+    command = [sys.executable, "-m", "populace.simulator.testing.llm_server", "--port", "0",
                "--latency", "0.01", "--capacity", "4", "--seed", "9"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)

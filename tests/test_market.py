@@ -24,8 +24,10 @@ from populace.scenarios.market.actions import (
     PAY,
     RESPOND,
     SEARCH,
+    MarketArgs,
     action_batch,
 )
+from populace.scenarios.market.catalog import match
 from populace.simulator import Simulation, experiment_from_dict
 from populace.simulator.config_errors import ConfigError
 
@@ -95,40 +97,43 @@ def test_settlement_conserves_money_and_pays_each_proposal_once(sqlite_url: str)
 def test_invalid_actions_are_refused_with_a_reason_and_move_no_money(sqlite_url) -> None:
     sim = started(market(steps=3), sqlite_url)
     sc = sim.scenario
+    cat, state = sc.catalog, sc.state
     for _ in range(2):  # a search and an answer: customers hold proposals now
         sim.advance()
     sim.flush()
-    assert len(sc.prop_id) > 0
+    props = state.proposals
+    assert len(props.id) > 0
     ctx = sim._context(3)
     p = 0
-    owner = int(sc.cust_agent[sc.prop_cust[p]])
-    other = int(next(a for a in sc.cust_agent if a != owner and sc.need_id[sc.agent_cust[a]] >= 0))
-    pid, price = int(sc.prop_id[p]), int(sc.prop_price[p])
-    business = int(sc.biz_agent[0])
+    owner = int(cat.cust_agent[props.cust[p]])
+    other = int(next(a for a in cat.cust_agent
+                     if a != owner and state.needs.id[cat.agent_cust[a]] >= 0))
+    pid, price = int(props.id[p]), int(props.price[p])
+    business = int(cat.biz_agent[0])
     batch = action_batch(
         np.array([other, owner, business, owner, other, business, owner]),
         np.array([PAY, PAY, PAY, MESSAGE, RESPOND, MESSAGE, PAY]),
-        proposal_id=np.array([pid, 10**9, pid, -1, -1, -1, pid]),
-        price=np.array([-1, -1, -1, -1, -1, -1, price + 1]),
-        target_id=np.array([-1, -1, -1, 5000, -1, business, -1]))
-    money = (sc.cust_balance.copy(), sc.biz_balance.copy())
+        MarketArgs(proposal_id=np.array([pid, 10**9, pid, -1, -1, -1, pid]),
+                   price=np.array([-1, -1, -1, -1, -1, -1, price + 1]),
+                   target_id=np.array([-1, -1, -1, 5000, -1, business, -1])))
+    money = (state.wallets.copy(), state.businesses.balance.copy())
     sc.apply(batch, ctx)
-    assert batch.args["reason"].tolist() == [
+    assert batch.args.reason.tolist() == [
         "not_yours", "unknown_proposal", "wrong_role", "unknown_business", "wrong_role",
         "unknown_customer", "price_mismatch"]
-    assert not batch.args["accepted"].any()
-    np.testing.assert_array_equal(sc.cust_balance, money[0])
-    np.testing.assert_array_equal(sc.biz_balance, money[1])
-    assert sc.rejected["wrong_role"] == 2 and sc.rejected["not_yours"] == 1
+    assert not batch.args.accepted.any()
+    np.testing.assert_array_equal(state.wallets, money[0])
+    np.testing.assert_array_equal(state.businesses.balance, money[1])
+    assert sc.outcome.rejected["wrong_role"] == 2 and sc.outcome.rejected["not_yours"] == 1
     # a payment above the balance is refused too (the owner gives money away, conserving it)
-    c_owner, c_other = sc.agent_cust[owner], sc.agent_cust[other]
-    sc.cust_balance[c_other] += sc.cust_balance[c_owner] - (price - 1)
-    sc.cust_balance[c_owner] = price - 1
-    again = action_batch(np.array([owner]), np.array([PAY]), proposal_id=np.array([pid]))
+    c_owner, c_other = cat.agent_cust[owner], cat.agent_cust[other]
+    state.wallets[c_other] += state.wallets[c_owner] - (price - 1)
+    state.wallets[c_owner] = price - 1
+    again = action_batch(np.array([owner]), np.array([PAY]), MarketArgs(proposal_id=np.array([pid])))
     sc.apply(again, sim._context(4))
-    assert again.args["reason"].tolist() == ["insufficient_funds"]
+    assert again.args.reason.tolist() == ["insufficient_funds"]
     # money that appears from nowhere stops the step with a clear error
-    sc.cust_balance[c_owner] += 1
+    state.wallets[c_owner] += 1
     with pytest.raises(MarketInvariantError, match="money is not conserved"):
         sc.apply(action_batch(np.array([owner]), np.array([DO_NOTHING])), sim._context(5))
 
@@ -137,16 +142,18 @@ def test_capacity_goes_to_the_first_payers_in_activation_order(sqlite_url) -> No
     sim = started(market(steps=3, scenario={"capacity": 1, "businesses": 1},
                          population={"size": 40}), sqlite_url)
     sc = sim.scenario
+    cat, props = sc.catalog, sc.state.proposals
     for _ in range(2):
         sim.advance()
     sim.flush()
-    holders = sc.cust_agent[np.unique(sc.prop_cust)]
+    holders = cat.cust_agent[np.unique(props.cust)]
     assert len(holders) >= 3
-    pids = [int(sc.prop_id[np.flatnonzero(sc.prop_cust == sc.agent_cust[a])[0]]) for a in holders]
-    batch = action_batch(holders, np.full(len(holders), PAY), proposal_id=np.array(pids))
+    pids = [int(props.id[np.flatnonzero(props.cust == cat.agent_cust[a])[0]]) for a in holders]
+    batch = action_batch(holders, np.full(len(holders), PAY),
+                         MarketArgs(proposal_id=np.array(pids)))
     sc.apply(batch, sim._context(3))
-    assert batch.args["accepted"].tolist() == [True] + [False] * (len(holders) - 1)
-    assert set(batch.args["reason"][1:]) == {"sold_out"}
+    assert batch.args.accepted.tolist() == [True] + [False] * (len(holders) - 1)
+    assert set(batch.args.reason[1:]) == {"sold_out"}
 
 
 def _one_search(ranking: str, sponsored: float = 0.0) -> tuple[MarketScenario, np.ndarray]:
@@ -155,23 +162,25 @@ def _one_search(ranking: str, sponsored: float = 0.0) -> tuple[MarketScenario, n
                          population={"size": 30}), "sqlite://")
     sc = sim.scenario
     c = np.array([0])
-    sc._search(c, np.array([10]), sim._context(1))
-    return sc, sc.inq_biz[sc.inq_cust == 0]
+    sc.search.run(c, np.array([10]), sim._context(1))
+    inq = sc.state.inquiries
+    return sc, inq.biz[inq.cust == 0]
 
 
 def test_search_rankings_order_businesses_as_documented() -> None:
     sc, found = _one_search("price")
-    t = sc.need_type[0]
-    prices = sc.posted_price(sc.row_of[found, t])
+    t = sc.state.needs.type[0]
+    prices = sc.posted_price(sc.catalog.row_of[found, t])
     assert len(found) == 10 and (np.diff(prices) >= 0).all()
     sc, found = _one_search("rating")
-    assert (np.diff(sc.rating[found]) <= 0).all()
+    assert (np.diff(sc.catalog.rating[found]) <= 0).all()
     sc, found = _one_search("lexical")
-    t = sc.need_type[0]
-    match = sc._match(np.full(len(found), sc.need_feat[0]), sc.menu_feat[sc.row_of[found, t]])
-    assert (np.diff(match) <= 0).all()
+    cat, needs = sc.catalog, sc.state.needs
+    t = needs.type[0]
+    fit = match(np.full(len(found), needs.feat[0]), cat.menu_feat[cat.row_of[found, t]])
+    assert (np.diff(fit) <= 0).all()
     sc, found = _one_search("sponsored", sponsored=0.3)
-    flags = sc.sponsored[found]
+    flags = sc.catalog.sponsored[found]
     assert flags.any() and not (np.diff(flags.astype(int)) > 0).any()  # sponsored ones first
 
 
@@ -241,22 +250,48 @@ def test_examples_validate_and_bad_market_config_is_explained() -> None:
 def test_leave_search_and_wait_codes_round_trip() -> None:
     sim = started(market(steps=2), "sqlite://")
     sc = sim.scenario
-    cust = int(sc.cust_agent[np.flatnonzero(sc.need_id >= 0)[0]])
-    idle_biz = int(sc.biz_agent[0])
+    cat, state = sc.catalog, sc.state
+    cust = int(cat.cust_agent[np.flatnonzero(state.needs.id >= 0)[0]])
+    c = cat.agent_cust[cust]
+    idle_biz = int(cat.biz_agent[0])
     batch = action_batch(np.array([cust, idle_biz]), np.array([SEARCH, DO_NOTHING]),
-                         contacts=np.array([2, -1]))
+                         MarketArgs(contacts=np.array([2, -1])))
     sc.apply(batch, sim._context(1))
-    assert batch.args["accepted"].all()
-    assert (sc.inq_cust == sc.agent_cust[cust]).sum() == 2
+    assert batch.args.accepted.all()
+    assert (state.inquiries.cust == c).sum() == 2
     leave = action_batch(np.array([cust]), np.array([LEAVE]))
     sc.apply(leave, sim._context(2))
-    assert sc.need_id[sc.agent_cust[cust]] == -1 or sc.need_searched[sc.agent_cust[cust]] == -1
-    assert (sc.inq_cust == sc.agent_cust[cust]).sum() == 0  # its inquiries went with the need
+    assert state.needs.id[c] == -1 or state.needs.searched[c] == -1
+    assert (state.inquiries.cust == c).sum() == 0  # its inquiries went with the need
+
+
+def test_state_restores_in_place_with_inboxes_and_counters() -> None:
+    sim = started(market(steps=3, scenario={"inbox_size": 2}), "sqlite://")
+    sc = sim.scenario
+    cat = sc.catalog
+    cust, biz = int(cat.cust_agent[0]), int(cat.biz_agent[0])
+    texts = np.array(["hello", "é ünïcode", "third"], dtype=object)
+    sc.apply(action_batch(np.full(3, cust), np.full(3, MESSAGE),
+                          MarketArgs(target_id=np.full(3, biz), content=texts)), sim._context(1))
+    kept = [{"sender": cust, "content": "é ünïcode"}, {"sender": cust, "content": "third"}]
+    assert sc.state.inboxes.inbox(biz) == kept  # the oldest went: the inbox holds two
+    saved = sc.state_dict()
+    fresh = MarketScenario(sc.config, sc.world)
+    adapter = fresh.llm_adapter()  # made before setup, as the engine does
+    fresh.setup()
+    fresh.load_state_dict(saved)
+    restored = fresh.state_dict()
+    assert saved.keys() == restored.keys()
+    assert all(np.array_equal(saved[k], restored[k]) for k in saved)
+    assert fresh.state.counters == sc.state.counters and fresh.state.totals == sc.state.totals
+    # the adapter sees the restored state: it was changed in place
+    _, contexts = adapter.prompt_context(fresh.observe(np.array([biz]), sim._context(2)))
+    assert contexts[0]["messages"] == kept
 
 
 def test_llm_customers_trade_through_a_real_server_and_bad_answers_are_refused(
         sqlite_url: str) -> None:
-    from populace.simulator.llm.testserver import ServerBehaviour, TestServer
+    from populace.simulator.testing.llm_server import ServerBehaviour, TestServer
 
     data = yaml.safe_load((EXAMPLES / "manipulation.yaml").read_text())
     data["steps"] = 6
@@ -286,7 +321,7 @@ def test_llm_customers_trade_through_a_real_server_and_bad_answers_are_refused(
 
 
 def test_llm_ranked_search_orders_the_model_s_choice_first(sqlite_url: str) -> None:
-    from populace.simulator.llm.testserver import ServerBehaviour, TestServer
+    from populace.simulator.testing.llm_server import ServerBehaviour, TestServer
 
     data = market(steps=4, scenario={"ranking": "llm", "results": 4, "llm_candidates": 6,
                                      "manipulative_share": 0.3})
@@ -348,7 +383,7 @@ def test_menus_can_come_from_a_file_and_bad_rows_are_named(tmp_path, sqlite_url)
 
 
 def test_llm_businesses_set_prices_and_their_proposals_follow(sqlite_url: str) -> None:
-    from populace.simulator.llm.testserver import ServerBehaviour, TestServer
+    from populace.simulator.testing.llm_server import ServerBehaviour, TestServer
 
     data = yaml.safe_load((EXAMPLES / "manipulation.yaml").read_text())
     data["steps"] = 8

@@ -14,6 +14,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from populace.simulator import Simulation, experiment_from_dict  # noqa: E402
+from populace.simulator.local_runtime import LocalRuntime  # noqa: E402
 from populace.simulator.runtime import RayUnavailableError, RuntimeConfig, blocks, connect  # noqa: E402
 
 from .conftest import experiment  # noqa: E402
@@ -118,7 +119,7 @@ def test_a_shard_that_keeps_dying_stops_the_run_with_advice(tmp_path, monkeypatc
 
 
 def test_blocks_cover_every_agent_once_and_start_at_chunk_boundaries() -> None:
-    from populace.simulator.scenario import AGENT_CHUNK
+    from populace.simulator.records import AGENT_CHUNK
 
     assert AGENT_CHUNK == 64
     assert blocks(1000, 3).tolist() == [0, 320, 704, 1000]
@@ -170,7 +171,7 @@ def test_a_ray_run_that_stopped_is_finished_on_the_local_runtime(tmp_path, monke
 
     local, url, run_id = _stopped_ray_run(tmp_path, monkeypatch)
     resumed = Simulation.resume(url, run_id, runtime={"type": "local"})
-    assert resumed.runtime is None and resumed.step == 3
+    assert isinstance(resumed.runtime, LocalRuntime) and resumed.step == 3
     assert_same_run(local, reopen(url, resumed.run().id))
 
 
@@ -318,7 +319,7 @@ def test_a_lost_ray_head_stops_the_run_clearly_and_resume_finishes_it(tmp_path) 
 def test_llm_agents_on_shards_decide_as_locally_and_their_metrics_pool_exactly(tmp_path) -> None:
     import numpy as np
 
-    from populace.simulator.llm.testserver import ServerBehaviour, TestServer
+    from populace.simulator.testing.llm_server import ServerBehaviour, TestServer
 
     from .helpers import content_tables
     from .test_llm_policy import llm_experiment
@@ -343,7 +344,7 @@ def test_llm_agents_on_shards_decide_as_locally_and_their_metrics_pool_exactly(t
 
 def test_a_scenario_that_asks_the_model_runs_on_shards_as_locally(tmp_path) -> None:
     """The market's LLM-ranked search: the driver asks, the replicas replay its answers."""
-    from populace.simulator.llm.testserver import ServerBehaviour, TestServer
+    from populace.simulator.testing.llm_server import ServerBehaviour, TestServer
 
     from .helpers import content_tables
 
@@ -409,8 +410,8 @@ def test_a_killed_ray_command_stops_its_run_and_resume_finishes_it(tmp_path) -> 
 def test_an_llm_stop_on_a_shard_reaches_the_driver_as_itself(tmp_path) -> None:
     """A shard's LLM agents stop the run (every decision failed): the driver gets the
     LLMStopError with its own message, the run is failed and resumable."""
-    from populace.simulator.llm.testserver import ServerBehaviour, TestServer
     from populace.simulator.llm.types import LLMStopError
+    from populace.simulator.testing.llm_server import ServerBehaviour, TestServer
     from populace.storage import open_run
 
     from .test_llm_policy import llm_experiment

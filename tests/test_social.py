@@ -7,6 +7,7 @@ then ``apply`` each step), so what each agent sees and does is known exactly.
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -35,15 +36,18 @@ from populace.scenarios.social.actions import (
     QUOTE,
     REPOST,
     UNFOLLOW,
-    action_batch,
+    SocialArgs,
 )
 from populace.scenarios.social.metrics import cascade_metrics
+from populace.simulator import Simulation, experiment_from_dict
 from populace.simulator.actions import ActionBatch
 from populace.simulator.clock import Clock
 from populace.simulator.network import FollowGraph
 from populace.simulator.population import Population
 from populace.simulator.rng import RngStreams
+from populace.simulator.runtime import blocks
 from populace.simulator.scenario import Records, StepContext, World
+from populace.simulator.shard import ShardReplica
 
 from .conftest import experiment
 from .helpers import run_experiment
@@ -106,7 +110,8 @@ class Driver:
         """What ``agents`` see at the next step (nothing is applied)."""
         return self.sc.observe(np.asarray(agents, dtype=np.int64), self.ctx(self.step + 1))
 
-    def act(self, agents: Any, codes: Any, **args: Any) -> tuple[Records, ActionBatch]:
+    def act(self, agents: Any, codes: Any, **args: Any
+            ) -> tuple[Records, ActionBatch[SocialArgs]]:
         """One step in which ``agents`` take ``codes`` (scalars broadcast over the agents)."""
         self.step += 1
         ctx = self.ctx()
@@ -116,7 +121,8 @@ class Driver:
             return np.array(np.broadcast_to(np.asarray(v), agents.shape))
 
         self.sc.observe(agents, ctx)
-        batch = action_batch(agents, column(codes), **{k: column(v) for k, v in args.items()})
+        batch = ActionBatch(agents, column(codes).astype(np.int16),
+                            SocialArgs(**{k: column(v) for k, v in args.items()}))
         self.sc.resolve(batch, ctx)
         records = self.sc.apply(batch, ctx)
         if "posts" in records:
@@ -375,7 +381,8 @@ def test_every_feed_is_clean(algorithm: str) -> None:
             np.testing.assert_allclose(obs.stance[i, :k], seen["stance"], atol=1e-6)
             assert (obs.author[i, k:] == -1).all() and np.isnan(obs.stance[i, k:]).all()
             if algorithm == "followees" and k:
-                assert d.sc.follows.has(np.full(k, agent), seen["author_id"].to_numpy()).all()
+                assert d.sc.state.follows.has(np.full(k, agent),
+                                              seen["author_id"].to_numpy()).all()
             if algorithm == "interest":
                 assert (obs.topic[i, :k] == obs.interest[i]).all()
     assert shown > 1000 and own_in_window > 100  # the checks had something to bite on
@@ -396,8 +403,9 @@ def reaction_world() -> Driver:
 def _snapshot(d: Driver) -> tuple[Any, ...]:
     sc = d.sc
     a, b = np.meshgrid(np.arange(6), np.arange(6))
-    return (sc.posts.n, sc.posts.likes.tolist(), sc.posts.dislikes.tolist(),
-            sc.follows.has(a.ravel(), b.ravel()).tolist(), sc.agent_state()["opinion"].tolist())
+    posts = sc.state.posts
+    return (posts.n, posts.likes.tolist(), posts.dislikes.tolist(),
+            sc.state.follows.has(a.ravel(), b.ravel()).tolist(), sc.agent_state()["opinion"].tolist())
 
 
 REFUSALS = [
@@ -426,7 +434,7 @@ def test_invalid_action_is_refused_and_changes_nothing(agent: int, code: int,
     metrics = d.metrics(batch)
     assert {r: metrics[f"rejected.{r}"] for r in REASONS} == {
         r: float(r == reason) for r in REASONS}
-    assert batch.args["accepted"].tolist() == [False]
+    assert batch.args.accepted.tolist() == [False]
     assert not any(len(next(iter(cols.values()))) for cols in records.values() if cols)
     assert _snapshot(d) == before
     assert metrics["posts_total"] == 3 and metrics["follow_edges"] == 1
@@ -438,8 +446,8 @@ def test_mixed_batch_applies_valid_actions_and_refuses_the_rest() -> None:
         range(6), [UNFOLLOW, REPOST, FOLLOW, LIKE, LIKE, QUOTE],
         post_id=[-1, 1, -1, 99, 0, 2], target_id=[1, -1, 1, -1, -1, -1],
         stance=[NAN, NAN, NAN, NAN, NAN, -0.5])
-    assert batch.args["accepted"].dtype == bool
-    assert batch.args["accepted"].tolist() == [True, False, True, False, False, True]
+    assert batch.args.accepted.dtype == bool
+    assert batch.args.accepted.tolist() == [True, False, True, False, False, True]
     metrics = d.metrics(batch)
     assert {r: metrics[f"rejected.{r}"] for r in REASONS if metrics[f"rejected.{r}"]} == {
         "not_repostable": 1, "unknown_post": 1, "duplicate_reaction": 1}
@@ -448,30 +456,30 @@ def test_mixed_batch_applies_valid_actions_and_refuses_the_rest() -> None:
     assert list(zip(follows["follower_id"], follows["followee_id"], follows["op"],
                     strict=True)) == [(0, 1, -1), (2, 1, 1)]
     assert records["posts"]["author_id"].tolist() == [5]
-    assert d.sc.follows.has(np.array([0, 2]), np.array([1, 1])).tolist() == [False, True]
+    assert d.sc.state.follows.has(np.array([0, 2]), np.array([1, 1])).tolist() == [False, True]
     assert metrics["follow_edges"] == 1 and metrics["posts_total"] == 4
 
 
 def test_accepted_reactions_and_follows_change_state() -> None:
     d = reaction_world()
-    assert d.sc.posts.likes[0] == 1
+    assert d.sc.state.posts.likes[0] == 1
     records, batch = d.act([0, 5, 2], [LIKE, DISLIKE, LIKE], post_id=[0, 0, 2])
-    assert batch.args["accepted"].all()
+    assert batch.args.accepted.all()
     assert records["likes"]["value"].tolist() == [1, -1, 1]
     assert records["likes"]["post_id"].tolist() == [0, 0, 2]
-    assert d.sc.posts.likes[[0, 2]].tolist() == [2, 1]
-    assert d.sc.posts.dislikes[[0, 2]].tolist() == [1, 0]
+    assert d.sc.state.posts.likes[[0, 2]].tolist() == [2, 1]
+    assert d.sc.state.posts.dislikes[[0, 2]].tolist() == [1, 0]
     # reacting again to the same post is refused, whatever the reaction
     _, batch = d.act([0, 5], [DISLIKE, LIKE], post_id=[0, 0])
-    assert not batch.args["accepted"].any()
+    assert not batch.args.accepted.any()
 
     records, batch = d.act([2, 3, 0], [FOLLOW, FOLLOW, UNFOLLOW], target_id=[1, 1, 1])
-    assert batch.args["accepted"].all()
+    assert batch.args.accepted.all()
     assert records["follows"]["op"].tolist() == [1, 1, -1]
-    assert d.sc.follows.has(np.array([2, 3, 0]), np.array([1, 1, 1])).tolist() == [
+    assert d.sc.state.follows.has(np.array([2, 3, 0]), np.array([1, 1, 1])).tolist() == [
         True, True, False]
     assert d.metrics(batch)["follow_edges"] == 2
-    _, followees = d.sc.follows.followees(np.array([2, 3, 0]))
+    _, followees = d.sc.state.follows.followees(np.array([2, 3, 0]))
     assert followees.tolist() == [1, 1]
 
 
@@ -484,7 +492,7 @@ def test_reposts_quotes_and_comments_keep_parent_root_topic_and_stance() -> None
     # reposting the repost of the repost, quoting it, commenting the comment (posts 4, 5, 6)
     records, batch = d.act([0, 4, 3], [REPOST, QUOTE, COMMENT], post_id=[3, 3, 1],
                            stance=[NAN, -0.5, 0.2])
-    assert batch.args["accepted"].all()
+    assert batch.args.accepted.all()
     p = d.posts.set_index("post_id")
     assert p.loc[3, ["kind", "parent_id", "root_id"]].tolist() == ["repost", 2, 0]
     assert p.loc[4, ["kind", "parent_id", "root_id"]].tolist() == ["repost", 3, 0]
@@ -723,8 +731,8 @@ def test_rule_agent_decides_the_same_whatever_the_batch() -> None:
     whole = policy.decide(obs, ctx)
     n = len(obs.agents)
     assert len(set(whole.action.tolist())) >= 6  # a varied batch
-    assert np.isfinite(whole.args["opinion"]).all()
-    assert (whole.args["opinion"] != obs.opinion).sum() > n // 4
+    assert np.isfinite(whole.args.opinion).all()
+    assert (whole.args.opinion != obs.opinion).sum() > n // 4
     halves = [np.arange(n // 2), np.arange(n // 2, n)]
     interleaved = [np.arange(0, n, 2), np.arange(1, n, 2)]
     for parts in (halves, interleaved):
@@ -732,38 +740,27 @@ def test_rule_agent_decides_the_same_whatever_the_batch() -> None:
         joined = joined.reorder_like(obs.agents)
         np.testing.assert_array_equal(joined.agent, whole.agent)
         np.testing.assert_array_equal(joined.action, whole.action)
-        assert joined.args.keys() == whole.args.keys()
-        for key, value in whole.args.items():
-            np.testing.assert_array_equal(joined.args[key], value, err_msg=key)
+        assert isinstance(joined.args, SocialArgs)
+        for key, value in whole.args.columns().items():
+            np.testing.assert_array_equal(getattr(joined.args, key), value, err_msg=key)
 
 
 def test_replicas_that_own_blocks_of_agents_together_equal_the_whole() -> None:
     """The sharding contract without Ray: two replicas, each owning one block, hold only their
     agents' follow edges; together they refuse, record, measure (to the last bit) and save
     exactly what one replica of everything does."""
-    import copy
-
-    from populace.scenarios.social import SocialScenario
-    from populace.simulator import Simulation, experiment_from_dict
-    from populace.simulator.runtime import blocks
-
-    from .conftest import experiment
-
     data = experiment(steps=6)
-
-    def replica(own: tuple[int, int] | None) -> Simulation:
-        sim = Simulation(experiment_from_dict(copy.deepcopy(data)))
-        sim._build(own=own)
-        return sim
-
-    whole = replica(None)
+    whole = Simulation(experiment_from_dict(copy.deepcopy(data)))
+    whole._build()
     bounds = blocks(whole.world.n_agents, 2)
     owned = list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
-    parts = [replica(block) for block in owned]
+    # what each Ray shard actor holds, built in this process
+    parts = [ShardReplica(copy.deepcopy(data), str(Path.cwd() / "replica.yaml"), lo, hi)
+             for lo, hi in owned]
     for sim, (lo, hi) in zip(parts, owned, strict=True):
-        src = sim.scenario.follows.src[: sim.scenario.follows.n_edges]
-        assert sim.scenario.follows.n_edges and ((src >= lo) & (src < hi)).all()
-    assert sum(p.scenario.follows.n_edges for p in parts) == whole.scenario.follows.n_edges
+        src = sim.scenario.state.follows.src[: sim.scenario.state.follows.n_edges]
+        assert sim.scenario.state.follows.n_edges and ((src >= lo) & (src < hi)).all()
+    assert sum(p.scenario.state.follows.n_edges for p in parts) == whole.scenario.state.follows.n_edges
     refused = 0
     for step in range(1, 7):
         ctx = whole._context(step)
@@ -780,8 +777,8 @@ def test_replicas_that_own_blocks_of_agents_together_equal_the_whole() -> None:
             sim.scenario.resolve(batch, ctx)
             batches.append(batch)
         joined = ActionBatch.concat(batches).reorder_like(active)
-        np.testing.assert_array_equal(joined.args["refusal"], acts.args["refusal"])
-        refused += int((joined.args["refusal"] > 0).sum())
+        np.testing.assert_array_equal(joined.args.refusal, acts.args.refusal)
+        refused += int((joined.args.refusal > 0).sum())
         rows = [sim.scenario.apply(joined, ctx) for sim in parts]
         got = SocialScenario.pool_metrics([sim.scenario.metric_part(joined, ctx) for sim in parts])
         assert list(got) == list(want_metrics)

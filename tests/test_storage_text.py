@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from populace.simulator import Simulation, experiment_from_dict
-from populace.simulator.llm.testserver import ServerBehaviour, TestServer
+from populace.simulator.testing.llm_server import ServerBehaviour, TestServer
 from populace.storage import Database, StorageError, export_run, open_run
 from populace.storage.database import escape_text, unescape_text
 from populace.storage.runs import find_run, list_runs, update_run

@@ -24,7 +24,8 @@ from .config import (
 )
 from .decisions import HouseholdDecision
 from .mechanics import AccountingError
-from .scenario import EconomyObservation, EconomyScenario
+from .observation import EconomyObservation
+from .scenario import EconomyScenario
 
 __all__ = [
     "AR1Config",

@@ -1,40 +1,38 @@
-"""Household actions of the macro-economy scenario.
+"""Household actions of the macro-economy scenario and their argument columns.
 
 Core objects:
     ACTIONS: the action names (``ActionBatch.action`` indexes them): ``work`` and ``not_work``
         are this step's labour choice; ``do_nothing`` makes no new decision (the household keeps
         its previous labour choice and consumption share).
-    action_batch: an ``ActionBatch`` with every argument column the scenario reads and traces.
+    EconomyArgs: the argument columns of a batch: what a household states (``propensity``,
+        ``consume_share``) and what came of it (``firm``, ``hired``, ``spent``, filled in by
+        ``apply``); all five are written to ``economy_actions``, in this order.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from populace.simulator.actions import ActionBatch
+from populace.simulator.actions import ActionArgs, column
 
 ACTIONS = ("work", "not_work", "do_nothing")
 WORK, NOT_WORK, DO_NOTHING = range(len(ACTIONS))
 
 
-def action_batch(agents: np.ndarray, codes: np.ndarray, *, propensity: np.ndarray,
-                 consume_share: np.ndarray) -> ActionBatch:
-    """The decisions of ``agents``.
+@dataclass
+class EconomyArgs(ActionArgs):
+    """A household's decision and its outcome, one entry per household of the batch."""
 
-    Args:
-        agents: agent ids.
-        codes: action codes (indexes of ``ACTIONS``).
-        propensity: the stated propensity to work, in [0, 1] (NaN with ``do_nothing``).
-        consume_share: share of money to spend this step, in [0, 1] (NaN: keep the previous).
-
-    The outcome columns ``firm``, ``hired`` and ``spent`` are filled in by the scenario's
-    ``apply``.
-    """
-    n = len(agents)
-    return ActionBatch(np.asarray(agents, dtype=np.int64), np.asarray(codes, dtype=np.int16), {
-        "propensity": np.asarray(propensity, dtype=np.float64),
-        "consume_share": np.asarray(consume_share, dtype=np.float64),
-        "firm": np.full(n, -1, dtype=np.int64),
-        "hired": np.zeros(n, dtype=bool),
-        "spent": np.zeros(n, dtype=np.float64),
-    })
+    propensity: np.ndarray = column(np.float64, np.nan, trace=True,
+                                    doc="the stated propensity to work, in [0, 1] (NaN with "
+                                    "do_nothing)")
+    consume_share: np.ndarray = column(np.float64, np.nan, trace=True,
+                                       doc="share of money to spend this step, in [0, 1] (NaN: "
+                                       "keep the previous)")
+    firm: np.ndarray = column(np.int64, -1, trace=True,
+                              doc="outcome: the firm applied to, -1 if none")
+    hired: np.ndarray = column(bool, False, trace=True, doc="outcome: employed after the step")
+    spent: np.ndarray = column(np.float64, 0.0, trace=True,
+                               doc="outcome: money spent on goods this step")

@@ -2,12 +2,16 @@
 
 Core objects:
     adjust_to_imbalance: a price or wage moved by the imbalance of demand and supply.
+    demand_shares: how households' spending is shared among firms by price.
     taylor_rate: the central bank's interest rate for the next step.
     income_tax: the tax on each household's income under marginal brackets.
     hire: which applicants each firm hires, incumbents first, up to its labour demand.
     choose_firm: the firm each job seeker applies to, drawn by wage.
     gini: the Gini coefficient of a non-negative distribution.
+    annualised_inflation: inflation over a window of price levels, annualised.
+    growth: per-step growth rates of a series.
     correlation, ols_slope: the statistics of the Phillips curve and Okun's law.
+    TINY: the floor of denominators that may be 0.
     AccountingError: money was created or lost somewhere it should not be.
 """
 
@@ -18,6 +22,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from .config import CentralBankConfig, TaxBracket
+
+TINY = 1e-12
 
 
 class AccountingError(RuntimeError):
@@ -31,6 +37,12 @@ def adjust_to_imbalance(level: np.ndarray, demand: np.ndarray, supply: np.ndarra
     top = np.maximum(demand, supply)
     gap = np.divide(demand - supply, top, out=np.zeros(np.shape(top)), where=top > 0)
     return level * (1.0 + rate * gap)
+
+
+def demand_shares(price: np.ndarray, elasticity: float) -> np.ndarray:
+    """Each firm's share of households' spending: proportional to ``price ** -elasticity``."""
+    weight = np.power(price / price.min(), -elasticity)
+    return weight / weight.sum()
 
 
 def taylor_rate(bank: CentralBankConfig, inflation: float, unemployment: float,
@@ -50,6 +62,20 @@ def taylor_rate(bank: CentralBankConfig, inflation: float, unemployment: float,
               + bank.unemployment_weight * (bank.natural_unemployment - u))
     rate = bank.smoothing * previous + (1.0 - bank.smoothing) * target
     return float(min(max(rate, bank.floor), bank.ceiling))
+
+
+def annualised_inflation(price_level: np.ndarray, window: int, periods_per_year: float) -> float:
+    """Annualised inflation over the last ``window`` steps of ``price_level`` (fewer if the
+    history is shorter; NaN with a single price level, inf if prices explode)."""
+    window = min(window, len(price_level) - 1)
+    if window < 1:
+        return float("nan")
+    # Python floats: their power raises OverflowError where numpy's would only warn
+    now, then = float(price_level[-1]), float(price_level[-1 - window])
+    try:
+        return float((now / then) ** (periods_per_year / window) - 1.0)
+    except OverflowError:  # prices that explode (degenerate settings): the bank's ceiling
+        return float("inf")
 
 
 def income_tax(income: np.ndarray, brackets: Sequence[TaxBracket]) -> np.ndarray:
@@ -102,6 +128,15 @@ def hire(firm: np.ndarray, priority: np.ndarray, efficiency: np.ndarray,
     taken = total - base  # labour hired at the firm up to and including this applicant
     out = np.zeros(len(firm), dtype=bool)
     out[order] = taken <= demand[f] * (1.0 + 1e-12)
+    return out
+
+
+def growth(x: np.ndarray) -> np.ndarray:
+    """``x[t] / x[t-1] - 1`` for each step (NaN at step 0 and where ``x[t-1]`` is not > 0)."""
+    out = np.full(len(x), np.nan)
+    prev, cur = x[:-1], x[1:]
+    ok = np.isfinite(prev) & (prev > 0)
+    out[1:][ok] = cur[ok] / prev[ok] - 1.0
     return out
 
 

@@ -8,22 +8,18 @@ Core objects:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from populace.simulator.actions import ActionBatch
 from populace.simulator.policy import Policy
-from populace.simulator.scenario import StepContext
+from populace.simulator.step import StepContext
 
-from .actions import NOT_WORK, WORK, action_batch
+from .actions import NOT_WORK, WORK, EconomyArgs
 from .config import HouseholdRuleParams
-
-if TYPE_CHECKING:
-    from .scenario import EconomyObservation
+from .observation import EconomyObservation
 
 
-class HouseholdRulePolicy(Policy):
+class HouseholdRulePolicy(Policy[EconomyObservation, EconomyArgs]):
     """Rule-based households.
 
     Args:
@@ -33,7 +29,7 @@ class HouseholdRulePolicy(Policy):
     def __init__(self, params: HouseholdRuleParams) -> None:
         self.params = params
 
-    def decide(self, obs: EconomyObservation, ctx: StepContext) -> ActionBatch:  # type: ignore[override]
+    def decide(self, obs: EconomyObservation, ctx: StepContext) -> ActionBatch[EconomyArgs]:
         """A labour choice and a consumption share for every household of ``obs``."""
         p = self.params
         agents = obs.agents
@@ -50,5 +46,5 @@ class HouseholdRulePolicy(Policy):
         share = (p.base_consumption - p.rate_sensitivity * obs.interest_rate
                  + p.low_wealth_boost / (1.0 + months) + p.consumption_noise * noise)
         share = np.clip(share, p.min_consumption, 1.0)
-        codes = np.where(work, WORK, NOT_WORK)
-        return action_batch(agents, codes, propensity=propensity, consume_share=share)
+        codes = np.where(work, WORK, NOT_WORK).astype(np.int16)
+        return ActionBatch(agents, codes, EconomyArgs(propensity=propensity, consume_share=share))

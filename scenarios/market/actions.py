@@ -1,10 +1,19 @@
-"""Actions of the marketplace: their names, codes and argument columns."""
+"""Actions of the marketplace: their names, codes and argument columns.
+
+Core objects:
+    ACTIONS: the action names (an ``ActionBatch.action`` code indexes them), and the codes.
+    MarketArgs: the argument columns of a market batch, with the outcome columns ``apply``
+        fills in (``accepted``, ``reason``).
+    action_batch: a market ``ActionBatch`` from ids, codes and arguments.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from populace.simulator.actions import ActionBatch
+from populace.simulator.actions import ActionArgs, ActionBatch, column
 
 ACTIONS = ("do_nothing", "search", "pay", "leave", "respond", "message")
 DO_NOTHING, SEARCH, PAY, LEAVE, RESPOND, MESSAGE = range(len(ACTIONS))
@@ -12,22 +21,33 @@ CUSTOMER_ACTIONS = (DO_NOTHING, SEARCH, PAY, LEAVE, MESSAGE)
 BUSINESS_ACTIONS = (DO_NOTHING, RESPOND, MESSAGE)
 
 
-def action_batch(agents: np.ndarray, codes: np.ndarray, *, proposal_id: np.ndarray | None = None,
-                 contacts: np.ndarray | None = None, markup: np.ndarray | None = None,
-                 price: np.ndarray | None = None, target_id: np.ndarray | None = None,
-                 content: np.ndarray | None = None) -> ActionBatch:
-    """An ActionBatch with every market argument column (-1 / NaN where unused).
+@dataclass
+class MarketArgs(ActionArgs):
+    """The market's argument columns. The traced ones, in declaration order, are the columns
+    of ``market_actions`` after ``agent_id`` and ``action``.
 
-    ``price`` is what the agent says it pays (cents; -1: the proposal's price), so a payment
-    that disagrees with the proposal is refused rather than settled at an invented price.
+    ``price`` is what a paying customer says it pays (cents; -1: the proposal's price), so a
+    payment that disagrees with the proposal is refused rather than settled at an invented
+    price.
     """
-    n = len(agents)
 
-    def ints(v: np.ndarray | None) -> np.ndarray:
-        return np.full(n, -1, dtype=np.int64) if v is None else np.asarray(v, dtype=np.int64)
+    proposal_id: np.ndarray = column(np.int64, -1, trace=True, doc="the proposal paid (pay)")
+    target_id: np.ndarray = column(np.int64, -1, trace=True,
+                                   doc="agent id of a text message's receiver (message)")
+    contacts: np.ndarray = column(np.int64, -1, trace=True,
+                                  doc="how many search results to ask for proposals (search)")
+    markup: np.ndarray = column(np.float64, np.nan, trace=True,
+                                doc="markup over the list prices (respond)")
+    accepted: np.ndarray = column(bool, False, trace=True,
+                                  doc="outcome: the action took effect (set by apply)")
+    reason: np.ndarray = column(object, None, trace=True,
+                                doc="outcome: why the action was refused (set by apply)")
+    price: np.ndarray = column(np.int64, -1, doc="the price agreed to, in cents (pay)")
+    content: np.ndarray = column(object, None, doc="a text message's text (message)")
 
-    args = {"proposal_id": ints(proposal_id), "contacts": ints(contacts),
-            "markup": (np.full(n, np.nan) if markup is None else np.asarray(markup, np.float64)),
-            "price": ints(price), "target_id": ints(target_id)}
-    args["content"] = np.full(n, None, dtype=object) if content is None else content
-    return ActionBatch(np.asarray(agents, dtype=np.int64), np.asarray(codes, dtype=np.int16), args)
+
+def action_batch(agents: np.ndarray, codes: np.ndarray,
+                 args: MarketArgs | None = None) -> ActionBatch[MarketArgs]:
+    """A market batch: ids as int64, codes as int16, unset argument columns filled."""
+    return ActionBatch(np.asarray(agents, dtype=np.int64), np.asarray(codes, dtype=np.int16),
+                       MarketArgs() if args is None else args)

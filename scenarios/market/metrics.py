@@ -1,14 +1,19 @@
-"""Market measures: concentration, inequality and dispersion.
+"""Market measures: concentration, inequality and dispersion, and the metrics of a step.
 
 Core objects:
     hhi: Herfindahl-Hirschman index of shares (0: atomised, 1: monopoly).
     gini: Gini coefficient of non-negative values.
     coefficient_of_variation: sd / mean from count, sum and sum of squares.
+    market_metrics: every metric of the market after a step.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from .actions import ACTIONS
+from .settlement import Outcome
+from .state import MarketState
 
 
 def hhi(values: np.ndarray) -> float:
@@ -46,3 +51,38 @@ def coefficient_of_variation(count: np.ndarray, total: np.ndarray, squares: np.n
     if not ok.any():
         return float("nan")
     return float(np.sum(cv[ok] * c[ok]) / c[ok].sum())
+
+
+def market_metrics(state: MarketState, codes: np.ndarray, outcome: Outcome) -> dict[str, float]:
+    """Action counts (``codes``: the step's action codes), refusals, orders, welfare against
+    the full-information optimum, first-proposal bias, search breadth, concentration,
+    inequality, price dispersion and the money in the market."""
+    counts = np.bincount(codes.astype(np.int64), minlength=len(ACTIONS))
+    out: dict[str, float] = {f"actions.{name}": float(c) for name, c in zip(ACTIONS, counts,
+                                                                         strict=True)}
+    out.update({f"rejected.{k}": float(v) for k, v in outcome.rejected.items()})
+    t, biz, prices = state.totals, state.businesses, state.prices
+    nan = float("nan")
+    out.update({
+        "orders": float(outcome.orders),
+        "revenue": outcome.revenue / 100.0,
+        "orders_total": float(t.orders),
+        "needs_open": float((state.needs.id >= 0).sum()),
+        "needs_met": float(t.met),
+        "needs_abandoned": float(t.left),
+        "proposals_open": float(len(state.proposals)),
+        "welfare": t.welfare / 100.0,
+        "welfare_optimal": t.optimal / 100.0,
+        "welfare_ratio": t.welfare / t.optimal if t.optimal > 0 else nan,
+        "first_proposal_bias": (t.first - t.chance_first) / t.orders if t.orders else nan,
+        "search_breadth": t.contacted / t.searched_needs if t.searched_needs else nan,
+        "hhi": hhi(biz.revenue),
+        "gini_revenue": gini(biz.revenue),
+        "price_dispersion": coefficient_of_variation(prices.count, prices.sum, prices.sq),
+        "manipulative_revenue_share": (state.counters.manip_revenue / int(biz.revenue.sum())
+                                       if biz.revenue.sum() > 0 else nan),
+        "mean_markup": float(biz.markup.mean()),
+        "search.llm_fallbacks": float(state.counters.llm_fallbacks),
+        "money": state.money() / 100.0,
+    })
+    return out

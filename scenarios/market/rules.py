@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from populace.simulator.actions import ActionBatch
 from populace.simulator.policy import Policy
-from populace.simulator.scenario import StepContext
+from populace.simulator.step import StepContext
 
-from .actions import DO_NOTHING, LEAVE, PAY, RESPOND, SEARCH, action_batch
+from .actions import DO_NOTHING, LEAVE, PAY, RESPOND, SEARCH, MarketArgs, action_batch
 from .config import MarketRuleParams
-
-if TYPE_CHECKING:
-    from .scenario import MarketObservation
+from .observation import MarketObservation
 
 
-class MarketRulePolicy(Policy):
+class MarketRulePolicy(Policy[MarketObservation, MarketArgs]):
     """Customers: search once, wait for proposals, pay the best affordable one of the first
     ``consider``, give up after ``patience``. Businesses: answer inquiries at a markup that
     rises after selling out and falls after a step of inquiries without a sale.
@@ -31,7 +27,7 @@ class MarketRulePolicy(Policy):
         self.params = params
         self.base = base_cents
 
-    def decide(self, obs: MarketObservation, ctx: StepContext) -> ActionBatch:  # type: ignore[override]
+    def decide(self, obs: MarketObservation, ctx: StepContext) -> ActionBatch[MarketArgs]:
         """One action per agent of ``obs``."""
         p = self.params
         n = len(obs.agents)
@@ -73,5 +69,5 @@ class MarketRulePolicy(Policy):
             answer = biz & (obs.inquiries > 0)
             codes[answer] = RESPOND
             markup[answer] = new[answer]
-        return action_batch(obs.agents, codes, proposal_id=proposal, contacts=contacts,
-                            markup=markup)
+        return action_batch(obs.agents, codes,
+                            MarketArgs(proposal_id=proposal, contacts=contacts, markup=markup))

@@ -4,18 +4,22 @@ polarization, echo-chamber and cascade metrics.
 
 Core objects:
     SocialScenario: the scenario class (registered as ``social``).
+    SocialObservation, SocialArgs: what its agents perceive, and their actions' arguments.
     SocialConfig, FeedConfig, SocialRuleParams: its configuration.
     register_feed: add a recommender.
     cascades: cascade measures of a run's posts table.
 """
 
-from .config import FeedConfig, SocialConfig, SocialRuleParams
-from .feeds import register_feed
+from .actions import SocialArgs
+from .config import SocialConfig, SocialRuleParams
+from .feeds import FeedConfig, register_feed
 from .metrics import bimodality_coefficient, cascades
-from .scenario import SocialObservation, SocialScenario
+from .observation import SocialObservation
+from .scenario import SocialScenario
 
 __all__ = [
     "FeedConfig",
+    "SocialArgs",
     "SocialConfig",
     "SocialObservation",
     "SocialRuleParams",

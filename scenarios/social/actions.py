@@ -2,47 +2,51 @@
 
 Core objects:
     ACTIONS: action names, in code order (``ActionBatch.action`` indexes this tuple).
-    Code constants (CREATE_POST, REPOST, ...), and the argument columns every batch carries.
-
-Argument columns of a social ``ActionBatch`` (-1 / NaN where unused):
-    post_id: the post acted on (repost, quote, comment, like, dislike; the post that led to a
-        follow or unfollow).
-    target_id: the agent acted on (follow, unfollow).
-    topic: topic index of a new post (create_post, quote, comment).
-    stance: stance in [-1, 1] of a new post.
-    opinion: the agent's opinion after the step (NaN: unchanged).
-    content: text of a new post (object array; None for rule agents, which write no text).
+    Code constants (CREATE_POST, REPOST, ...) and the groups NEEDS_POST and NEW_POST.
+    SocialArgs: the argument columns every social ``ActionBatch`` carries, with the outcome
+        columns ``resolve`` fills in.
+    REJECTIONS: why an action is refused (``SocialArgs.refusal`` is 1 + an index into it).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from populace.simulator.actions import ActionBatch
+from populace.simulator.actions import ActionArgs, column
 
 ACTIONS = ("create_post", "repost", "quote", "comment", "like", "dislike", "follow", "unfollow",
            "do_nothing")
 CREATE_POST, REPOST, QUOTE, COMMENT, LIKE, DISLIKE, FOLLOW, UNFOLLOW, DO_NOTHING = range(9)
 NEEDS_POST = (REPOST, QUOTE, COMMENT, LIKE, DISLIKE)
 NEW_POST = (CREATE_POST, REPOST, QUOTE, COMMENT)
+REJECTIONS = ("unknown_post", "not_repostable", "duplicate_reaction", "unknown_agent",
+              "self_follow", "already_following", "not_following", "bad_topic")
 
 
-def action_batch(agents: np.ndarray, codes: np.ndarray, *, post_id: np.ndarray | None = None,
-                 target_id: np.ndarray | None = None, topic: np.ndarray | None = None,
-                 stance: np.ndarray | None = None, opinion: np.ndarray | None = None,
-                 content: np.ndarray | None = None) -> ActionBatch:
-    """A social ``ActionBatch`` with every argument column present (missing ones unset)."""
-    n = len(agents)
+@dataclass
+class SocialArgs(ActionArgs):
+    """Argument columns of a social ``ActionBatch`` (-1 / NaN / None where unused).
 
-    def ints(v: np.ndarray | None) -> np.ndarray:
-        return np.full(n, -1, dtype=np.int64) if v is None else np.asarray(v, dtype=np.int64)
+    ``post_id``, ``target_id`` and ``accepted`` are written to the ``actions`` table, in this
+    order. ``refusal`` and ``accepted`` are outcomes: ``SocialScenario.resolve`` sets them
+    for every action before the batch is applied.
+    """
 
-    def floats(v: np.ndarray | None) -> np.ndarray:
-        return np.full(n, np.nan) if v is None else np.asarray(v, dtype=np.float64)
-
-    return ActionBatch(
-        np.asarray(agents, dtype=np.int64), np.asarray(codes, dtype=np.int16),
-        {"post_id": ints(post_id), "target_id": ints(target_id), "topic": ints(topic),
-         "stance": floats(stance), "opinion": floats(opinion),
-         "content": np.full(n, None, dtype=object) if content is None else content},
-    )
+    post_id: np.ndarray = column(
+        np.int64, -1, trace=True, doc="the post acted on (repost, quote, comment, like, "
+        "dislike; the post that led to a follow or unfollow)")
+    target_id: np.ndarray = column(np.int64, -1, trace=True,
+                                   doc="the agent acted on (follow, unfollow)")
+    topic: np.ndarray = column(np.int64, -1,
+                               doc="topic index of a new post (create_post, quote, comment)")
+    stance: np.ndarray = column(np.float64, np.nan, doc="stance in [-1, 1] of a new post")
+    opinion: np.ndarray = column(np.float64, np.nan,
+                                 doc="the agent's opinion after the step (NaN: unchanged)")
+    content: np.ndarray = column(object, None, doc="text of a new post (None for rule agents, "
+                                 "which write no text)")
+    refusal: np.ndarray = column(np.int8, 0, doc="outcome: 0 accepted, else 1 + the index of "
+                                 "the reason in REJECTIONS")
+    accepted: np.ndarray = column(bool, True, trace=True,
+                                  doc="outcome: whether the action took effect")

@@ -2,67 +2,22 @@
 
 Core objects:
     SocialConfig: the ``scenario:`` section (topics, feed, where opinions come from).
-    FeedConfig: the recommender that fills each active agent's feed every step.
     SocialRuleParams: ``policy.params`` of the rule-based social agent.
+
+Its ``feed:`` section, ``FeedConfig``, is declared with the recommenders it names (``feeds``).
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from populace.simulator.population.distributions import support
 
-
-class FeedConfig(BaseModel):
-    """The recommender.
-
-    ``random``: posts drawn at random from the recent window. ``followees``: the newest posts of
-    the accounts an agent follows (reverse-chronological). ``hot``: Reddit's hot score,
-    sign(s)*log10(max(|s|,1)) + (t - 1134028003)/45000 with s = likes - dislikes and t the post's
-    time in epoch seconds. ``interest``: posts on the agent's topic of interest, ranked by recency
-    (half-life ``recency_half_life`` steps) and popularity. ``mix``: slots shared among the others
-    by the weights in ``mix``.
-
-    The ``mix`` weights must be non-negative and not all zero.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    algorithm: str = Field("mix", description="random, followees, hot, interest, mix, or a "
-                           "recommender registered with register_feed")
-    size: int = Field(10, ge=1, le=200, description="posts per feed refresh")
-    window: int = Field(24, ge=1, le=10_000_000, description="only posts of the last N steps "
-                        "are recommended (at most 10,000,000)")
-    recency_half_life: float = Field(6.0, gt=0, description="steps for interest scores to halve")
-    mix: dict[Literal["random", "followees", "hot", "interest"], float] = Field(
-        default_factory=lambda: {"followees": 0.5, "interest": 0.3, "hot": 0.1, "random": 0.1},
-        description="for `algorithm: mix`: weight of each recommender; the feed's slots are "
-        "shared in proportion (largest remainders get the leftover slots)")
-
-    @field_validator("algorithm")
-    @classmethod
-    def _known_feed(cls, value: str) -> str:
-        from .feeds import FEEDS  # the registry imports this module
-
-        if value not in FEEDS:
-            close = difflib.get_close_matches(value, list(FEEDS), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"unknown feed {value!r}{hint} (available: {', '.join(FEEDS)})")
-        return value
-
-    @model_validator(mode="after")
-    def _mix_weights(self) -> Self:
-        if any(w < 0 for w in self.mix.values()) or sum(self.mix.values()) <= 0:
-            raise ValueError("feed.mix weights must be non-negative and not all zero")
-        if any(not math.isfinite(w) or w > 1e12 for w in self.mix.values()):
-            # slots are weight x size / total: huge weights overflow to inf and leave none
-            raise ValueError("feed.mix weights are relative: use finite numbers up to 1e12")
-        return self
+from .feeds import FeedConfig
 
 
 class SocialConfig(BaseModel):

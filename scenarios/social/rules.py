@@ -8,13 +8,9 @@ Core objects:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from populace.simulator.actions import ActionBatch
-from populace.simulator.policy import Policy
-from populace.simulator.scenario import StepContext
+from populace.simulator.scenario import ActionBatch, Policy, StepContext
 
 from .actions import (
     COMMENT,
@@ -26,15 +22,13 @@ from .actions import (
     QUOTE,
     REPOST,
     UNFOLLOW,
-    action_batch,
+    SocialArgs,
 )
 from .config import SocialRuleParams
-
-if TYPE_CHECKING:
-    from .scenario import SocialObservation
+from .observation import SocialObservation
 
 
-class SocialRulePolicy(Policy):
+class SocialRulePolicy(Policy[SocialObservation, SocialArgs]):
     """Rule-based social agents.
 
     Args:
@@ -52,7 +46,7 @@ class SocialRulePolicy(Policy):
                                UNFOLLOW], dtype=np.int16)
         self.cum = np.cumsum(rates)
 
-    def decide(self, obs: SocialObservation, ctx: StepContext) -> ActionBatch:  # type: ignore[override]
+    def decide(self, obs: SocialObservation, ctx: StepContext) -> ActionBatch[SocialArgs]:
         """One action per agent of ``obs``, plus each agent's updated opinion."""
         p = self.params
         n = len(obs.agents)
@@ -106,5 +100,6 @@ class SocialRulePolicy(Policy):
         pull = np.where(n_agree > 0, (diff * agree).sum(axis=1) / np.maximum(n_agree, 1), 0.0)
         push = np.where(n_far > 0, (diff * disagree).sum(axis=1) / np.maximum(n_far, 1), 0.0)
         opinion = np.clip(op + p.convergence * pull - p.backfire * push, -1.0, 1.0)
-        return action_batch(obs.agents, codes, post_id=post, target_id=target, topic=topic,
-                            stance=stance, opinion=opinion)
+        return ActionBatch(np.asarray(obs.agents, dtype=np.int64), codes,
+                           SocialArgs(post_id=post, target_id=target, topic=topic, stance=stance,
+                                      opinion=opinion))

@@ -1,32 +1,27 @@
 """The social-network scenario: posts, reposts, likes and follows on a recommender-driven feed.
 
 Core objects:
-    SocialScenario: the ``social`` scenario (state, observation, application of actions,
-        metrics, cascades).
-    SocialObservation: each active agent's feed and what it needs to decide.
+    SocialScenario: the ``social`` scenario (state, observation, checks and application of
+        actions, metrics, cascades), shardable across Ray shards.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel
 
-from populace.simulator.actions import ActionBatch
-from populace.simulator.arrays import pack_strings, sorted_unique, unpack_strings
-from populace.simulator.policy import Policy
 from populace.simulator.scenario import (
-    Observation,
+    ActionBatch,
     Records,
     Scenario,
     StepContext,
     World,
     chunk_sums,
 )
+from populace.simulator.sharding import Shardable
 
 from . import tables as _tables  # noqa: F401  (declares the tables on the shared Base)
 from .actions import (
@@ -39,17 +34,13 @@ from .actions import (
     NEEDS_POST,
     NEW_POST,
     QUOTE,
+    REJECTIONS,
     REPOST,
     UNFOLLOW,
+    SocialArgs,
 )
 from .config import SocialConfig, SocialRuleParams
-from .decisions import (
-    decision_model,
-    decisions_to_actions,
-    memories,
-    memory_query,
-    prompt_context,
-)
+from .decisions import SocialLLM
 from .feeds import FeedContext, build_feed
 from .metrics import (
     assortativity_from_sums,
@@ -58,67 +49,51 @@ from .metrics import (
     cascade_metrics,
     pearson,
 )
+from .observation import SocialObservation
 from .rules import SocialRulePolicy
-from .state import KINDS, FollowState, LikeSet, PostStore
+from .state import KINDS, FollowState, SocialState
 from .tables import TABLES
 
 log = logging.getLogger("populace.social")
 
-RECENT = 4  # newest posts remembered per author, for followee feeds
-REJECTIONS = ("unknown_post", "not_repostable", "duplicate_reaction", "unknown_agent",
-              "self_follow", "already_following", "not_following", "bad_topic")
 
+class SocialScenario(Shardable[SocialArgs],
+                     Scenario[SocialConfig, SocialObservation, SocialRuleParams, SocialArgs]):
+    """A social network in the style of X/Reddit, driven by rule-based or language-model agents.
 
-@dataclass
-class SocialObservation(Observation):
-    """The feed of each active agent: post ids and, aligned with them, what the agent sees."""
-
-    feed: np.ndarray  # (n, k) post ids, -1 padding
-    stance: np.ndarray  # (n, k) stance of each post (NaN padding)
-    author: np.ndarray  # (n, k) author ids (-1 padding)
-    topic: np.ndarray  # (n, k) topic index (-1 padding)
-    opinion: np.ndarray  # (n,) the agent's opinion
-    interest: np.ndarray  # (n,) the agent's topic of interest
-    follows: FollowState  # the follow graph (shared by the batch)
-
-    def followed(self, rows: np.ndarray | None = None) -> np.ndarray:
-        """Whether each agent (at ``rows``, default all) follows the author of each feed post.
-
-        Computed on demand: only the agents that consider following or unfollowing need it.
-        """
-        rows = np.arange(len(self.agents)) if rows is None else rows
-        author = self.author[rows]
-        valid = author >= 0
-        out = np.zeros(author.shape, dtype=bool)
-        if valid.any():
-            who = np.broadcast_to(self.agents[rows][:, None], author.shape)
-            out[valid] = self.follows.has(who[valid], author[valid])
-        return out
-
-
-class SocialScenario(Scenario):
-    """A social network in the style of X/Reddit, driven by any policy (rule-based for now)."""
+    Sharded on the Ray runtime: each agent's follow edges and reactions (``state.follows``,
+    ``state.likes``) are private, kept by the replica that owns the agent; posts, opinions and
+    feed indexes are shared.
+    """
 
     name: ClassVar[str] = "social"
     config_model = SocialConfig
     rule_params_model = SocialRuleParams
     actions = ACTIONS
+    args_type = SocialArgs
     tables = TABLES
     action_table = "actions"
-    trace_columns = ("post_id", "target_id", "accepted")
     examples = Path(__file__).parent / "examples"
-    prompt_dir = Path(__file__).parent / "prompts"
-    # private per-agent state (kept by the shard that owns the agent): the agent's follow edges
-    # and its reactions; shared: posts, opinions, feed indexes
-    shardable = True
+    state: SocialState
 
-    def __init__(self, config: SocialConfig, world: World) -> None:  # type: ignore[override]
+    def __init__(self, config: SocialConfig, world: World) -> None:
         super().__init__(config, world)
-        self.config: SocialConfig = config
-        attrs = world.population.attributes
         n = world.n_agents
         self.n = n
+        self.own(0, n)  # every agent, unless a Ray shard's replica is given its block
         self.topics = list(config.topics)
+        opinion, self.interest = self._initial_opinion_and_interest()
+        # the state object lives as long as the scenario (the LLM adapter, built before
+        # ``setup``, reads it): ``setup`` and ``load_state_dict`` fill it in
+        self.state = SocialState.empty(opinion)
+        self.rejected: dict[str, int] = {}
+        self.exposure_corr = float("nan")
+        self.new_posts = 0
+
+    def _initial_opinion_and_interest(self) -> tuple[np.ndarray, np.ndarray]:
+        """Opinions and topics of interest from the population, drawn where it has none."""
+        config, world, n = self.config, self.world, self.n
+        attrs = world.population.attributes
         rng = world.rng.get("social.setup")
         if config.opinion_attribute in attrs:
             values = attrs[config.opinion_attribute].to_numpy(dtype=np.float64)
@@ -130,58 +105,47 @@ class SocialScenario(Scenario):
                 log.warning("%d of %d agents have a %r outside [-1, 1] (from %.3g to %.3g); "
                             "clipped to the bounds", outside, n, config.opinion_attribute,
                             float(values.min()), float(values.max()))
-            self.opinion = np.clip(values, -1.0, 1.0)
+            opinion = np.clip(values, -1.0, 1.0)
         else:
-            self.opinion = rng.uniform(-1.0, 1.0, n)
+            opinion = rng.uniform(-1.0, 1.0, n)
         random_topics = rng.integers(0, len(self.topics), n)
-        if config.interest_attribute in attrs:
-            lookup = {t: i for i, t in enumerate(self.topics)}
-            names = attrs[config.interest_attribute].astype(str).to_numpy()
-            mapped = np.array([lookup.get(v, -1) for v in names], dtype=np.int64) if n else (
-                np.zeros(0, dtype=np.int64))
-            unknown = mapped < 0
-            if unknown.any():
-                log.warning("%d agents have an interest that is not among scenario.topics; they "
-                            "get a random topic", int(unknown.sum()))
-            self.interest = np.where(unknown, random_topics, mapped)
-        else:
-            self.interest = random_topics
-        self.posts = PostStore()
-        self.likes = LikeSet(n)
-        self.recent = np.full((n, RECENT), -1, dtype=np.int64)
-        self.feedable = np.zeros(0, dtype=np.int64)
-        self.follows = FollowState(n, np.zeros(0, np.int64), np.zeros(0, np.int64))
-        self.rejected: dict[str, int] = {}
-        self.post_content: dict[int, str] = {}  # text of posts that have one (seed, LLM)
-        self._profiles: list[dict[str, Any]] | None = None
-        self._decision_model: type[BaseModel] | None = None
-        self.exposure_corr = float("nan")
-        self.new_posts = 0
+        if config.interest_attribute not in attrs:
+            return opinion, random_topics
+        lookup = {t: i for i, t in enumerate(self.topics)}
+        names = attrs[config.interest_attribute].astype(str).to_numpy()
+        mapped = np.array([lookup.get(v, -1) for v in names], dtype=np.int64) if n else (
+            np.zeros(0, dtype=np.int64))
+        unknown = mapped < 0
+        if unknown.any():
+            log.warning("%d agents have an interest that is not among scenario.topics; they "
+                        "get a random topic", int(unknown.sum()))
+        return opinion, np.where(unknown, random_topics, mapped)
 
     # -- set-up ---------------------------------------------------------------------------------
 
     def setup(self) -> Records:
         """Initial follow graph and seed posts, recorded as step 0."""
-        world = self.world
+        world, state = self.world, self.state
         graph = world.graph
         if graph is not None and len(graph.src):
             src, dst = np.asarray(graph.src), np.asarray(graph.dst)
             mine = (src >= self.lo) & (src < self.hi)
-            self.follows = FollowState(self.n, src[mine], dst[mine])
+            state.follows = FollowState.from_edges(self.n, src[mine], dst[mine])
+        follows = state.follows
         records: Records = {"follows": {
-            "follower_id": self.follows.src, "followee_id": self.follows.dst,
-            "op": np.ones(self.follows.n_edges, dtype=np.int64)}}
-        self.posts.mark_step(0)
+            "follower_id": follows.src, "followee_id": follows.dst,
+            "op": np.ones(follows.n_edges, dtype=np.int64)}}
+        state.posts.mark_step(0)
         seed = world.population.seed_posts
         if self.config.seed_posts and seed is not None and len(seed):  # shared: every replica
             authors = seed["author_id"].to_numpy(dtype=np.int64)
             noise = world.rng.get("social.seed_posts").normal(0.0, 0.1, len(authors))
-            stance = np.clip(self.opinion[authors] + noise, -1, 1)
+            stance = np.clip(state.opinion[authors] + noise, -1, 1)
             ids = self._publish(authors, np.full(len(authors), 0), np.full(len(authors), -1),
                                 self.interest[authors], stance, step=0,
                                 epoch=world.clock.epoch(0))
             texts = seed["content"].astype(str).tolist()
-            self.post_content.update(zip(ids.tolist(), texts, strict=True))
+            state.content.add(ids, texts)
             if self.lead:
                 records["posts"] = self._post_rows(ids, content=texts)
         return records
@@ -190,10 +154,12 @@ class SocialScenario(Scenario):
 
     def observe(self, agents: np.ndarray, ctx: StepContext) -> SocialObservation:
         """Refresh the feed of every active agent with the configured recommender."""
-        self.posts.mark_step(ctx.step)
+        state = self.state
+        p = state.posts
+        p.mark_step(ctx.step)
         fctx = FeedContext(
-            agents=agents, posts=self.posts, follows=self.follows, recent=self.recent,
-            feedable=self.feedable, interest=self.interest, n_topics=len(self.topics),
+            agents=agents, posts=p, follows=state.follows, recent=state.feed.recent,
+            feedable=state.feed.feedable, interest=self.interest, n_topics=len(self.topics),
             step=ctx.step, config=self.config.feed,
             draw=lambda purpose, width: ctx.uniform(purpose, agents, width),
             shared_random=ctx.random,
@@ -201,16 +167,14 @@ class SocialScenario(Scenario):
         feed = build_feed(fctx)
         valid = feed >= 0
         safe = np.where(valid, feed, 0)
-        p = self.posts
         stance = np.where(valid, p.stance[safe] if p.n else 0.0, np.nan)
         author = np.where(valid, p.author[safe] if p.n else 0, -1)
         topic = np.where(valid, p.topic[safe] if p.n else 0, -1)
         return SocialObservation(agents=agents, feed=feed, stance=stance, author=author,
-                                 topic=topic, opinion=self.opinion[agents],
-                                 interest=self.interest[agents], follows=self.follows)
+                                 topic=topic, opinion=state.opinion[agents],
+                                 interest=self.interest[agents], follows=state.follows)
 
-    def observation_summary(self, obs: SocialObservation  # type: ignore[override]
-                            ) -> dict[str, np.ndarray]:
+    def observation_summary(self, obs: SocialObservation) -> dict[str, np.ndarray]:
         """The mean stance of each agent's feed (NaN for an empty feed)."""
         valid = obs.feed >= 0
         mean = np.full(len(obs.agents), np.nan)
@@ -223,24 +187,30 @@ class SocialScenario(Scenario):
         """Exposure correlation: opinions against the mean stance of the feed they saw."""
         mean = summary.get("mean_seen")
         seen = np.isfinite(mean) if mean is not None else np.zeros(0, dtype=bool)
-        if seen.sum() > 1:
-            self.exposure_corr = pearson(self.opinion[agents[seen]], mean[seen])
+        if mean is not None and seen.sum() > 1:
+            self.exposure_corr = pearson(self.state.opinion[agents[seen]], mean[seen])
         else:
             self.exposure_corr = float("nan")
 
-    def rule_policy(self, params: SocialRuleParams) -> Policy:  # type: ignore[override]
+    def rule_policy(self, params: SocialRuleParams) -> SocialRulePolicy:
         """The vectorised rule-based social agent."""
         return SocialRulePolicy(params, len(self.topics))
 
-    def resolve(self, actions: ActionBatch, ctx: StepContext) -> None:
+    def llm_adapter(self) -> SocialLLM:
+        """Language-model users: prompts from the feed and the agent's profile (its opinion and
+        interest are shown on their own, not in the profile)."""
+        return SocialLLM(self.topics, self.state, self.world.population,
+                         {self.config.opinion_attribute, self.config.interest_attribute})
+
+    def resolve(self, actions: ActionBatch[SocialArgs], ctx: StepContext) -> None:
         """Refuse invalid actions, each with a reason (``refusal``: 1 + index in REJECTIONS, 0
         accepted); against the state before the step, so the order within the batch does not
         matter. Reactions and follows are checked against the acting agent's own (private)
         state, which lives in the shard that decides for it."""
         a = actions.args
         codes, agents = actions.action, actions.agent
-        post, target, topic = a["post_id"], a["target_id"], a["topic"]
-        p = self.posts
+        post, target, topic = a.post_id, a.target_id, a.topic
+        p = self.state.posts
         refusal = np.zeros(len(actions), dtype=np.int8)
 
         def refuse(mask: np.ndarray, reason: str) -> None:
@@ -253,19 +223,19 @@ class SocialScenario(Scenario):
             refuse(((codes == REPOST) | (codes == QUOTE)) & (p.kind[safe_post] == KINDS.index(
                 "comment")), "not_repostable")
         react = (codes == LIKE) | (codes == DISLIKE)
-        refuse(react & self.likes.contains(agents, safe_post), "duplicate_reaction")
+        refuse(react & self.state.likes.contains(agents, safe_post), "duplicate_reaction")
         social = (codes == FOLLOW) | (codes == UNFOLLOW)
         refuse(social & ((target < 0) | (target >= self.n)), "unknown_agent")
         refuse(social & (target == agents), "self_follow")
         safe_target = np.clip(target, 0, self.n - 1)
-        following = self.follows.has(agents, safe_target)
+        following = self.state.follows.has(agents, safe_target)
         refuse((codes == FOLLOW) & following, "already_following")
         refuse((codes == UNFOLLOW) & ~following, "not_following")
         refuse((codes == CREATE_POST) & ((topic < 0) | (topic >= len(self.topics))), "bad_topic")
-        a["refusal"] = refusal
-        a["accepted"] = refusal == 0
+        a.refusal = refusal
+        a.accepted = refusal == 0
 
-    def apply(self, actions: ActionBatch, ctx: StepContext) -> Records:
+    def apply(self, actions: ActionBatch[SocialArgs], ctx: StepContext) -> Records:
         """Apply the resolved batch in activation order.
 
         Shared state (posts, their counts, opinions, feed indexes) changes on every replica;
@@ -274,17 +244,18 @@ class SocialScenario(Scenario):
         """
         a = actions.args
         codes, agents = actions.action, actions.agent
-        post, target, topic = a["post_id"], a["target_id"], a["topic"]
-        p = self.posts
-        ok = a["accepted"]
+        post, target, topic = a.post_id, a.target_id, a.topic
+        state = self.state
+        p = state.posts
+        ok = a.accepted
         self.rejected = dict(zip(REJECTIONS, np.bincount(
-            a["refusal"].astype(np.int64), minlength=len(REJECTIONS) + 1)[1:].tolist(),
+            a.refusal.astype(np.int64), minlength=len(REJECTIONS) + 1)[1:].tolist(),
             strict=True))
         mine = (agents >= self.lo) & (agents < self.hi)
 
-        opinion = a["opinion"]
+        opinion = a.opinion
         moved = np.isfinite(opinion)
-        self.opinion[agents[moved]] = np.clip(opinion[moved], -1.0, 1.0)
+        state.opinion[agents[moved]] = np.clip(opinion[moved], -1.0, 1.0)
 
         records: Records = {}
         # posts, in batch (activation) order
@@ -296,21 +267,19 @@ class SocialScenario(Scenario):
             parent = np.where(c == CREATE_POST, -1, post[new])
             safe_parent = np.maximum(parent, 0)
             t = np.where(c == CREATE_POST, topic[new], p.topic[safe_parent] if p.n else 0)
-            stance = np.where(c == REPOST, p.stance[safe_parent] if p.n else 0.0, a["stance"][new])
-            stance = np.where(np.isfinite(stance), stance, self.opinion[agents[new]])
+            stance = np.where(c == REPOST, p.stance[safe_parent] if p.n else 0.0, a.stance[new])
+            stance = np.where(np.isfinite(stance), stance, state.opinion[agents[new]])
             if p.n:
                 shares = parent[(c == REPOST) | (c == QUOTE)]
                 np.add.at(p.cols["shares"], shares, 1)
                 np.add.at(p.cols["comments"], parent[c == COMMENT], 1)
             ids = self._publish(agents[new], kind, parent, t, stance, ctx.step, ctx.epoch)
-            texts = a["content"][new] if "content" in a else None
-            has_text = texts is not None and any(x is not None for x in texts)
+            texts = a.content[new].tolist()
+            has_text = any(x is not None for x in texts)
             if has_text:
-                self.post_content.update((i, x) for i, x in zip(ids.tolist(), texts.tolist(),
-                                                                strict=True) if x is not None)
+                state.content.add(ids, texts)
             if self.lead:
-                records["posts"] = self._post_rows(ids, content=texts.tolist() if has_text
-                                                   else None)
+                records["posts"] = self._post_rows(ids, content=texts if has_text else None)
         self.new_posts = int(new.sum())
         # likes and dislikes
         ok_react = ok & ((codes == LIKE) | (codes == DISLIKE))
@@ -320,31 +289,32 @@ class SocialScenario(Scenario):
             np.add.at(p.cols["likes"], liked[value[ok_react] > 0], 1)
             np.add.at(p.cols["dislikes"], liked[value[ok_react] < 0], 1)
             own = ok_react & mine
-            self.likes.add(agents[own], post[own])
+            state.likes.add(agents[own], post[own])
             records["likes"] = {"agent_id": agents[own], "post_id": post[own],
                                 "value": value[own]}
         # follows and unfollows (the follower's own edges)
         fol = ok & mine & (codes == FOLLOW)
         unf = ok & mine & (codes == UNFOLLOW)
         if fol.any() or unf.any():
-            self.follows.update(agents[fol], target[fol], agents[unf], target[unf])
+            state.follows.update(agents[fol], target[fol], agents[unf], target[unf])
             both = fol | unf
             records["follows"] = {"follower_id": agents[both], "followee_id": target[both],
                                   "op": np.where(codes[both] == FOLLOW, 1, -1)}
         return records
 
-    def metrics(self, actions: ActionBatch, ctx: StepContext) -> dict[str, float]:
+    def metrics(self, actions: ActionBatch[SocialArgs], ctx: StepContext) -> dict[str, float]:
         """Action counts, refusals, opinion distribution, polarization and echo-chamber measures."""
         return self.pool_metrics([self.metric_part(actions, ctx)])
 
-    def metric_part(self, actions: ActionBatch, ctx: StepContext) -> dict[str, Any]:
+    def metric_part(self, actions: ActionBatch[SocialArgs], ctx: StepContext) -> dict[str, Any]:
         """Sums over this replica's follow edges (per chunk of agents) and, on the lead, the
         metrics of shared state: actions, refusals, posts, opinions, exposure."""
         lo, hi = self.lo, self.hi
+        follows, op = self.state.follows, self.state.opinion
         part: dict[str, Any] = {
-            "follow_edges": self.follows.n_edges,
+            "follow_edges": follows.n_edges,
             **{k: chunk_sums(v, lo) for k, v in assortativity_sums(
-                self.opinion, self.follows.indptr, self.follows.dst, lo, hi).items()},
+                op, follows.indptr, follows.dst, lo, hi).items()},
         }
         if not self.lead:
             return part
@@ -352,11 +322,10 @@ class SocialScenario(Scenario):
         out: dict[str, float] = {f"actions.{name}": float(c) for name, c in zip(ACTIONS, counts,
                                                                              strict=True)}
         out.update({f"rejected.{k}": float(v) for k, v in self.rejected.items()})
-        op = self.opinion
         out.update({
             "active_agents": float(len(actions)),
             "posts_new": float(self.new_posts),
-            "posts_total": float(self.posts.n),
+            "posts_total": float(self.state.posts.n),
             "opinion_mean": float(op.mean()) if self.n else float("nan"),
             "opinion_var": float(op.var()) if self.n else float("nan"),
             "polarization": float(np.mean(np.abs(op) >= self.config.extreme_threshold)),
@@ -380,50 +349,15 @@ class SocialScenario(Scenario):
         keys.insert(keys.index("exposure_corr"), "assortativity")
         return {k: out[k] for k in keys}
 
-    # -- language-model agents ------------------------------------------------------------------
-
-    def decision_model(self) -> type[BaseModel]:
-        """One answer of a language-model user (see ``decisions.decision_model``)."""
-        if self._decision_model is None:
-            self._decision_model = decision_model(self.topics)
-        return self._decision_model
-
-    def prompt_context(self, obs: SocialObservation  # type: ignore[override]
-                       ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """Template variables: the platform and topics, and each agent's profile and feed."""
-        return prompt_context(self, obs)
-
-    def decisions_to_actions(self, obs: SocialObservation,  # type: ignore[override]
-                             decisions: list[BaseModel | None], fallback: str) -> ActionBatch:
-        """Validated answers as actions; None entries take ``fallback``."""
-        return decisions_to_actions(self, obs, decisions, fallback)
-
-    def memory_query(self, context: dict[str, Any]) -> str:
-        """Memories are retrieved for the agent's interest and the posts in its feed."""
-        return memory_query(context)
-
-    def memories(self, obs: SocialObservation, contexts: list[dict[str, Any]],  # type: ignore[override]
-                 actions: ActionBatch) -> list[tuple[int, str, str, float]]:
-        """LLM agents remember their own action and the most-liked post they read."""
-        return memories(obs, contexts, actions)
-
-    def profiles(self) -> list[dict[str, Any]]:
-        """Each agent's attributes as a dict (built once, on first use by a prompt); opinion
-        and interest are shown on their own."""
-        if self._profiles is None:
-            self._profiles = self.world.population.profiles(
-                {self.config.opinion_attribute, self.config.interest_attribute})
-        return self._profiles
-
     def agent_state(self) -> dict[str, np.ndarray]:
         """Opinions of this replica's agents (all of them, on the local runtime)."""
-        return {"opinion": self.opinion[self.lo:self.hi]}
+        return {"opinion": self.state.opinion[self.lo:self.hi]}
 
     def finish(self, ctx: StepContext) -> Records:
         """Cascade measures of every repost tree of the run (shared: on the lead)."""
         if not self.lead:
             return {}
-        p = self.posts
+        p = self.state.posts
         frame = cascade_metrics(p.parent, p.root, p.kind != KINDS.index("comment"))
         return {"cascades": {col: frame[col].to_numpy() for col in frame.columns}}
 
@@ -431,33 +365,17 @@ class SocialScenario(Scenario):
 
     def _publish(self, authors: np.ndarray, kind: np.ndarray, parent: np.ndarray,
                  topic: np.ndarray, stance: np.ndarray, step: int, epoch: float) -> np.ndarray:
-        p = self.posts
+        p = self.state.posts
         start = p.n
         ids = np.arange(start, start + len(authors), dtype=np.int64)
         root = np.where(parent >= 0, p.root[np.maximum(parent, 0)] if p.n else 0, ids)
         p.append(author=authors, step=np.full(len(ids), step), kind=kind, parent=parent,
                  root=root, topic=topic, stance=stance, created=np.full(len(ids), epoch))
-        feedable = ids[kind != KINDS.index("comment")]
-        self.feedable = np.concatenate([self.feedable, feedable])
-        # each author's newest posts, for followee feeds (one author acts once per step, but
-        # seed posts may bring several per author: keep the newest RECENT)
-        fa = p.author[feedable]
-        order = np.argsort(fa, kind="stable")
-        fa_sorted, fid_sorted = fa[order], feedable[order]
-        for _ in range(RECENT):
-            if len(fa_sorted) == 0:
-                break
-            last = np.r_[fa_sorted[1:] != fa_sorted[:-1], True]
-            who, pid = fa_sorted[last], fid_sorted[last]
-            self.recent[who] = np.concatenate([self.recent[who, 1:], pid[:, None]], axis=1)
-            fa_sorted, fid_sorted = fa_sorted[~last], fid_sorted[~last]
-        # several posts of one author arrive newest-first above: keep each row ascending
-        touched = sorted_unique(fa)
-        self.recent[touched] = np.sort(self.recent[touched], axis=1)
+        self.state.feed.add(ids, authors, kind)
         return ids
 
     def _post_rows(self, ids: np.ndarray, content: list[Any] | None = None) -> dict[str, Any]:
-        p = self.posts
+        p = self.state.posts
         kinds = np.asarray(KINDS, dtype=object)
         topics = np.asarray(self.topics, dtype=object)
         return {
@@ -469,40 +387,23 @@ class SocialScenario(Scenario):
 
     # -- checkpoints ------------------------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """Opinions, posts, follow graph, reactions and feed indexes (a replica's own agents'
-        edges and reactions: ``merge_states`` joins them)."""
-        ids = np.fromiter(self.post_content, dtype=np.int64, count=len(self.post_content))
-        ends, data = pack_strings(self.post_content[i] for i in ids.tolist())
-        return {"opinion": self.opinion, "recent": self.recent, "feedable": self.feedable,
-                "follow_keys": self.follows.keys, "like_keys": self.likes.keys,
-                "content_ids": ids,
-                "content_ends": ends, "content_bytes": data,
-                **self.posts.state_dict()}
-
     @classmethod
     def merge_states(cls, parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         """Shared state from the lead; every replica's edges (keys ``follower * n + followee``:
         blocks of followers, already in order) and reactions (sorted by post)."""
+        follow_keys, like_keys = SocialState.FOLLOW_KEYS, SocialState.LIKE_KEYS
         state = dict(parts[0])
-        state["follow_keys"] = np.concatenate([p["follow_keys"] for p in parts])
-        state["like_keys"] = np.sort(np.concatenate([p["like_keys"] for p in parts]))
+        state[follow_keys] = np.concatenate([p[follow_keys] for p in parts])
+        state[like_keys] = np.sort(np.concatenate([p[like_keys] for p in parts]))
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Restore what ``state_dict`` (or ``merge_states``) returned; keep own agents' edges
         and reactions."""
-        n = self.n
-        self.opinion = state["opinion"].astype(np.float64).copy()
-        self.recent = state["recent"].copy()
-        self.feedable = state["feedable"].copy()
-        keys = state["follow_keys"].astype(np.int64)
+        n, follow_keys, like_keys = self.n, SocialState.FOLLOW_KEYS, SocialState.LIKE_KEYS
+        keys = state[follow_keys].astype(np.int64)
         first, last = np.searchsorted(keys, [self.lo * n, self.hi * n])
-        self.follows.keys = keys[first:last].copy()
-        self.follows._reindex()
-        likes = state["like_keys"].astype(np.int64)
-        who = likes % self.likes.n
-        self.likes.keys = likes[(who >= self.lo) & (who < self.hi)]
-        self.posts.load_state_dict(state)
-        texts = unpack_strings(state["content_ends"], state["content_bytes"])
-        self.post_content = dict(zip(state["content_ids"].tolist(), texts, strict=True))
+        likes = state[like_keys].astype(np.int64)
+        who = likes % self.state.likes.n
+        super().load_state_dict({**state, follow_keys: keys[first:last],
+                                 like_keys: likes[(who >= self.lo) & (who < self.hi)]})

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from ..actions import ActionBatch
+from ..actions import ActionBatch, ArgsT
+from ..llm_adapter import LLMAdapter
 from ..paths import experiment_path
 from ..policy import Policy
+from ..step import ObsT
 from .answers import repair_messages
 from .calls import COUNTERS, LLMCalls
 from .config import LLMConfig, LLMParams
@@ -29,7 +31,8 @@ from .types import Backend, ChatRequest
 if TYPE_CHECKING:
     from populace.storage import Database
 
-    from ..scenario import Observation, Records, Scenario, StepContext
+    from ..records import Records
+    from ..step import StepContext
 
 REFLECTION_SYSTEM = ("You are a member of an online community, thinking back on what you saw and "
                      "did. Answer with a single JSON object and nothing else.")
@@ -59,14 +62,16 @@ def _insights_model(n: int) -> type[BaseModel]:
     return Insights
 
 
-class LLMPolicy(Policy):
+class LLMPolicy(Policy[ObsT, ArgsT]):
     """Agents that decide with a language model.
 
     It spends its decide waiting on servers (``waits_on_io``): in a mixed policy it runs in a
     worker thread while rule parts compute.
 
     Args:
-        scenario: the running scenario (its decision model, prompt context and templates).
+        scenario: the running scenario's ``LLMAdapter`` (its decision model, prompt context,
+            templates, actions and memories).
+        actions: the scenario's action names (``params.fallback`` must be one).
         llm: the ``llm:`` section.
         params: this policy part's params.
         base_dir: the experiment file's folder (for ``params.templates``).
@@ -77,16 +82,13 @@ class LLMPolicy(Policy):
 
     waits_on_io = True
 
-    def __init__(self, scenario: Scenario, llm: LLMConfig, params: LLMParams, *,
-                 base_dir: Path, seed: int, agents: np.ndarray | None = None) -> None:
-        model = scenario.decision_model()
-        if model is None:
-            raise ValueError(f"scenario {scenario.name!r} has no language-model agents")
-        if params.fallback not in scenario.actions:
+    def __init__(self, scenario: LLMAdapter[ObsT, ArgsT], actions: Sequence[str], llm: LLMConfig,
+                 params: LLMParams, *, base_dir: Path, seed: int, agents: np.ndarray) -> None:
+        if params.fallback not in actions:
             raise ValueError(f"policy params.fallback {params.fallback!r} is not an action of "
-                             f"scenario {scenario.name!r} ({', '.join(scenario.actions)})")
-        self.scenario, self.llm, self.params, self.seed = scenario, llm, params, seed
-        self.adapter: TypeAdapter[Any] = TypeAdapter(model)
+                             f"the scenario ({', '.join(actions)})")
+        self.scenario_adapter, self.llm, self.params, self.seed = scenario, llm, params, seed
+        self.adapter: TypeAdapter[Any] = TypeAdapter(scenario.decision_model())
         self.schema = self.adapter.json_schema() if llm.structured_output else None
         self.base_dir = base_dir
         user_dir = experiment_path(params.templates, base_dir) if params.templates else None
@@ -97,8 +99,6 @@ class LLMPolicy(Policy):
         self._memory_rows: list[dict[str, Any]] = []
         self.memory: MemoryStore | None = None
         if params.memory.enabled:
-            if agents is None:
-                agents = np.arange(scenario.world.n_agents)
             self.memory = MemoryStore(agents, params.memory)
         self._reflection_adapter: TypeAdapter[Any] = TypeAdapter(
             _insights_model(params.memory.reflection_insights))
@@ -121,13 +121,13 @@ class LLMPolicy(Policy):
 
     # -- deciding -------------------------------------------------------------------------------
 
-    def decide(self, obs: Observation, ctx: StepContext) -> ActionBatch:
+    def decide(self, obs: ObsT, ctx: StepContext) -> ActionBatch[ArgsT]:
         """Prompt every agent of the batch at once; validate, repair, fall back."""
         if self.backend is None:
             raise RuntimeError("the LLM policy is not attached to a run (Policy.attach)")
-        shared, contexts = self.scenario.prompt_context(obs)
+        shared, contexts = self.scenario_adapter.prompt_context(obs)
         if self.memory is not None:
-            queries = [self.scenario.memory_query(c) for c in contexts]
+            queries = [self.scenario_adapter.memory_query(c) for c in contexts]
             for context, remembered in zip(contexts, self.memory.retrieve(
                     obs.agents, queries, ctx.step), strict=True):
                 context["memories"] = remembered
@@ -167,7 +167,7 @@ class LLMPolicy(Policy):
                 decisions[i] = decision
             self.calls.stop_if_failing(0, len(fixes), f"repairs of step {ctx.step}")
         self.calls.counts["fallbacks"] += sum(d is None for d in decisions)
-        actions = self.scenario.decisions_to_actions(obs, decisions, self.params.fallback)
+        actions = self.scenario_adapter.decisions_to_actions(obs, decisions, self.params.fallback)
         if self.memory is not None:
             self._remember(obs, contexts, actions, ctx.step)
             self._reflect(obs.agents, ctx.step)
@@ -175,11 +175,11 @@ class LLMPolicy(Policy):
 
     # -- memory ---------------------------------------------------------------------------------
 
-    def _remember(self, obs: Observation, contexts: list[dict[str, Any]], actions: ActionBatch,
+    def _remember(self, obs: ObsT, contexts: list[dict[str, Any]], actions: ActionBatch[ArgsT],
                   step: int) -> None:
         """Store what the scenario says agents remember of this step."""
         assert self.memory is not None
-        events = self.scenario.memories(obs, contexts, actions)
+        events = self.scenario_adapter.memories(obs, contexts, actions)
         if not events:
             return
         agents = obs.agents[np.array([e[0] for e in events], dtype=np.int64)]

@@ -11,10 +11,9 @@ Core objects:
     TestServer: the server itself; run it in the current event loop (``start``/``stop``, or
         ``async with``) or in a daemon thread with its own loop (``start_in_thread``, or
         ``with``). ``stats`` counts what it saw and sent.
-    sample_instance: a JSON value valid under a (pydantic v2 style) JSON schema, drawn from an rng.
-    conforms: a small validator for the same schema subset (used to make sure that a
-        "wrong action" answer really is invalid).
-    main: the command line (``python -m populace.simulator.llm.testserver --port 8011 ...``).
+    main: the command line (``python -m populace.simulator.testing.llm_server --port 8011 ...``).
+
+The answers themselves are drawn by ``populace.simulator.testing.schema_samples``.
 
 Endpoints: ``GET /v1/models``, ``GET /health``, ``POST /v1/chat/completions``,
 ``POST /v1/completions`` (with vLLM's ``guided_json``), plus two helpers for out-of-process
@@ -55,16 +54,11 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["ServerBehaviour", "TestServer", "conforms", "main", "sample_instance"]
+from .schema_samples import check_schema, sample_instance, wrong_instance
+
+__all__ = ["DEFAULT_ANSWER", "ServerBehaviour", "TestServer", "main"]
 
 DEFAULT_ANSWER = '{"action": "do_nothing"}'
-
-# Vocabulary of sampled strings (short lowercase words, like a terse model would write).
-_WORDS = (
-    "agree", "post", "like", "share", "news", "vote", "tax", "health", "city", "friend",
-    "market", "policy", "school", "sport", "trust", "rumor", "local", "green", "debate",
-    "price", "job", "family", "music", "travel", "science", "climate", "safety", "data",
-)
 
 # Chatty non-JSON answers sent when an invalid-JSON fault is drawn.
 _CHATTER = (
@@ -76,9 +70,6 @@ _CHATTER = (
 )
 
 _ANSWER_LINE = re.compile(r"^[ \t]*ANSWER:[ \t]?(.*?)[ \t]*$", re.MULTILINE)
-
-# Recursive schemas (trees, linked lists) stop growing past this depth.
-_MAX_DEPTH = 8
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,448 +139,6 @@ def _estimate_tokens(text: str) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Schema sampling
-
-
-def _resolve(schema: Any, root: dict[str, Any]) -> Any:
-    """Follow local ``$ref`` pointers (``#/$defs/Name``, ``#/definitions/Name``, ``#``)."""
-    seen = 0
-    while isinstance(schema, dict) and "$ref" in schema:
-        ref = schema["$ref"]
-        if not isinstance(ref, str) or not ref.startswith("#"):
-            raise ValueError(f"only local $ref are supported, got {ref!r}")
-        target: Any = root
-        for part in [p for p in ref[1:].split("/") if p]:
-            part = part.replace("~1", "/").replace("~0", "~")
-            target = target[int(part)] if isinstance(target, list) else target[part]
-        # Siblings of $ref (e.g. a description) are kept; the target's keywords take over.
-        extra = {k: v for k, v in schema.items() if k != "$ref"}
-        schema = {**target, **extra} if extra and isinstance(target, dict) else target
-        seen += 1
-        if seen > 64:
-            raise ValueError(f"$ref cycle at {ref!r}")
-    return schema
-
-
-def _merge_all_of(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
-    """Fold ``allOf`` parts into one schema (pydantic emits ``allOf: [{$ref}]`` for fields)."""
-    merged = {k: v for k, v in schema.items() if k != "allOf"}
-    for part in schema["allOf"]:
-        part = _resolve(part, root)
-        if isinstance(part, dict) and "allOf" in part:
-            part = _merge_all_of(part, root)
-        if not isinstance(part, dict):
-            continue
-        for key, value in part.items():
-            if key == "properties":
-                merged["properties"] = {**merged.get("properties", {}), **value}
-            elif key == "required":
-                merged["required"] = sorted(set(merged.get("required", [])) | set(value))
-            else:
-                merged.setdefault(key, value)
-    return merged
-
-
-def _schema_type(schema: dict[str, Any], rng: random.Random) -> str | None:
-    declared = schema.get("type")
-    if isinstance(declared, list):
-        return rng.choice(declared) if declared else None
-    if declared is not None:
-        return declared
-    if "properties" in schema or "additionalProperties" in schema or "required" in schema:
-        return "object"
-    if "items" in schema or "prefixItems" in schema:
-        return "array"
-    if any(k in schema for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")):
-        return "number"
-    if any(k in schema for k in ("minLength", "maxLength", "pattern", "format")):
-        return "string"
-    return None
-
-
-def _words(rng: random.Random, low: int, high: int) -> str:
-    """One to three lowercase words, cut or padded to ``low`` .. ``high`` characters."""
-    text = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(1, 3)))
-    while len(text) < low:
-        text += " " + rng.choice(_WORDS)
-    text = text[:high].rstrip()
-    while len(text) < low:  # the cut may have left a trailing space, now stripped
-        text += rng.choice("abcdefghijklmnopqrstuvwxyz")
-    return text
-
-
-def _sample_string(schema: dict[str, Any], rng: random.Random) -> str:
-    fmt = schema.get("format")
-    if fmt == "date-time":
-        return f"2024-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}T1{rng.randint(0, 9)}:00:00Z"
-    if fmt == "date":
-        return f"2024-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}"
-    if fmt == "time":
-        return f"1{rng.randint(0, 9)}:{rng.randint(10, 59)}:00"
-    if fmt == "uuid":
-        return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-    if fmt == "email":
-        return f"{rng.choice(_WORDS)}@example.org"
-    if fmt in ("uri", "url"):
-        return f"https://example.org/{rng.choice(_WORDS)}"
-    low = int(schema.get("minLength", 0))
-    # Short answers by default: a word or a few, never more than the schema allows.
-    high = min(int(schema.get("maxLength", max(low, 24))), max(low, 24))
-    if high <= 0:
-        return ""
-    pattern = schema.get("pattern")
-    if isinstance(pattern, str):
-        # Patterns are not generated from; a few drawn words may happen to match.
-        with contextlib.suppress(re.error):
-            for _ in range(50):
-                text = _words(rng, low, high)
-                if re.search(pattern, text):
-                    return text
-    return _words(rng, low, high)
-
-
-def _bounds(schema: dict[str, Any]) -> tuple[float | None, bool, float | None, bool]:
-    """(low, low_exclusive, high, high_exclusive), handling draft-4 boolean exclusives too."""
-    low, high = schema.get("minimum"), schema.get("maximum")
-    low_ex = high_ex = False
-    ex_min, ex_max = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
-    if isinstance(ex_min, bool):
-        low_ex = ex_min
-    elif ex_min is not None and (low is None or ex_min >= low):
-        low, low_ex = ex_min, True
-    if isinstance(ex_max, bool):
-        high_ex = ex_max
-    elif ex_max is not None and (high is None or ex_max <= high):
-        high, high_ex = ex_max, True
-    return low, low_ex, high, high_ex
-
-
-def _sample_integer(schema: dict[str, Any], rng: random.Random) -> int:
-    low, low_ex, high, high_ex = _bounds(schema)
-    lo = None if low is None else (math.floor(low) + 1 if low_ex else math.ceil(low))
-    hi = None if high is None else (math.ceil(high) - 1 if high_ex else math.floor(high))
-    if lo is None and hi is None:
-        lo, hi = 0, 100
-    elif lo is None:
-        lo = hi - 100
-    elif hi is None:
-        hi = lo + 100
-    if hi < lo:  # unsatisfiable: the closest we can do
-        return lo
-    step = schema.get("multipleOf")
-    if isinstance(step, int) and step > 0:
-        first, last = math.ceil(lo / step), math.floor(hi / step)
-        if first <= last:
-            return rng.randint(first, last) * step
-    return rng.randint(lo, hi)
-
-
-def _sample_number(schema: dict[str, Any], rng: random.Random) -> float:
-    low, low_ex, high, high_ex = _bounds(schema)
-    lo = -100.0 if low is None else float(low)
-    hi = (lo + 100.0 if high is None else float(high))
-    if low is None and high is not None:
-        lo = hi - 100.0
-    if hi < lo:
-        return lo
-    step = schema.get("multipleOf")
-    if isinstance(step, (int, float)) and step > 0:
-        first, last = math.ceil(lo / step), math.floor(hi / step)
-        if low_ex and first * step <= lo:
-            first += 1
-        if high_ex and last * step >= hi:
-            last -= 1
-        if first <= last:
-            return float(rng.randint(first, last) * step)
-    value = round(rng.uniform(lo, hi), 3)
-    if (value < lo or value > hi or (low_ex and value <= lo) or (high_ex and value >= hi)):
-        value = (lo + hi) / 2.0  # rounding hit an (exclusive) bound
-    return value
-
-
-def _sample_array(schema: dict[str, Any], root: dict[str, Any], rng: random.Random,
-                  depth: int) -> list[Any]:
-    prefix = schema.get("prefixItems") or []
-    items = schema.get("items", {})
-    if isinstance(items, list):  # draft-4 tuple form
-        prefix, items = items, schema.get("additionalItems", {})
-    low = int(schema.get("minItems", 0))
-    high = int(schema.get("maxItems", max(low, len(prefix), 3)))
-    if items is False:  # closed tuple
-        high = min(high, len(prefix))
-    count = low if depth >= _MAX_DEPTH else rng.randint(low, max(low, high))
-    count = max(count, min(len(prefix), high))  # tuples come whole
-    unique = bool(schema.get("uniqueItems"))
-    out: list[Any] = []
-    seen: set[str] = set()
-    tries = 0
-    while len(out) < count and tries < count * 20 + 20:
-        tries += 1
-        index = len(out)
-        sub = prefix[index] if index < len(prefix) else (items if isinstance(items, dict) else {})
-        value = _sample(sub, root, rng, depth + 1)
-        key = json.dumps(value, sort_keys=True)
-        if unique and key in seen:
-            continue
-        seen.add(key)
-        out.append(value)
-    return out
-
-
-def _sample_object(schema: dict[str, Any], root: dict[str, Any], rng: random.Random,
-                   depth: int) -> dict[str, Any]:
-    properties: dict[str, Any] = schema.get("properties", {})
-    required = set(schema.get("required", []))
-    out: dict[str, Any] = {}
-    for name, sub in properties.items():
-        # Optional properties appear half of the time (never deep in a recursive schema).
-        if name in required or (depth < _MAX_DEPTH and rng.random() < 0.5):
-            out[name] = _sample(sub, root, rng, depth + 1)
-    for name in required - out.keys():  # required but not described: anything will do
-        out[name] = rng.choice(_WORDS)
-    extra = schema.get("additionalProperties")
-    wanted = int(schema.get("minProperties", 0))
-    if isinstance(extra, dict) and not properties and depth < _MAX_DEPTH:  # a dict[str, X]
-        wanted = rng.randint(wanted, max(wanted, int(schema.get("maxProperties", 3))))
-    while len(out) < wanted:
-        key = rng.choice(_WORDS) + str(len(out))
-        sub = extra if isinstance(extra, dict) else {}
-        out[key] = _sample(sub, root, rng, depth + 1)
-    return out
-
-
-def _sample(schema: Any, root: dict[str, Any], rng: random.Random, depth: int) -> Any:
-    if schema is True or schema == {}:
-        return rng.choice(_WORDS)
-    if not isinstance(schema, dict):
-        raise ValueError(f"not a JSON schema: {schema!r}")
-    schema = _resolve(schema, root)
-    if "allOf" in schema:
-        schema = _merge_all_of(schema, root)
-    if "const" in schema:
-        return schema["const"]
-    if "enum" in schema:
-        return rng.choice(schema["enum"])
-    for key in ("oneOf", "anyOf"):
-        if key in schema:
-            branches = schema[key]
-            if depth >= _MAX_DEPTH:  # stop recursion: prefer a branch that can be null
-                nulls = [b for b in branches if _resolve(b, root).get("type") == "null"]
-                branches = nulls or branches
-            branch = rng.choice(branches)
-            rest = {k: v for k, v in schema.items() if k not in (key, "discriminator")}
-            merged = {**rest, **_resolve(branch, root)} if rest else branch
-            value = _sample(merged, root, rng, depth)
-            disc = schema.get("discriminator")
-            if isinstance(disc, dict) and isinstance(value, dict):
-                # Make the discriminator property agree with the chosen branch's mapping key.
-                ref = branch.get("$ref") if isinstance(branch, dict) else None
-                for tag, target in (disc.get("mapping") or {}).items():
-                    if target == ref:
-                        value[disc["propertyName"]] = tag
-            return value
-    kind = _schema_type(schema, rng)
-    if kind == "object":
-        return _sample_object(schema, root, rng, depth)
-    if kind == "array":
-        return _sample_array(schema, root, rng, depth)
-    if kind == "string":
-        return _sample_string(schema, rng)
-    if kind == "integer":
-        return _sample_integer(schema, rng)
-    if kind == "number":
-        return _sample_number(schema, rng)
-    if kind == "boolean":
-        return rng.random() < 0.5
-    if kind == "null":
-        return None
-    return rng.choice(_WORDS)
-
-
-def sample_instance(schema: dict[str, Any], rng: random.Random) -> Any:
-    """Draw a JSON value that validates against ``schema``.
-
-    Supports the JSON schemas pydantic v2 emits: objects (``properties``, ``required``,
-    ``additionalProperties``), ``$defs`` + ``$ref``, ``allOf``, ``oneOf`` / ``anyOf`` (one branch is
-    picked), discriminated unions (``discriminator`` with ``propertyName`` / ``mapping``),
-    ``const``, ``enum``, strings (``minLength`` / ``maxLength``, a few ``format``\\ s; short
-    lowercase words), integers and numbers (``minimum``, ``maximum``, exclusive bounds,
-    ``multipleOf``), booleans, null and arrays (``minItems``, ``maxItems``, ``items``,
-    ``prefixItems``, ``uniqueItems``). ``pattern`` is not honoured.
-
-    Args:
-        schema: the JSON schema (its ``$defs`` are resolved against this root).
-        rng: the source of every choice; the same rng state gives the same value.
-
-    Returns:
-        A JSON-serialisable value.
-
-    Raises:
-        ValueError: on a non-local ``$ref``, a ``$ref`` cycle, or something that is not a schema.
-    """
-    return _sample(schema, schema, rng, 0)
-
-
-# --------------------------------------------------------------------------------------------
-# Validation (subset): used to guarantee that "wrong action" answers really are invalid.
-
-
-def _json_equal(a: Any, b: Any) -> bool:
-    """Equality under JSON semantics: ``true`` is not ``1``."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
-    if _is_number(a) or _is_number(b):
-        return _is_number(a) and _is_number(b) and a == b
-    return type(a) is type(b) and a == b
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _has_type(value: Any, kind: str) -> bool:
-    checks = {
-        "object": lambda v: isinstance(v, dict),
-        "array": lambda v: isinstance(v, list),
-        "string": lambda v: isinstance(v, str),
-        "boolean": lambda v: isinstance(v, bool),
-        "null": lambda v: v is None,
-        "number": _is_number,
-        "integer": lambda v: _is_number(v) and float(v).is_integer(),
-    }
-    return checks[kind](value) if kind in checks else True
-
-
-def _conforms(schema: Any, value: Any, root: dict[str, Any], depth: int) -> bool:
-    if schema is True or depth > 64:
-        return True
-    if schema is False:
-        return False
-    if not isinstance(schema, dict):
-        return True
-    schema = _resolve(schema, root)
-    if "allOf" in schema and not all(_conforms(s, value, root, depth + 1)
-                                     for s in schema["allOf"]):
-        return False
-    if "anyOf" in schema and not any(_conforms(s, value, root, depth + 1)
-                                     for s in schema["anyOf"]):
-        return False
-    if "oneOf" in schema and sum(_conforms(s, value, root, depth + 1)
-                                 for s in schema["oneOf"]) != 1:
-        return False
-    if "const" in schema and not _json_equal(schema["const"], value):
-        return False
-    if "enum" in schema and not any(_json_equal(e, value) for e in schema["enum"]):
-        return False
-    declared = schema.get("type")
-    if declared is not None:
-        kinds = declared if isinstance(declared, list) else [declared]
-        if not any(_has_type(value, k) for k in kinds):
-            return False
-    if isinstance(value, str):
-        if len(value) < schema.get("minLength", 0):
-            return False
-        if "maxLength" in schema and len(value) > schema["maxLength"]:
-            return False
-        pattern = schema.get("pattern")
-        with contextlib.suppress(re.error):
-            if pattern is not None and re.search(pattern, value) is None:
-                return False
-    if _is_number(value):
-        low, low_ex, high, high_ex = _bounds(schema)
-        if low is not None and (value <= low if low_ex else value < low):
-            return False
-        if high is not None and (value >= high if high_ex else value > high):
-            return False
-    if isinstance(value, list):
-        if len(value) < schema.get("minItems", 0):
-            return False
-        if "maxItems" in schema and len(value) > schema["maxItems"]:
-            return False
-        prefix = schema.get("prefixItems") or []
-        for index, item in enumerate(value):
-            sub = prefix[index] if index < len(prefix) else schema.get("items", True)
-            if isinstance(sub, list):  # draft-4 tuple form
-                sub = sub[index] if index < len(sub) else schema.get("additionalItems", True)
-            if not _conforms(sub, item, root, depth + 1):
-                return False
-        if schema.get("uniqueItems"):
-            keys = [json.dumps(v, sort_keys=True) for v in value]
-            if len(set(keys)) != len(keys):
-                return False
-    if isinstance(value, dict):
-        properties = schema.get("properties", {})
-        if any(name not in value for name in schema.get("required", [])):
-            return False
-        if len(value) < schema.get("minProperties", 0):
-            return False
-        if "maxProperties" in schema and len(value) > schema["maxProperties"]:
-            return False
-        extra = schema.get("additionalProperties", True)
-        for name, item in value.items():
-            sub = properties.get(name, extra)
-            if not _conforms(sub, item, root, depth + 1):
-                return False
-    return True
-
-
-def conforms(schema: dict[str, Any], value: Any) -> bool:
-    """Whether ``value`` validates against ``schema`` (the subset ``sample_instance`` knows).
-
-    Unknown keywords are ignored (treated as satisfied), ``format`` is not asserted, as in
-    ``jsonschema``'s default mode.
-
-    Args:
-        schema: the JSON schema.
-        value: a decoded JSON value.
-
-    Returns:
-        True when every supported keyword is satisfied.
-    """
-    return _conforms(schema, value, schema, 0)
-
-
-def _wrong_instance(schema: dict[str, Any] | None, rng: random.Random) -> Any:
-    """Valid JSON that does not validate against ``schema`` (like a model ignoring it)."""
-    if schema is None:
-        return {"action": "teleport"}
-    valid = sample_instance(schema, rng)
-    candidates: list[Any] = []
-    if isinstance(valid, dict):
-        if "action" in valid:
-            candidates.append({**valid, "action": "teleport"})
-        required = _required_of(schema, valid)
-        if required:
-            drop = rng.choice(sorted(required))
-            candidates.append({k: v for k, v in valid.items() if k != drop})
-        for name, item in valid.items():
-            if _is_number(item):
-                candidates.append({**valid, name: "lots"})
-            elif isinstance(item, str) and name != "action":
-                candidates.append({**valid, name: 10**9})
-    rng.shuffle(candidates)
-    candidates += [{"action": "teleport"}, ["teleport"], "teleport", 123456789, None]
-    for candidate in candidates:
-        if not conforms(schema, candidate):
-            return candidate
-    return {"action": "teleport"}  # the schema accepts anything: nothing can be wrong
-
-
-def _required_of(schema: dict[str, Any], value: dict[str, Any]) -> set[str]:
-    """The required properties of the (union branch of the) schema that ``value`` follows."""
-    node = _resolve(schema, schema)
-    for key in ("oneOf", "anyOf"):
-        for branch in node.get(key, []):
-            if _conforms(branch, value, schema, 0):
-                return set(_resolve(branch, schema).get("required", []))
-    return set(node.get("required", []))
-
-
-# --------------------------------------------------------------------------------------------
 # The server
 
 
@@ -638,21 +187,16 @@ def _schema_from_format(response_format: Any) -> dict[str, Any] | None:
     raise _BadRequest(400, f"unsupported response_format type {kind!r}")
 
 
-def _check_refs(schema: dict[str, Any]) -> None:
-    """Refuse, before any latency, a schema whose ``$ref`` cannot be followed."""
-    stack: list[Any] = [schema]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if "$ref" in node:
-                try:
-                    _resolve({"$ref": node["$ref"]}, schema)
-                except (ValueError, KeyError, IndexError, TypeError) as exc:
-                    raise _BadRequest(400, f"cannot answer with this schema: bad $ref "
-                                      f"{node['$ref']!r} ({exc})") from None
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
+def _check_schema(schema: dict[str, Any]) -> None:
+    """Refuse, before any latency, a schema that is invalid or whose ``$ref`` cannot be followed."""
+    try:
+        check_schema(schema)
+    except ValueError as exc:
+        raise _BadRequest(400, f"cannot answer with this schema: {exc}") from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _answer_hook(text: str) -> str | None:
@@ -904,7 +448,7 @@ class TestServer:
             texts = [_content_text(m.get("content")) for m in messages]
             schema = _schema_from_format(body.get("response_format"))
             if schema is not None:
-                _check_refs(schema)
+                _check_schema(schema)
         except _BadRequest as exc:
             return self._refuse(exc)
         users = [t for m, t in zip(messages, texts, strict=True) if m["role"] == "user"]
@@ -946,7 +490,7 @@ class TestServer:
             schema = guided if guided is not None else _schema_from_format(
                 body.get("response_format"))
             if schema is not None:
-                _check_refs(schema)
+                _check_schema(schema)
         except _BadRequest as exc:
             return self._refuse(exc)
         self._stats["completion_requests"] += 1
@@ -1039,7 +583,7 @@ class TestServer:
             elif draw("wrong_action", index) < behaviour.wrong_action_rate:
                 faulted()
                 stats["wrong_action"] += 1
-                contents.append(json.dumps(_wrong_instance(schema, rng)))
+                contents.append(json.dumps(wrong_instance(schema, rng)))
             elif schema is None:
                 contents.append(DEFAULT_ANSWER)
             else:
@@ -1106,7 +650,7 @@ class TestServer:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m populace.simulator.llm.testserver",
+        prog="python -m populace.simulator.testing.llm_server",
         description="Serve the Populace OpenAI-compatible test server until killed; prints its "
                     "base URL on the first line of stdout.")
     parser.add_argument("--host", default="127.0.0.1")
