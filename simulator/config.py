@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,7 +46,7 @@ from .network import NetworkConfig
 from .paths import MissingPathError, existing_path
 from .policy import PolicyConfig
 from .population import PopulationConfig
-from .registry import UnknownScenarioError, available_scenarios, get_scenario
+from .registry import UnknownScenarioError, get_scenario
 from .runtime_config import RuntimeConfig
 from .scenario import Scenario
 
@@ -367,13 +366,11 @@ def experiment_from_dict(data: dict[str, Any], *, marks: Marks | None = None,
             scenario_cls = get_scenario(stype)
         except UnknownScenarioError as err:
             line_col = marks.locate(("scenario", "type"))
-            close = difflib.get_close_matches(stype, available_scenarios(), n=1)
+            # the registry's message already names the scenarios and the closest one
             problems.append(Problem(
                 path="scenario.type", message=str(err),
                 line=line_col[0] if line_col else None,
                 column=line_col[1] if line_col else None,
-                expected="one of: " + ", ".join(available_scenarios()),
-                suggestion=close[0] if close else None,
             ))
     if scenario_cls is not None:
         params = {k: v for k, v in section.items() if k != "type"}
