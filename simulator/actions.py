@@ -36,7 +36,7 @@ def column(dtype: Any, unset: Any, *, trace: bool = False, doc: str = "") -> Any
 
 @dataclass
 class ActionArgs:
-    """ArgsT scenario's argument columns: a dataclass whose fields are declared with ``column``.
+    """A scenario's argument columns: a dataclass whose fields are declared with ``column``.
 
     Columns left out (None) when a batch is built are filled with their unset value; every
     column then has one entry per agent of the batch. ``apply`` (or ``resolve``) may set

@@ -12,8 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from .clock import Clock
 from .config import Experiment
 from .llm.service import ScenarioLLM
@@ -35,8 +33,6 @@ class Built:
     world: World
     scenario: Scenario[Any, Any, Any, Any]
     policy: Policy[Any, Any]
-    policy_part: np.ndarray
-    """Per agent, the index of the policy part that decides for it."""
     records: Records
     """The scenario's set-up rows (step 0)."""
 
@@ -67,6 +63,6 @@ def build_world(experiment: Experiment, population: Population, clock: Clock,
         scenario.own(*own)
     records = scenario.setup()
     # after setup: a policy (an LLM adapter) may hold the state that setup built
-    policy, part = build_policy(cfg.policy, scenario, population.attributes, rng, llm=cfg.llm,
-                                base_dir=base, seed=cfg.seed)
-    return Built(world, scenario, policy, part, records)
+    policy = build_policy(cfg.policy, scenario, population.attributes, rng, llm=cfg.llm,
+                          base_dir=base, seed=cfg.seed)
+    return Built(world, scenario, policy, records)

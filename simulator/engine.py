@@ -56,7 +56,7 @@ from .config import Experiment, experiment_from_dict
 from .llm.preflight import prepare_llm
 from .llm.tables import STEP_TABLES as LLM_STEP_TABLES
 from .local_runtime import LocalRuntime
-from .policy import Policy, check_batch
+from .policy import Policy
 from .population import Population, build_population
 from .records import Records, merge_records
 from .rng import RngStreams
@@ -116,7 +116,6 @@ class Simulation:
         self.world: World
         self.scenario: Scenario[Any, Any, Any, Any] | ShardedScenario
         self.policy: Policy[Any, Any]
-        self.policy_part: np.ndarray | None = None
         self.lease: RunLease | None = None
         self.stage_hook: Callable[[str | None], None] | None = None
         """Called with each set-up stage's name as it starts, and None when set-up is done
@@ -149,7 +148,6 @@ class Simulation:
             built = build_world(self.experiment, population, self.clock, self.rng,
                                 stage=self._stage)
             self.world, self.scenario, self.policy = built.world, built.scenario, built.policy
-            self.policy_part = built.policy_part
             self.runtime = LocalRuntime(self.scenario, self.policy, self._context)
             records = built.records
         self.setup_s = time.perf_counter() - t0
@@ -443,9 +441,8 @@ class Simulation:
         t0 = time.perf_counter()
         ctx = self._context(step)
         active = self._active(step)
-        # observe, decide and resolve: here, or in the Ray shards that own the agents
+        # observe, decide, check and resolve: here, or in the Ray shards that own the agents
         actions, summary = self.runtime.decide(active, step)
-        check_batch(actions, active, self.scenario.actions, self.scenario.name)
         self.scenario.observed(active, summary)
         records = self.scenario.apply(actions, ctx)
         merge_records(records, self.policy.drain_records())

@@ -3,7 +3,7 @@
 Core objects:
     LLMAdapter: what the LLM policy needs from a scenario: the decision model a model's answer
         must fit, the prompt templates and their variables, and how decisions become actions
-        and memories. ArgsT scenario that has one returns it from ``Scenario.llm_adapter``.
+        and memories. A scenario that has one returns it from ``Scenario.llm_adapter``.
     Memory: one thing an LLM agent remembers of a step.
 """
 

@@ -100,8 +100,9 @@ def assign_parts(parts: list[PolicyPart], attributes: pd.DataFrame, rng: RngStre
 
 def build_policy(config: PolicyConfig, scenario: Scenario[Any, Any, Any, Any],
                  attributes: pd.DataFrame, rng: RngStreams, *, llm: LLMConfig | None = None,
-                 base_dir: Path = Path("."), seed: int = 0) -> tuple[Policy[Any, Any], np.ndarray]:
-    """The run's policy and, per agent, the index of the policy part that decides for it."""
+                 base_dir: Path = Path("."), seed: int = 0) -> Policy[Any, Any]:
+    """The run's policy: one kind, or a ``MixedPolicy`` of the parts (each agent taken by the
+    first part that selects it)."""
     parts = config.part_list()
     assignment = assign_parts(parts, attributes, rng)
     policies: list[Policy[Any, Any]] = []
@@ -119,5 +120,5 @@ def build_policy(config: PolicyConfig, scenario: Scenario[Any, Any, Any, Any],
             f"{unassigned} agents match no part of the mixed policy; end `policy.parts` with a "
             "part that has no `select`, so that it takes everyone left")
     if len(policies) == 1 and (assignment == 0).all():
-        return policies[0], assignment
-    return MixedPolicy(policies, assignment), assignment
+        return policies[0]
+    return MixedPolicy(policies, assignment)

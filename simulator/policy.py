@@ -254,7 +254,7 @@ class MixedPolicy(Policy[ObsT, ArgsT]):
 
 def check_batch(actions: ActionBatch[Any], active: np.ndarray, names: Sequence[str],
                 scenario: str) -> None:
-    """ArgsT policy must answer every active agent once, in order, with one of the scenario's
+    """A policy must answer every active agent once, in order, with one of the scenario's
     ``names`` of actions; raises ValueError otherwise."""
     bad = (actions.action < 0) | (actions.action >= len(names))
     if bad.any():

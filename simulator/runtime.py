@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from .actions import ActionBatch
-from .policy import Policy
+from .policy import Policy, check_batch
 from .records import AGENT_CHUNK, Records, joined_records
 from .runtime_config import RuntimeConfig
 from .scenario import Scenario
@@ -224,7 +224,8 @@ class RayRuntime:
     def decide(self, active: np.ndarray, step: int
                ) -> tuple[ActionBatch, dict[str, np.ndarray]]:
         """Every shard observes, decides and resolves for its active agents: one batch and
-        the scenario's observation summary, both in activation order."""
+        the scenario's observation summary, both in activation order (the batch checked like
+        the local runtime's: one known action per active agent)."""
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] == step and np.array_equal(ahead[1], active):
             refs = ahead[2]
@@ -236,7 +237,9 @@ class RayRuntime:
         order = np.argsort(batch.agent, kind="stable")
         pos = order[np.searchsorted(batch.agent[order], active)]
         summary = {k: np.concatenate([p[1][k] for p in parts])[pos] for k in parts[0][1]}
-        return batch.take(pos), summary
+        batch = batch.take(pos)
+        check_batch(batch, active, self.scenario.actions, self.scenario.name)
+        return batch, summary
 
     def close(self) -> None:
         """Close the shards' policies and end the actors."""

@@ -31,14 +31,15 @@ from .actions import ActionArgs, ActionBatch, ArgsT
 from .llm_adapter import LLMAdapter
 from .policy import Policy
 from .records import AGENT_CHUNK, Records, chunk_sums, joined_records, merge_records
+from .sharding import Shardable
 from .state import ArrayState
 from .step import Observation, ObsT, StepContext
 from .world import World
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
-"""ArgsT scenario's config model (its ``scenario:`` section)."""
+"""A scenario's config model (its ``scenario:`` section)."""
 ParamsT = TypeVar("ParamsT", bound=BaseModel)
-"""ArgsT scenario's rule-parameter model (``policy.params`` of its rule policy)."""
+"""A scenario's rule-parameter model (``policy.params`` of its rule policy)."""
 
 
 class Scenario(ABC, Generic[ConfigT, ObsT, ParamsT, ArgsT]):
@@ -76,6 +77,8 @@ class Scenario(ABC, Generic[ConfigT, ObsT, ParamsT, ArgsT]):
     def __init__(self, config: ConfigT, world: World) -> None:
         self.config = config
         self.world = world
+        if isinstance(self, Shardable):  # one replica owns every agent, unless a Ray shard's
+            self.own(0, world.n_agents)  # replica is given its block (``own`` again)
 
     @classmethod
     def trace_columns(cls) -> tuple[str, ...]:

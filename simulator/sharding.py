@@ -18,7 +18,7 @@ from .step import StepContext
 
 
 class Shardable(Generic[ArgsT]):
-    """Sharding hooks. ArgsT replica owns agents ``lo..hi-1``: it keeps their private state only
+    """Sharding hooks. A replica owns agents ``lo..hi-1``: it keeps their private state only
     (shared state stays whole on every replica), decides for them, checks their actions
     (``resolve``) and measures their part of the metrics (``metric_part``); the engine pools
     the parts (``pool_metrics``, ``merge_states``). On the local runtime one replica owns

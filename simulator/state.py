@@ -54,7 +54,7 @@ class ArrayState:
                 continue
             if isinstance(value, list):
                 restored = unpack_strings(arrays[key + ".ends"], arrays[key + ".data"])
-            elif isinstance(value, bool | int | float) and not isinstance(value, np.ndarray):
+            elif isinstance(value, bool | int | float):
                 restored = type(value)(arrays[key])
             else:
                 restored = np.array(arrays[key])  # a writable copy of the checkpoint's array

@@ -74,4 +74,4 @@ class Observation:
 
 
 ObsT = TypeVar("ObsT", bound=Observation)
-"""ArgsT scenario's observation type."""
+"""A scenario's observation type."""

@@ -66,8 +66,8 @@ class MarketScenario(Scenario[MarketConfig, MarketObservation, MarketRuleParams,
             raise ValueError("scenario.ranking: llm needs an llm: section (the model that "
                              "ranks search results)")
         # The state exists from here on and is only ever changed in place (setup draws the
-        # first needs into it, a resume loads into it): the LLM policy is built before
-        # setup, and its adapter and the phases below hold this object.
+        # first needs into it, a resume loads into it): the LLM adapter and the phases below
+        # hold this object.
         cat = self.catalog
         self.state = MarketState.opening(cat.n_biz, cat.n_cust, len(config.item_types),
                                          int(round(config.wallet * 100)), config.inbox_size)

@@ -80,11 +80,10 @@ class SocialScenario(Shardable[SocialArgs],
         super().__init__(config, world)
         n = world.n_agents
         self.n = n
-        self.own(0, n)  # every agent, unless a Ray shard's replica is given its block
         self.topics = list(config.topics)
         opinion, self.interest = self._initial_opinion_and_interest()
-        # the state object lives as long as the scenario (the LLM adapter, built before
-        # ``setup``, reads it): ``setup`` and ``load_state_dict`` fill it in
+        # the state object lives as long as the scenario (the LLM adapter holds it, and a
+        # resume restores it in place): ``setup`` and ``load_state_dict`` fill it in
         self.state = SocialState.empty(opinion)
         self.rejected: dict[str, int] = {}
         self.exposure_corr = float("nan")
