@@ -94,6 +94,24 @@ class Run:
             result = conn.execute(stmt)
             return rows_frame(result.fetchall(), list(result.keys()))
 
+    def events(self) -> pd.DataFrame:
+        """Events applied to the run, one row each: step, name, kind, source (yaml, python,
+        control), the control command that sent it, its spec and what it did (both JSON)."""
+        return self.table("events")
+
+    def interviews(self) -> pd.DataFrame:
+        """Interview answers, one row per agent and question: step, event, question,
+        agent_id, source (llm or report), text, value (scales), answer (JSON), valid,
+        prompt."""
+        return self.table("interview_answers")
+
+    def commands(self) -> pd.DataFrame:
+        """Commands sent to the run through its control channel, and what became of them."""
+        t = self.db.table("control_commands")
+        stmt = sa.select(*[c for c in t.c if c.name != "run_id"]).where(
+            t.c.run_id == self.id).order_by(t.c.id)
+        return self._frame(stmt)
+
     def steps(self) -> pd.DataFrame:
         """One row per committed step: simulated time, active agents, actions, timings."""
         return self.table("steps")

@@ -5,6 +5,8 @@ Core objects:
         and ``EventMixin``).
     RunRecord, Step, StepMetric, Agent, AgentState, Checkpoint: typed ORM models for the engine's tables.
     RunLeaseRecord: which process may write a run now (see ``populace.storage.leases``).
+    EventRecord, InterviewAnswer, ControlCommand: how a run was steered (events applied,
+        interview answers, commands sent to a running run; see ``populace.storage.control``).
 
 Storage knows nothing about scenarios or the engine: scenario packages import ``Base`` and
 ``RunStepMixin`` to declare their tables, and the loaders reflect tables they do not know.
@@ -15,7 +17,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, Integer, LargeBinary, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -157,4 +169,56 @@ class Checkpoint(RunStepMixin, Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
-CORE_STEP_TABLES = ("steps", "step_metrics", "agent_states", "checkpoints")
+class EventRecord(EventMixin, Base):
+    """An event applied to a run (scheduled in its YAML, sent from Python or through the
+    control channel): its parameters, where it came from and what it did."""
+
+    __tablename__ = "events"
+
+    name: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(20))
+    source: Mapped[str] = mapped_column(String(20))  # yaml | python | control
+    command_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    spec: Mapped[str] = mapped_column(Text)  # the event as JSON
+    result: Mapped[str] = mapped_column(Text)  # what it did, as JSON (agents, rows changed)
+
+
+class InterviewAnswer(EventMixin, Base):
+    """One agent's answer to one interview question."""
+
+    __tablename__ = "interview_answers"
+
+    event: Mapped[str] = mapped_column(String(100))
+    question: Mapped[str] = mapped_column(String(100))
+    agent_id: Mapped[int] = mapped_column(BigInteger)
+    source: Mapped[str] = mapped_column(String(20))  # llm | report
+    text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    answer: Mapped[str | None] = mapped_column(Text, nullable=True)  # a json answer, as JSON
+    valid: Mapped[bool] = mapped_column(Boolean)
+    prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ControlCommand(Base):
+    """A command sent to a running run (``populace intervene``, ``interview``, ``pause``, ...):
+    queued by anyone, taken by the run's writer at its next step boundary.
+
+    Not a per-step table: a resume keeps it, and re-applies the commands applied after the
+    checkpoint it continues from at the steps they were applied at.
+    """
+
+    __tablename__ = "control_commands"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(Integer, index=True)
+    command: Mapped[str] = mapped_column(String(20))  # intervene | interview | pause | ...
+    spec: Mapped[str] = mapped_column(Text)  # JSON
+    status: Mapped[str] = mapped_column(String(20))  # queued | applied | refused
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    applied_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    applied_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+CORE_STEP_TABLES = ("steps", "step_metrics", "agent_states", "checkpoints", "events",
+                    "interview_answers")
