@@ -48,6 +48,11 @@ class Clock:
         """The simulated time of ``step`` in seconds since 1970 (naive times read as UTC)."""
         return (self.time(step) - datetime(1970, 1, 1)).total_seconds()
 
+    def first_step_at(self, when: datetime) -> int:
+        """The first step (at least 1) whose simulated time is at or after ``when``."""
+        seconds = (when - self.start).total_seconds()
+        return max(1, int(-(-seconds // self.step_duration.total_seconds())))
+
     def hour(self, step: int) -> int:
         """Hour of day (0-23) of the simulated time of ``step``."""
         return self.time(step).hour

@@ -41,6 +41,7 @@ from .config_errors import (
     load_yaml,
     problems_from_validation_error,
 )
+from .events import Event, check_events
 from .llm.config import LLMConfig, LLMParams
 from .network import NetworkConfig
 from .paths import MissingPathError, existing_path
@@ -170,6 +171,9 @@ class ExperimentConfig(BaseModel):
                                   description="save resume state every N steps")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig,
                                    description="where agents observe and decide: local or ray")
+    events: list[Event] = Field(default_factory=list, description="scheduled events: scripted "
+                                "actions, changes of agents' variables, broadcasts, parameter "
+                                "changes and interviews (see docs/steering.md)")
 
     @field_validator("start_time")
     @classmethod
@@ -388,6 +392,8 @@ def experiment_from_dict(data: dict[str, Any], *, marks: Marks | None = None,
         problems += _check_attribute_names(config, marks)
         if scenario_config is not None:
             problems += _check_scenario(config, scenario_config, base_dir, marks)
+        if scenario_cls is not None and scenario_config is not None and config.events:
+            problems += _check_events(config, scenario_cls, scenario_config, marks)
 
     # A field's own bound (pydantic's, or a check's above) says more than the generic 64-bit
     # one: that one is reported only where nothing else was.
@@ -489,6 +495,17 @@ def _check_scenario(config: ExperimentConfig, scenario_config: BaseModel, base_d
     if not callable(check):
         return []
     return [_located(tuple(loc), message, marks) for loc, message in check(config, base_dir)]
+
+
+def _check_events(config: ExperimentConfig, scenario_cls: type[Scenario],
+                  scenario_config: BaseModel, marks: Marks) -> list[Problem]:
+    """The events against the experiment: its steps, population and scenario."""
+    population = config.population
+    found = check_events(
+        config.events, steps=config.steps, step_of=config.clock().first_step_at, n_agents=population.size,
+        attributes=list(population.attributes) if population.file is None else None,
+        scenario=scenario_cls, scenario_config=scenario_config)
+    return [_located(("events", *loc), message, marks) for loc, message in found]
 
 
 def _check_policy_params(policy: Any, scenario_cls: type[Scenario], marks: Marks) -> list[Problem]:

@@ -21,6 +21,7 @@ set-up leaves either no run or one that resumes.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -31,10 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import sqlalchemy as sa
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import Connection
 
 from populace.storage import Database, Run, StorageError
+from populace.storage.control import mark_command, pending_commands
 from populace.storage.database import redact
 from populace.storage.leases import LeaseLostError, RunLease
 from populace.storage.runs import (
@@ -47,12 +51,13 @@ from populace.storage.runs import (
     save_checkpoint,
     update_run,
 )
-from populace.storage.schema import CORE_STEP_TABLES, Agent
+from populace.storage.schema import CORE_STEP_TABLES, Agent, EventRecord
 
 from .actions import ActionBatch
 from .activation import Activation
 from .build import build_world
 from .config import Experiment, experiment_from_dict
+from .events import changed_config, check_events, parse_event
 from .llm.preflight import prepare_llm
 from .llm.tables import STEP_TABLES as LLM_STEP_TABLES
 from .local_runtime import LocalRuntime
@@ -62,6 +67,7 @@ from .records import Records, merge_records
 from .rng import RngStreams
 from .runtime import RayRuntime, ShardDiedError, ShardedScenario
 from .scenario import Scenario
+from .steering import Schedule, Scheduled, SteeringError, event_records, scripted_batch
 from .step import StepContext, step_context
 from .version import package_version
 from .world import World
@@ -73,6 +79,10 @@ log = logging.getLogger("populace.engine")
 def resume_command(name: str, db_url: str) -> str:
     """The ``populace resume`` command for run ``name`` in ``db_url`` (password hidden)."""
     return f"populace resume {name} --db {redact(db_url)}"
+
+
+class RunStopped(Exception):
+    """A ``stop`` command ended the run before its last step (it stays resumable)."""
 
 
 @dataclass
@@ -120,6 +130,14 @@ class Simulation:
         self.stage_hook: Callable[[str | None], None] | None = None
         """Called with each set-up stage's name as it starts, and None when set-up is done
         (``progress.SetupProgress`` prints them)."""
+        self.schedule = Schedule.of(self.config.events, self.config.steps, self.clock)
+        self.scenario_config: BaseModel = experiment.scenario_config
+        """The scenario's config as parameter events left it."""
+        self.paused = False
+        self.stop_requested = False
+        self._taken: set[int] = set()  # control commands already scheduled
+        self._marks: list[tuple[int, int]] = []  # (command, step) applied with the next commit
+        self._carried: Records = {}  # rows of a Python interview, written with the next step
 
     def _stage(self, name: str | None) -> None:
         if self.stage_hook is not None:
@@ -186,6 +204,8 @@ class Simulation:
         decision), not past the end. Activation depends on the step only."""
         if step > self.config.steps or self._checkpoint_due(step - 1):
             return None
+        if self.schedule.due(step) or self._commands_waiting():
+            return None  # events change what agents see and do: decide after them
         return self._active(step)
 
     def _active(self, step: int) -> np.ndarray:
@@ -341,6 +361,7 @@ class Simulation:
         else:
             self.policy.load_state_dict(policy_state)
         self.wall_s = float(state["engine.wall_s"])
+        self._restore_steering(step)
         with db.transaction() as conn:
             lease.check(conn)  # deletes only while this process holds the run
             db.delete_after(conn, self.run_id, step,
@@ -348,6 +369,19 @@ class Simulation:
             update_run(db, self.run_id, conn=conn, status="running", steps_done=step, error=None)
         self.step = step
         log.info("run %s continues from step %s", self.run_id, step)
+
+    def _restore_steering(self, step: int) -> None:
+        """After loading the checkpoint of ``step``: apply again the parameter changes made up
+        to it (a scenario's config is not in its state), and schedule the live events applied
+        after it at the steps they were applied at (before their rows are deleted)."""
+        db, run_id = self.db, self.run_id
+        assert db is not None and run_id is not None and self.runtime is not None
+        self.scenario_config = self.experiment.scenario_config
+        for row in self._recorded(db, run_id, up_to=step, kind="parameter"):
+            event = parse_event(json.loads(row["spec"]))
+            self.runtime.steer([(row["name"], event)], int(row["step"]))
+            self.scenario_config = changed_config(self.scenario_config, event.changes)
+        self._schedule_recorded(db, run_id, keep_commands=True)
 
     def _restart(self, records: Records) -> None:
         """Start a run that has no checkpoint again from step 0: its rows are replaced by
@@ -378,6 +412,7 @@ class Simulation:
         recoveries = 0
         try:
             while self.step < self.config.steps:
+                self._wait_if_paused()
                 try:
                     report = self.advance()
                 except ShardDiedError as died:
@@ -419,7 +454,8 @@ class Simulation:
         lease.stop()
         if isinstance(exc, LeaseLostError):
             return
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        status = ("interrupted" if isinstance(exc, KeyboardInterrupt)
+                  else "stopped" if isinstance(exc, RunStopped) else "failed")
         try:
             if not finish_run(self.db, self.run_id, lease, status=status,
                               error=f"{type(exc).__name__}: {exc}"):
@@ -438,15 +474,23 @@ class Simulation:
         if self.runtime is None:
             raise RuntimeError("this Simulation is closed; start() or resume() a run first")
         step = self.step + 1
+        self.take_commands()
         t0 = time.perf_counter()
         ctx = self._context(step)
         active = self._active(step)
+        records, self._carried = self._carried, {}
+        scripted = None
+        due = self.schedule.due(step)
+        if due:  # events of the boundary before this step
+            scripted = self._boundary(step, due, records)
         # observe, decide, check and resolve: here, or in the Ray shards that own the agents
-        actions, summary = self.runtime.decide(active, step)
+        actions, summary = self.runtime.decide(active, step, scripted)
         self.scenario.observed(active, summary)
-        records = self.scenario.apply(actions, ctx)
+        merge_records(records, self.scenario.apply(actions, ctx))
         merge_records(records, self.policy.drain_records())
         last = step == self.config.steps
+        if last and self.schedule.due(step + 1):  # interviews at `end`
+            self._boundary(step + 1, self.schedule.due(step + 1), records)
         metrics: dict[str, float] = self.policy.step_metrics()
         if self.world.llm is not None:
             merge_records(records, self.world.llm.drain_records())
@@ -463,6 +507,204 @@ class Simulation:
                                 checkpoint=checkpoint, actions=actions)
         self.step = step
         return StepReport(step, len(active), len(actions), compute_s, record_s, metrics)
+
+    # -- steering ------------------------------------------------------------------------------
+
+    def _boundary(self, step: int, due: list[Scheduled], records: Records
+                  ) -> ActionBatch[Any] | None:
+        """Apply the events due at the boundary before ``step`` (``steps + 1``: after the last
+        step) on every replica; add their rows (and interview answers) to ``records``; return
+        the actions that action events script."""
+        assert self.runtime is not None
+        events = [(s.name, s.event) for s in due]
+        done = self.runtime.steer(events, step)
+        merge_records(records, done.records)
+        for s in due:
+            if s.event.kind == "parameter":
+                self.scenario_config = changed_config(self.scenario_config, s.event.changes)
+            elif s.event.kind == "interview":
+                merge_records(records, self.runtime.interview(done.selected[s.name], s.name,
+                                                              s.event, step))
+        merge_records(records, event_records(due, done.results))
+        self._marks += [(s.command_id, step) for s in due
+                        if s.command_id is not None and s.first == step]
+        actions = [(s.name, s.event) for s in due if s.event.kind == "action"]
+        if not actions:
+            return None
+        return scripted_batch(self.experiment.scenario_cls, actions, done.selected)
+
+    def _check_live(self, event: Any, first_step: int) -> None:
+        """Refuse a live event the run cannot apply (SteeringError naming the field)."""
+        attributes = self.world.population.attributes
+        found = check_events([event], steps=self.config.steps,
+                             step_of=self.clock.first_step_at, n_agents=self.world.n_agents,
+                             attributes=[str(c) for c in attributes.columns],
+                             scenario=self.experiment.scenario_cls,
+                             scenario_config=self.scenario_config, first_step=first_step)
+        if found:
+            loc, message = found[0]
+            where = ".".join(str(p) for p in loc[1:])
+            raise SteeringError(f"{where}: {message}" if where else message)
+
+    def intervene(self, event: dict[str, Any] | BaseModel, *, name: str | None = None) -> str:
+        """Schedule an event between steps (``populace.simulator.events``; ``at`` defaults to
+        the next step); checked now against the running run. Returns its name.
+
+        It is recorded in ``events`` with source ``python`` when applied, so a re-run from
+        the run's event log (``replay_events``) and a resume apply it again.
+        """
+        if self.run_id is None:
+            self.start()
+        data = (event.model_dump(by_alias=True, exclude_none=True)
+                if isinstance(event, BaseModel) else dict(event))
+        data.setdefault("at", self._next_free_step())
+        if name is not None:
+            data["name"] = name
+        parsed = parse_event(data)
+        self._check_live(parsed, self.step + 1)
+        label = parsed.name or f"python{len(self.schedule.events)}"
+        self.schedule.add(parsed, label, source="python")
+        return label
+
+    def interview(self, questions: str | list[Any], agents: Any = "all", *,
+                  report: str | None = None, remember: bool = False,
+                  name: str | None = None) -> pd.DataFrame:
+        """Ask agents now, between steps, and return their answers (one row per agent and
+        question); the answers are recorded with the next step, and the interview in the
+        run's event log. The run's later course does not change unless ``remember``.
+
+        Args:
+            questions: a question, or a list of questions (texts or ``Question`` fields).
+            agents: ``all``, a list of ids, or a selector (``ids``, ``where``, ``sample``).
+        """
+        if self.run_id is None:
+            self.start()
+        assert self.runtime is not None
+        step = self.step + 1
+        if step > self.config.steps:
+            raise SteeringError("the run has no step left to record an interview with; "
+                                "schedule it `at: end` in the experiment instead")
+        label = name or f"interview{len(self.schedule.events)}"
+        event = parse_event({"kind": "interview", "name": label, "at": step,
+                             "agents": agents, "questions": questions, "report": report,
+                             "remember": remember})
+        self._check_live(event, step)
+        item = self.schedule.add(event, label, source="python")
+        self.schedule.events.remove(item)  # answered now, not again at the boundary
+        done = self.runtime.steer([(label, event)], step)
+        rows = self.runtime.interview(done.selected[label], label, event, step)
+        merge_records(self._carried, rows)
+        merge_records(self._carried, event_records([item], done.results))
+        answers = rows.get("interview_answers", {})
+        return pd.DataFrame({k: v for k, v in answers.items()})
+
+    def _next_free_step(self) -> int:
+        """The next step whose decisions have not started (on Ray, shards may already be
+        deciding the next one)."""
+        step = self.step + 1
+        if isinstance(self.runtime, RayRuntime) and self.runtime.deciding(step):
+            step += 1
+        return step
+
+    def _commands_waiting(self) -> bool:
+        if self.db is None or self.run_id is None:
+            return False
+        return any(c["id"] not in self._taken for c in pending_commands(self.db, self.run_id))
+
+    def take_commands(self) -> None:
+        """Take the commands queued in the run's control channel: events are scheduled (at
+        the next step unless they say), pause, resume and stop take effect; a command the run
+        cannot apply is refused, with the reason in ``control_commands.error``."""
+        if self.db is None or self.run_id is None:
+            return
+        for command in pending_commands(self.db, self.run_id):
+            cid = command["id"]
+            if cid in self._taken:
+                continue
+            self._taken.add(cid)
+            kind, spec = command["command"], command["spec"]
+            try:
+                if kind in ("intervene", "interview"):
+                    data = dict(spec.get("event") or {})
+                    if kind == "interview":
+                        data["kind"] = "interview"
+                    data.setdefault("at", self._next_free_step())
+                    event = parse_event(data)
+                    self._check_live(event, self.step + 1)
+                    self.schedule.add(event, event.name or f"command{cid}", source="control",
+                                      command_id=cid)
+                    continue
+                if kind == "pause":
+                    self.paused = True
+                elif kind == "resume":
+                    self.paused = False
+                elif kind == "stop":
+                    self.stop_requested = True
+                self._mark_now(cid, "applied")
+            except (ValidationError, SteeringError, ValueError) as err:
+                message = str(err)
+                if isinstance(err, ValidationError):
+                    first = err.errors()[0]
+                    loc = ".".join(str(x) for x in first["loc"])
+                    message = f"{loc}: {first['msg']}" if loc else first["msg"]
+                log.warning("control command %s (%s) refused: %s", cid, kind, message)
+                self._mark_now(cid, "refused", error=message)
+
+    def _mark_now(self, command_id: int, status: str, error: str | None = None) -> None:
+        assert self.db is not None
+        with self.db.transaction() as conn:
+            mark_command(conn, command_id, status, step=self.step, error=error)
+
+    def _wait_if_paused(self, poll_s: float = 0.25) -> None:
+        """Between steps: take commands; while paused, wait for resume or stop; raise
+        ``RunStopped`` after a stop."""
+        self.take_commands()
+        if self.paused:
+            log.info("run %s paused after step %d", self.run_id, self.step)
+        while self.paused and not self.stop_requested:
+            time.sleep(poll_s)
+            self.take_commands()
+        if self.stop_requested:
+            raise RunStopped(f"stopped by a control command after step {self.step}")
+
+    def replay_events(self, db_url: str, run: int | str | None = None) -> int:
+        """Schedule the live events (sent from Python or the control channel) of a recorded
+        run at the steps they were applied at, for an exact re-run; returns how many."""
+        db = Database(db_url, create=False)
+        return self._schedule_recorded(db, int(find_run(db, run)["id"]), keep_commands=False)
+
+    def _schedule_recorded(self, db: Database, run_id: int, *, keep_commands: bool) -> int:
+        """Schedule the live events recorded for ``run_id`` that this run has not scheduled
+        (each once: its spec holds the step it was applied at first, and its repeats); with
+        ``keep_commands``, as the control commands they came from (a resume of that run)."""
+        known = {(s.name, s.source) for s in self.schedule.events if s.source != "yaml"}
+        count = 0
+        for row in self._recorded(db, run_id, live_only=True):
+            if (row["name"], row["source"]) in known:
+                continue  # a repeat, or still scheduled (a shard died; the schedule was kept)
+            known.add((row["name"], row["source"]))
+            command = row["command_id"] if keep_commands else None
+            self.schedule.add(parse_event(json.loads(row["spec"])), row["name"],
+                              source=row["source"], command_id=command)
+            if command is not None:
+                self._taken.add(int(command))
+            count += 1
+        return count
+
+    @staticmethod
+    def _recorded(db: Database, run_id: int, *, after: int = 0, up_to: int | None = None,
+                  live_only: bool = False, kind: str | None = None) -> list[dict[str, Any]]:
+        t = EventRecord
+        stmt = sa.select(t.step, t.name, t.kind, t.source, t.command_id, t.spec).where(
+            t.run_id == run_id, t.step > after)
+        if up_to is not None:
+            stmt = stmt.where(t.step <= up_to)
+        if live_only:
+            stmt = stmt.where(t.source != "yaml")
+        if kind is not None:
+            stmt = stmt.where(t.kind == kind)
+        with db.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt.order_by(t.id))]
 
     def flush(self) -> None:
         """Wait until every step handed to the writer is committed (re-raising its error)."""
@@ -505,8 +747,9 @@ class Simulation:
         tables = self._step_tables(step, records, actions, extra)
         blob = self._checkpoint_blob(step, self.wall_s + compute_s) if checkpoint else None
         self.wall_s += compute_s
+        marks, self._marks = self._marks, []
         job = partial(self._write, step, tables, metrics, blob, n_active, n_actions, compute_s,
-                      self.wall_s, conn)
+                      self.wall_s, conn, marks)
         if conn is not None:
             background = False
         if background is None:
@@ -555,14 +798,15 @@ class Simulation:
 
     def _write(self, step: int, tables: Records, metrics: dict[str, float],
                blob: memoryview | None, n_active: int, n_actions: int, compute_s: float,
-               wall_s: float, conn: Connection | None = None) -> float:
+               wall_s: float, conn: Connection | None = None,
+               marks: list[tuple[int, int]] | None = None) -> float:
         """The transaction of one step (runs in the writer thread when in the background), or
         its part of ``conn``'s transaction."""
         assert self.db is not None and self.run_id is not None
         if conn is None:
             with self.db.transaction() as own:
                 return self._write(step, tables, metrics, blob, n_active, n_actions, compute_s,
-                                   wall_s, own)
+                                   wall_s, own, marks)
         db, run_id, lease = self.db, self.run_id, self._held_lease()
         t0 = time.perf_counter()
         # the fencing token: a process whose lease was taken over writes nothing (and on
@@ -583,6 +827,8 @@ class Simulation:
         })
         if blob is not None:
             save_checkpoint(conn, db, run_id, step, blob)
+        for command_id, applied in marks or ():
+            mark_command(conn, command_id, "applied", step=applied)
         fields: dict[str, Any] = {"steps_done": step, "wall_s": wall_s}
         if step == self.config.steps:
             fields.update(status="completed", finished_at=now())

@@ -23,6 +23,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .actions import ActionBatch, ArgsT
+from .events import InterviewEvent
+from .interviews import Answer
 from .records import Records, joined_records
 from .step import ObsT, StepContext
 
@@ -89,6 +91,13 @@ class Policy(ABC, Generic[ObsT, ArgsT]):
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:  # noqa: B027
         """Restore what ``state_dict`` returned."""
+
+    def interview(self, obs: ObsT, event: InterviewEvent, ctx: StepContext
+                  ) -> list[list[Answer] | None]:
+        """Each agent of ``obs``'s answers to ``event``'s questions, or None for an agent this
+        policy gives no words to (its answers are then the scenario's report of its state).
+        Default: None for every agent (rule agents)."""
+        return [None] * len(obs)
 
 
 class Selection(BaseModel):
@@ -222,6 +231,19 @@ class MixedPolicy(Policy[ObsT, ArgsT]):
             prefix = f"{i}."
             policy.load_state_dict({k.removeprefix(prefix): v for k, v in state.items()
                                     if k.startswith(prefix)})
+
+    def interview(self, obs: ObsT, event: InterviewEvent, ctx: StepContext
+                  ) -> list[list[Answer] | None]:
+        """Each part answers for its own agents."""
+        parts = self.assignment[obs.agents]
+        out: list[list[Answer] | None] = [None] * len(obs)
+        for i, policy in enumerate(self.policies):
+            rows = np.flatnonzero(parts == i)
+            if len(rows):
+                for row, answers in zip(rows.tolist(), policy.interview(obs.take(rows), event,
+                                                                        ctx), strict=True):
+                    out[row] = answers
+        return out
 
     def decide(self, obs: ObsT, ctx: StepContext) -> ActionBatch[ArgsT]:
         """Split the batch by part, decide each sub-batch, and restore activation order.

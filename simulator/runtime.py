@@ -44,6 +44,7 @@ from .runtime_config import RuntimeConfig
 from .scenario import Scenario
 from .shard import ShardReplica
 from .sharding import Shardable
+from .steering import Boundary
 from .step import Observation, StepContext
 
 if TYPE_CHECKING:
@@ -206,13 +207,44 @@ class RayRuntime:
         """Call ``method`` on every shard at once; their results in shard order."""
         return self._get([getattr(s, method).remote(*args) for s in self.shards])
 
-    def _send_decide(self, active: np.ndarray, step: int) -> list[Any]:
-        which = np.searchsorted(self.bounds, active, side="right") - 1
-        refs = [shard.decide.remote(active[which == i], step)
-                for i, shard in enumerate(self.shards) if (which == i).any()]
+    def _owner(self, agents: np.ndarray) -> np.ndarray:
+        """The shard index of each agent."""
+        return np.searchsorted(self.bounds, agents, side="right") - 1
+
+    def _send_decide(self, active: np.ndarray, step: int,
+                     scripted: ActionBatch | None = None) -> list[Any]:
+        which = self._owner(active)
+        if scripted is None:
+            refs = [shard.decide.remote(active[which == i], step)
+                    for i, shard in enumerate(self.shards) if (which == i).any()]
+        else:
+            by = self._owner(scripted.agent)
+            refs = [shard.decide.remote(active[which == i], step, scripted.take(by == i))
+                    for i, shard in enumerate(self.shards)
+                    if (which == i).any() or (by == i).any()]
         if not refs:  # nobody active: shard 0 gives the empty batch with the right columns
             refs = [self.shards[0].decide.remote(active, step)]
         return refs
+
+    def deciding(self, step: int) -> bool:
+        """Whether the shards were already asked to decide for ``step`` (ahead of it)."""
+        return self._ahead is not None and self._ahead[0] == step
+
+    def steer(self, events: list[tuple[str, Any]], step: int) -> Boundary:
+        """Every replica applies the events of the boundary before ``step``; the lead's
+        results and selections, and the rows (every replica's for a shardable scenario)."""
+        parts: list[Boundary] = self.call("steer", events, step)
+        lead = parts[0]
+        if self.scenario.shardable:
+            lead.records = joined_records([p.records for p in parts])
+        return lead
+
+    def interview(self, agents: np.ndarray, name: str, event: Any, step: int) -> Records:
+        """The shards that own ``agents`` (in id order) answer for them."""
+        which = self._owner(agents)
+        refs = [shard.interview.remote(agents[which == i], name, event, step)
+                for i, shard in enumerate(self.shards) if (which == i).any()]
+        return joined_records(self._get(refs)) if refs else {}
 
     def decide_ahead(self, step: int) -> None:
         """Let the shards decide for ``step`` right after the call queued before (each actor
@@ -221,24 +253,38 @@ class RayRuntime:
         if active is not None:
             self._ahead = (step, active, self._send_decide(active, step))
 
-    def decide(self, active: np.ndarray, step: int
+    def decide(self, active: np.ndarray, step: int, scripted: ActionBatch | None = None
                ) -> tuple[ActionBatch, dict[str, np.ndarray]]:
         """Every shard observes, decides and resolves for its active agents: one batch and
-        the scenario's observation summary, both in activation order (the batch checked like
-        the local runtime's: one known action per active agent)."""
+        the scenario's observation summary, in activation order (the batch checked like the
+        local runtime's: one known action per active agent). ``scripted`` actions come first
+        in the batch, and the agents they name do not decide."""
         ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] == step and np.array_equal(ahead[1], active):
+        if (scripted is None and ahead is not None and ahead[0] == step
+                and np.array_equal(ahead[1], active)):
             refs = ahead[2]
         else:
-            refs = self._send_decide(active, step)
+            if ahead is not None and ahead[0] == step:
+                raise RuntimeError(f"the shards decided step {step} ahead, before its events "
+                                   "were known")
+            refs = self._send_decide(active, step, scripted)
         parts = self._get(refs)
         self.policy.gathered([p[2] for p in parts], [p[3] for p in parts])
         batch = ActionBatch.concat([p[0] for p in parts])
+        expected = active
+        if scripted is not None and len(scripted):
+            expected = np.concatenate([scripted.agent,
+                                       active[~np.isin(active, scripted.agent)]])
         order = np.argsort(batch.agent, kind="stable")
-        pos = order[np.searchsorted(batch.agent[order], active)]
-        summary = {k: np.concatenate([p[1][k] for p in parts])[pos] for k in parts[0][1]}
+        pos = order[np.searchsorted(batch.agent[order], expected)]
         batch = batch.take(pos)
-        check_batch(batch, active, self.scenario.actions, self.scenario.name)
+        check_batch(batch, expected, self.scenario.actions, self.scenario.name)
+        # the summary rows follow each shard's active agents, in shard order
+        seen = np.concatenate([active[self._owner(active) == i]
+                               for i in range(len(self.shards))]) if len(active) else active
+        order = np.argsort(seen, kind="stable")
+        spos = order[np.searchsorted(seen[order], active)]
+        summary = {k: np.concatenate([p[1][k] for p in parts])[spos] for k in parts[0][1]}
         return batch, summary
 
     def close(self) -> None:

@@ -20,7 +20,9 @@ docs/scenarios.md explains how to write one.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Generic, TypeVar
 
@@ -42,6 +44,16 @@ ParamsT = TypeVar("ParamsT", bound=BaseModel)
 """A scenario's rule-parameter model (``policy.params`` of its rule policy)."""
 
 
+@dataclass(frozen=True)
+class Variable:
+    """A per-agent state variable that events may set (``kind: set``), filters may read
+    (``where``) and rule agents report in interviews; values are kept within ``low..high``."""
+
+    doc: str
+    low: float = -math.inf
+    high: float = math.inf
+
+
 class Scenario(ABC, Generic[ConfigT, ObsT, ParamsT, ArgsT]):
     """Base class of every scenario.
 
@@ -59,6 +71,14 @@ class Scenario(ABC, Generic[ConfigT, ObsT, ParamsT, ArgsT]):
             engine writes ``agent_id``, ``action`` (name) and the traced argument columns
             (``apply`` may fill outcome columns, e.g. ``accepted``).
         examples: folder of its example experiment YAML files.
+
+    Steering (events, interventions, interviews; see ``populace.simulator.events``), each
+    optional:
+        variables: per-agent state variables events may set and interviews report, with the
+            array behind each given by ``variable``.
+        broadcast_model: pydantic model of a broadcast's arguments; ``broadcast`` publishes it.
+        reconfigurable: dotted paths of the config that may change mid-run; ``reconfigure``
+            takes the changed config.
     """
 
     name: ClassVar[str]
@@ -69,6 +89,9 @@ class Scenario(ABC, Generic[ConfigT, ObsT, ParamsT, ArgsT]):
     tables: ClassVar[tuple[str, ...]] = ()
     action_table: ClassVar[str]
     examples: ClassVar[Path | None] = None
+    variables: ClassVar[dict[str, Variable]] = {}
+    broadcast_model: ClassVar[type[BaseModel] | None] = None
+    reconfigurable: ClassVar[tuple[str, ...]] = ()
 
     state: ArrayState
     """The scenario's state, when declared as an ``ArrayState`` (then ``state_dict`` and
@@ -142,7 +165,25 @@ class Scenario(ABC, Generic[ConfigT, ObsT, ParamsT, ArgsT]):
         """What language-model agents need from this scenario (None: rule agents only)."""
         return None
 
+    # -- steering (see ``populace.simulator.events``) --------------------------------------------
+
+    def variable(self, name: str) -> np.ndarray:
+        """The writable array of one of ``variables`` over every agent, the same in every
+        replica (default: the ``state`` field of that name). Events change it in place."""
+        return getattr(self.state, name)
+
+    def broadcast(self, text: str, args: BaseModel, ctx: StepContext) -> Records:
+        """Publish a message from a system account (``args``: a ``broadcast_model``); return
+        the rows it adds. Called on every replica, like ``apply``."""
+        raise NotImplementedError(f"scenario {self.name!r} has no broadcasts")
+
+    def reconfigure(self, config: ConfigT) -> None:
+        """Take a config in which only ``reconfigurable`` parameters changed (default: keep
+        it; a scenario that built objects from the old one rebuilds them)."""
+        self.config = config
+
 
 __all__ = ["AGENT_CHUNK", "ActionArgs", "ActionBatch", "ArgsT", "ArrayState", "ConfigT", "LLMAdapter",
-           "ObsT", "Observation", "ParamsT", "Policy", "Records", "Scenario", "StepContext", "World",
+           "ObsT", "Observation", "ParamsT", "Policy", "Records", "Scenario", "StepContext", "Variable",
+           "World",
            "chunk_sums", "joined_records", "merge_records"]

@@ -21,12 +21,14 @@ from .actions import ActionBatch
 from .build import build_world
 from .config import experiment_from_dict
 from .llm.service import ReplayedLLM
+from .local_runtime import decide_with_script
 from .policy import Policy
 from .population import build_population
-from .records import Records
+from .records import Records, merge_records
 from .rng import RngStreams
 from .runtime_config import RuntimeConfig
 from .sharding import Shardable
+from .steering import Boundary, answer_interview, apply_boundary
 from .step import StepContext, step_context
 
 
@@ -84,18 +86,29 @@ class ShardReplica:
         replicated scenario, the lead's only (the others would repeat them)."""
         return records if self.lead or self.shardable else {}
 
-    def decide(self, agents: np.ndarray, step: int
+    def decide(self, agents: np.ndarray, step: int, scripted: ActionBatch | None = None
                ) -> tuple[ActionBatch, dict[str, np.ndarray], Records, dict[str, Any]]:
-        """Observe, decide and resolve; with them, the policy's rows and measurements of the
+        """Observe, decide and resolve (``scripted``: this shard's share of the actions events
+        script, first in the batch); with them, the policy's rows and measurements of the
         step (a policy produces both while deciding), so that no further call is needed."""
-        ctx = self._context(step)
-        obs = self.scenario.observe(agents, ctx)
-        summary = self.scenario.observation_summary(obs)
-        actions = self.policy.decide(obs, ctx)
-        if isinstance(self.scenario, Shardable):
-            self.scenario.resolve(actions, ctx)
+        actions, summary = decide_with_script(self.scenario, self.policy, agents,
+                                              self._context(step), scripted)
         return (actions, summary, self.policy.drain_records(),
                 self.policy.export_measurements())
+
+    def steer(self, events: list[tuple[str, Any]], step: int) -> Boundary:
+        """Apply the events of the boundary before ``step`` to this replica (the driver keeps
+        the lead's results and selections)."""
+        done = apply_boundary(self.scenario, events, self._context(step))
+        done.records = self._shared(done.records)
+        return done
+
+    def interview(self, agents: np.ndarray, name: str, event: Any, step: int) -> Records:
+        """Answers of this shard's ``agents`` (with the rows of the model calls made)."""
+        records = answer_interview(self.scenario, self.policy, agents, name, event,
+                                   self._context(step))
+        merge_records(records, self.policy.drain_records())
+        return records
 
     def apply(self, actions: ActionBatch, step: int, agents: np.ndarray | None,
               summary: dict[str, np.ndarray] | None, answers: list[Any] | None,

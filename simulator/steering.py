@@ -1,0 +1,321 @@
+"""Steering a run: the engine's side of events, interventions and interviews.
+
+Core objects:
+    Scheduled: one event and the steps it happens at, where it came from (``yaml``,
+        ``python``, ``control``) and the control command that sent it.
+    Schedule: every event of a run, by step.
+    select_agents: the agents an ``AgentSelector`` picks, vectorised over the population.
+    apply_boundary: what a replica of the world does at a step boundary: set variables,
+        broadcast, reconfigure, and pick the agents of action and interview events.
+    scripted_batch: the actions that action events make agents take.
+    answer_interview: a replica's answers for its agents (the policy's, else the scenario's
+        report of a state variable).
+    event_records: the rows of ``events``.
+
+Every replica of the world (the local runtime's, each Ray shard's) runs ``apply_boundary``
+with the same events and context, so replicas stay identical; the lead replica's results
+and selections are the ones kept. Agents are selected in id order, so that every runtime
+gives the same rows in the same order.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .actions import ActionBatch
+from .clock import Clock
+from .events import (
+    ActionEvent,
+    AgentSelector,
+    InterviewEvent,
+    SetEvent,
+    changed_config,
+    event_name,
+)
+from .interviews import Answer, answer_records, reported_answers
+from .policy import Policy
+from .records import Records, merge_records
+from .scenario import Scenario
+from .step import StepContext
+
+SOURCES = ("yaml", "python", "control")
+
+
+class SteeringError(ValueError):
+    """An event that cannot be applied; the message names the event and its field."""
+
+
+@dataclass
+class Scheduled:
+    """An event and when it happens."""
+
+    event: Any
+    name: str
+    first: int
+    """Its first step (the run's steps + 1 for ``at: end``)."""
+    last: int
+    source: str = "yaml"
+    command_id: int | None = None
+
+    def at(self, step: int) -> bool:
+        """Whether it happens at ``step``."""
+        if step == self.first:
+            return True
+        every = self.event.every
+        return (every is not None and self.first < step <= self.last
+                and (step - self.first) % every == 0)
+
+    def spec(self) -> str:
+        """The event as JSON (what the ``events`` table stores)."""
+        return json.dumps(self.event.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+
+@dataclass
+class Schedule:
+    """Every event of a run, with the steps they happen at."""
+
+    steps: int
+    clock: Clock
+    events: list[Scheduled] = field(default_factory=list)
+
+    def add(self, event: Any, name: str, source: str = "yaml", command_id: int | None = None,
+            at: int | None = None) -> Scheduled:
+        """Schedule ``event`` (at its own ``at``, or at step ``at`` when given)."""
+        if at is not None:
+            first = at
+        elif event.at == "end":
+            first = self.steps + 1
+        elif isinstance(event.at, datetime):
+            first = self.clock.first_step_at(event.at)
+        else:
+            first = int(event.at)
+        last = event.until if event.until is not None else self.steps
+        item = Scheduled(event, name, first, last, source, command_id)
+        self.events.append(item)
+        return item
+
+    def due(self, step: int) -> list[Scheduled]:
+        """The events that happen at ``step``, in the order they were scheduled."""
+        return [s for s in self.events if s.at(step)]
+
+    @classmethod
+    def of(cls, events: list[Any], steps: int, clock: Clock) -> Schedule:
+        """The schedule of an experiment's ``events:`` section."""
+        schedule = cls(steps, clock)
+        for i, event in enumerate(events):
+            schedule.add(event, event_name(event, i))
+        return schedule
+
+
+# -- selecting agents ---------------------------------------------------------------------------
+
+def _condition(values: Any, cond: Any, name: str) -> np.ndarray:
+    """Where ``values`` (a Series or an array) meets one ``where`` condition."""
+    series = values if isinstance(values, pd.Series) else pd.Series(values)
+    ops = cond if isinstance(cond, dict) else {"in" if isinstance(cond, list) else "==": cond}
+    mask = np.ones(len(series), dtype=bool)
+    try:
+        for op, value in ops.items():
+            if op == "in":
+                mask &= series.isin(value).to_numpy()
+            elif op == "not_in":
+                mask &= ~series.isin(value).to_numpy()
+            elif op == "==":
+                mask &= (series == value).to_numpy()
+            elif op == "!=":
+                mask &= (series != value).to_numpy()
+            else:
+                compare = {"<": series.lt, "<=": series.le, ">": series.gt, ">=": series.ge}[op]
+                mask &= compare(value).to_numpy(dtype=bool)
+    except TypeError as err:
+        raise SteeringError(f"where.{name}: cannot compare {series.dtype} values with "
+                            f"{cond!r} ({err})") from None
+    return mask
+
+
+def select_agents(selector: AgentSelector, scenario: Scenario[Any, Any, Any, Any],
+                  ctx: StepContext, event: str) -> np.ndarray:
+    """The agents ``selector`` picks, in id order (conditions read population attributes
+    first, then scenario variables; a sample is seeded by the event's name and the step)."""
+    n = scenario.world.n_agents
+    attributes = scenario.world.population.attributes
+    if selector.ids is not None:
+        ids = np.unique(np.asarray(selector.ids, dtype=np.int64))
+        if len(ids) and ids[-1] >= n:
+            raise SteeringError(f"event {event!r}: agents.ids: no agent {int(ids[-1])} (the "
+                                f"population has {n} agents)")
+    else:
+        ids = None
+    if selector.where:
+        mask = np.ones(n, dtype=bool)
+        for name, cond in selector.where.items():
+            if name in attributes.columns:
+                values: Any = attributes[name]
+            elif name in scenario.variables:
+                values = scenario.variable(name)
+            else:
+                raise SteeringError(f"event {event!r}: agents.where: no population attribute "
+                                    f"or scenario variable {name!r}")
+            mask &= _condition(values, cond, name)
+        chosen = ids[mask[ids]] if ids is not None else np.flatnonzero(mask)
+    else:
+        chosen = ids if ids is not None else np.arange(n, dtype=np.int64)
+    k = selector.sample
+    if selector.fraction is not None:
+        k = int(round(selector.fraction * len(chosen)))
+    if k is not None and k < len(chosen):
+        rng = ctx.random(f"steering.sample.{event}")
+        chosen = np.sort(rng.choice(chosen, size=k, replace=False))
+    return chosen.astype(np.int64)
+
+
+# -- applying events in a replica ----------------------------------------------------------------
+
+@dataclass
+class Boundary:
+    """What a replica did at a step boundary."""
+
+    records: Records
+    results: list[dict[str, Any]]
+    """One per event, in order: what it did (agents, values changed, rows added)."""
+    selected: dict[str, np.ndarray]
+    """The agents of each action and interview event, by name."""
+
+
+def apply_boundary(scenario: Scenario[Any, Any, Any, Any],
+                   events: list[tuple[str, Any]], ctx: StepContext) -> Boundary:
+    """Apply ``events`` (name, event) to this replica at the boundary before ``ctx.step``."""
+    records: Records = {}
+    results: list[dict[str, Any]] = []
+    selected: dict[str, np.ndarray] = {}
+    for name, event in events:
+        if event.kind == "set":
+            results.append(_set(scenario, name, event, ctx))
+        elif event.kind == "broadcast":
+            model = scenario.broadcast_model
+            if model is None:
+                raise SteeringError(f"event {name!r}: kind: scenario {scenario.name!r} has no "
+                                    "broadcasts")
+            try:
+                args = model.model_validate(event.args, context={"config": scenario.config})
+            except ValueError as err:
+                raise SteeringError(f"event {name!r}: args: {err}") from None
+            rows = scenario.broadcast(event.text, args, ctx)
+            merge_records(records, rows)
+            results.append({"rows": {t: len(next(iter(c.values()), [])) for t, c in rows.items()}})
+        elif event.kind == "parameter":
+            scenario.reconfigure(changed_config(scenario.config, event.changes))
+            results.append({"changed": sorted(event.changes)})
+        else:  # action, interview: the driver acts on the selection
+            agents = select_agents(event.agents, scenario, ctx, name)
+            selected[name] = agents
+            results.append({"agents": len(agents)})
+    return Boundary(records, results, selected)
+
+
+def _set(scenario: Scenario[Any, Any, Any, Any], name: str, event: SetEvent,
+         ctx: StepContext) -> dict[str, Any]:
+    spec = scenario.variables.get(event.variable)
+    if spec is None:
+        raise SteeringError(f"event {name!r}: variable: scenario {scenario.name!r} has no "
+                            f"variable {event.variable!r}")
+    agents = select_agents(event.agents, scenario, ctx, name)
+    values = scenario.variable(event.variable)
+    old = values[agents]
+    if event.value is not None:
+        new = np.full(len(agents), event.value, dtype=np.float64)
+    elif event.shift is not None:
+        new = old + event.shift
+    else:
+        new = old * event.scale
+    new = np.clip(new, spec.low, spec.high)
+    values[agents] = new
+    return {"agents": len(agents), "changed": int((new != old).sum()),
+            "mean_before": float(old.mean()) if len(old) else None,
+            "mean_after": float(new.mean()) if len(new) else None}
+
+
+def scripted_batch(scenario_cls: type[Scenario[Any, Any, Any, Any]],
+                   events: list[tuple[str, ActionEvent]], selected: dict[str, np.ndarray]
+                   ) -> ActionBatch[Any] | None:
+    """The actions that ``events`` make their selected agents take; an agent picked by two of
+    them takes the later one's."""
+    batches = []
+    for name, event in events:
+        agents = selected[name]
+        if not len(agents):
+            continue
+        columns: dict[str, Any] = {}
+        for col, value in event.args.items():
+            if isinstance(value, list):
+                if event.agents.ids is None or len(value) != len(event.agents.ids):
+                    raise SteeringError(
+                        f"event {name!r}: args.{col}: a list gives one value per agent of "
+                        f"agents.ids ({len(event.agents.ids or [])}), not {len(value)}")
+                by_id = dict(zip(event.agents.ids, value, strict=True))
+                value = [by_id[a] for a in agents.tolist()]
+                columns[col] = np.asarray(value) if col != "content" else value
+            else:
+                columns[col] = [value] * len(agents)
+        code = scenario_cls.actions.index(event.action)
+        try:
+            args = scenario_cls.args_type(**columns)
+            batches.append(ActionBatch(agents, np.full(len(agents), code, dtype=np.int16), args))
+        except (ValueError, TypeError) as err:
+            raise SteeringError(f"event {name!r}: args: {err}") from None
+    if not batches:
+        return None
+    batch = ActionBatch.concat(batches)
+    # the later event wins: keep each agent's last row, in the order of first appearance
+    _, last = np.unique(batch.agent[::-1], return_index=True)
+    keep = np.sort(len(batch) - 1 - last)
+    return batch.take(keep)
+
+
+def answer_interview(scenario: Scenario[Any, Any, Any, Any], policy: Policy[Any, Any],
+                     agents: np.ndarray, name: str, event: InterviewEvent,
+                     ctx: StepContext) -> Records:
+    """``agents``' answers (the policy's; for agents it gives no words, the scenario's report
+    of a state variable) as ``interview_answers`` rows."""
+    if not len(agents):
+        return {}
+    obs = scenario.observe(agents, ctx)
+    given = policy.interview(obs, event, ctx)
+    missing = np.array([a is None for a in given], dtype=bool)
+    if missing.any():
+        variable = event.report or next(iter(scenario.variables), None)
+        if variable is None:
+            reports = [[Answer(valid=False, source="report")] * len(event.questions)
+                       for _ in range(int(missing.sum()))]
+        else:
+            spec = scenario.variables[variable]
+            values = scenario.variable(variable)[agents[missing]]
+            reports = reported_answers(np.asarray(values, dtype=np.float64), spec.low, spec.high,
+                                       variable, event)
+        it = iter(reports)
+        given = [next(it) if a is None else a for a in given]
+    return answer_records(event, name, agents, given)  # type: ignore[arg-type]
+
+
+def event_records(items: list[Scheduled], results: list[dict[str, Any]]) -> Records:
+    """The ``events`` rows of the events applied at a step."""
+    if not items:
+        return {}
+    return {"events": {
+        "name": [s.name for s in items],
+        "kind": [s.event.kind for s in items],
+        "source": [s.source for s in items],
+        "command_id": [s.command_id for s in items],
+        "spec": [s.spec() for s in items],
+        "result": [json.dumps(r) for r in results],
+    }}
+
+
+__all__ = ["SOURCES", "Boundary", "Schedule", "Scheduled", "SteeringError", "answer_interview",
+           "apply_boundary", "event_records", "scripted_batch", "select_agents"]
