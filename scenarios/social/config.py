@@ -3,6 +3,7 @@
 Core objects:
     SocialConfig: the ``scenario:`` section (topics, feed, where opinions come from).
     SocialRuleParams: ``policy.params`` of the rule-based social agent.
+    SocialBroadcast: the ``args`` of a broadcast event (a post by the system account).
 
 Its ``feed:`` section, ``FeedConfig``, is declared with the recommenders it names (``feeds``).
 """
@@ -13,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from populace.simulator.population.distributions import support
 
@@ -114,3 +115,24 @@ class SocialRuleParams(BaseModel):
             raise ValueError(f"action rates add up to {total:.3f}; they must add up to at most 1 "
                              "(do_nothing takes the rest)")
         return self
+
+
+class SocialBroadcast(BaseModel):
+    """A post by the system account (author -1): its topic, stance and the votes it starts
+    with (OASIS's herd-effect design seeds posts with an up- or a down-vote)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    topic: str | None = Field(None, description="one of scenario.topics (default: the first)")
+    stance: float = Field(0.0, ge=-1, le=1, description="the post's stance in [-1, 1]")
+    likes: int = Field(0, ge=0, description="likes it starts with")
+    dislikes: int = Field(0, ge=0, description="dislikes it starts with")
+
+    @field_validator("topic")
+    @classmethod
+    def _known_topic(cls, topic: str | None, info: ValidationInfo) -> str | None:
+        config = (info.context or {}).get("config")
+        if topic is not None and config is not None and topic not in config.topics:
+            raise ValueError(f"topic {topic!r} is not among scenario.topics "
+                             f"({', '.join(config.topics)})")
+        return topic

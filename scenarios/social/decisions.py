@@ -209,7 +209,7 @@ class SocialLLM(LLMAdapter[SocialObservation, SocialArgs]):
             feed = {p["post_id"]: p for p in context["feed"]}
             if feed:
                 top = max(feed.values(), key=lambda p: p["likes"])
-                out.append(Memory(i, "observation", f"I read user {top['author_id']}'s "
+                out.append(Memory(i, "observation", f"I read {_who(top['author_id'])}'s "
                                   f"{top['kind']} on {top['topic']}: {top['text']}",
                                   1.0 + min(4.0, np.log1p(top["likes"]))))
             name = ACTIONS[codes[i]]
@@ -221,9 +221,14 @@ class SocialLLM(LLMAdapter[SocialObservation, SocialArgs]):
                 text = f"I posted: {contents[i]}" if contents[i] else "I wrote a post."
             else:
                 seen = feed.get(posts[i])
-                about = f" user {seen['author_id']}'s post: {seen['text']}" if seen else (
+                about = f" {_who(seen['author_id'])}'s post: {seen['text']}" if seen else (
                     f" post {posts[i]}")
                 said = f" I wrote: {contents[i]}" if contents[i] else ""
                 text = f"I chose to {name}{about}.{said}"
             out.append(Memory(i, "action", text, ACTION_IMPORTANCE[name]))
         return out
+
+
+def _who(author: int) -> str:
+    """How a memory names a post's author (-1: the system account of broadcasts)."""
+    return f"user {author}" if author >= 0 else "the platform"

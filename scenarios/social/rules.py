@@ -73,7 +73,9 @@ class SocialRulePolicy(Policy[SocialObservation, SocialArgs]):
         cand = np.where((codes == DISLIKE)[:, None], disagree, cand)
         cand = np.where((codes == UNFOLLOW)[:, None], disagree & followed, cand)
         own = obs.author == obs.agents[:, None]
-        cand = np.where((codes == FOLLOW)[:, None], engage & ~followed & ~own, cand)
+        # the system account (author -1, broadcasts) cannot be followed
+        cand = np.where((codes == FOLLOW)[:, None], engage & ~followed & ~own & (obs.author >= 0),
+                        cand)
         keys = ctx.uniform("social.rules.target", obs.agents, cand.shape[1])
         keys[~cand] = -1.0
         j = np.argmax(keys, axis=1) if cand.shape[1] else np.zeros(n, dtype=np.int64)

@@ -18,6 +18,7 @@ from populace.simulator.scenario import (
     Records,
     Scenario,
     StepContext,
+    Variable,
     World,
     chunk_sums,
 )
@@ -39,7 +40,7 @@ from .actions import (
     UNFOLLOW,
     SocialArgs,
 )
-from .config import SocialConfig, SocialRuleParams
+from .config import SocialBroadcast, SocialConfig, SocialRuleParams
 from .decisions import SocialLLM
 from .feeds import FeedContext, build_feed
 from .metrics import (
@@ -74,6 +75,11 @@ class SocialScenario(Shardable[SocialArgs],
     tables = TABLES
     action_table = "actions"
     examples = Path(__file__).parent / "examples"
+    variables: ClassVar[dict[str, Variable]] = {
+        "opinion": Variable("each agent's opinion, from -1 to 1", -1.0, 1.0)}
+    broadcast_model = SocialBroadcast
+    # the feed is read from the config at every refresh, the threshold at every metric
+    reconfigurable: ClassVar[tuple[str, ...]] = ("feed", "extreme_threshold")
     state: SocialState
 
     def __init__(self, config: SocialConfig, world: World) -> None:
@@ -359,6 +365,18 @@ class SocialScenario(Shardable[SocialArgs],
         p = self.state.posts
         frame = cascade_metrics(p.parent, p.root, p.kind != KINDS.index("comment"))
         return {"cascades": {col: frame[col].to_numpy() for col in frame.columns}}
+
+    def broadcast(self, text: str, args: SocialBroadcast, ctx: StepContext) -> Records:
+        """Publish a post by the system account (author -1) with its starting votes; every
+        replica adds it to the shared posts, the lead returns its row."""
+        state = self.state  # (not ``mark_step``: it is published before step ``ctx.step`` starts)
+        topic = self.topics.index(args.topic) if args.topic is not None else 0
+        ids = self._publish(np.array([-1]), np.array([KINDS.index("post")]), np.array([-1]),
+                            np.array([topic]), np.array([args.stance]), ctx.step, ctx.epoch)
+        state.posts.cols["likes"][ids] += args.likes
+        state.posts.cols["dislikes"][ids] += args.dislikes
+        state.content.add(ids, [text])
+        return {"posts": self._post_rows(ids, content=[text])} if self.lead else {}
 
     # -- helpers ----------------------------------------------------------------------------------
 

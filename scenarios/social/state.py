@@ -148,10 +148,11 @@ class FeedIndex(ArrayState):
         feedable = kind != COMMENT
         self.feedable = np.concatenate([self.feedable, ids[feedable]])
         # each author's newest posts (one author acts once per step, but seed posts may bring
-        # several per author: keep the newest RECENT)
-        fa = authors[feedable]
+        # several per author: keep the newest RECENT); the system account (-1) has none
+        by_agent = feedable & (authors >= 0)
+        fa = authors[by_agent]
         order = np.argsort(fa, kind="stable")
-        fa_sorted, fid_sorted = fa[order], ids[feedable][order]
+        fa_sorted, fid_sorted = fa[order], ids[by_agent][order]
         for _ in range(RECENT):
             if len(fa_sorted) == 0:
                 break
