@@ -350,7 +350,7 @@ def experiment_from_dict(data: dict[str, Any], *, marks: Marks | None = None,
                          source: Path | None = None) -> Experiment:
     """Validate experiment data (as read from YAML) and resolve its scenario."""
     if marks is None:
-        marks = Marks.empty()
+        marks = Marks.of(data)
     shown = str(source) if source is not None else None
     problems: list[Problem] = list(marks.problems)
     config: ExperimentConfig | None = None

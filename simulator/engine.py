@@ -38,7 +38,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import Connection
 
 from populace.storage import Database, Run, StorageError
-from populace.storage.control import mark_command, pending_commands
+from populace.storage.control import mark_command, pending_commands, send_command
 from populace.storage.database import redact
 from populace.storage.leases import LeaseLostError, RunLease
 from populace.storage.runs import (
@@ -562,8 +562,15 @@ class Simulation:
             data["name"] = name
         parsed = parse_event(data)
         self._check_live(parsed, self.step + 1)
-        label = parsed.name or f"python{len(self.schedule.events)}"
-        self.schedule.add(parsed, label, source="python")
+        assert self.db is not None and self.run_id is not None
+        # queued in the control channel like a command, so that a resume after a crash still
+        # applies it; taken here at once (a Python caller hears of a bad event now)
+        cid = send_command(self.db, self.run_id, "intervene",
+                           {"event": parsed.model_dump(mode="json", by_alias=True,
+                                                       exclude_none=True), "source": "python"})
+        self._taken.add(cid)
+        label = parsed.name or f"python{cid}"
+        self.schedule.add(parsed, label, source="python", command_id=cid)
         return label
 
     def interview(self, questions: str | list[Any], agents: Any = "all", *,
@@ -631,7 +638,8 @@ class Simulation:
                     data.setdefault("at", self._next_free_step())
                     event = parse_event(data)
                     self._check_live(event, self.step + 1)
-                    self.schedule.add(event, event.name or f"command{cid}", source="control",
+                    source = "python" if spec.get("source") == "python" else "control"
+                    self.schedule.add(event, event.name or f"{source}{cid}", source=source,
                                       command_id=cid)
                     continue
                 if kind == "pause":

@@ -315,7 +315,7 @@ def _check_selector(selector: AgentSelector, where: tuple[Any, ...], n_agents: i
                                  f"{n_agents} agents (ids 0 to {n_agents - 1})"))
                 break
     if attributes is not None:
-        known = list(attributes) + list(variables)
+        known = list(dict.fromkeys([*attributes, *variables]))
         for name in selector.names():
             if name not in known:
                 problems.append(((*where, "where", name), f"no population attribute or "

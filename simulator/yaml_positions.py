@@ -65,6 +65,16 @@ class _Node:
         return None
 
 
+def _shape(data: Any) -> _Node:
+    """The node tree of plain data, without positions."""
+    if isinstance(data, dict):
+        return _Node("map", None, keys=dict.fromkeys(data), children={  # type: ignore[arg-type]
+            k: _shape(v) for k, v in data.items()})
+    if isinstance(data, list | tuple):
+        return _Node("seq", None, items=[_shape(v) for v in data])
+    return _Node("leaf", None)
+
+
 class Marks:
     """Where each node of a loaded YAML document sits.
 
@@ -85,6 +95,13 @@ class Marks:
     def empty(cls) -> Marks:
         """Marks for data that did not come from YAML: every lookup returns ``None``."""
         return cls()
+
+    @classmethod
+    def of(cls, data: Any) -> Marks:
+        """Marks for data built in Python: no positions, but its shape, so that problems name
+        the keys of the data and not pydantic's union labels (``events[0].at``, not
+        ``events[0].set.at``)."""
+        return cls(_shape(data))
 
     def _node(self, loc: Sequence[Any]) -> _Node | None:
         node = self._root

@@ -12,7 +12,7 @@ from populace.storage import Run, open_run
 
 # Columns that legitimately differ between two runs of the same experiment (timings, clocks).
 VOLATILE = {"compute_s", "record_s", "created_at", "updated_at", "finished_at", "setup_s",
-            "wall_s", "data"}
+            "wall_s", "data", "applied_at"}
 
 
 def run_experiment(data: dict[str, Any], url: str) -> Run:

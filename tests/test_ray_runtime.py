@@ -21,6 +21,7 @@ from .conftest import experiment  # noqa: E402
 from .helpers import assert_same_run, run_experiment  # noqa: E402
 from .test_economy import SMALL as ECONOMY  # noqa: E402
 from .test_market import market  # noqa: E402
+from .test_steering import EVENTS, steered  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -427,3 +428,28 @@ def test_an_llm_stop_on_a_shard_reaches_the_driver_as_itself(tmp_path) -> None:
     assert type(stop.value) is LLMStopError and str(stop.value).startswith("llm: ")
     assert "no answer" in str(stop.value) and 'File "' not in str(stop.value)
     assert open_run(url).info["status"] == "failed"
+
+
+def test_steered_runs_on_shards_write_the_local_runtime_s_database(tmp_path) -> None:
+    """Every kind of event of the experiment, and live ones from Python (an intervention and
+    an interview between steps), give the same rows on 1, 2 and 4 shards as locally."""
+    def live(data: dict, url: str):  # noqa: ANN202
+        sim = Simulation(experiment_from_dict(data), db_url=url)
+        sim.start()
+        sim.advance()
+        sim.intervene({"kind": "set", "variable": "opinion", "shift": 0.2, "every": 2,
+                       "agents": {"where": {"age": {"<": 40}}}}, name="nudge")
+        answers = sim.interview("Where do you stand?", agents={"sample": 30}, name="ask")
+        sim.advance()
+        sim.intervene({"kind": "action", "agents": [3, 9], "action": "create_post",
+                       "args": {"topic": 2, "stance": 0.3}})
+        return answers, sim.run()
+
+    data = steered(EVENTS)
+    answers, local = live(data, f"sqlite:///{tmp_path / 'local.db'}")
+    for shards in (1, 2, 4):
+        sharded_data = copy.deepcopy(data)
+        sharded_data["runtime"] = {"type": "ray", "shards": shards}
+        got, sharded = live(sharded_data, f"sqlite:///{tmp_path / f'ray{shards}.db'}")
+        assert got.equals(answers)
+        assert_same_run(local, sharded)
