@@ -172,8 +172,9 @@ class ExperimentConfig(BaseModel):
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig,
                                    description="where agents observe and decide: local or ray")
     events: list[Event] = Field(default_factory=list, description="scheduled events: scripted "
-                                "actions, changes of agents' variables, broadcasts, parameter "
-                                "changes and interviews (see docs/steering.md)")
+                                "actions, changes of agents' variables, agents leaving, "
+                                "broadcasts, parameter changes and interviews (see "
+                                "docs/steering.md)")
 
     @field_validator("start_time")
     @classmethod

@@ -51,7 +51,7 @@ from populace.storage.runs import (
     save_checkpoint,
     update_run,
 )
-from populace.storage.schema import CORE_STEP_TABLES, Agent, EventRecord
+from populace.storage.schema import CORE_STEP_TABLES, Agent, Departure, EventRecord
 
 from .actions import ActionBatch
 from .activation import Activation
@@ -212,7 +212,9 @@ class Simulation:
         """The agents active at ``step`` (drawn once, also when the shards asked ahead)."""
         if self._drawn is None or self._drawn[0] != step:
             self._drawn = (step, self.activation.draw(step, self.clock.hour(step)))
-        return self._drawn[1]
+        active, present = self._drawn[1], self.world.present
+        # agents that left are drawn as before (the draws of the others do not move)
+        return active if present.all() else active[present[active]]
 
     def _context(self, step: int) -> StepContext:
         return step_context(self.clock, self.rng, step)
@@ -372,8 +374,9 @@ class Simulation:
 
     def _restore_steering(self, step: int) -> None:
         """After loading the checkpoint of ``step``: apply again the parameter changes made up
-        to it (a scenario's config is not in its state), and schedule the live events applied
-        after it at the steps they were applied at (before their rows are deleted)."""
+        to it (a scenario's config is not in its state) and the departures, and schedule the
+        live events applied after it at the steps they were applied at (before their rows are
+        deleted)."""
         db, run_id = self.db, self.run_id
         assert db is not None and run_id is not None and self.runtime is not None
         self.scenario_config = self.experiment.scenario_config
@@ -381,6 +384,16 @@ class Simulation:
             event = parse_event(json.loads(row["spec"]))
             self.runtime.steer([(row["name"], event)], int(row["step"]))
             self.scenario_config = changed_config(self.scenario_config, event.changes)
+        t = Departure
+        with db.engine.connect() as conn:
+            left = np.asarray(conn.execute(sa.select(t.agent_id).where(
+                t.run_id == run_id, t.step <= step).order_by(t.agent_id)).scalars().all(),
+                dtype=np.int64)
+        if len(left):  # every replica's world, and the driver's
+            gone = parse_event({"kind": "leave", "at": max(step, 1), "agents": {
+                "ids": left.tolist()}})
+            self.runtime.steer([("departures", gone)], max(step, 1))
+            self.world.present[left] = False
         self._schedule_recorded(db, run_id, keep_commands=True)
 
     def _restart(self, records: Records) -> None:
@@ -477,12 +490,12 @@ class Simulation:
         self.take_commands()
         t0 = time.perf_counter()
         ctx = self._context(step)
-        active = self._active(step)
         records, self._carried = self._carried, {}
         scripted = None
         due = self.schedule.due(step)
         if due:  # events of the boundary before this step
             scripted = self._boundary(step, due, records)
+        active = self._active(step)  # after the boundary: without agents that just left
         # observe, decide, check and resolve: here, or in the Ray shards that own the agents
         actions, summary = self.runtime.decide(active, step, scripted)
         self.scenario.observed(active, summary)
@@ -519,9 +532,17 @@ class Simulation:
         events = [(s.name, s.event) for s in due]
         done = self.runtime.steer(events, step)
         merge_records(records, done.records)
+        for s, result in zip(due, done.results, strict=True):
+            if result.get("agents") == 0:  # most likely a filter that matches nobody
+                log.warning("event %r at step %d selected no agents (agents: %s)", s.name,
+                            step, s.event.agents.model_dump(exclude_defaults=True) or "all")
         for s in due:
             if s.event.kind == "parameter":
                 self.scenario_config = changed_config(self.scenario_config, s.event.changes)
+            elif s.event.kind == "leave":  # the driver's world too (on Ray it is not a replica)
+                left = done.selected[s.name]
+                self.world.present[left] = False
+                merge_records(records, {"departures": {"agent_id": left}})
             elif s.event.kind == "interview":
                 merge_records(records, self.runtime.interview(done.selected[s.name], s.name,
                                                               s.event, step))

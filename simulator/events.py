@@ -4,8 +4,8 @@ and ``populace intervene`` describe.
 Core objects:
     AgentSelector: which agents an event concerns: every agent, listed ids, attribute and state
         filters (``where``), then a seeded sample.
-    ActionEvent, SetEvent, BroadcastEvent, ParameterEvent, InterviewEvent: the kinds of event
-        (``kind:``), each with its schedule (``at``, ``every``, ``until``).
+    ActionEvent, SetEvent, LeaveEvent, BroadcastEvent, ParameterEvent, InterviewEvent: the kinds
+        of event (``kind:``), each with its schedule (``at``, ``every``, ``until``).
     Event: the union of the kinds, as pydantic validates it.
     check_events: the checks that need the experiment (its steps, population, scenario): an
         unknown agent, action, argument, variable or attribute, a step past the end.
@@ -155,6 +155,17 @@ class SetEvent(_EventBase):
         return self
 
 
+class LeaveEvent(_EventBase):
+    """The selected agents leave the run: from this step on they are not activated, asked or
+    selected by any event; their rows and what they posted stay (``departures`` records
+    who left when)."""
+
+    kind: Literal["leave"]
+    agents: Annotated[AgentSelector, Field(description="who leaves")]
+
+    _agents = field_validator("agents", mode="before")(_selector)
+
+
 class BroadcastEvent(_EventBase):
     """A message from a system account to every agent (a post, an announcement); ``args`` are
     the scenario's broadcast arguments."""
@@ -228,11 +239,12 @@ class InterviewEvent(_EventBase):
         return value
 
 
-Event = Annotated[ActionEvent | SetEvent | BroadcastEvent | ParameterEvent | InterviewEvent,
+Event = Annotated[ActionEvent | SetEvent | LeaveEvent | BroadcastEvent | ParameterEvent
+                  | InterviewEvent,
                   Field(discriminator="kind")]
 """One event of any kind."""
 EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
-EVENT_KINDS = ("action", "set", "broadcast", "parameter", "interview")
+EVENT_KINDS = ("action", "set", "leave", "broadcast", "parameter", "interview")
 
 
 def parse_event(data: dict[str, Any]) -> Any:
@@ -392,5 +404,5 @@ def _first_error(err: Exception) -> str:
 
 
 __all__ = ["COMPARISONS", "EVENT_ADAPTER", "EVENT_KINDS", "ActionEvent", "AgentSelector",
-           "BroadcastEvent", "Event", "InterviewEvent", "ParameterEvent", "Question",
+           "BroadcastEvent", "Event", "InterviewEvent", "LeaveEvent", "ParameterEvent", "Question",
            "SetEvent", "changed_config", "check_events", "event_name", "parse_event"]

@@ -6,7 +6,8 @@ Core objects:
     Schedule: every event of a run, by step.
     select_agents: the agents an ``AgentSelector`` picks, vectorised over the population.
     apply_boundary: what a replica of the world does at a step boundary: set variables,
-        broadcast, reconfigure, and pick the agents of action and interview events.
+        let agents leave, broadcast, reconfigure, and pick the agents of action and interview
+        events.
     scripted_batch: the actions that action events make agents take.
     answer_interview: a replica's answers for its agents (the policy's, else the scenario's
         report of a state variable).
@@ -143,13 +144,15 @@ def select_agents(selector: AgentSelector, scenario: Scenario[Any, Any, Any, Any
                   ctx: StepContext, event: str) -> np.ndarray:
     """The agents ``selector`` picks, in id order (conditions read population attributes
     first, then scenario variables; a sample is seeded by the event's name and the step)."""
-    n = scenario.world.n_agents
-    attributes = scenario.world.population.attributes
+    world = scenario.world
+    n = world.n_agents
+    attributes = world.population.attributes
     if selector.ids is not None:
         ids = np.unique(np.asarray(selector.ids, dtype=np.int64))
         if len(ids) and ids[-1] >= n:
             raise SteeringError(f"event {event!r}: agents.ids: no agent {int(ids[-1])} (the "
                                 f"population has {n} agents)")
+        ids = ids[world.present[ids]]  # agents that left are not there to act or answer
     else:
         ids = None
     if selector.where:
@@ -163,9 +166,9 @@ def select_agents(selector: AgentSelector, scenario: Scenario[Any, Any, Any, Any
                 raise SteeringError(f"event {event!r}: agents.where: no population attribute "
                                     f"or scenario variable {name!r}")
             mask &= _condition(values, cond, name)
-        chosen = ids[mask[ids]] if ids is not None else np.flatnonzero(mask)
+        chosen = ids[mask[ids]] if ids is not None else np.flatnonzero(mask & world.present)
     else:
-        chosen = ids if ids is not None else np.arange(n, dtype=np.int64)
+        chosen = ids if ids is not None else np.flatnonzero(world.present)
     k = selector.sample
     if selector.fraction is not None:
         k = int(round(selector.fraction * len(chosen)))
@@ -185,7 +188,7 @@ class Boundary:
     results: list[dict[str, Any]]
     """One per event, in order: what it did (agents, values changed, rows added)."""
     selected: dict[str, np.ndarray]
-    """The agents of each action and interview event, by name."""
+    """The agents of each action, leave and interview event, by name."""
 
 
 def apply_boundary(scenario: Scenario[Any, Any, Any, Any],
@@ -209,6 +212,11 @@ def apply_boundary(scenario: Scenario[Any, Any, Any, Any],
             rows = scenario.broadcast(event.text, args, ctx)
             merge_records(records, rows)
             results.append({"rows": {t: len(next(iter(c.values()), [])) for t, c in rows.items()}})
+        elif event.kind == "leave":
+            agents = select_agents(event.agents, scenario, ctx, name)
+            scenario.world.present[agents] = False
+            selected[name] = agents
+            results.append({"agents": len(agents)})
         elif event.kind == "parameter":
             scenario.reconfigure(changed_config(scenario.config, event.changes))
             results.append({"changed": sorted(event.changes)})

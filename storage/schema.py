@@ -5,8 +5,9 @@ Core objects:
         and ``EventMixin``).
     RunRecord, Step, StepMetric, Agent, AgentState, Checkpoint: typed ORM models for the engine's tables.
     RunLeaseRecord: which process may write a run now (see ``populace.storage.leases``).
-    EventRecord, InterviewAnswer, ControlCommand: how a run was steered (events applied,
-        interview answers, commands sent to a running run; see ``populace.storage.control``).
+    EventRecord, InterviewAnswer, Departure, ControlCommand: how a run was steered (events
+        applied, interview answers, agents that left, commands sent to a running run; see
+        ``populace.storage.control``).
 
 Storage knows nothing about scenarios or the engine: scenario packages import ``Base`` and
 ``RunStepMixin`` to declare their tables, and the loaders reflect tables they do not know.
@@ -183,6 +184,14 @@ class EventRecord(EventMixin, Base):
     result: Mapped[str] = mapped_column(Text)  # what it did, as JSON (agents, rows changed)
 
 
+class Departure(EventMixin, Base):
+    """An agent that left the run (a ``kind: leave`` event) before ``step``."""
+
+    __tablename__ = "departures"
+
+    agent_id: Mapped[int] = mapped_column(BigInteger)
+
+
 class InterviewAnswer(EventMixin, Base):
     """One agent's answer to one interview question."""
 
@@ -221,4 +230,4 @@ class ControlCommand(Base):
 
 
 CORE_STEP_TABLES = ("steps", "step_metrics", "agent_states", "checkpoints", "events",
-                    "interview_answers")
+                    "interview_answers", "departures")

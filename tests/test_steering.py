@@ -39,6 +39,7 @@ EVENTS: list[dict[str, Any]] = [
     {"name": "elders", "kind": "set", "at": 5, "every": 3, "agents": {"where": {"age": {">=": 60}}},
      "variable": "opinion", "value": 0.9},
     {"name": "hot", "kind": "parameter", "at": 6, "changes": {"feed.algorithm": "hot"}},
+    {"name": "retire", "kind": "leave", "at": 4, "agents": {"where": {"age": {">=": 75}}}},
     {"name": "poll", "kind": "interview", "at": 3, "every": 4, "agents": {"sample": 25},
      "questions": [{"id": "stance", "text": "Where do you stand?", "answer": "scale",
                     "low": 1, "high": 7}]},
@@ -53,7 +54,8 @@ def test_each_kind_of_event_happens_at_its_step(sqlite_url: str) -> None:
     assert run.info["status"] == "completed"
     events = run.events()
     applied = list(zip(events["step"], events["name"], strict=True))
-    assert applied == [(2, "news"), (3, "seventeen"), (3, "poll"), (4, "likers"), (5, "elders"),
+    assert applied == [(2, "news"), (3, "seventeen"), (3, "poll"), (4, "likers"), (4, "retire"),
+                       (5, "elders"),
                        (6, "hot"), (7, "poll"), (8, "elders"), (11, "elders"), (11, "poll"),
                        (12, "exit_poll")]
     assert set(events["source"]) == {"yaml"}
@@ -81,14 +83,22 @@ def test_each_kind_of_event_happens_at_its_step(sqlite_url: str) -> None:
     assert {1, 2, 3, 4, 5} <= set(liked)
 
     agents = run.agents()
-    elders = int((agents["age"] >= 60).sum())
+    elders = int(((agents["age"] >= 60) & (agents["age"] < 75)).sum())  # the others left at 4
     for step in (5, 8, 11):
         assert result[(step, "elders")]["agents"] == elders
         assert result[(step, "elders")]["mean_after"] == pytest.approx(0.9)
     assert result[(6, "hot")] == {"changed": ["feed.algorithm"]}
     assert json.loads(events["spec"].iloc[0])["text"] == "The council votes on the tax."
 
+    # those who left: recorded, never active again, never asked
+    retired = np.flatnonzero(agents["age"] >= 75)
+    assert len(retired) > 0 and result[(4, "retire")] == {"agents": len(retired)}
+    departures = run.table("departures")
+    assert departures["step"].eq(4).all() and sorted(departures["agent_id"]) == list(retired)
+    assert not actions[(actions["step"] >= 4) & actions["agent_id"].isin(retired)].size
+    assert actions[(actions["step"] < 4) & actions["agent_id"].isin(retired)].size
     answers = run.interviews()
+    assert not answers[(answers["step"] > 4) & answers["agent_id"].isin(retired)].size
     assert answers.groupby("step").size().to_dict() == {3: 25, 7: 25, 11: 25,
                                                          12: 2 * int((agents["age"] < 30).sum())}
     polls = answers[answers["event"] == "poll"]
@@ -273,3 +283,27 @@ def test_a_malformed_event_is_refused_at_validate_time_naming_its_field(
         experiment_from_dict(steered([event]))
     text = str(err.value)
     assert where in text and message in text, text
+
+
+def test_a_resume_keeps_who_left_and_the_parameters_changed_before_its_checkpoint(
+        tmp_path, monkeypatch) -> None:
+    events = [{"name": "quit", "kind": "leave", "at": 2, "agents": {"fraction": 0.3}},
+              {"name": "hot", "kind": "parameter", "at": 3, "changes": {"feed.algorithm": "hot"}},
+              {"name": "late", "kind": "leave", "at": 6, "agents": {"where": {"age": {"<": 25}}}}]
+    full = run_experiment(steered(events), f"sqlite:///{tmp_path / 'full.db'}")
+    url = f"sqlite:///{tmp_path / 'crash.db'}"
+    sim = Simulation(experiment_from_dict(steered(events)), db_url=url)
+    crash_after(sim, 7, monkeypatch)  # the checkpoint is at 4: `late` is applied again
+    with pytest.raises(Crash):
+        sim.run()
+    monkeypatch.undo()
+    resumed = Simulation.resume(url, sim.run_id)
+    assert resumed.step == 4 and (~resumed.world.present).sum() == 90
+    assert resumed.scenario.config.feed.algorithm == "hot"
+    done = resumed.run()
+    a, b = content_tables(full), content_tables(done)
+    for name in a:
+        pd.testing.assert_frame_equal(a[name], b[name], obj=name)
+    left = done.table("departures")
+    assert left.groupby("step").size().to_dict() == {
+        2: 90, 6: int((done.agents().drop(index=left[left.step == 2].agent_id)["age"] < 25).sum())}

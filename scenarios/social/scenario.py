@@ -175,8 +175,9 @@ class SocialScenario(Shardable[SocialArgs],
         stance = np.where(valid, p.stance[safe] if p.n else 0.0, np.nan)
         author = np.where(valid, p.author[safe] if p.n else 0, -1)
         topic = np.where(valid, p.topic[safe] if p.n else 0, -1)
+        score = np.where(valid, p.likes[safe] - p.dislikes[safe] if p.n else 0, 0)
         return SocialObservation(agents=agents, feed=feed, stance=stance, author=author,
-                                 topic=topic, opinion=state.opinion[agents],
+                                 topic=topic, score=score, opinion=state.opinion[agents],
                                  interest=self.interest[agents], follows=state.follows)
 
     def observation_summary(self, obs: SocialObservation) -> dict[str, np.ndarray]:
@@ -323,6 +324,8 @@ class SocialScenario(Shardable[SocialArgs],
         }
         if not self.lead:
             return part
+        present = self.world.present  # the opinions of the agents still in the run
+        here = op if present.all() else op[present]
         counts = np.bincount(actions.action.astype(np.int64), minlength=len(ACTIONS))
         out: dict[str, float] = {f"actions.{name}": float(c) for name, c in zip(ACTIONS, counts,
                                                                              strict=True)}
@@ -331,10 +334,11 @@ class SocialScenario(Shardable[SocialArgs],
             "active_agents": float(len(actions)),
             "posts_new": float(self.new_posts),
             "posts_total": float(self.state.posts.n),
-            "opinion_mean": float(op.mean()) if self.n else float("nan"),
-            "opinion_var": float(op.var()) if self.n else float("nan"),
-            "polarization": float(np.mean(np.abs(op) >= self.config.extreme_threshold)),
-            "bimodality": bimodality_coefficient(op),
+            "opinion_mean": float(here.mean()) if len(here) else float("nan"),
+            "opinion_var": float(here.var()) if len(here) else float("nan"),
+            "polarization": float(np.mean(np.abs(here) >= self.config.extreme_threshold))
+            if len(here) else float("nan"),
+            "bimodality": bimodality_coefficient(here),
             "exposure_corr": self.exposure_corr,
         })
         part["shared"] = out
