@@ -76,7 +76,8 @@ class SocialRuleParams(BaseModel):
     (stance within ``confidence`` of its opinion) with probability ``homophily``, else to any post
     in its feed; dislikes and unfollows go to posts it disagrees with. Opinions follow bounded
     confidence: they move by ``convergence`` toward the mean stance of agreeable posts seen and,
-    with ``backfire`` > 0, away from the mean stance of disagreeable ones.
+    with ``backfire`` > 0, away from the mean stance of disagreeable ones. With ``herding`` > 0
+    the votes a post shows make it likelier to be picked (the herd effect OASIS measures).
 
     The eight ``*_rate`` values must add up to at most 1; an action that needs a target post and
     finds none becomes ``do_nothing``.
@@ -106,6 +107,10 @@ class SocialRuleParams(BaseModel):
     homophily: float = Field(0.8, ge=0, le=1, description="share of engagement kept to agreeable posts")
     stance_noise: float = Field(0.1, ge=0, description="sd of a new post's stance around the opinion")
     topic_focus: float = Field(0.7, ge=0, le=1, description="chance a new post is on the agent's topic")
+    herding: float = Field(0.0, ge=0, le=10, description="how much the votes a post shows steer "
+                           "engagement: a post with likes - dislikes = s is picked with weight "
+                           "exp(herding * s) (exp(-herding * s) for dislikes and unfollows); 0: "
+                           "votes are ignored")
 
     @model_validator(mode="after")
     def _rates_sum(self) -> Self:

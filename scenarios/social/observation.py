@@ -25,6 +25,7 @@ class SocialObservation(Observation):
     stance: np.ndarray  # (n, k) stance of each post (NaN padding)
     author: np.ndarray  # (n, k) author ids (-1 padding)
     topic: np.ndarray  # (n, k) topic index (-1 padding)
+    score: np.ndarray  # (n, k) votes each post shows: likes - dislikes (0 padding)
     opinion: np.ndarray  # (n,) the agent's opinion
     interest: np.ndarray  # (n,) the agent's topic of interest
     follows: FollowState  # the follow graph (shared by the batch)

@@ -77,6 +77,10 @@ class SocialRulePolicy(Policy[SocialObservation, SocialArgs]):
         cand = np.where((codes == FOLLOW)[:, None], engage & ~followed & ~own & (obs.author >= 0),
                         cand)
         keys = ctx.uniform("social.rules.target", obs.agents, cand.shape[1])
+        if p.herding:  # weighted draw (Efraimidis-Spirakis): key u ** (1 / weight)
+            sign = np.where((codes == DISLIKE) | (codes == UNFOLLOW), -1.0, 1.0)[:, None]
+            weight = np.exp(p.herding * sign * np.clip(obs.score, -20, 20))
+            keys = keys ** (1.0 / weight)
         keys[~cand] = -1.0
         j = np.argmax(keys, axis=1) if cand.shape[1] else np.zeros(n, dtype=np.int64)
         has = keys[np.arange(n), j] >= 0 if cand.shape[1] else np.zeros(n, dtype=bool)
