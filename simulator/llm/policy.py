@@ -3,13 +3,15 @@
 Core objects:
     LLMPolicy: decides for a batch by sending every agent's prompt at once to the backend,
         validating each answer against the scenario's decision model, repairing once, falling
-        back when it must, and accounting for every call.
+        back when it must, and accounting for every call; answers interviews in persona the
+        same way (``populace.simulator.llm.interview`` builds their prompts and reply model).
 """
 
 from __future__ import annotations
 
+import logging
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -17,6 +19,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from ..actions import ActionBatch, ArgsT
+from ..events import InterviewEvent
+from ..interviews import Answer
 from ..llm_adapter import LLMAdapter
 from ..paths import experiment_path
 from ..policy import Policy
@@ -24,15 +28,41 @@ from ..step import ObsT
 from .answers import repair_messages
 from .calls import COUNTERS, LLMCalls
 from .config import LLMConfig, LLMParams
+from .interview import (
+    INTERVIEW,
+    INTERVIEW_REPAIR,
+    InterviewPrompts,
+    question_query,
+    reply_answers,
+    reply_memories,
+    reply_model,
+    reply_schema,
+    reply_tokens,
+)
 from .memory import MemoryStore
 from .prompts import PromptBuilder
 from .types import Backend, ChatRequest
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from populace.storage import Database
 
     from ..records import Records
     from ..step import StepContext
+
+log = logging.getLogger(__name__)
+
+RequestMaker = Callable[[list[dict[str, str]], int, int], ChatRequest]
+"""Builds a request from its messages, the agent and the attempt (0, or 1 for a repair)."""
+
+INTERVIEW_IMPORTANCE = 5.0
+"""Importance (0-10) of the memory of an interview answered, with heuristic importance: more
+than scrolling past a post, less than a reflection (8)."""
+
+INTERVIEW_COUNTERS = ("interviews", "interview_repairs", "interview_repaired",
+                      "interview_invalid")
+"""Per-step counters of interviews (metrics ``llm.<name>``, present in steps that had one)."""
 
 REFLECTION_SYSTEM = ("You are a member of an online community, thinking back on what you saw and "
                      "did. Answer with a single JSON object and nothing else.")
@@ -93,6 +123,8 @@ class LLMPolicy(Policy[ObsT, ArgsT]):
         self.base_dir = base_dir
         user_dir = experiment_path(params.templates, base_dir) if params.templates else None
         self.prompts = PromptBuilder(scenario.prompt_dir, user_dir, params.role)
+        self.interviews = InterviewPrompts(scenario.prompt_dir, user_dir, params.role)
+        self._interview_counts = dict.fromkeys(INTERVIEW_COUNTERS, 0)
         self.calls = LLMCalls(llm, seed, base_dir)
         self._prefix_chars = 0
         self._prompt_chars = 0
@@ -143,35 +175,153 @@ class LLMPolicy(Policy[ObsT, ArgsT]):
             requests.append(self._request(
                 [{"role": "system", "content": system}, {"role": "user", "content": user}],
                 agent, ctx.step, 0))
-        answers = self.calls.send(requests)
         self.calls.counts["decisions"] += len(requests)
-        decisions: list[Any] = []
-        to_repair: list[tuple[int, ChatRequest, str, str]] = []
-        for i, (req, resp) in enumerate(zip(requests, answers, strict=True)):
-            decision, problem = self.calls.judge(req, resp, "decision", self.adapter)
-            decisions.append(decision)
-            if decision is None and resp.error is None and self.params.repair:
-                to_repair.append((i, req, resp.text, problem or "invalid"))
-        # a model that does not answer stops the run here, before the step is recorded
-        self.calls.stop_if_failing(sum(r.error is not None for r in answers), len(answers),
-                                   f"decisions of step {ctx.step}")
-        if to_repair:
-            fixes = [self._request(repair_messages(req.messages, text, problem, self.schema),
-                                   req.key, ctx.step, 1) for _, req, text, problem in to_repair]
-            self.calls.counts["repairs"] += len(fixes)
-            for (i, *_), req, resp in zip(to_repair, fixes, self.calls.send(fixes),
-                                          strict=True):
-                decision, _ = self.calls.judge(req, resp, "repair", self.adapter)
-                if decision is not None:
-                    self.calls.counts["repaired"] += 1
-                decisions[i] = decision
-            self.calls.stop_if_failing(0, len(fixes), f"repairs of step {ctx.step}")
+        decisions, fixes, repaired = self._ask(
+            requests, self.adapter, ("decision", "repair"), "decisions", "repairs", ctx.step,
+            lambda messages, agent, attempt: self._request(messages, agent, ctx.step, attempt))
+        self.calls.counts["repairs"] += fixes
+        self.calls.counts["repaired"] += repaired
         self.calls.counts["fallbacks"] += sum(d is None for d in decisions)
         actions = self.scenario_adapter.decisions_to_actions(obs, decisions, self.params.fallback)
         if self.memory is not None:
             self._remember(obs, contexts, actions, ctx.step)
             self._reflect(obs.agents, ctx.step)
         return actions
+
+    def _ask(self, requests: list[ChatRequest], adapter: TypeAdapter[Any], kinds: tuple[str, str],
+             what: str, what_repairs: str, step: int, make: RequestMaker
+             ) -> tuple[list[Any], int, int]:
+        """Send ``requests`` at once and validate each answer with ``adapter``; ask once more
+        (``params.repair``) where an answer came but was invalid; stop the run when too many
+        requests got no answer.
+
+        Args:
+            kinds: the ``llm_calls.kind`` of the requests and of their repairs.
+            what, what_repairs: the requests and their repairs in a stop's message.
+            make: builds a request from its messages, the agent and the attempt (a repair is
+                attempt 1).
+
+        Returns:
+            The validated answers (None where none was valid), the number of repair requests
+            sent, and how many of them gave a valid answer.
+        """
+        answers = self.calls.send(requests)
+        results: list[Any] = []
+        to_repair: list[tuple[int, ChatRequest, str, str]] = []
+        for i, (req, resp) in enumerate(zip(requests, answers, strict=True)):
+            result, problem = self.calls.judge(req, resp, kinds[0], adapter)
+            results.append(result)
+            if result is None and resp.error is None and self.params.repair:
+                to_repair.append((i, req, resp.text, problem or "invalid"))
+        # a model that does not answer stops the run here, before the step is recorded
+        self.calls.stop_if_failing(sum(r.error is not None for r in answers), len(answers),
+                                   f"{what} of step {step}")
+        repaired = 0
+        if to_repair:
+            fixes = [make(repair_messages(req.messages, text, problem, req.schema), req.key, 1)
+                     for _, req, text, problem in to_repair]
+            for (i, *_), req, resp in zip(to_repair, fixes, self.calls.send(fixes),
+                                          strict=True):
+                result, _ = self.calls.judge(req, resp, kinds[1], adapter)
+                repaired += result is not None
+                results[i] = result
+            self.calls.stop_if_failing(0, len(fixes), f"{what_repairs} of step {step}")
+        return results, len(to_repair), repaired
+
+    # -- interviews -----------------------------------------------------------------------------
+
+    def join(self, agents: np.ndarray, attributes: pd.DataFrame, ctx: StepContext) -> None:
+        """Agents that joined the run start with empty memories (their profiles come from
+        ``attributes`` through the scenario's adapter)."""
+        if self.memory is not None:
+            self.memory.grow(agents)
+
+    def interview(self, obs: ObsT, event: InterviewEvent, ctx: StepContext
+                  ) -> list[list[Answer] | None]:
+        """Every agent of ``obs`` answers ``event``'s questions in persona, one request each,
+        all sent at once: its profile and situation (from the scenario's prompt context), its
+        memories retrieved for the questions, and the questions; the reply is one JSON object
+        with a key per question id, validated and repaired once like a decision.
+
+        An agent without a valid reply gets ``valid`` False for every question. The calls are
+        recorded in ``llm_calls`` (kind ``interview``, and ``iv_repair`` for repairs) with the
+        step and agent of the answers. With ``event.remember`` the exchange enters each
+        agent's memory; without it the agents' memories are left exactly as they were.
+        """
+        if self.backend is None:
+            raise RuntimeError("the LLM policy is not attached to a run (Policy.attach)")
+        if not len(obs):
+            return []
+        reply = reply_model(event)
+        schema = reply_schema(reply, event) if self.llm.structured_output else None
+        max_tokens = reply_tokens(event, self.llm.max_tokens)
+        step = ctx.step
+
+        def make(messages: list[dict[str, str]], agent: int, attempt: int) -> ChatRequest:
+            # seeded like a decision, with the purpose: a re-run asks the same way
+            seed = zlib.crc32(f"{self.seed}:{step}:{agent}:{attempt}:interview".encode())
+            return ChatRequest(messages=messages, model=self.llm.model, schema=schema,
+                               temperature=self.llm.temperature, max_tokens=max_tokens,
+                               top_p=self.llm.top_p, seed=seed & 0x7FFFFFFF, key=agent)
+
+        shared, contexts = self.scenario_adapter.prompt_context(obs)
+        memories = self._interview_memories(obs.agents, event, step)
+        system = self.interviews.system(shared)
+        requests, prompts = [], []
+        for agent, context, remembered in zip(obs.agents.tolist(), contexts, memories,
+                                              strict=True):
+            user = self.interviews.user(shared, context, remembered, event)
+            prompts.append(f"{system}\n\n{user}")
+            requests.append(make([{"role": "system", "content": system},
+                                  {"role": "user", "content": user}], agent, 0))
+        replies, fixes, repaired = self._ask(requests, reply, (INTERVIEW, INTERVIEW_REPAIR),
+                                             "interview answers", "interview repairs", step,
+                                             make)
+        invalid = sum(r is None for r in replies)
+        counts = self._interview_counts
+        counts["interviews"] += len(requests)
+        counts["interview_repairs"] += fixes
+        counts["interview_repaired"] += repaired
+        counts["interview_invalid"] += invalid
+        if invalid:
+            log.warning("interview at step %d: %d of %d language-model agents gave no valid "
+                        "answer (recorded with valid = false)", step, invalid, len(requests))
+        if event.remember and self.memory is not None:
+            self._remember_interview(obs.agents, replies, event, step)
+        return [reply_answers(r, event, p) for r, p in zip(replies, prompts, strict=True)]
+
+    def _interview_memories(self, agents: np.ndarray, event: InterviewEvent,
+                            step: int) -> list[list[str]]:
+        """Each agent's memories retrieved for the questions. Retrieval refreshes the last
+        access of what it found; an interview the agents do not remember must leave no trace,
+        so without ``remember`` the access steps are put back."""
+        if self.memory is None:
+            return [[] for _ in range(len(agents))]
+        rows = self.memory.rows(agents)
+        accessed = self.memory.accessed[rows]  # a copy (fancy indexing)
+        found = self.memory.retrieve(agents, [question_query(event)] * len(agents), step)
+        if not event.remember:
+            self.memory.accessed[rows] = accessed
+        return found
+
+    def _remember_interview(self, agents: np.ndarray, replies: list[Any],
+                            event: InterviewEvent, step: int) -> None:
+        """Store each question and its answer as a memory (kind ``message``) of the agents
+        that replied."""
+        who: list[int] = []
+        texts: list[str] = []
+        for agent, reply in zip(agents.tolist(), replies, strict=True):
+            if reply is not None:
+                said = reply_memories(reply, event)
+                who += [agent] * len(said)
+                texts += said
+        if not texts:
+            return
+        ids = np.array(who, dtype=np.int64)
+        importance = np.full(len(texts), INTERVIEW_IMPORTANCE, dtype=np.float32)
+        if self.params.memory.importance == "llm":
+            importance = self._rate(ids, texts, importance, step)
+        self._store(ids, ["message"] * len(texts), texts, importance, step)
 
     # -- memory ---------------------------------------------------------------------------------
 
@@ -287,7 +437,8 @@ class LLMPolicy(Policy[ObsT, ArgsT]):
         return records
 
     def step_metrics(self) -> dict[str, float]:
-        """Requests, tokens, latency, cache hits, invalid answers, repairs, fallbacks, cost."""
+        """Requests, tokens, latency, cache hits, invalid answers, repairs, fallbacks, cost;
+        interviews answered, repaired and left invalid (in a step that had one)."""
         return self.pool_measurements([self.export_measurements()])
 
     def export_measurements(self) -> dict[str, Any]:
@@ -295,6 +446,7 @@ class LLMPolicy(Policy[ObsT, ArgsT]):
         c, prices = self.calls.counts, self.llm.prices
         out = {"counts": dict(c), "latencies": list(self.calls.latencies),
                "prefix": self._prefix_chars, "prompt": self._prompt_chars,
+               "interviews": dict(self._interview_counts),
                "cost": (c["prompt_tokens"] * prices.prompt_per_million
                         + c["completion_tokens"] * prices.completion_per_million) / 1e6}
         self._reset_step_measurements()
@@ -315,8 +467,13 @@ class LLMPolicy(Policy[ObsT, ArgsT]):
             "llm.cost": sum(e["cost"] for e in exports),
             "llm.shared_prefix_share": prefix / prompt if prompt else float("nan"),
         })
+        asked = {k: sum(e.get("interviews", {}).get(k, 0) for e in exports)
+                 for k in INTERVIEW_COUNTERS}
+        if asked["interviews"]:
+            out.update({f"llm.{k}": float(v) for k, v in asked.items()})
         return out
 
     def _reset_step_measurements(self) -> None:
         self.calls.reset_measurements()
         self._prefix_chars = self._prompt_chars = 0
+        self._interview_counts = dict.fromkeys(INTERVIEW_COUNTERS, 0)

@@ -25,6 +25,9 @@ returned verbatim (a test hook). Otherwise, with a schema, ``sample_instance`` d
 from an rng seeded by (behaviour seed, sha256 of the messages / prompt), so the same request
 always gets the same answer; without a schema the answer is ``{"action": "do_nothing"}``.
 
+A request whose messages (or prompt) contain ``ServerBehaviour.garbage_if`` always gets a
+non-JSON answer: a model that cannot answer one kind of request, however often it is asked.
+
 Faults are decided per request by hashing (seed, request body, attempt), where attempt counts how
 often that exact body already drew a fault, so a client's retry of a failed request gets a fresh
 draw and whole runs stay reproducible. Checked in order (each with its own draw): hang, rate
@@ -95,6 +98,9 @@ class ServerBehaviour:
         hang_rate: never answer (until the client gives up or the server stops); a hung request
             takes no capacity slot, so it never blocks other requests.
         seed: seed of every draw (faults, latency jitter and answers).
+        garbage_if: answer items whose messages (or prompt) contain this text get a non-JSON
+            answer on every attempt, repairs included (e.g. a phrase of one kind of prompt);
+            "" for none. Counted in ``stats["garbage"]``.
         max_concurrent_seen: a statistic the server writes: the peak number of requests processed
             at once (same as ``stats["max_concurrent"]``).
     """
@@ -108,6 +114,7 @@ class ServerBehaviour:
     error_rate: float = 0.0
     hang_rate: float = 0.0
     seed: int = 0
+    garbage_if: str = ""
     max_concurrent_seen: int = field(default=0, compare=False)
 
     def __post_init__(self) -> None:
@@ -257,6 +264,7 @@ class TestServer:
             "requests": 0, "by_status": {}, "answered": 0, "invalid_json": 0,
             "wrong_action": 0, "hung": 0, "max_concurrent": 0, "prompts_seen": 0,
             "completion_items": 0, "chat_requests": 0, "completion_requests": 0,
+            "garbage": 0,
         }
         self._fault_attempts = {}
         self.behaviour.max_concurrent_seen = 0
@@ -271,7 +279,8 @@ class TestServer:
         ``max_concurrent`` (peak requests processed at once), ``in_flight`` (now being processed),
         ``prompts_seen`` (conversations and prompts received in well-formed requests),
         ``completion_items`` (choices sent in 200 answers), ``chat_requests`` and
-        ``completion_requests``.
+        ``completion_requests``, ``garbage`` (answer items sent as non-JSON because they
+        matched ``behaviour.garbage_if``).
         """
         snapshot = dict(self._stats)
         snapshot["by_status"] = dict(self._stats["by_status"])
@@ -576,6 +585,9 @@ class TestServer:
             rng = _seeded_rng(behaviour.seed, payload)
             if hook is not None:
                 contents.append(hook)  # the test hook wins over content faults
+            elif behaviour.garbage_if and behaviour.garbage_if in payload:
+                stats["garbage"] += 1
+                contents.append(rng.choice(_CHATTER))
             elif draw("invalid_json", index) < behaviour.invalid_json_rate:
                 faulted()
                 stats["invalid_json"] += 1
@@ -665,6 +677,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--error-rate", type=float, default=0.0)
     parser.add_argument("--hang-rate", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--garbage-if", default="", help="answer requests that contain this "
+                        "text with non-JSON, always")
     return parser.parse_args(argv)
 
 
@@ -698,7 +712,8 @@ def main(argv: list[str] | None = None) -> int:
             latency_s=args.latency, latency_jitter_s=args.latency_jitter,
             capacity=args.capacity, invalid_json_rate=args.invalid_json_rate,
             wrong_action_rate=args.wrong_action_rate, rate_limit_rate=args.rate_limit_rate,
-            error_rate=args.error_rate, hang_rate=args.hang_rate, seed=args.seed)
+            error_rate=args.error_rate, hang_rate=args.hang_rate, seed=args.seed,
+            garbage_if=args.garbage_if)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
