@@ -172,7 +172,7 @@ class ExperimentConfig(BaseModel):
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig,
                                    description="where agents observe and decide: local or ray")
     events: list[Event] = Field(default_factory=list, description="scheduled events: scripted "
-                                "actions, changes of agents' variables, agents leaving, "
+                                "actions, changes of agents' variables, agents joining and leaving, "
                                 "broadcasts, parameter changes and interviews (see "
                                 "docs/steering.md)")
 

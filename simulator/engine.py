@@ -67,7 +67,15 @@ from .records import Records, merge_records
 from .rng import RngStreams
 from .runtime import RayRuntime, ShardDiedError, ShardedScenario
 from .scenario import Scenario
-from .steering import Schedule, Scheduled, SteeringError, event_records, scripted_batch
+from .steering import (
+    Schedule,
+    Scheduled,
+    SteeringError,
+    event_records,
+    grow_world,
+    resolve_join,
+    scripted_batch,
+)
 from .step import StepContext, step_context
 from .version import package_version
 from .world import World
@@ -354,6 +362,7 @@ class Simulation:
                           if k.startswith("scenario.")}
         policy_state = {k.removeprefix("policy."): v for k, v in state.items()
                         if k.startswith("policy.")}
+        self._restore_joins(step)
         self.scenario.load_state_dict(scenario_state)
         if isinstance(self.runtime, LocalRuntime) and "shards" in policy_state:
             n = int(policy_state["shards"][0])
@@ -366,6 +375,9 @@ class Simulation:
         self._restore_steering(step)
         with db.transaction() as conn:
             lease.check(conn)  # deletes only while this process holds the run
+            # agents that joined after the checkpoint (ids past the world restored) go too
+            conn.execute(sa.delete(Agent).where(Agent.run_id == self.run_id,
+                                                Agent.agent_id >= self.world.n_agents))
             db.delete_after(conn, self.run_id, step,
                             (*CORE_STEP_TABLES, *LLM_STEP_TABLES, *self.scenario.tables))
             update_run(db, self.run_id, conn=conn, status="running", steps_done=step, error=None)
@@ -529,15 +541,17 @@ class Simulation:
         step) on every replica; add their rows (and interview answers) to ``records``; return
         the actions that action events script."""
         assert self.runtime is not None
-        events = [(s.name, s.event) for s in due]
+        events = [(s.name, self._resolved(s.name, s.event, step)) for s in due]
         done = self.runtime.steer(events, step)
         merge_records(records, done.records)
         for s, result in zip(due, done.results, strict=True):
             if result.get("agents") == 0:  # most likely a filter that matches nobody
                 log.warning("event %r at step %d selected no agents (agents: %s)", s.name,
                             step, s.event.agents.model_dump(exclude_defaults=True) or "all")
-        for s in due:
-            if s.event.kind == "parameter":
+        for s, (_, event) in zip(due, events, strict=True):
+            if s.event.kind == "join":
+                merge_records(records, self._joined(event, done.selected[s.name]))
+            elif s.event.kind == "parameter":
                 self.scenario_config = changed_config(self.scenario_config, s.event.changes)
             elif s.event.kind == "leave":  # the driver's world too (on Ray it is not a replica)
                 left = done.selected[s.name]
@@ -553,6 +567,38 @@ class Simulation:
         if not actions:
             return None
         return scripted_batch(self.experiment.scenario_cls, actions, done.selected)
+
+    def _resolved(self, name: str, event: Any, step: int) -> Any:
+        """A join event with every newcomer's profile (drawn here, seeded by the event's name
+        and step, so that every replica, a resume and a replay add the same agents)."""
+        if event.kind != "join":
+            return event
+        return resolve_join(event, self.config.population, self.rng.get(f"join.{name}", step))
+
+    def _joined(self, event: Any, agents: np.ndarray) -> Records:
+        """The driver's side of agents joining: its world (on Ray, not a replica's) and
+        activation take them; their rows of ``agents`` and ``arrivals``."""
+        if self.world.n_agents <= int(agents[-1]):
+            grow_world(self.world, event.profiles)
+        self.activation = Activation(self.config.activation, self.world.population.attributes,
+                                     self.rng)
+        self._drawn = None
+        rows = self.world.population.attributes.iloc[int(agents[0]):int(agents[-1]) + 1]
+        attributes = (rows.to_json(orient="records", lines=True, date_format="iso").splitlines()
+                      if len(rows.columns) else ["{}"] * len(agents))
+        return {"agents": {"agent_id": agents, "attributes": attributes},
+                "arrivals": {"agent_id": agents}}
+
+    def _restore_joins(self, step: int) -> None:
+        """Before loading the checkpoint of ``step``: the agents that joined up to it join
+        again (drawn alike), so that the world has the checkpoint's size."""
+        db, run_id = self.db, self.run_id
+        assert db is not None and run_id is not None and self.runtime is not None
+        for row in self._recorded(db, run_id, up_to=step, kind="join"):
+            at = int(row["step"])
+            event = self._resolved(row["name"], parse_event(json.loads(row["spec"])), at)
+            done = self.runtime.steer([(row["name"], event)], at)
+            self._joined(event, done.selected[row["name"]])
 
     def _check_live(self, event: Any, first_step: int) -> None:
         """Refuse a live event the run cannot apply (SteeringError naming the field)."""

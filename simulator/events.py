@@ -4,8 +4,9 @@ and ``populace intervene`` describe.
 Core objects:
     AgentSelector: which agents an event concerns: every agent, listed ids, attribute and state
         filters (``where``), then a seeded sample.
-    ActionEvent, SetEvent, LeaveEvent, BroadcastEvent, ParameterEvent, InterviewEvent: the kinds
-        of event (``kind:``), each with its schedule (``at``, ``every``, ``until``).
+    ActionEvent, SetEvent, JoinEvent, LeaveEvent, BroadcastEvent, ParameterEvent,
+        InterviewEvent: the kinds of event (``kind:``), each with its schedule (``at``,
+        ``every``, ``until``).
     Event: the union of the kinds, as pydantic validates it.
     check_events: the checks that need the experiment (its steps, population, scenario): an
         unknown agent, action, argument, variable or attribute, a step past the end.
@@ -166,6 +167,38 @@ class LeaveEvent(_EventBase):
     _agents = field_validator("agents", mode="before")(_selector)
 
 
+class JoinEvent(_EventBase):
+    """New agents join the run: ``count`` of them, with profiles drawn from the population's
+    distributions (seeded by the run's seed, the event's name and the step), or given in
+    ``profiles`` (attributes a profile leaves out are drawn). They get the next ids, rows in
+    ``agents`` and ``arrivals``, and what the scenario gives a newcomer (``args``: e.g. the
+    accounts a new user of the social network follows)."""
+
+    kind: Literal["join"]
+    count: int | None = Field(None, ge=1, le=10_000_000, description="how many agents join "
+                              "(default: one per profile)")
+    profiles: list[dict[str, Scalar]] = Field(
+        default_factory=list, max_length=1_000_000, description="attributes of the first "
+        "newcomers, one mapping each; attributes left out are drawn")
+    args: dict[str, Any] = Field(default_factory=dict, description="the scenario's arguments "
+                                 "for newcomers (see its join arguments)")
+
+    @model_validator(mode="after")
+    def _how_many(self) -> JoinEvent:
+        if self.count is None and not self.profiles:
+            raise ValueError("give `count` (profiles drawn from the population's "
+                             "distributions) or `profiles`")
+        if self.count is not None and self.count < len(self.profiles):
+            raise ValueError(f"count {self.count} is smaller than the {len(self.profiles)} "
+                             "profiles given")
+        return self
+
+    @property
+    def size(self) -> int:
+        """The number of agents that join."""
+        return self.count if self.count is not None else len(self.profiles)
+
+
 class BroadcastEvent(_EventBase):
     """A message from a system account to every agent (a post, an announcement); ``args`` are
     the scenario's broadcast arguments."""
@@ -239,12 +272,12 @@ class InterviewEvent(_EventBase):
         return value
 
 
-Event = Annotated[ActionEvent | SetEvent | LeaveEvent | BroadcastEvent | ParameterEvent
-                  | InterviewEvent,
+Event = Annotated[ActionEvent | SetEvent | JoinEvent | LeaveEvent | BroadcastEvent
+                  | ParameterEvent | InterviewEvent,
                   Field(discriminator="kind")]
 """One event of any kind."""
 EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
-EVENT_KINDS = ("action", "set", "leave", "broadcast", "parameter", "interview")
+EVENT_KINDS = ("action", "set", "join", "leave", "broadcast", "parameter", "interview")
 
 
 def parse_event(data: dict[str, Any]) -> Any:
@@ -276,9 +309,11 @@ def check_events(events: list[Any], *, steps: int, step_of: Any, n_agents: int |
     """
     problems: list[tuple[tuple[Any, ...], str]] = []
     variables = scenario.variables
+    starts = [steps + 1 if e.at == "end" else step_of(e.at) if isinstance(e.at, datetime)
+              else e.at for e in events]
     for i, event in enumerate(events):
         where = (i,)
-        start = step_of(event.at) if isinstance(event.at, datetime) else event.at
+        start = starts[i] if event.at != "end" else "end"
         if event.at == "end" and event.kind != "interview":
             problems.append(((*where, "at"), "only an interview can happen at `end`"))
         if isinstance(start, int):
@@ -292,7 +327,9 @@ def check_events(events: list[Any], *, steps: int, step_of: Any, n_agents: int |
             problems.append(((*where, "until"), f"until {event.until} is before at {start}"))
         selector = getattr(event, "agents", None)
         if selector is not None:
-            problems += _check_selector(selector, (*where, "agents"), n_agents, attributes,
+            size = None if n_agents is None else n_agents + _joined_before(
+                events, starts, steps, starts[i], i)
+            problems += _check_selector(selector, (*where, "agents"), size, attributes,
                                         variables)
         if event.kind == "action":
             problems += _check_action(event, where, scenario)
@@ -300,6 +337,8 @@ def check_events(events: list[Any], *, steps: int, step_of: Any, n_agents: int |
             if event.variable not in variables:
                 problems.append(((*where, "variable"), _unknown("variable", event.variable,
                                                                 variables, scenario.name)))
+        elif event.kind == "join":
+            problems += _check_join(event, where, scenario, scenario_config, attributes)
         elif event.kind == "broadcast":
             problems += _check_broadcast(event, where, scenario, scenario_config)
         elif event.kind == "parameter":
@@ -309,6 +348,21 @@ def check_events(events: list[Any], *, steps: int, step_of: Any, n_agents: int |
             problems.append(((*where, "report"), _unknown("variable", event.report, variables,
                                                           scenario.name)))
     return problems
+
+
+def _joined_before(events: list[Any], starts: list[Any], steps: int, step: int,
+                   index: int) -> int:
+    """How many agents the join events add before event ``index`` happens at ``step`` (at
+    earlier steps, or at that step but earlier in the list)."""
+    total = 0
+    for j, event in enumerate(events):
+        first = starts[j]
+        if event.kind != "join" or not isinstance(first, int):
+            continue
+        last = min(step, event.until or steps) if event.every else first
+        times = (range(first, last + 1, event.every) if event.every else [first])
+        total += event.size * sum(1 for t in times if t < step or (t == step and j < index))
+    return total
 
 
 def _unknown(what: str, name: str, known: Any, scenario: str) -> str:
@@ -355,6 +409,27 @@ def _check_broadcast(event: BroadcastEvent, where: tuple[Any, ...], scenario: An
     except ValueError as err:
         return [((*where, "args"), _first_error(err))]
     return []
+
+
+def _check_join(event: JoinEvent, where: tuple[Any, ...], scenario: Any, config: BaseModel,
+                attributes: list[str] | None) -> list[tuple[tuple[Any, ...], str]]:
+    model = scenario.join_model
+    if model is None:
+        return [((*where, "kind"), f"scenario {scenario.name!r} does not let agents join "
+                 "during a run")]
+    problems = []
+    if attributes is not None:
+        for j, profile in enumerate(event.profiles):
+            for key in profile:
+                if key not in attributes:
+                    problems.append(((*where, "profiles", j, key), (
+                        f"no population attribute {key!r} (attributes: "
+                        f"{', '.join(attributes) or 'none'})")))
+    try:
+        model.model_validate(event.args, context={"config": config})
+    except ValueError as err:
+        problems.append(((*where, "args"), _first_error(err)))
+    return problems
 
 
 def _check_parameters(event: ParameterEvent, where: tuple[Any, ...], scenario: Any,
@@ -404,5 +479,5 @@ def _first_error(err: Exception) -> str:
 
 
 __all__ = ["COMPARISONS", "EVENT_ADAPTER", "EVENT_KINDS", "ActionEvent", "AgentSelector",
-           "BroadcastEvent", "Event", "InterviewEvent", "LeaveEvent", "ParameterEvent", "Question",
+           "BroadcastEvent", "Event", "InterviewEvent", "JoinEvent", "LeaveEvent", "ParameterEvent", "Question",
            "SetEvent", "changed_config", "check_events", "event_name", "parse_event"]

@@ -47,7 +47,7 @@ class LocalRuntime:
 
     def steer(self, events: list[tuple[str, Any]], step: int) -> Boundary:
         """Apply the events of the boundary before ``step``."""
-        return apply_boundary(self.scenario, events, self.context(step))
+        return apply_boundary(self.scenario, self.policy, events, self.context(step))
 
     def interview(self, agents: np.ndarray, name: str, event: Any, step: int) -> Records:
         """``agents``' answers to an interview at the boundary before ``step`` (with the

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -121,4 +122,4 @@ def build_policy(config: PolicyConfig, scenario: Scenario[Any, Any, Any, Any],
             "part that has no `select`, so that it takes everyone left")
     if len(policies) == 1 and (assignment == 0).all():
         return policies[0]
-    return MixedPolicy(policies, assignment)
+    return MixedPolicy(policies, assignment, partial(assign_parts, parts, rng=rng))

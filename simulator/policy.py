@@ -15,7 +15,7 @@ kinds.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Generic, Literal, Self
 
@@ -29,6 +29,8 @@ from .records import Records, joined_records
 from .step import ObsT, StepContext
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from populace.storage import Database
 
 PolicyKind = Literal["rule", "llm"]
@@ -91,6 +93,10 @@ class Policy(ABC, Generic[ObsT, ArgsT]):
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:  # noqa: B027
         """Restore what ``state_dict`` returned."""
+
+    def join(self, agents: np.ndarray, attributes: pd.DataFrame, ctx: StepContext) -> None:  # noqa: B027
+        """Take ``agents`` that joined the run (their rows are in ``attributes``); default:
+        nothing (a policy without per-agent state decides for any agent)."""
 
     def interview(self, obs: ObsT, event: InterviewEvent, ctx: StepContext
                   ) -> list[list[Answer] | None]:
@@ -176,12 +182,30 @@ class MixedPolicy(Policy[ObsT, ArgsT]):
     Args:
         policies: one policy per part.
         assignment: for every agent in the population, the index of its part (-1: none).
+        assign: the assignment of a whole population (for agents that join: the parts'
+            selections applied to them as if they had been there from the start).
     """
 
-    def __init__(self, policies: list[Policy[ObsT, ArgsT]], assignment: np.ndarray) -> None:
+    def __init__(self, policies: list[Policy[ObsT, ArgsT]], assignment: np.ndarray,
+                 assign: Callable[[pd.DataFrame], np.ndarray] | None = None) -> None:
         self.policies = policies
         self.assignment = assignment
+        self.assign = assign
         self._pool: ThreadPoolExecutor | None = None
+
+    def join(self, agents: np.ndarray, attributes: pd.DataFrame, ctx: StepContext) -> None:
+        """Newcomers take the first part that selects them; each part takes its own."""
+        if self.assign is None:
+            raise ValueError("this mixed policy cannot take agents that join: it was built "
+                             "without its parts' selections")
+        part = self.assign(attributes)[agents]
+        if (part < 0).any():
+            raise ValueError(f"{int((part < 0).sum())} agents that join match no part of the "
+                             "mixed policy")
+        self.assignment = np.concatenate([self.assignment, part.astype(self.assignment.dtype)])
+        for i, policy in enumerate(self.policies):
+            if (part == i).any():
+                policy.join(agents[part == i], attributes, ctx)
 
     def attach(self, db: Database, run_id: int) -> None:
         """Attach every part."""

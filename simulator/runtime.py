@@ -161,8 +161,10 @@ class RayRuntime:
             log.warning("%d agents in %d shards: shards own blocks of %d agent ids, so some "
                         "own none", n_agents, config.shards, AGENT_CHUNK)
         t0 = time.perf_counter()
-        self.shards = [actor.remote(experiment, str(source), int(lo), int(hi))
-                       for lo, hi in zip(self.bounds[:-1], self.bounds[1:], strict=True)]
+        last = config.shards - 1  # the last shard takes the agents that join mid-run
+        self.shards = [actor.remote(experiment, str(source), int(lo), int(hi), i == last)
+                       for i, (lo, hi) in enumerate(zip(self.bounds[:-1], self.bounds[1:],
+                                                        strict=True))]
         info = self._get([s.info.remote() for s in self.shards])
         self.pids = [pid for pid, _ in info]
         log.info("%d Ray shards ready in %.1f s", config.shards, time.perf_counter() - t0)
@@ -208,8 +210,9 @@ class RayRuntime:
         return self._get([getattr(s, method).remote(*args) for s in self.shards])
 
     def _owner(self, agents: np.ndarray) -> np.ndarray:
-        """The shard index of each agent."""
-        return np.searchsorted(self.bounds, agents, side="right") - 1
+        """The shard index of each agent (agents that joined mid-run, past the last block's
+        start, are the last shard's)."""
+        return np.searchsorted(self.bounds[:-1], agents, side="right") - 1
 
     def _send_decide(self, active: np.ndarray, step: int,
                      scripted: ActionBatch | None = None) -> list[Any]:

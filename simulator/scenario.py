@@ -79,6 +79,8 @@ class Scenario(ABC, Generic[ConfigT, ObsT, ParamsT, ArgsT]):
         broadcast_model: pydantic model of a broadcast's arguments; ``broadcast`` publishes it.
         reconfigurable: dotted paths of the config that may change mid-run; ``reconfigure``
             takes the changed config.
+        join_model: pydantic model of the arguments for agents that join mid-run (``kind:
+            join``); ``join`` grows the state for them. None: agents cannot join.
     """
 
     name: ClassVar[str]
@@ -92,6 +94,7 @@ class Scenario(ABC, Generic[ConfigT, ObsT, ParamsT, ArgsT]):
     variables: ClassVar[dict[str, Variable]] = {}
     broadcast_model: ClassVar[type[BaseModel] | None] = None
     reconfigurable: ClassVar[tuple[str, ...]] = ()
+    join_model: ClassVar[type[BaseModel] | None] = None
 
     state: ArrayState
     """The scenario's state, when declared as an ``ArrayState`` (then ``state_dict`` and
@@ -176,6 +179,13 @@ class Scenario(ABC, Generic[ConfigT, ObsT, ParamsT, ArgsT]):
         """Publish a message from a system account (``args``: a ``broadcast_model``); return
         the rows it adds. Called on every replica, like ``apply``."""
         raise NotImplementedError(f"scenario {self.name!r} has no broadcasts")
+
+    def join(self, agents: np.ndarray, args: BaseModel, ctx: StepContext) -> Records:
+        """Grow the state for ``agents`` (the next ids, contiguous), whose attributes are
+        already in ``world.population.attributes`` (``args``: a ``join_model``); return the
+        rows that describe them (e.g. their follow edges). Called on every replica, like
+        ``apply``; a ``Shardable`` replica whose block was extended owns them."""
+        raise NotImplementedError(f"scenario {self.name!r} does not let agents join")
 
     def reconfigure(self, config: ConfigT) -> None:
         """Take a config in which only ``reconfigurable`` parameters changed (default: keep

@@ -39,9 +39,11 @@ class ShardReplica:
         config: the experiment as plain data.
         source: the experiment file's path (relative paths in it are resolved from there).
         lo, hi: the block of agent ids this shard decides for.
+        tail: whether agents that join mid-run are this shard's (the last one's).
     """
 
-    def __init__(self, config: dict[str, Any], source: str, lo: int, hi: int) -> None:
+    def __init__(self, config: dict[str, Any], source: str, lo: int, hi: int,
+                 tail: bool = True) -> None:
         exp = experiment_from_dict(config, source=Path(source))
         exp.config.runtime = RuntimeConfig()  # the replica itself runs locally
         cfg = exp.config
@@ -55,6 +57,8 @@ class ShardReplica:
         self.world.graph = None  # the scenario holds what it needs of the follow graph
         self.lead = lo == 0
         self.shardable = isinstance(self.scenario, Shardable)
+        if isinstance(self.scenario, Shardable):
+            self.scenario.tail = tail
         if self.world.llm is not None:
             if self.lead:  # the lead asks the model; the other replicas replay its answers
                 self.world.llm.keep_answers = True
@@ -99,7 +103,7 @@ class ShardReplica:
     def steer(self, events: list[tuple[str, Any]], step: int) -> Boundary:
         """Apply the events of the boundary before ``step`` to this replica (the driver keeps
         the lead's results and selections)."""
-        done = apply_boundary(self.scenario, events, self._context(step))
+        done = apply_boundary(self.scenario, self.policy, events, self._context(step))
         done.records = self._shared(done.records)
         return done
 

@@ -27,6 +27,9 @@ class Shardable(Generic[ArgsT]):
 
     lo: int = 0
     hi: int = 0
+    tail: bool = True
+    """Whether agents that join mid-run become this replica's (the last Ray shard's; the
+    local runtime's only replica): its block then grows to take them."""
 
     @property
     def lead(self) -> bool:

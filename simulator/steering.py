@@ -6,7 +6,8 @@ Core objects:
     Schedule: every event of a run, by step.
     select_agents: the agents an ``AgentSelector`` picks, vectorised over the population.
     apply_boundary: what a replica of the world does at a step boundary: set variables,
-        let agents leave, broadcast, reconfigure, and pick the agents of action and interview
+        let agents join (``resolve_join`` draws their profiles first, ``grow_world`` adds
+        them) or leave, broadcast, reconfigure, and pick the agents of action and interview
         events.
     scripted_batch: the actions that action events make agents take.
     answer_interview: a replica's answers for its agents (the policy's, else the scenario's
@@ -21,6 +22,7 @@ gives the same rows in the same order.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,15 +37,19 @@ from .events import (
     ActionEvent,
     AgentSelector,
     InterviewEvent,
+    JoinEvent,
     SetEvent,
     changed_config,
     event_name,
 )
 from .interviews import Answer, answer_records, reported_answers
 from .policy import Policy
+from .population import PopulationConfig, draw_newcomers
 from .records import Records, merge_records
 from .scenario import Scenario
+from .sharding import Shardable
 from .step import StepContext
+from .world import World
 
 SOURCES = ("yaml", "python", "control")
 
@@ -188,18 +194,23 @@ class Boundary:
     results: list[dict[str, Any]]
     """One per event, in order: what it did (agents, values changed, rows added)."""
     selected: dict[str, np.ndarray]
-    """The agents of each action, leave and interview event, by name."""
+    """The agents of each action, join, leave and interview event, by name."""
 
 
-def apply_boundary(scenario: Scenario[Any, Any, Any, Any],
+def apply_boundary(scenario: Scenario[Any, Any, Any, Any], policy: Policy[Any, Any],
                    events: list[tuple[str, Any]], ctx: StepContext) -> Boundary:
-    """Apply ``events`` (name, event) to this replica at the boundary before ``ctx.step``."""
+    """Apply ``events`` (name, event) to this replica at the boundary before ``ctx.step``.
+    A join event comes resolved (``resolve_join``): one profile per newcomer."""
     records: Records = {}
     results: list[dict[str, Any]] = []
     selected: dict[str, np.ndarray] = {}
     for name, event in events:
         if event.kind == "set":
             results.append(_set(scenario, name, event, ctx))
+        elif event.kind == "join":
+            agents = _join(scenario, policy, name, event, ctx, records)
+            selected[name] = agents
+            results.append({"agents": len(agents), "first_id": int(agents[0])})
         elif event.kind == "broadcast":
             model = scenario.broadcast_model
             if model is None:
@@ -225,6 +236,53 @@ def apply_boundary(scenario: Scenario[Any, Any, Any, Any],
             selected[name] = agents
             results.append({"agents": len(agents)})
     return Boundary(records, results, selected)
+
+
+def resolve_join(event: JoinEvent, population: PopulationConfig, rng: np.random.Generator
+                 ) -> JoinEvent:
+    """``event`` with a profile for every newcomer: the given ones completed, the others
+    drawn from the population's distributions (what every replica then adds alike)."""
+    rows = draw_newcomers(population, event.size, event.profiles, rng)
+    profiles = [{k: v for k, v in row.items() if v is not None and v == v}  # NaN: missing
+                for row in rows.to_dict("records")]
+    return event.model_copy(update={"profiles": profiles, "count": len(profiles)})
+
+
+def grow_world(world: World, profiles: list[dict[str, Any]]) -> np.ndarray:
+    """Add agents with ``profiles`` to ``world`` (population rows, present); their ids."""
+    population = world.population
+    old = population.size
+    ids = np.arange(old, old + len(profiles), dtype=np.int64)
+    rows = pd.DataFrame(profiles, index=pd.RangeIndex(old, old + len(profiles)))
+    frame = population.attributes
+    rows = rows.reindex(columns=[*frame.columns, *(c for c in rows.columns
+                                                   if c not in frame.columns)])
+    for col in frame.columns:  # keep each column's dtype where the newcomers' values fit
+        if col in rows and rows[col].notna().all():
+            with contextlib.suppress(TypeError, ValueError):
+                rows[col] = rows[col].astype(frame[col].dtype)
+    population.attributes = pd.concat([frame, rows]) if len(frame.columns) else rows
+    world.present = np.concatenate([world.present, np.ones(len(ids), dtype=bool)])
+    return ids
+
+
+def _join(scenario: Scenario[Any, Any, Any, Any], policy: Policy[Any, Any], name: str,
+          event: JoinEvent, ctx: StepContext, records: Records) -> np.ndarray:
+    model = scenario.join_model
+    if model is None:
+        raise SteeringError(f"event {name!r}: kind: scenario {scenario.name!r} does not let "
+                            "agents join during a run")
+    try:
+        args = model.model_validate(event.args, context={"config": scenario.config})
+    except ValueError as err:
+        raise SteeringError(f"event {name!r}: args: {err}") from None
+    old = scenario.world.n_agents
+    agents = grow_world(scenario.world, event.profiles)
+    if isinstance(scenario, Shardable) and scenario.tail and scenario.hi == old:
+        scenario.own(scenario.lo, old + len(agents))  # the newcomers are this replica's
+    merge_records(records, scenario.join(agents, args, ctx))
+    policy.join(agents, scenario.world.population.attributes, ctx)
+    return agents
 
 
 def _set(scenario: Scenario[Any, Any, Any, Any], name: str, event: SetEvent,
@@ -326,4 +384,5 @@ def event_records(items: list[Scheduled], results: list[dict[str, Any]]) -> Reco
 
 
 __all__ = ["SOURCES", "Boundary", "Schedule", "Scheduled", "SteeringError", "answer_interview",
-           "apply_boundary", "event_records", "scripted_batch", "select_agents"]
+           "apply_boundary", "event_records", "grow_world", "resolve_join", "scripted_batch",
+           "select_agents"]

@@ -5,9 +5,9 @@ Core objects:
         and ``EventMixin``).
     RunRecord, Step, StepMetric, Agent, AgentState, Checkpoint: typed ORM models for the engine's tables.
     RunLeaseRecord: which process may write a run now (see ``populace.storage.leases``).
-    EventRecord, InterviewAnswer, Departure, ControlCommand: how a run was steered (events
-        applied, interview answers, agents that left, commands sent to a running run; see
-        ``populace.storage.control``).
+    EventRecord, InterviewAnswer, Arrival, Departure, ControlCommand: how a run was steered
+        (events applied, interview answers, agents that joined and left, commands sent to a
+        running run; see ``populace.storage.control``).
 
 Storage knows nothing about scenarios or the engine: scenario packages import ``Base`` and
 ``RunStepMixin`` to declare their tables, and the loaders reflect tables they do not know.
@@ -184,6 +184,15 @@ class EventRecord(EventMixin, Base):
     result: Mapped[str] = mapped_column(Text)  # what it did, as JSON (agents, rows changed)
 
 
+class Arrival(EventMixin, Base):
+    """An agent that joined the run (a ``kind: join`` event) before ``step``; its attributes
+    are in ``agents`` like every agent's."""
+
+    __tablename__ = "arrivals"
+
+    agent_id: Mapped[int] = mapped_column(BigInteger)
+
+
 class Departure(EventMixin, Base):
     """An agent that left the run (a ``kind: leave`` event) before ``step``."""
 
@@ -230,4 +239,4 @@ class ControlCommand(Base):
 
 
 CORE_STEP_TABLES = ("steps", "step_metrics", "agent_states", "checkpoints", "events",
-                    "interview_answers", "departures")
+                    "interview_answers", "arrivals", "departures")

@@ -21,7 +21,7 @@ from .conftest import experiment  # noqa: E402
 from .helpers import assert_same_run, run_experiment  # noqa: E402
 from .test_economy import SMALL as ECONOMY  # noqa: E402
 from .test_market import market  # noqa: E402
-from .test_steering import EVENTS, steered  # noqa: E402
+from .test_steering import EVENTS, JOINS, steered  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -431,8 +431,9 @@ def test_an_llm_stop_on_a_shard_reaches_the_driver_as_itself(tmp_path) -> None:
 
 
 def test_steered_runs_on_shards_write_the_local_runtime_s_database(tmp_path) -> None:
-    """Every kind of event of the experiment, and live ones from Python (an intervention and
-    an interview between steps), give the same rows on 1, 2 and 4 shards as locally."""
+    """Every kind of event of the experiment (agents joining and leaving too), and live ones
+    from Python (an intervention and an interview between steps), give the same rows on 1, 2
+    and 4 shards as locally."""
     def live(data: dict, url: str):  # noqa: ANN202
         sim = Simulation(experiment_from_dict(data), db_url=url)
         sim.start()
@@ -445,7 +446,7 @@ def test_steered_runs_on_shards_write_the_local_runtime_s_database(tmp_path) -> 
                        "args": {"topic": 2, "stance": 0.3}})
         return answers, sim.run()
 
-    data = steered(EVENTS)
+    data = steered(EVENTS + JOINS)  # agents that join belong to the last shard
     answers, local = live(data, f"sqlite:///{tmp_path / 'local.db'}")
     for shards in (1, 2, 4):
         sharded_data = copy.deepcopy(data)
@@ -453,3 +454,30 @@ def test_steered_runs_on_shards_write_the_local_runtime_s_database(tmp_path) -> 
         got, sharded = live(sharded_data, f"sqlite:///{tmp_path / f'ray{shards}.db'}")
         assert got.equals(answers)
         assert_same_run(local, sharded)
+
+
+def test_a_shard_killed_after_agents_joined_is_rebuilt_with_them(tmp_path, monkeypatch) -> None:
+    """The last shard owns the newcomers; killed after step 5, it is rebuilt from the
+    checkpoint of step 4 with the 50 agents that joined at step 3, and the run ends as the
+    local one."""
+    import os
+    import signal
+
+    local = run_experiment(steered(JOINS), f"sqlite:///{tmp_path / 'local.db'}")
+    data = steered(JOINS)
+    data["runtime"] = {"type": "ray", "shards": 2}
+    sim = Simulation(experiment_from_dict(data), db_url=f"sqlite:///{tmp_path / 'ray.db'}")
+    original = sim.advance
+    killed = []
+
+    def advance():  # noqa: ANN202
+        if sim.step == 5 and not killed:
+            os.kill(sim.runtime.pids[1], signal.SIGKILL)
+            killed.append(True)
+            time.sleep(0.5)
+        return original()
+
+    monkeypatch.setattr(sim, "advance", advance)
+    run = sim.run()
+    assert killed and run.info["status"] == "completed"
+    assert_same_run(local, run)

@@ -274,6 +274,7 @@ def test_a_queued_command_is_applied_at_the_next_step_and_a_bad_one_refused(sqli
     ({"kind": "parameter", "at": 2, "changes": {"feed.algorithm": "bogus"}}, "events[0].changes",
      "bogus"),
     ({"kind": "broadcast", "at": "end", "text": "hi"}, "events[0].at", "only an interview"),
+    ({"kind": "join", "at": 2, "count": 3, "profiles": [{"height": 2}]}, "events[0].profiles[0].height", "no population attribute"),
     ({"kind": "interview", "at": 2, "questions": [{"text": "?", "answer": "scale", "low": 5,
                                                    "high": 2}]}, "events[0].questions", "high > low"),
 ])
@@ -307,3 +308,87 @@ def test_a_resume_keeps_who_left_and_the_parameters_changed_before_its_checkpoin
     left = done.table("departures")
     assert left.groupby("step").size().to_dict() == {
         2: 90, 6: int((done.agents().drop(index=left[left.step == 2].agent_id)["age"] < 25).sum())}
+
+
+JOINS: list[dict[str, Any]] = [
+    {"name": "wave", "kind": "join", "at": 3, "count": 50, "args": {"follows": 3}},
+    {"name": "vip", "kind": "join", "at": 6, "profiles": [{"age": 30, "opinion": 0.9}],
+     "args": {"follows": 10}},
+    {"name": "vip_posts", "kind": "action", "at": 7, "agents": 350, "action": "create_post",
+     "args": {"topic": 0, "stance": 0.9}},
+    {"name": "quit", "kind": "leave", "at": 8, "agents": [310, 311]},
+    {"name": "ask", "kind": "interview", "at": "end", "agents": [0, 349, 350],
+     "questions": [{"text": "?", "answer": "scale", "low": 1, "high": 7}]},
+]
+
+
+def test_agents_that_join_get_ids_profiles_edges_and_rows_in_every_table(sqlite_url) -> None:
+    run = run_experiment(steered(JOINS), sqlite_url)
+    assert run.info["status"] == "completed"
+    agents = run.agents()
+    assert list(agents.index) == list(range(351))
+    vip = agents.loc[350]
+    assert vip["age"] == 30 and vip["opinion"] == 0.9 and vip["interest"] in SMALL_TOPICS
+    assert agents["age"].dtype == np.int64 and agents.loc[300:349, "age"].between(18, 80).all()
+    assert run.table("arrivals").groupby("step")["agent_id"].agg(list).to_dict() == {
+        3: list(range(300, 350)), 6: [350]}
+    follows = run.table("follows")
+    joined = follows[follows["follower_id"] >= 300]
+    at_join = joined[joined["step"].isin([3, 6])]
+    assert at_join.groupby("follower_id").size().to_dict() == {
+        **dict.fromkeys(range(300, 350), 3), 350: 10}
+    assert (at_join["followee_id"] < 300).all()
+    actions = run.table("actions")
+    newcomers = actions[actions["agent_id"] >= 300]
+    assert newcomers["step"].min() == 3 and len(newcomers) > 50  # they act like the others
+    assert actions[(actions["step"] == 7) & (actions["agent_id"] == 350)]["action"].tolist() == [
+        "create_post"]
+    assert not actions[(actions["step"] >= 8) & actions["agent_id"].isin([310, 311])].size
+    opinions = run.agent_states("opinion")
+    assert opinions.shape[1] == 351 and opinions.loc[4, 300:349].notna().all()
+    assert opinions.loc[4, 350:].isna().all()  # not there yet at step 4
+    answers = run.interviews().set_index("agent_id")["value"]
+    assert answers[350] == 7  # its given opinion, 0.9, on the 1-7 scale (unless it moved)
+    steps = run.steps()
+    assert steps.set_index("step").loc[3, "n_active"] > 0
+
+
+SMALL_TOPICS = ["politics", "economy", "health", "technology", "sports"]
+
+
+def test_a_resume_rebuilds_the_agents_that_joined_before_its_checkpoint(tmp_path,
+                                                                       monkeypatch) -> None:
+    full = run_experiment(steered(JOINS), f"sqlite:///{tmp_path / 'full.db'}")
+    url = f"sqlite:///{tmp_path / 'crash.db'}"
+    sim = Simulation(experiment_from_dict(steered(JOINS)), db_url=url)
+    crash_after(sim, 7, monkeypatch)  # checkpoint at 4: `wave` is before it, `vip` after
+    with pytest.raises(Crash):
+        sim.run()
+    monkeypatch.undo()
+    resumed = Simulation.resume(url, sim.run_id)
+    assert resumed.step == 4 and resumed.world.n_agents == 350
+    assert len(reopen(url, sim.run_id).agents()) == 350  # the vip's row was cut back
+    done = resumed.run()
+    a, b = content_tables(full), content_tables(done)
+    for name in a:
+        pd.testing.assert_frame_equal(a[name], b[name], obj=name)
+
+
+def test_newcomers_take_the_part_of_a_mixed_policy_that_selects_them(sqlite_url) -> None:
+    data = steered([{"name": "wave", "kind": "join", "at": 2, "count": 40},
+                    {"name": "old", "kind": "join", "at": 2, "profiles": [{"age": 70}] * 3}])
+    data["population"]["attributes"]["band"] = {"dist": "categorical",
+                                                "values": {"a": 0.5, "b": 0.5}}
+    data["policy"] = {"type": "mixed", "parts": [
+        {"select": {"where": {"band": "a"}}, "params": {"post_rate": 0.6, "like_rate": 0.0}},
+        {"params": {"post_rate": 0.0}}]}
+    sim = Simulation(experiment_from_dict(data), db_url=sqlite_url)
+    sim.run()
+    attrs = sim.world.population.attributes
+    assert len(attrs) == 343
+    part = sim.policy.assignment
+    np.testing.assert_array_equal(part, np.where(attrs["band"] == "a", 0, 1))
+    actions = reopen(sqlite_url, sim.run_id).table("actions")
+    new_b = actions[(actions["agent_id"] >= 300) & (attrs["band"].to_numpy()[
+        actions["agent_id"]] == "b")]
+    assert len(new_b) and not (new_b["action"] == "create_post").any()

@@ -4,6 +4,7 @@ Core objects:
     SocialConfig: the ``scenario:`` section (topics, feed, where opinions come from).
     SocialRuleParams: ``policy.params`` of the rule-based social agent.
     SocialBroadcast: the ``args`` of a broadcast event (a post by the system account).
+    SocialJoin: the ``args`` of a join event (whom newcomers follow).
 
 Its ``feed:`` section, ``FeedConfig``, is declared with the recommenders it names (``feeds``).
 """
@@ -141,3 +142,12 @@ class SocialBroadcast(BaseModel):
             raise ValueError(f"topic {topic!r} is not among scenario.topics "
                              f"({', '.join(config.topics)})")
         return topic
+
+
+class SocialJoin(BaseModel):
+    """What a new user of the network starts with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    follows: int = Field(5, ge=0, le=10_000, description="accounts each newcomer follows, "
+                         "drawn at random (seeded) among the agents present before it joined")

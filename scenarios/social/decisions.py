@@ -126,8 +126,9 @@ class SocialLLM(LLMAdapter[SocialObservation, SocialArgs]):
         return self._model
 
     def profiles(self) -> list[dict[str, Any]]:
-        """Each agent's attributes as a dict, built once, on first use by a prompt."""
-        if self._profiles is None:
+        """Each agent's attributes as a dict, built on first use by a prompt (and again when
+        agents have joined)."""
+        if self._profiles is None or len(self._profiles) < self.population.size:
             self._profiles = self.population.profiles(self.hidden)
         return self._profiles
 

@@ -40,7 +40,7 @@ from .actions import (
     UNFOLLOW,
     SocialArgs,
 )
-from .config import SocialBroadcast, SocialConfig, SocialRuleParams
+from .config import SocialBroadcast, SocialConfig, SocialJoin, SocialRuleParams
 from .decisions import SocialLLM
 from .feeds import FeedContext, build_feed
 from .metrics import (
@@ -52,7 +52,7 @@ from .metrics import (
 )
 from .observation import SocialObservation
 from .rules import SocialRulePolicy
-from .state import KINDS, FollowState, SocialState
+from .state import KINDS, FollowState, LikeSet, SocialState
 from .tables import TABLES
 
 log = logging.getLogger("populace.social")
@@ -78,6 +78,7 @@ class SocialScenario(Shardable[SocialArgs],
     variables: ClassVar[dict[str, Variable]] = {
         "opinion": Variable("each agent's opinion, from -1 to 1", -1.0, 1.0)}
     broadcast_model = SocialBroadcast
+    join_model = SocialJoin
     # the feed is read from the config at every refresh, the threshold at every metric
     reconfigurable: ClassVar[tuple[str, ...]] = ("feed", "extreme_threshold")
     state: SocialState
@@ -87,7 +88,8 @@ class SocialScenario(Shardable[SocialArgs],
         n = world.n_agents
         self.n = n
         self.topics = list(config.topics)
-        opinion, self.interest = self._initial_opinion_and_interest()
+        opinion, self.interest = self._opinion_and_interest(
+            world.population.attributes, world.rng.get("social.setup"))
         # the state object lives as long as the scenario (the LLM adapter holds it, and a
         # resume restores it in place): ``setup`` and ``load_state_dict`` fill it in
         self.state = SocialState.empty(opinion)
@@ -95,11 +97,11 @@ class SocialScenario(Shardable[SocialArgs],
         self.exposure_corr = float("nan")
         self.new_posts = 0
 
-    def _initial_opinion_and_interest(self) -> tuple[np.ndarray, np.ndarray]:
-        """Opinions and topics of interest from the population, drawn where it has none."""
-        config, world, n = self.config, self.world, self.n
-        attrs = world.population.attributes
-        rng = world.rng.get("social.setup")
+    def _opinion_and_interest(self, attrs: Any, rng: np.random.Generator
+                              ) -> tuple[np.ndarray, np.ndarray]:
+        """Opinions and topics of interest of the agents of ``attrs`` (population rows),
+        drawn from ``rng`` where the population has none."""
+        config, n = self.config, len(attrs)
         if config.opinion_attribute in attrs:
             values = attrs[config.opinion_attribute].to_numpy(dtype=np.float64)
             if np.isnan(values).any():
@@ -381,6 +383,38 @@ class SocialScenario(Shardable[SocialArgs],
         state.posts.cols["dislikes"][ids] += args.dislikes
         state.content.add(ids, [text])
         return {"posts": self._post_rows(ids, content=[text])} if self.lead else {}
+
+    def join(self, agents: np.ndarray, args: SocialJoin, ctx: StepContext) -> Records:
+        """Newcomers get opinions and interests from their attributes (drawn where they have
+        none), empty feeds and reactions, and follow ``args.follows`` agents that were
+        present; edge and reaction keys are re-encoded for the larger population."""
+        state, old, n = self.state, self.n, int(agents[-1]) + 1
+        rows = self.world.population.attributes.iloc[old:n]
+        opinion, interest = self._opinion_and_interest(rows, ctx.random("social.join"))
+        state.opinion = np.concatenate([state.opinion, opinion])
+        self.interest = np.concatenate([self.interest, interest])
+        follows, likes = state.follows, state.likes
+        src, dst = follows.keys // old, follows.keys % old
+        state.follows = FollowState(n, src * n + dst)  # same order: sorted by (src, dst)
+        post, who = likes.keys // likes.n, likes.keys % likes.n
+        state.likes = LikeSet(n, post * n + who)
+        state.feed.recent = np.concatenate([state.feed.recent, np.full(
+            (len(agents), state.feed.recent.shape[1]), -1, dtype=state.feed.recent.dtype)])
+        self.n = n
+        # whom they follow: distinct agents present before, drawn alike on every replica
+        rng = ctx.random("social.join.follows")
+        present = np.flatnonzero(self.world.present[:old])
+        m = min(args.follows, len(present))
+        chosen = [np.sort(present[rng.choice(len(present), m, replace=False)])
+                  for _ in range(len(agents))] if m else []
+        mine = agents[(agents >= self.lo) & (agents < self.hi)]
+        if not m or not len(mine):
+            return {}
+        followees = np.concatenate([chosen[i] for i in (mine - old).tolist()])
+        followers = np.repeat(mine, m)
+        state.follows.update(followers, followees, np.zeros(0, np.int64), np.zeros(0, np.int64))
+        return {"follows": {"follower_id": followers, "followee_id": followees,
+                            "op": np.ones(len(followers), dtype=np.int64)}}
 
     # -- helpers ----------------------------------------------------------------------------------
 

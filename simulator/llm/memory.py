@@ -134,6 +134,20 @@ class MemoryStore:
         self.text = np.full((m, k), None, dtype=object)
         self.since_reflection = np.zeros(m, dtype=np.float32)
 
+    def grow(self, agents: np.ndarray) -> None:
+        """Empty slots for ``agents`` that joined the run."""
+        agents = np.asarray(agents, dtype=np.int64)
+        first = len(self.agents)
+        self.agents = np.concatenate([self.agents, agents])
+        self.row.update({int(a): first + i for i, a in enumerate(agents.tolist())})
+        m = len(agents)
+        for name in ("used", "created", "accessed", "importance", "kind", "vectors", "text",
+                     "since_reflection"):
+            old = getattr(self, name)
+            fill = None if name == "text" else 0
+            grown = np.full((m, *old.shape[1:]), fill, dtype=old.dtype)
+            setattr(self, name, np.concatenate([old, grown]))
+
     def rows(self, agents: np.ndarray) -> np.ndarray:
         """Slot-array rows of ``agents`` (which must have memories)."""
         return np.fromiter((self.row[int(a)] for a in agents), dtype=np.int64, count=len(agents))

@@ -40,7 +40,7 @@ from .distributions import (
 )
 from .errors import PopulationFileError
 from .files import load_population_file
-from .generator import Population, build_population
+from .generator import Population, build_population, draw_newcomers
 from .oasis import read_oasis_reddit, read_oasis_twitter
 
 __all__ = [
@@ -60,6 +60,7 @@ __all__ = [
     "TruncNormalDist",
     "UniformDist",
     "build_population",
+    "draw_newcomers",
     "load_population_file",
     "read_oasis_reddit",
     "read_oasis_twitter",

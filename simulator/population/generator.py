@@ -150,6 +150,45 @@ def build_population(
     )
 
 
+def draw_newcomers(cfg: PopulationConfig, count: int, given: list[dict[str, Any]],
+                   rng: np.random.Generator) -> pd.DataFrame:
+    """Attributes of ``count`` agents that join a run: the ``given`` values of the first
+    ``len(given)`` of them, the rest drawn from the population's distributions in dependency
+    order, so that an attribute conditional on a given one is drawn given it. Columns of a
+    population file that are not declared stay missing (None/NaN).
+
+    Args:
+        cfg: The ``population`` section.
+        count: How many agents join (at least ``len(given)``).
+        given: One mapping of attribute values per agent, for the first agents.
+        rng: Source of randomness; exactly one value is drawn from it.
+    """
+    fixed = pd.DataFrame(given, index=pd.RangeIndex(len(given))).reindex(pd.RangeIndex(count))
+    order = resolve_order(cfg.attributes, external=[c for c in fixed.columns
+                                                   if c not in cfg.attributes])
+    columns: dict[str, pd.Series] = {c: fixed[c] for c in fixed.columns
+                                     if c not in cfg.attributes}
+    base_seed = int(rng.integers(0, np.iinfo(np.int64).max))
+    for name in order:
+        spec = cfg.attributes[name]
+        try:
+            drawn = _as_column(_draw(spec, np.arange(count), columns, attribute_rng(
+                base_seed, name)), spec)
+        except ValueError as exc:
+            raise ValueError(f"attribute '{name}' of agents that join: {exc}") from exc
+        if name in fixed.columns:  # given values win; drawn ones fill the rest
+            known = fixed[name].notna().to_numpy()
+            values = fixed[name][known]
+            try:  # the drawn column's dtype (an integer attribute stays int64)
+                values = values.astype(drawn.dtype)
+            except (TypeError, ValueError):
+                drawn = drawn.astype(object)
+            drawn = drawn.copy()
+            drawn[known] = values
+        columns[name] = drawn
+    return pd.DataFrame(columns, index=pd.RangeIndex(count))
+
+
 def _draw(
     spec: AnyDist,
     rows: np.ndarray,
