@@ -23,6 +23,8 @@ import copy
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+from jsonschema.exceptions import SchemaError
+from jsonschema.validators import validator_for
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 Scalar = str | int | float | bool
@@ -243,6 +245,11 @@ class Question(BaseModel):
             raise ValueError("a `json` answer needs a `schema`")
         if self.answer != "json" and self.schema_ is not None:
             raise ValueError("`schema` is for `answer: json`")
+        if self.schema_ is not None:
+            try:
+                validator_for(self.schema_).check_schema(self.schema_)
+            except SchemaError as err:
+                raise ValueError(f"`schema` is not a valid JSON schema: {err.message}") from None
         return self
 
 
@@ -270,6 +277,15 @@ class InterviewEvent(_EventBase):
         if isinstance(value, list):
             return [{"text": q} if isinstance(q, str) else q for q in value]
         return value
+
+    @model_validator(mode="after")
+    def _distinct_ids(self) -> InterviewEvent:
+        ids = [q.id or f"q{i}" for i, q in enumerate(self.questions)]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"questions: the id {repeated[0]!r} is given to several "
+                             "questions; each needs its own (answers are stored by it)")
+        return self
 
 
 Event = Annotated[ActionEvent | SetEvent | JoinEvent | LeaveEvent | BroadcastEvent

@@ -33,6 +33,8 @@ class Answer:
     prompt: str | None = None
     source: str = "llm"
     """``llm`` (the agent's model answered) or ``report`` (the scenario's state variable)."""
+    call: str | None = None
+    """The model call that answered (its ``llm_calls.prompt_hash``)."""
 
 
 def question_ids(event: InterviewEvent) -> list[str]:
@@ -81,6 +83,7 @@ def answer_records(event: InterviewEvent, name: str, agents: np.ndarray,
         "answer": [None if r[2].data is None else json.dumps(r[2].data) for r in rows],
         "valid": np.array([r[2].valid for r in rows], dtype=bool),
         "prompt": [r[2].prompt for r in rows],
+        "call_hash": [r[2].call for r in rows],
     }}
 
 

@@ -215,6 +215,8 @@ class InterviewAnswer(EventMixin, Base):
     answer: Mapped[str | None] = mapped_column(Text, nullable=True)  # a json answer, as JSON
     valid: Mapped[bool] = mapped_column(Boolean)
     prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # the model call that gave the answer: llm_calls.prompt_hash of the same step and agent
+    call_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class ControlCommand(Base):

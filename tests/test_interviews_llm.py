@@ -93,6 +93,10 @@ def test_llm_agents_answer_in_persona_with_their_prompt_and_model_call(server,
     assert sorted(asked["agent_id"]) == sorted(set(answers["agent_id"]))
     joined = stance.merge(asked, on=["step", "agent_id"], suffixes=("", "_call"))
     assert len(joined) == 8 and joined["valid_call"].astype(bool).all()
+    # exactly: each answer names the call that gave it
+    exact = stance.merge(calls, left_on="call_hash", right_on="prompt_hash",
+                         suffixes=("", "_call"))
+    assert len(exact) == 8 and (exact["agent_id"] == exact["agent_id_call"]).all()
     for _, row in joined.iterrows():
         reply = json.loads(row["response"])
         assert reply["stance"] == row["value"]

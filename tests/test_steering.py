@@ -275,6 +275,12 @@ def test_a_queued_command_is_applied_at_the_next_step_and_a_bad_one_refused(sqli
      "bogus"),
     ({"kind": "broadcast", "at": "end", "text": "hi"}, "events[0].at", "only an interview"),
     ({"kind": "join", "at": 2, "count": 3, "profiles": [{"height": 2}]}, "events[0].profiles[0].height", "no population attribute"),
+    ({"kind": "interview", "at": 2, "questions": [{"id": "a", "text": "?"},
+                                                  {"id": "a", "text": "!"}]}, "events[0]",
+     "the id 'a' is given to several questions"),
+    ({"kind": "interview", "at": 2, "questions": [{"text": "?", "answer": "json",
+                                                   "schema": {"type": "thing"}}]},
+     "events[0].questions[0]", "not a valid JSON schema"),
     ({"kind": "interview", "at": 2, "questions": [{"text": "?", "answer": "scale", "low": 5,
                                                    "high": 2}]}, "events[0].questions", "high > low"),
 ])

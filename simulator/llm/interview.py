@@ -260,20 +260,22 @@ def reply_schema(reply: TypeAdapter[Any], event: InterviewEvent) -> dict[str, An
     return schema
 
 
-def reply_answers(reply: BaseModel | None, event: InterviewEvent, prompt: str) -> list[Answer]:
+def reply_answers(reply: BaseModel | None, event: InterviewEvent, prompt: str,
+                  call: str | None = None) -> list[Answer]:
     """One ``Answer`` per question of ``event`` (``valid`` False for each when ``reply`` is
-    None: the agent gave no valid reply)."""
+    None: the agent gave no valid reply); ``call``: the hash of the request that answered."""
     if reply is None:
-        return [Answer(valid=False, prompt=prompt, source="llm") for _ in event.questions]
+        return [Answer(valid=False, prompt=prompt, source="llm", call=call)
+                for _ in event.questions]
     out = []
     for i, q in enumerate(event.questions):
         value = getattr(reply, f"a{i}")
         if q.answer == "scale":
-            out.append(Answer(value=float(value), prompt=prompt, source="llm"))
+            out.append(Answer(value=float(value), prompt=prompt, source="llm", call=call))
         elif q.answer == "json":
-            out.append(Answer(data=value, prompt=prompt, source="llm"))
+            out.append(Answer(data=value, prompt=prompt, source="llm", call=call))
         else:
-            out.append(Answer(text=value, prompt=prompt, source="llm"))
+            out.append(Answer(text=value, prompt=prompt, source="llm", call=call))
     return out
 
 

@@ -176,7 +176,7 @@ class LLMPolicy(Policy[ObsT, ArgsT]):
                 [{"role": "system", "content": system}, {"role": "user", "content": user}],
                 agent, ctx.step, 0))
         self.calls.counts["decisions"] += len(requests)
-        decisions, fixes, repaired = self._ask(
+        decisions, fixes, repaired, _ = self._ask(
             requests, self.adapter, ("decision", "repair"), "decisions", "repairs", ctx.step,
             lambda messages, agent, attempt: self._request(messages, agent, ctx.step, attempt))
         self.calls.counts["repairs"] += fixes
@@ -190,7 +190,7 @@ class LLMPolicy(Policy[ObsT, ArgsT]):
 
     def _ask(self, requests: list[ChatRequest], adapter: TypeAdapter[Any], kinds: tuple[str, str],
              what: str, what_repairs: str, step: int, make: RequestMaker
-             ) -> tuple[list[Any], int, int]:
+             ) -> tuple[list[Any], int, int, list[ChatRequest]]:
         """Send ``requests`` at once and validate each answer with ``adapter``; ask once more
         (``params.repair``) where an answer came but was invalid; stop the run when too many
         requests got no answer.
@@ -203,7 +203,8 @@ class LLMPolicy(Policy[ObsT, ArgsT]):
 
         Returns:
             The validated answers (None where none was valid), the number of repair requests
-            sent, and how many of them gave a valid answer.
+            sent, how many of them gave a valid answer, and the request whose answer each
+            result is (the repair's, where one was sent).
         """
         answers = self.calls.send(requests)
         results: list[Any] = []
@@ -217,6 +218,7 @@ class LLMPolicy(Policy[ObsT, ArgsT]):
         self.calls.stop_if_failing(sum(r.error is not None for r in answers), len(answers),
                                    f"{what} of step {step}")
         repaired = 0
+        final = list(requests)
         if to_repair:
             fixes = [make(repair_messages(req.messages, text, problem, req.schema), req.key, 1)
                      for _, req, text, problem in to_repair]
@@ -224,17 +226,17 @@ class LLMPolicy(Policy[ObsT, ArgsT]):
                                           strict=True):
                 result, _ = self.calls.judge(req, resp, kinds[1], adapter)
                 repaired += result is not None
-                results[i] = result
+                results[i], final[i] = result, req
             self.calls.stop_if_failing(0, len(fixes), f"{what_repairs} of step {step}")
-        return results, len(to_repair), repaired
-
-    # -- interviews -----------------------------------------------------------------------------
+        return results, len(to_repair), repaired, final
 
     def join(self, agents: np.ndarray, attributes: pd.DataFrame, ctx: StepContext) -> None:
         """Agents that joined the run start with empty memories (their profiles come from
         ``attributes`` through the scenario's adapter)."""
         if self.memory is not None:
             self.memory.grow(agents)
+
+    # -- interviews -----------------------------------------------------------------------------
 
     def interview(self, obs: ObsT, event: InterviewEvent, ctx: StepContext
                   ) -> list[list[Answer] | None]:
@@ -274,9 +276,9 @@ class LLMPolicy(Policy[ObsT, ArgsT]):
             prompts.append(f"{system}\n\n{user}")
             requests.append(make([{"role": "system", "content": system},
                                   {"role": "user", "content": user}], agent, 0))
-        replies, fixes, repaired = self._ask(requests, reply, (INTERVIEW, INTERVIEW_REPAIR),
-                                             "interview answers", "interview repairs", step,
-                                             make)
+        replies, fixes, repaired, sent = self._ask(
+            requests, reply, (INTERVIEW, INTERVIEW_REPAIR), "interview answers",
+            "interview repairs", step, make)
         invalid = sum(r is None for r in replies)
         counts = self._interview_counts
         counts["interviews"] += len(requests)
@@ -288,7 +290,8 @@ class LLMPolicy(Policy[ObsT, ArgsT]):
                         "answer (recorded with valid = false)", step, invalid, len(requests))
         if event.remember and self.memory is not None:
             self._remember_interview(obs.agents, replies, event, step)
-        return [reply_answers(r, event, p) for r, p in zip(replies, prompts, strict=True)]
+        return [reply_answers(r, event, p, req.prompt_hash())
+                for r, p, req in zip(replies, prompts, sent, strict=True)]
 
     def _interview_memories(self, agents: np.ndarray, event: InterviewEvent,
                             step: int) -> list[list[str]]:
