@@ -10,15 +10,22 @@ three small arrays and a round is scored over the whole batch (mean, median, win
 every replica applying the gathered batch is both simplest and fast (a million guesses score
 in tens of milliseconds).
 
+Steering (docs/scenarios.md, "Steering hooks"): each agent's ``last_guess`` and
+``reasoning_level`` are variables; p, the history shown, rounding and the focal points can
+change mid-run. The game has no channel for free text from its organiser (it announces
+results only), so it takes no broadcasts.
+
 Core objects:
-    BeautyState: the run's state (round history, each agent's last guess).
+    BeautyState: the run's state (round history, each agent's last guess and level).
     BeautyContestScenario: the scenario (``scenario: {type: beauty_contest}``).
+    LevelColumn: the agents' levels as a variable (assignments round to whole levels).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -32,6 +39,7 @@ from populace.simulator import (
     World,
     register_scenario,
 )
+from populace.simulator.scenario import Variable
 
 from .actions import ACTIONS, GUESS, LLM_LEVEL, BeautyArgs
 from .config import GUESS_MAX, GUESS_MIN, MAX_LEVEL, BeautyConfig, LevelKParams
@@ -83,7 +91,16 @@ class BeautyState(ArrayState):
     last_guess: np.ndarray  # (N,) each agent's latest guess, NaN before its first
     last_round: np.ndarray  # (N,) the round of that guess, -1 before
     last_won: np.ndarray  # (N,) whether it won
-    level: np.ndarray = field(metadata={"save": False})  # (N,) from the population, fixed
+    # (N,) int16 from the population (-1: none); saved, since events may change it
+    level: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int16))
+
+
+class LevelColumn(np.ndarray):
+    """The agents' levels (a view of the int16 state) as a variable: an assigned value is
+    rounded to the nearest whole level, where numpy's own cast would cut 2.7 down to 2."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, np.rint(np.asarray(value, dtype=np.float64)))
 
 
 def population_levels(world: World, attribute: str | None) -> np.ndarray:
@@ -115,7 +132,25 @@ class BeautyContestScenario(Scenario[BeautyConfig, BeautyObservation, LevelKPara
     tables = (BeautyGuess.__tablename__, BeautyRound.__tablename__)
     action_table = BeautyGuess.__tablename__
     examples = Path(__file__).resolve().parent / "examples"
+    variables: ClassVar[dict[str, Variable]] = {
+        "last_guess": Variable("each agent's latest guess, NaN before its first; language-model "
+                               "agents are told it as their previous guess (level-k agents do "
+                               "not use it)", GUESS_MIN, GUESS_MAX),
+        "reasoning_level": Variable(f"each agent's level k (whole numbers, 0 to {MAX_LEVEL}; "
+                                    "-1 where the population gives none): what a level-k agent "
+                                    "without policy.params.level guesses from",
+                                    0, MAX_LEVEL),
+    }
+    # read from the config each round, or handed again to the policies and the model adapter
+    # by ``reconfigure``
+    reconfigurable: ClassVar[tuple[str, ...]] = ("p", "history", "decimals", "focal_points",
+                                                 "focal_width")
     state: BeautyState
+
+    def __init__(self, config: BeautyConfig, world: World) -> None:
+        super().__init__(config, world)
+        self._rules: list[LevelKPolicy] = []  # the rule policies made, which hold p
+        self._llm: BeautyLLM | None = None
 
     def setup(self) -> Records:
         """No round played; levels read from the population."""
@@ -137,11 +172,16 @@ class BeautyContestScenario(Scenario[BeautyConfig, BeautyObservation, LevelKPara
 
     def rule_policy(self, params: LevelKParams) -> LevelKPolicy:
         """Level-k reasoning with the game's ratio."""
-        return LevelKPolicy(params, self.config.p)
+        policy = LevelKPolicy(params, self.config.p)
+        self._rules.append(policy)
+        return policy
 
     def llm_adapter(self) -> BeautyLLM:
-        """Prompts with the rules, the history and the agent's profile."""
-        return BeautyLLM(self.config, self.world)
+        """Prompts with the rules, the history and the agent's profile (one adapter, which
+        ``reconfigure`` keeps up to date)."""
+        if self._llm is None:
+            self._llm = BeautyLLM(self.config, self.world)
+        return self._llm
 
     def _guesses(self, actions: ActionBatch[BeautyArgs]) -> np.ndarray:
         """Which rows of the batch are guesses (a guess that is not a number is refused)."""
@@ -183,3 +223,27 @@ class BeautyContestScenario(Scenario[BeautyConfig, BeautyObservation, LevelKPara
     def agent_state(self) -> dict[str, np.ndarray]:
         """Each agent's latest guess, -1 before its first (agent_states takes no NULL)."""
         return {"last_guess": np.nan_to_num(self.state.last_guess, nan=-1.0)}
+
+    # -- steering --------------------------------------------------------------------------------
+
+    def variable(self, name: str) -> np.ndarray:
+        """``last_guess`` or ``reasoning_level`` of every agent, a view of the state (levels
+        are assigned rounded)."""
+        if name == "reasoning_level":
+            return self.state.level.view(LevelColumn)
+        return super().variable(name)
+
+    def reconfigure(self, config: BeautyConfig) -> None:
+        """Take the new config, and give its ratio to the rule policies and the config to the
+        model adapter (each holds what it was made with)."""
+        super().reconfigure(config)
+        for policy in self._rules:
+            policy.p = config.p
+        if self._llm is not None:
+            self._llm.config = config
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore a checkpoint (one from before levels were saved keeps the population's)."""
+        if "level" not in state:
+            state = {**state, "level": self.state.level}
+        super().load_state_dict(state)

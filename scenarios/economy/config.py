@@ -8,13 +8,14 @@ Core objects:
     TaxConfig, TaxBracket: the income tax and its lump-sum redistribution.
     ShockConfig, AR1Config: seeded AR(1) productivity and demand shocks.
     HouseholdRuleParams: ``policy.params`` of the rule-based household.
+    CentralBankAnnouncement: the ``args`` of a broadcast event (the central bank speaks).
 """
 
 from __future__ import annotations
 
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 
 class FirmConfig(BaseModel):
@@ -247,3 +248,27 @@ class HouseholdRuleParams(BaseModel):
     consumption_noise: float = Field(0.03, ge=0, le=1, description="sd of per-step noise in "
                                      "the consumption share")
     min_consumption: float = Field(0.05, ge=0, le=1, description="lowest consumption share")
+
+
+class CentralBankAnnouncement(BaseModel):
+    """A central-bank announcement: its words reach language-model households (the latest
+    few are in their prompts); with ``rate`` the bank also sets the annual interest rate of
+    the next step itself (a policy-rate shock), after which its Taylor rule moves on from it
+    (with its smoothing)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate: float | None = Field(None, ge=-0.1, le=1, description="annual interest rate set "
+                               "from this step on, within central_bank.floor..ceiling "
+                               "(unset: words only)")
+
+    @field_validator("rate")
+    @classmethod
+    def _within_bounds(cls, rate: float | None, info: ValidationInfo) -> float | None:
+        config = (info.context or {}).get("config")
+        if rate is not None and config is not None:
+            bank = config.central_bank
+            if not bank.floor <= rate <= bank.ceiling:
+                raise ValueError(f"rate {rate:g} is outside central_bank.floor..ceiling "
+                                 f"({bank.floor:g}..{bank.ceiling:g})")
+        return rate

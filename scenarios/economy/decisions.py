@@ -71,7 +71,7 @@ class EconomyLLM(LLMAdapter[EconomyObservation, EconomyArgs]):
         inflation = obs.inflation if np.isfinite(obs.inflation) else 0.0
         economy = {"price_level": obs.price_level, "inflation": inflation,
                    "interest_rate": obs.interest_rate, "unemployment": obs.unemployment,
-                   "month": obs.step}
+                   "month": obs.step, "news": list(obs.news)}
         out = []
         for i, agent in enumerate(obs.agents.tolist()):
             out.append({

@@ -34,6 +34,7 @@ class EconomyObservation(Observation):
     unemployment: float  # last step's unemployment rate
     tax_rate: float  # the top marginal income tax rate
     step: int
+    news: tuple[str, ...] = ()  # the central bank's latest announcements, oldest first
 
     def months_of_wealth(self) -> np.ndarray:
         """Money over the wage income of one step (how long savings last without work)."""

@@ -21,21 +21,29 @@ One step (a month with ``step_duration: 30d``), in ``apply``, each phase a funct
 7. firms pay dividends from cash above their buffer; households earn interest on their money
    (new money); income is taxed and the government redistributes lump-sum;
 8. the central bank sets next step's rate; the money identity is checked.
+
+Steering (docs/scenarios.md, "Steering hooks"): households' ``consume_share`` and ``money``
+are variables (a change of money is booked as money created, so the identity holds); a
+broadcast is a central-bank announcement, optionally setting the rate; taxes, the Taylor
+rule, firms' behaviour, the shocks and productivity can change mid-run (a policy shock).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any, ClassVar
 
 import numpy as np
 
 from populace.simulator.actions import ActionBatch
-from populace.simulator.scenario import Records, Scenario, StepContext, World
+from populace.simulator.arrays import pack_strings
+from populace.simulator.scenario import Records, Scenario, StepContext, Variable, World
 
 from . import tables as _tables  # noqa: F401  (declares the tables on the shared Base)
 from .actions import ACTIONS, EconomyArgs
-from .config import EconomyConfig, HouseholdRuleParams
+from .config import CentralBankAnnouncement, EconomyConfig, HouseholdRuleParams
 from .decisions import EconomyLLM
 from .mechanics import TINY, AccountingError, annualised_inflation, correlation, gini, ols_slope
 from .observation import EconomyObservation
@@ -66,6 +74,37 @@ log = logging.getLogger("populace.economy")
 YEAR = timedelta(days=365.25)
 # the accounting tolerance, relative to the money in the economy
 MONEY_TOLERANCE = 1e-9
+# central-bank announcements kept for language-model households' prompts
+NEWS_KEPT = 3
+
+
+class BookedColumn(np.ndarray):
+    """A view of a household array whose item assignments (``column[ids] = values``) also
+    hand the positions and their old and new values to ``book``; arrays derived from it
+    (slices, arithmetic) are plain and book nothing."""
+
+    _book: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None
+
+    def __new__(cls, base: np.ndarray,
+                book: Callable[[np.ndarray, np.ndarray, np.ndarray], None]) -> BookedColumn:
+        """A view of ``base`` whose assignments call ``book(ids, old, new)``."""
+        column = base.view(cls)
+        column._book = book
+        return column
+
+    def __array_finalize__(self, obj: Any) -> None:
+        self._book = None
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        book = self._book
+        if book is None:
+            super().__setitem__(key, value)
+            return
+        ids = np.atleast_1d(np.arange(len(self), dtype=np.int64)[key])
+        plain = self.view(np.ndarray)
+        old = plain[ids].copy()
+        super().__setitem__(key, value)
+        book(ids, old, plain[ids].copy())
 
 
 class EconomyScenario(Scenario[EconomyConfig, EconomyObservation, HouseholdRuleParams,
@@ -79,6 +118,21 @@ class EconomyScenario(Scenario[EconomyConfig, EconomyObservation, HouseholdRuleP
     args_type = EconomyArgs
     tables = TABLES
     action_table = "economy_actions"
+    variables: ClassVar[dict[str, Variable]] = {
+        "consume_share": Variable(
+            "the share of its money a household spends each step; a household that decides "
+            "again (every active rule household does) replaces it, so a change holds for "
+            "inactive and do_nothing households and is what language-model households are "
+            "told they spent", 0.0, 1.0),
+        "money": Variable("a household's money; a change is booked as money created (or "
+                          "destroyed) by the central bank, like a helicopter drop or a wealth "
+                          "levy, so the money identity holds", 0.0),
+    }
+    broadcast_model = CentralBankAnnouncement
+    # read from the config at every step (apply, observe) or given to the model adapter again
+    # by ``reconfigure``: a policy shock from the step of the event on
+    reconfigurable: ClassVar[tuple[str, ...]] = ("tax", "central_bank", "firm", "shocks",
+                                                 "productivity")
     state: MacroState
 
     def __init__(self, config: EconomyConfig, world: World) -> None:
@@ -92,6 +146,7 @@ class EconomyScenario(Scenario[EconomyConfig, EconomyObservation, HouseholdRuleP
                                interest_paid=0.0, tax_revenue=0.0, transfers=0.0,
                                participation=1.0, employed=float(self.n))
         self.tally = DecisionTally(np.zeros(len(ACTIONS), dtype=np.int64), 0)
+        self._llm: EconomyLLM | None = None
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -173,7 +228,8 @@ class EconomyScenario(Scenario[EconomyConfig, EconomyObservation, HouseholdRuleP
             price_level=last["price_level"], mean_wage=float(firms.wage.mean()),
             interest_rate=self.state.public.rate, inflation=self.trend_inflation(),
             unemployment=last["unemployment"],
-            tax_rate=max(b.rate for b in self.config.tax.brackets), step=ctx.step)
+            tax_rate=max(b.rate for b in self.config.tax.brackets), step=ctx.step,
+            news=tuple(self.state.news))
 
     def rule_policy(self, params: HouseholdRuleParams) -> HouseholdRulePolicy:
         """The vectorised rule-based household."""
@@ -355,12 +411,55 @@ class EconomyScenario(Scenario[EconomyConfig, EconomyObservation, HouseholdRuleP
     def llm_adapter(self) -> EconomyLLM:
         """Language-model households, shown the economy's rules and their own profile (without
         skill and wealth, which the prompt shows as their own figures)."""
-        exclude = {self.config.skill_attribute, self.config.wealth_attribute}
-        return EconomyLLM(self.config, self.periods_per_year,
-                          self.world.population.profiles(exclude))
+        if self._llm is None:  # one adapter, which ``reconfigure`` keeps up to date
+            exclude = {self.config.skill_attribute, self.config.wealth_attribute}
+            self._llm = EconomyLLM(self.config, self.periods_per_year,
+                                   self.world.population.profiles(exclude))
+        return self._llm
 
     def agent_state(self) -> dict[str, np.ndarray]:
         """Each household's money, employer (-1: none), consumption share and labour choice."""
         hh = self.state.households
         return {"money": hh.money.copy(), "employer": hh.employer.astype(np.float64),
                 "consume_share": hh.consume.copy(), "work": hh.work.astype(np.float64)}
+
+    # -- steering --------------------------------------------------------------------------------
+
+    def variable(self, name: str) -> np.ndarray:
+        """``consume_share`` or ``money`` of every household (a view of the state); assigning
+        money books the difference as money created."""
+        households = self.state.households
+        if name == "consume_share":
+            return households.consume
+        if name != "money":
+            raise KeyError(f"scenario 'economy' has no variable {name!r}")
+        public = self.state.public
+
+        def book(ids: np.ndarray, old: np.ndarray, new: np.ndarray) -> None:
+            public.created += float(new.sum() - old.sum())
+
+        return BookedColumn(households.money, book)
+
+    def broadcast(self, text: str, args: CentralBankAnnouncement, ctx: StepContext) -> Records:
+        """A central-bank announcement: kept for language-model households' prompts (the
+        latest ``NEWS_KEPT``); with ``rate``, the rate of step ``ctx.step`` on (households
+        decide and are paid interest at it; the Taylor rule then starts from it). No rows:
+        the ``events`` table holds the announcement."""
+        state = self.state
+        state.news = [*state.news, text][-NEWS_KEPT:]
+        if args.rate is not None:
+            state.public.rate = float(args.rate)
+        return {}
+
+    def reconfigure(self, config: EconomyConfig) -> None:
+        """Take the new config, and give it to the model adapter (its prompts show taxes)."""
+        super().reconfigure(config)
+        if self._llm is not None:
+            self._llm.config = config
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore a checkpoint (one from before announcements existed has none)."""
+        if "news.ends" not in state:
+            ends, data = pack_strings([])
+            state = {**state, "news.ends": ends, "news.data": data}
+        super().load_state_dict(state)

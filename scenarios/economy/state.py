@@ -3,7 +3,7 @@
 
 Core objects:
     MacroState: everything that changes during a run: households, firms, the public accounts,
-        the two shocks and the per-step history.
+        the two shocks, the per-step history and the central bank's latest announcements.
     HouseholdState: one entry per household (agent).
     FirmState: one entry per firm.
     PublicAccounts: the government's balance, the central bank's rate and the money ledger.
@@ -149,3 +149,5 @@ class MacroState(ArrayState):
     shock: np.ndarray
     """(2,) the AR(1) productivity and demand shocks, in logs."""
     history: MacroHistory
+    news: list[str] = field(default_factory=list)
+    """The latest central-bank announcements (broadcasts), oldest first."""

@@ -3,6 +3,7 @@
 Core objects:
     MarketConfig: the ``scenario:`` section: roles, catalog, search, needs, money.
     MarketRuleParams: ``policy.params`` of the rule-based customers and businesses.
+    MarketBroadcast: the ``args`` of a broadcast event (an announcement by the platform).
 """
 
 from __future__ import annotations
@@ -176,3 +177,13 @@ class MarketRuleParams(BaseModel):
     markup_step: float = Field(0.02, ge=0, le=100, description="markup change per step")
     min_markup: float = Field(-0.3, ge=-0.99, le=100)
     max_markup: float = Field(1.0, le=100)
+
+
+class MarketBroadcast(BaseModel):
+    """An announcement by the platform (sender -1): who it is for. Language-model agents read
+    the latest ones with their messages; rule agents read no text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: Literal["all", "customers", "businesses"] = Field(
+        "all", description="who reads it: every agent, customers or businesses")

@@ -110,7 +110,9 @@ class MarketLLM(LLMAdapter[MarketObservation, MarketArgs]):
         for i, agent in enumerate(obs.agents.tolist()):
             ctx: dict[str, Any] = {"agent_id": agent, "is_business": bool(obs.is_business[i]),
                                    "balance": _money(int(obs.balance[i])),
-                                   "messages": state.inboxes.inbox(agent)}
+                                   "messages": state.inboxes.inbox(agent),
+                                   "announcements": state.inboxes.announcements(
+                                       bool(obs.is_business[i]))}
             if obs.is_business[i]:
                 b = int(cat.agent_biz[agent])
                 rows = np.flatnonzero(cat.menu_biz == b)

@@ -8,26 +8,32 @@ Core objects:
         (``decisions``) and the metrics (``metrics``).
 
 The market is not ``Shardable``: on the Ray runtime every replica holds the whole market and
-applies every action.
+applies every action, and every replica applies the events of a step boundary.
+
+Steering (docs/scenarios.md, "Steering hooks"): the variables ``markup`` (businesses' prices)
+and ``balance`` (everyone's money), assembled by agent id in ``steering``; broadcasts are
+announcements by the platform; the search, the needs, capacity and proposal lifetime can be
+reconfigured mid-run.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from populace.simulator.actions import ActionBatch
 from populace.simulator.records import Records
-from populace.simulator.scenario import Scenario
+from populace.simulator.scenario import Scenario, Variable
 from populace.simulator.step import StepContext
 from populace.simulator.world import World
 
 from .actions import ACTIONS, LEAVE, MESSAGE, PAY, RESPOND, SEARCH, MarketArgs
 from .catalog import build_catalog
-from .config import MarketConfig, MarketRuleParams
+from .config import MarketBroadcast, MarketConfig, MarketRuleParams
 from .decisions import MarketLLM
-from .messages import Messages, join_messages
+from .messages import Messages, join_messages, message_rows
 from .metrics import market_metrics
 from .needs import arriving_needs, draw_needs
 from .observation import MarketObservation, observe
@@ -35,6 +41,7 @@ from .rules import MarketRulePolicy
 from .search import Search
 from .settlement import MarketInvariantError, Outcome, Settlement
 from .state import MarketState
+from .steering import COLUMNS, VARIABLES
 from .tables import TABLES
 
 _INT = np.int64
@@ -57,6 +64,14 @@ class MarketScenario(Scenario[MarketConfig, MarketObservation, MarketRuleParams,
     tables = TABLES
     action_table = "market_actions"
     examples = Path(__file__).parent / "examples"
+    variables: ClassVar[dict[str, Variable]] = VARIABLES
+    broadcast_model = MarketBroadcast
+    # each is read from the config where it is used (searches, new needs, settlement, prompts)
+    # or rebuilt by ``reconfigure`` (capacity); the catalog's draws and the money settings
+    # (checked against int64 cents for the whole run at validate time) stay fixed
+    reconfigurable: ClassVar[tuple[str, ...]] = (
+        "ranking", "results", "llm_candidates", "capacity", "need_rate", "need_feature_prob",
+        "budget", "value_multiple", "proposal_ttl", "manipulation_pitch")
     state: MarketState
 
     def __init__(self, config: MarketConfig, world: World) -> None:
@@ -74,6 +89,7 @@ class MarketScenario(Scenario[MarketConfig, MarketObservation, MarketRuleParams,
         self.search = Search(config, cat, self.state, world)
         self.settlement = Settlement(config, cat, self.state)
         self.outcome = Outcome.of(0)
+        self._llm: MarketLLM | None = None
 
     def setup(self) -> Records:
         """Businesses, menus and the first needs (deterministic: also run on resume)."""
@@ -157,8 +173,43 @@ class MarketScenario(Scenario[MarketConfig, MarketObservation, MarketRuleParams,
         return {"balance": bal}
 
     def llm_adapter(self) -> MarketLLM:
-        """Language-model customers and businesses."""
-        return MarketLLM(self.config, self.catalog, self.state)
+        """Language-model customers and businesses (one adapter, which ``reconfigure``
+        keeps up to date)."""
+        if self._llm is None:
+            self._llm = MarketLLM(self.config, self.catalog, self.state)
+        return self._llm
+
+    # -- steering --------------------------------------------------------------------------------
+
+    def variable(self, name: str) -> np.ndarray:
+        """``markup`` or ``balance`` over every agent id; assigning to it changes the market
+        (see ``steering``)."""
+        return COLUMNS[name](self.catalog, self.state)
+
+    def broadcast(self, text: str, args: MarketBroadcast, ctx: StepContext) -> Records:
+        """An announcement by the platform: kept once for its audience (language-model
+        agents read it with their messages from step ``ctx.step`` on), and one
+        ``market_messages`` row of kind ``broadcast`` from sender -1 to receiver -1 (its
+        audience is in the event's spec)."""
+        self.state.inboxes.announce(args.to, text)
+        minus = np.full(1, -1, dtype=np.int64)
+        # arrival: it is there before step ``ctx.step`` is decided, as a message of the
+        # previous step would be
+        return {"market_messages": message_rows("broadcast", minus, minus, minus,
+                                                np.full(1, float(ctx.step - 1)),
+                                                content=[text])}
+
+    def reconfigure(self, config: MarketConfig) -> None:
+        """Take the new config everywhere it was handed out (search, settlement, the model
+        adapter) and rebuild the businesses' capacity from it."""
+        if config.ranking == "llm" and self.world.llm is None:
+            raise ValueError("scenario.ranking: llm needs an llm: section (the model that "
+                             "ranks search results)")
+        super().reconfigure(config)
+        self.search.config = self.settlement.config = config
+        if self._llm is not None:
+            self._llm.config = config
+        self.catalog.capacity[:] = config.capacity
 
 
 __all__ = ["MarketInvariantError", "MarketObservation", "MarketScenario"]

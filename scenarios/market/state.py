@@ -237,14 +237,21 @@ class Totals(Packed):
     chance_first: float = 0.0  # sum over orders of 1 / proposals received (random choice)
 
 
+AUDIENCES = ("all", "customers", "businesses")
+"""Who an announcement of the platform is for (``Inboxes.notices``), by code."""
+
+
 @dataclass
 class Inboxes(ArrayState):
     """The latest ``size`` text messages each agent received, as (sender, text), oldest
-    first. Saved as receiver, sender and text columns, by receiver."""
+    first, and the latest ``size`` announcements of the platform, as (audience code in
+    ``AUDIENCES``, text), oldest first. Saved as receiver, sender and text columns, by
+    receiver, and as audience and text columns."""
 
     size: int = field(default=0, metadata={"save": False})
     boxes: dict[int, deque[tuple[int, str]]] = field(default_factory=dict,
                                                      metadata={"save": False})
+    notices: list[tuple[int, str]] = field(default_factory=list, metadata={"save": False})
 
     def deliver(self, receiver: int, sender: int, text: str) -> None:
         """Put a message in ``receiver``'s inbox (the oldest goes when it is full)."""
@@ -257,21 +264,44 @@ class Inboxes(ArrayState):
         """The latest text messages ``agent`` received, oldest first."""
         return [{"sender": s, "content": t} for s, t in self.boxes.get(agent, ())]
 
+    def announce(self, audience: str, text: str) -> None:
+        """Keep an announcement of the platform for ``audience`` (one of ``AUDIENCES``): one
+        entry for all its readers, however many they are (the oldest goes beyond ``size``)."""
+        if self.size == 0:
+            return
+        self.notices = [*self.notices, (AUDIENCES.index(audience), text)][-self.size:]
+
+    def announcements(self, is_business: bool) -> list[str]:
+        """The kept announcements a business (or a customer) reads, oldest first."""
+        mine = AUDIENCES.index("businesses" if is_business else "customers")
+        return [t for a, t in self.notices if a in (0, mine)]
+
     def to_arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
-        """Receiver, sender and text of every kept message."""
+        """Receiver, sender and text of every kept message; audience and text of every kept
+        announcement."""
         items = [(r, s, t) for r, box in sorted(self.boxes.items()) for s, t in box]
         ends, data = pack_strings(i[2] for i in items)
+        n_ends, n_data = pack_strings(t for _, t in self.notices)
         return {prefix + "receiver": np.array([i[0] for i in items], dtype=_INT),
                 prefix + "sender": np.array([i[1] for i in items], dtype=_INT),
-                prefix + "text.ends": ends, prefix + "text.data": data}
+                prefix + "text.ends": ends, prefix + "text.data": data,
+                prefix + "notice.audience": np.array([a for a, _ in self.notices], dtype=_INT),
+                prefix + "notice.text.ends": n_ends, prefix + "notice.text.data": n_data}
 
     def load_arrays(self, arrays: dict[str, np.ndarray], prefix: str = "") -> None:
-        """Restore what ``to_arrays`` gave."""
+        """Restore what ``to_arrays`` gave (a checkpoint from before announcements has
+        none)."""
         self.boxes = {}
         texts = unpack_strings(arrays[prefix + "text.ends"], arrays[prefix + "text.data"])
         for r, s, text in zip(arrays[prefix + "receiver"].tolist(),
                               arrays[prefix + "sender"].tolist(), texts, strict=True):
             self.deliver(r, s, text)
+        self.notices = []
+        if prefix + "notice.audience" in arrays:
+            notices = unpack_strings(arrays[prefix + "notice.text.ends"],
+                                     arrays[prefix + "notice.text.data"])
+            self.notices = list(zip(arrays[prefix + "notice.audience"].tolist(), notices,
+                                    strict=True))
 
 
 @dataclass
