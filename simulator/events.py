@@ -20,6 +20,7 @@ N. ``at: end`` (interviews only) happens after the last step. The engine's side 
 from __future__ import annotations
 
 import copy
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -359,10 +360,8 @@ def check_events(events: list[Any], *, steps: int, step_of: Any, n_agents: int |
             problems += _check_broadcast(event, where, scenario, scenario_config)
         elif event.kind == "parameter":
             problems += _check_parameters(event, where, scenario, scenario_config)
-        elif event.kind == "interview" and event.report is not None and (
-                event.report not in variables):
-            problems.append(((*where, "report"), _unknown("variable", event.report, variables,
-                                                          scenario.name)))
+        elif event.kind == "interview":
+            problems += _check_report(event, where, scenario)
     return problems
 
 
@@ -425,6 +424,28 @@ def _check_broadcast(event: BroadcastEvent, where: tuple[Any, ...], scenario: An
     except ValueError as err:
         return [((*where, "args"), _first_error(err))]
     return []
+
+
+def _check_report(event: InterviewEvent, where: tuple[Any, ...], scenario: Any
+                  ) -> list[tuple[tuple[Any, ...], str]]:
+    """The variable rule agents report on a scale must exist and have finite bounds."""
+    variables = scenario.variables
+    if event.report is not None and event.report not in variables:
+        return [((*where, "report"), _unknown("variable", event.report, variables,
+                                              scenario.name))]
+    if not any(q.answer == "scale" for q in event.questions):
+        return []
+    name = event.report or next(iter(variables), None)
+    if name is None:
+        return []  # nothing to report: rule agents' scale answers are invalid
+    spec = variables[name]
+    if math.isfinite(spec.low) and math.isfinite(spec.high):
+        return []
+    bounded = [v for v, s in variables.items() if math.isfinite(s.low) and math.isfinite(s.high)]
+    return [((*where, "report"), (
+        f"rule agents report {name!r} on the scale, but it has no finite bounds "
+        f"({spec.low} to {spec.high}); name a bounded variable in `report` "
+        f"({', '.join(bounded) or 'the scenario has none'})"))]
 
 
 def _check_join(event: JoinEvent, where: tuple[Any, ...], scenario: Any, config: BaseModel,

@@ -53,13 +53,16 @@ def scale_value(values: np.ndarray, low: float, high: float, question: Question)
 def reported_answers(values: np.ndarray, low: float, high: float, variable: str,
                      event: InterviewEvent) -> list[list[Answer]]:
     """Rule agents' answers: a scale question gets ``values`` on its scale; a text or JSON
-    question gets no answer (``valid`` False: a rule agent has no words)."""
+    question gets no answer (``valid`` False: a rule agent has no words), and neither does an
+    agent whose value is not a number (e.g. a customer's markup, a guess before the first
+    round)."""
     per_question: list[list[Answer]] = []
     for q in event.questions:
         if q.answer == "scale":
             scaled = scale_value(values, low, high, q)
             per_question.append([Answer(value=float(v), source="report",
                                         text=f"{variable}={x:.4g}")
+                                 if math.isfinite(x) else Answer(valid=False, source="report")
                                  for v, x in zip(scaled.tolist(), values.tolist(), strict=True)])
         else:
             per_question.append([Answer(valid=False, source="report")] * len(values))

@@ -293,18 +293,25 @@ def _set(scenario: Scenario[Any, Any, Any, Any], name: str, event: SetEvent,
                             f"variable {event.variable!r}")
     agents = select_agents(event.agents, scenario, ctx, name)
     values = scenario.variable(event.variable)
-    old = values[agents]
+    old = np.asarray(values[agents], dtype=np.float64)
     if event.value is not None:
         new = np.full(len(agents), event.value, dtype=np.float64)
     elif event.shift is not None:
         new = old + event.shift
     else:
         new = old * event.scale
-    new = np.clip(new, spec.low, spec.high)
-    values[agents] = new
-    return {"agents": len(agents), "changed": int((new != old).sum()),
-            "mean_before": float(old.mean()) if len(old) else None,
-            "mean_after": float(new.mean()) if len(new) else None}
+    values[agents] = np.clip(new, spec.low, spec.high)
+    # what was stored (a scenario may round, or keep a variable in other units)
+    stored = np.asarray(scenario.variable(event.variable)[agents], dtype=np.float64)
+    same = (stored == old) | (np.isnan(stored) & np.isnan(old))
+    return {"agents": len(agents), "changed": int((~same).sum()),
+            "mean_before": _mean(old), "mean_after": _mean(stored)}
+
+
+def _mean(values: np.ndarray) -> float | None:
+    """The mean of the finite values (None when there are none), for the events table."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if len(finite) else None
 
 
 def scripted_batch(scenario_cls: type[Scenario[Any, Any, Any, Any]],

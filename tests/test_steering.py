@@ -398,3 +398,32 @@ def test_newcomers_take_the_part_of_a_mixed_policy_that_selects_them(sqlite_url)
     new_b = actions[(actions["agent_id"] >= 300) & (attrs["band"].to_numpy()[
         actions["agent_id"]] == "b")]
     assert len(new_b) and not (new_b["action"] == "create_post").any()
+
+
+def test_integer_categories_keep_their_type_through_the_stored_config() -> None:
+    """A Ray shard and a resume rebuild the experiment from its JSON: categories given as a
+    mapping with integer keys must stay integers, or ``where: {grade: 1}`` selects nobody."""
+    data = steered([{"name": "ones", "kind": "set", "at": 2, "variable": "opinion", "value": 0,
+                     "agents": {"where": {"grade": 1}}}])
+    data["population"]["attributes"]["grade"] = {"dist": "categorical",
+                                                 "values": {1: 0.5, 2: 0.5}}
+    first = experiment_from_dict(data)
+    again = experiment_from_dict(json.loads(json.dumps(first.to_dict())))
+    sims = [Simulation(e) for e in (first, again)]
+    for sim in sims:
+        sim.start()
+    frames = [sim.world.population.attributes for sim in sims]
+    pd.testing.assert_frame_equal(frames[0], frames[1])
+    assert frames[1]["grade"].isin([1, 2]).all()
+    for sim in sims:
+        sim.advance()
+        sim.advance()
+    results = [json.loads(reopen_events(sim)["result"].iloc[0]) for sim in sims]
+    assert results[0] == results[1] and results[0]["agents"] > 100
+    for sim in sims:
+        sim.close()
+
+
+def reopen_events(sim: Simulation) -> pd.DataFrame:
+    sim.flush()
+    return reopen(sim.db_url, sim.run_id).events()

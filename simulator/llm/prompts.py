@@ -1,11 +1,13 @@
 """Prompt templates (Jinja2), per scenario and role, overridable by users.
 
 Core objects:
-    PromptBuilder: renders the shared system part once and each agent's part per step.
+    PromptBuilder: renders the shared system part once (again when what it shows changes) and
+        each agent's part per step.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ class PromptBuilder:
             autoescape=False, trim_blocks=False, keep_trailing_newline=False)
         self.system = self._template("system", role)
         self.agent = self._template("agent", role)
-        self._system_text: str | None = None
+        self._system: tuple[dict[str, Any], str] | None = None
 
     def _template(self, part: str, role: str) -> jinja2.Template:
         try:
@@ -45,10 +47,11 @@ class PromptBuilder:
                              f"{', '.join(self.env.loader.searchpath)}") from exc  # type: ignore[union-attr]
 
     def system_text(self, shared: dict[str, Any]) -> str:
-        """The shared system part (rendered once: it must be identical for every agent)."""
-        if self._system_text is None:
-            self._system_text = self.system.render(**shared).strip()
-        return self._system_text
+        """The shared system part (identical for every agent): rendered once, and again when
+        the shared variables change (a parameter event changed what the scenario shows)."""
+        if self._system is None or self._system[0] != shared:
+            self._system = (copy.deepcopy(shared), self.system.render(**shared).strip())
+        return self._system[1]
 
     def agent_text(self, shared: dict[str, Any], context: dict[str, Any]) -> str:
         """One agent's part of the prompt."""

@@ -22,7 +22,16 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    StrictBool,
+    model_serializer,
+    model_validator,
+)
 
 # Scalar values allowed in categorical values, constants and case keys. StrictBool first so that
 # YAML ``true`` stays a bool instead of being coerced to 1 by the int branch.
@@ -202,6 +211,18 @@ class CategoricalDist(_Dist):
             raise ValueError("the weights add up to more than a float holds; they are relative: "
                              "divide them all by the same number")
         return self
+
+    @model_serializer(mode="wrap")
+    def _typed_values(self, handler: SerializerFunctionWrapHandler,
+                      info: SerializationInfo) -> Any:
+        # JSON has text keys only: a mapping {0: 0.2, 1: 0.8} would come back as {"0", "1"}
+        # (a Ray shard, a resume); as a list with its weights the values keep their type
+        data = handler(self)
+        if (info.mode_is_json() and isinstance(self.values, dict)
+                and any(not isinstance(k, str) for k in self.values)):
+            data["values"] = list(self.values)
+            data["weights"] = list(self.values.values())
+        return data
 
     @property
     def choices(self) -> list[Any]:
