@@ -11,6 +11,7 @@ import numpy as np
 
 from populace.simulator import Simulation, load_experiment
 from populace.simulator.config import experiment_from_dict
+from populace.simulator.llm.prompts import PromptBuilder
 from populace.storage import Run
 
 from .conftest import experiment
@@ -85,3 +86,13 @@ def test_agents_that_join_decide_with_the_model_and_remember(server, sqlite_url:
     memory = sim.policy.memory
     assert memory is not None and len(memory.agents) == 23
     assert memory.used[memory.rows(np.array([20, 21, 22]))].any(axis=1).all()
+
+
+def test_a_system_prompt_follows_a_parameter_change(tmp_path: Path) -> None:
+    (tmp_path / "system.j2").write_text("Ratio {{ p }}.")
+    (tmp_path / "agent.j2").write_text("Agent.")
+    builder = PromptBuilder(None, tmp_path, "agent")
+    shared = {"p": 0.5}
+    assert builder.system_text(shared) == "Ratio 0.5."
+    shared["p"] = 0.9  # the scenario shows the new value after a parameter event
+    assert builder.system_text(shared) == "Ratio 0.9."
