@@ -686,6 +686,7 @@ def _build(scenarios: Sequence[str] | None) -> tuple[_Reference, dict[type[BaseM
         ref.suffix = f" ({name})"
         ref.add_model(cls.config_model, "scenario", 3)
         ref.add_model(cls.rule_params_model, "policy.params", 3)
+        _add_steering(ref, name, cls)
         scenario_links.append(f"[{name}](#{slug})")
         params_links.append(f"[{name}](#{ref.anchor[cls.rule_params_model][1]})")
     ref.suffix = ""
@@ -704,6 +705,39 @@ def _build(scenarios: Sequence[str] | None) -> tuple[_Reference, dict[type[BaseM
             contents.append(f"- [{item[3:]}](#{slugify(item[3:])})")
     ref.order.insert(contents_at, "\n".join(contents))
     return ref, notes
+
+
+def _add_steering(ref: _Reference, name: str, cls: Any) -> None:
+    """What events can do in this scenario: its variables, the parameters that may change
+    during a run, and the arguments of its broadcasts and of agents that join."""
+    ref.add_heading(f"Events in the `{name}` scenario", 3)
+    lines = []
+    if cls.variables:
+        lines += ["Variables (`kind: set`, `where` filters, and what rule agents report in "
+                  "interviews; the first is the default `report`):", "",
+                  "| Variable | Range | Description |", "|---|---|---|"]
+        for var, spec in cls.variables.items():
+            lines.append(f"| `{var}` | {_num(spec.low)} to {_num(spec.high)} | "
+                         f"{_cell(_sentence(spec.doc))} |")
+        lines.append("")
+    else:
+        lines += ["No variables: `kind: set` does not apply, and rule agents give no answers "
+                  "to interviews.", ""]
+    changes = ", ".join(f"`{p}`" for p in cls.reconfigurable) or "none"
+    lines.append(f"Parameters a `kind: parameter` event may change (with what is below them): "
+                 f"{changes}.")
+    if cls.broadcast_model is None:
+        lines.append("It takes no broadcasts.")
+    if cls.join_model is None:
+        lines.append("Agents cannot join during a run.")
+    ref.add_text("\n".join(lines))
+    ref.suffix = f" ({name})"
+    if cls.broadcast_model is not None:
+        ref.add_model(cls.broadcast_model, "events[].args", 4,
+                      heading=f"`args` of `kind: broadcast` ({name})")
+    if cls.join_model is not None:
+        ref.add_model(cls.join_model, "events[].args", 4,
+                      heading=f"`args` of `kind: join` ({name})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
