@@ -242,3 +242,21 @@ def test_numba_model_does_the_social_step() -> None:
     assert 1700 < few.n_active < 2300
     active = few.active[:few.n_active]
     assert (np.diff(active) > 0).all()  # distinct, in id order
+
+
+@pytest.mark.slow
+def test_steering_benchmark_smoke(tmp_path: Path) -> None:
+    """benchmarks/steering.py: the plain and the steered run, and a language-model panel's
+    interview against the test server, with the figures docs/benchmarks.md reports."""
+    out = tmp_path / "steering.json"
+    proc = subprocess.run([sys.executable, str(BENCH / "steering.py"), "--sizes", "5000",
+                           "--steps", "4", "--llm-interview", "50", "--llm-latency", "0.05",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    got = json.loads(out.read_text(encoding="utf-8"))
+    plain, steered = got["runs"]
+    assert plain["variant"] == "plain" and plain["boundary_s"] == 0
+    assert steered["variant"] == "steered" and steered["boundary_s"] > 0
+    interview = got["llm_interview"]
+    assert 20 < interview["asked"] < 100 and interview["interview_s"] >= interview["ideal_s"]
