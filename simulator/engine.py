@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from sqlalchemy.engine import Connection
 
 from populace.storage import Database, Run, StorageError
@@ -73,6 +73,7 @@ from .steering import (
     SteeringError,
     event_records,
     grow_world,
+    live_event,
     resolve_join,
     scripted_batch,
 )
@@ -627,7 +628,7 @@ class Simulation:
         data.setdefault("at", self._next_free_step())
         if name is not None:
             data["name"] = name
-        parsed = parse_event(data)
+        parsed = live_event(data)
         self._check_live(parsed, self.step + 1)
         assert self.db is not None and self.run_id is not None
         # queued in the control channel like a command, so that a resume after a crash still
@@ -659,7 +660,7 @@ class Simulation:
             raise SteeringError("the run has no step left to record an interview with; "
                                 "schedule it `at: end` in the experiment instead")
         label = name or f"interview{len(self.schedule.events)}"
-        event = parse_event({"kind": "interview", "name": label, "at": step,
+        event = live_event({"kind": "interview", "name": label, "at": step,
                              "agents": agents, "questions": questions, "report": report,
                              "remember": remember})
         self._check_live(event, step)
@@ -703,7 +704,7 @@ class Simulation:
                     if kind == "interview":
                         data["kind"] = "interview"
                     data.setdefault("at", self._next_free_step())
-                    event = parse_event(data)
+                    event = live_event(data)
                     self._check_live(event, self.step + 1)
                     source = "python" if spec.get("source") == "python" else "control"
                     self.schedule.add(event, event.name or f"{source}{cid}", source=source,
@@ -716,12 +717,8 @@ class Simulation:
                 elif kind == "stop":
                     self.stop_requested = True
                 self._mark_now(cid, "applied")
-            except (ValidationError, SteeringError, ValueError) as err:
+            except (SteeringError, ValueError) as err:
                 message = str(err)
-                if isinstance(err, ValidationError):
-                    first = err.errors()[0]
-                    loc = ".".join(str(x) for x in first["loc"])
-                    message = f"{loc}: {first['msg']}" if loc else first["msg"]
                 log.warning("control command %s (%s) refused: %s", cid, kind, message)
                 self._mark_now(cid, "refused", error=message)
 

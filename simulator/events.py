@@ -273,7 +273,7 @@ class InterviewEvent(_EventBase):
     @field_validator("questions", mode="before")
     @classmethod
     def _plain_questions(cls, value: Any) -> Any:
-        if isinstance(value, str):
+        if isinstance(value, str | dict):  # one question
             value = [value]
         if isinstance(value, list):
             return [{"text": q} if isinstance(q, str) else q for q in value]

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
 from .actions import ActionBatch
 from .clock import Clock
@@ -41,6 +42,7 @@ from .events import (
     SetEvent,
     changed_config,
     event_name,
+    parse_event,
 )
 from .interviews import Answer, answer_records, reported_answers
 from .policy import Policy
@@ -118,6 +120,21 @@ class Schedule:
         for i, event in enumerate(events):
             schedule.add(event, event_name(event, i))
         return schedule
+
+
+def live_event(data: dict[str, Any]) -> Any:
+    """An event given while a run goes on (Python, the control channel), validated; a bad one
+    raises ``SteeringError`` naming its field (pydantic's first error, without the union's
+    label)."""
+    try:
+        return parse_event(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = [str(x) for x in first["loc"]]
+        if loc and loc[0] == str(data.get("kind")):
+            loc = loc[1:]
+        message = first["msg"].removeprefix("Value error, ")
+        raise SteeringError(f"{'.'.join(loc)}: {message}" if loc else message) from None
 
 
 # -- selecting agents ---------------------------------------------------------------------------
@@ -391,5 +408,5 @@ def event_records(items: list[Scheduled], results: list[dict[str, Any]]) -> Reco
 
 
 __all__ = ["SOURCES", "Boundary", "Schedule", "Scheduled", "SteeringError", "answer_interview",
-           "apply_boundary", "event_records", "grow_world", "resolve_join", "scripted_batch",
-           "select_agents"]
+           "apply_boundary", "event_records", "grow_world", "live_event", "resolve_join",
+           "scripted_batch", "select_agents"]

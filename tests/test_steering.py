@@ -181,6 +181,10 @@ def test_selectors_pick_by_ids_filters_and_a_seeded_sample(tmp_path) -> None:
         ask("?", agents={"where": {"height": 1}})
     with pytest.raises(SteeringError, match="no agent 300"):
         ask("?", agents=[300])
+    with pytest.raises(SteeringError, match="^variable: Field required"):
+        sim.intervene({"kind": "set", "value": 1})
+    with pytest.raises(SteeringError, match=r"^questions\.0\.high: Input should be a valid integer"):
+        ask({"text": "?", "answer": "scale", "high": "many"})
     sim.close()
 
 
