@@ -3,14 +3,26 @@
 Commands:
     validate EXP.yaml          check an experiment and report every problem at once
     run EXP.yaml               run it, with a progress bar, into its database
+                               (--replay-events DB: with the live events of a recorded run)
     resume RUN                 continue a run that stopped, from its last checkpoint
+    intervene RUN --file F     send events to a running run (applied at its next step)
+    interview RUN --question Q ask a running run's agents, at its next step
+    pause RUN, resume-live RUN hold a running run between steps; let it go on
+    stop RUN                   end a running run after its current step (resume continues it)
     runs                       list the runs in a database (or in ./populace_runs)
     export RUN --format F      write a run's tables to Parquet or CSV files
     scenarios                  list the installed scenarios
     profiles generate EXP.yaml --out FILE
                                write a language-model biography for every agent
 
-Exit codes: 0 success, 1 run-time error (explained, no traceback), 2 invalid experiment or usage.
+The steering commands (intervene ... stop) queue commands in the run's database; the run's
+process takes them between steps (``cli_steering``). With ``--wait`` they report what the run
+did with them.
+
+Exit codes: 0 success, 1 run-time error (explained, no traceback; a steering command the run
+refused, or did not take within --wait), 2 invalid experiment or usage (a steering command to a
+run that is not running), 3 a run stopped by a ``stop`` command (``populace resume`` continues
+it).
 """
 
 from __future__ import annotations
@@ -23,14 +35,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .cli_steering import (
+    STEERING_COMMANDS,
+    UsageError,
+    add_parsers,
+    command_specs,
+    send_commands,
+)
 from .supervisor import supervise, supervised, watch_supervisor
 from .version import package_version
 
 DEFAULT_DIR = Path("populace_runs")
-
-
-class UsageError(Exception):
-    """Command-line arguments that do not fit together (exit code 2, like argparse's own)."""
+STOPPED = 3
+"""The exit code of a run that a ``stop`` command ended (resumable)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,6 +68,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--runtime", choices=["local", "ray"],
                    help="override runtime.type (ray: shards on Ray, see docs/ray.md)")
     r.add_argument("--shards", type=int, help="override runtime.shards")
+    r.add_argument("--replay-events", metavar="SOURCE",
+                   help="schedule the live events (sent by intervene, interview or from "
+                   "Python) of a recorded run at the steps it applied them: the run name, "
+                   "SQLite file or database URL of that run (see --replay-run)")
+    r.add_argument("--replay-run", metavar="RUN",
+                   help="the run of --replay-events' database whose events are replayed "
+                   "(name or id; default: the newest)")
 
     s = sub.add_parser("resume", help="continue a run from its last checkpoint")
     s.add_argument("run", help="run name, id (with --db), or a SQLite file")
@@ -70,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", type=Path, required=True, help="output folder")
 
     sub.add_parser("scenarios", help="list installed scenarios")
+    add_parsers(sub)
 
     pr = sub.add_parser("profiles", help="language-model written agent profiles")
     prs = pr.add_subparsers(dest="profiles_command", required=True)
@@ -119,8 +144,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         # only a run or a resume has committed steps to keep (set-up says more in _run)
         writes = args.command in ("run", "resume")
+        sent = args.command in STEERING_COMMANDS and args.wait is not None
         print("interrupted" + (": committed steps are kept; `populace resume` continues the "
-                               "run" if writes else ""), file=sys.stderr)
+                               "run" if writes else "")
+              + (": commands sent stay queued; the run takes them between steps" if sent
+                 else ""), file=sys.stderr)
         return 130
     except (StorageError, ValueError, OSError, KeyError, RuntimeError) as err:
         if args.debug:
@@ -168,6 +196,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "profiles":
         return _profiles(args)
+    if args.command in STEERING_COMMANDS:
+        specs = command_specs(args)  # checked before any database is opened
+        url, ref = _resolve(args.run, _url(args.db))
+        return send_commands(args, url, ref, specs)
     raise AssertionError(args.command)
 
 
@@ -199,6 +231,9 @@ def _run(args: argparse.Namespace) -> int:
                                  if v is not None}
     changes = _runtime_changes(args)
     overrides.update({f"runtime.{k}": v for k, v in changes.items()})
+    if args.replay_run is not None and args.replay_events is None:
+        raise UsageError("--replay-run names a run of --replay-events' database: give "
+                         "--replay-events SOURCE too")
     exp = load_experiment(args.experiment, overrides=overrides)
     _check_shards(changes, exp.config.runtime.type)
     url = _url(args.db) or exp.config.storage_url()
@@ -209,6 +244,8 @@ def _run(args: argparse.Namespace) -> int:
     from .progress import SetupProgress
 
     sim = Simulation(exp, db_url=url)
+    if args.replay_events is not None:
+        _replay(sim, args.replay_events, args.replay_run)
     sim.stage_hook = SetupProgress(disable=args.quiet)
     print(f"populace: building {exp.config.name!r} ...", file=sys.stderr)
     try:
@@ -223,7 +260,39 @@ def _run(args: argparse.Namespace) -> int:
     return _drive(sim, args.quiet)
 
 
+def _replay(sim, source: str, run: str | None) -> None:  # type: ignore[no-untyped-def]
+    """Schedule the live events of the recorded run ``run`` of ``source`` on ``sim`` (before
+    it starts), saying how many; warn when the two experiments differ (then the re-run is not
+    the recorded one)."""
+    from populace.storage import Database, Run
+
+    url, ref = _resolve(run, _url(source)) if run is not None else _resolve(source, None)
+    db = Database(url, create=False, read_only=True)
+    try:
+        recorded_run = Run(db, ref)
+        info, log = recorded_run.info, recorded_run.events()
+    finally:
+        db.dispose()
+    count = sim.replay_events(url, int(info["id"]))
+    late = int(((log["source"] != "yaml") & (log["step"] > sim.config.steps)).sum())
+    # where the run is written, and how (storage, runtime), never changes its course
+    recorded, current = dict(info["config"]), sim.experiment.to_dict()
+    differ = sorted(k for k in set(recorded) | set(current)
+                    if k not in ("name", "storage", "runtime")
+                    and recorded.get(k) != current.get(k))
+    print(f"populace: replaying {count} live event{'s' if count != 1 else ''} of run "
+          f"{info['id']} ({info['name']}) in {db.shown_url}", file=sys.stderr)
+    if differ:
+        print(f"populace: warning: this experiment differs from run {info['id']}'s in "
+              f"{', '.join(differ)}: the re-run replays its live events but will not repeat "
+              "it exactly", file=sys.stderr)
+    if late:
+        print(f"populace: warning: {late} of its live event applications came after step "
+              f"{sim.config.steps}, this run's last: they do not happen", file=sys.stderr)
+
+
 def _drive(sim, quiet: bool) -> int:  # type: ignore[no-untyped-def]
+    from .engine import RunStopped, resume_command
     from .llm.types import LLMStopError
     from .progress import ProgressBar
 
@@ -232,11 +301,14 @@ def _drive(sim, quiet: bool) -> int:  # type: ignore[no-untyped-def]
     try:
         run = sim.run(progress=bar.update)
     except LLMStopError as err:  # the model did not answer: the run is failed and resumable
-        from .engine import resume_command
-
         hint = f"\nresume it: {resume_command(sim.config.name, sim.db_url)}"
         print(f"error: {err}{hint if err.resumable else ''}", file=sys.stderr)
         return 1
+    except RunStopped as stopped:  # marked "stopped"; its committed steps are kept
+        bar.close()
+        print(f"populace: run {sim.run_id} {stopped} (of {sim.config.steps}); continue it: "
+              f"{resume_command(str(sim.run_id), sim.db_url)}", file=sys.stderr)
+        return STOPPED
     finally:
         bar.close()
     wall = time.perf_counter() - t0

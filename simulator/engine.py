@@ -500,7 +500,7 @@ class Simulation:
         if self.runtime is None:
             raise RuntimeError("this Simulation is closed; start() or resume() a run first")
         step = self.step + 1
-        self.take_commands()
+        self.take_commands(controls=False)  # a pause or stop now would come a step late
         t0 = time.perf_counter()
         ctx = self._context(step)
         records, self._carried = self._carried, {}
@@ -686,18 +686,21 @@ class Simulation:
             return False
         return any(c["id"] not in self._taken for c in pending_commands(self.db, self.run_id))
 
-    def take_commands(self) -> None:
+    def take_commands(self, *, controls: bool = True) -> None:
         """Take the commands queued in the run's control channel: events are scheduled (at
         the next step unless they say), pause, resume and stop take effect; a command the run
-        cannot apply is refused, with the reason in ``control_commands.error``."""
+        cannot apply is refused, with the reason in ``control_commands.error``.
+
+        Without ``controls``, pause, resume and stop stay queued: inside ``advance`` the step
+        is already under way, and they take effect between steps (``run``)."""
         if self.db is None or self.run_id is None:
             return
         for command in pending_commands(self.db, self.run_id):
             cid = command["id"]
-            if cid in self._taken:
+            kind, spec = command["command"], command["spec"]
+            if cid in self._taken or (not controls and kind in ("pause", "resume", "stop")):
                 continue
             self._taken.add(cid)
-            kind, spec = command["command"], command["spec"]
             try:
                 if kind in ("intervene", "interview"):
                     data = dict(spec.get("event") or {})

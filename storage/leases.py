@@ -115,6 +115,14 @@ def _age(dialect: str) -> Any:
     return sa.cast(sa.extract("epoch", _db_now(dialect) - _table.c.heartbeat_at), sa.Float)
 
 
+def holder_alive(holder: Holder) -> bool:
+    """Whether the process that holds a lease may still be writing its run: its heartbeat is
+    fresh and, when it runs on this host, the process exists (and is no zombie)."""
+    if holder.age_s > holder.timeout_s:
+        return False
+    return holder.host != socket.gethostname() or _pid_alive(holder.pid)
+
+
 def _pid_alive(pid: int) -> bool:
     """Whether process ``pid`` of this host exists and is not a zombie."""
     if pid <= 0:
@@ -313,4 +321,4 @@ def lease_holders(db: Database) -> dict[int, Holder]:
 
 
 __all__ = ["DEFAULT_TIMEOUT", "TIMEOUT_ENV", "Holder", "LeaseHeldError", "LeaseLostError",
-           "RunLease", "lease_holders", "lease_timeout"]
+           "RunLease", "holder_alive", "lease_holders", "lease_timeout"]
