@@ -735,7 +735,9 @@ class Simulation:
         ``RunStopped`` after a stop."""
         self.take_commands()
         if self.paused:
-            log.info("run %s paused after step %d", self.run_id, self.step)
+            # said at warning level: the terminal of `populace run` shows it
+            log.warning("run %s paused after step %d: waiting for `populace resume-live` or "
+                        "`populace stop`", self.run_id, self.step)
         while self.paused and not self.stop_requested:
             time.sleep(poll_s)
             self.take_commands()
