@@ -381,7 +381,8 @@ class Simulation:
                                                 Agent.agent_id >= self.world.n_agents))
             db.delete_after(conn, self.run_id, step,
                             (*CORE_STEP_TABLES, *LLM_STEP_TABLES, *self.scenario.tables))
-            update_run(db, self.run_id, conn=conn, status="running", steps_done=step, error=None)
+            update_run(db, self.run_id, conn=conn, status="running", steps_done=step, error=None,
+                       n_agents=self.world.n_agents)
         self.step = step
         log.info("run %s continues from step %s", self.run_id, step)
 
@@ -907,6 +908,8 @@ class Simulation:
         for command_id, applied in marks or ():
             mark_command(conn, command_id, "applied", step=applied)
         fields: dict[str, Any] = {"steps_done": step, "wall_s": wall_s}
+        if step > 0 and len(tables.get("arrivals", {}).get("agent_id", ())):
+            fields["n_agents"] = int(tables["arrivals"]["agent_id"][-1]) + 1  # agents joined
         if step == self.config.steps:
             fields.update(status="completed", finished_at=now())
         update_run(db, run_id, conn=conn, **fields)

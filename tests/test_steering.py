@@ -336,7 +336,7 @@ def test_agents_that_join_get_ids_profiles_edges_and_rows_in_every_table(sqlite_
     run = run_experiment(steered(JOINS), sqlite_url)
     assert run.info["status"] == "completed"
     agents = run.agents()
-    assert list(agents.index) == list(range(351))
+    assert list(agents.index) == list(range(351)) and run.info["n_agents"] == 351
     vip = agents.loc[350]
     assert vip["age"] == 30 and vip["opinion"] == 0.9 and vip["interest"] in SMALL_TOPICS
     assert agents["age"].dtype == np.int64 and agents.loc[300:349, "age"].between(18, 80).all()
@@ -377,7 +377,8 @@ def test_a_resume_rebuilds_the_agents_that_joined_before_its_checkpoint(tmp_path
     monkeypatch.undo()
     resumed = Simulation.resume(url, sim.run_id)
     assert resumed.step == 4 and resumed.world.n_agents == 350
-    assert len(reopen(url, sim.run_id).agents()) == 350  # the vip's row was cut back
+    cut = reopen(url, sim.run_id)
+    assert len(cut.agents()) == 350 and cut.info["n_agents"] == 350  # the vip was cut back
     done = resumed.run()
     a, b = content_tables(full), content_tables(done)
     for name in a:
