@@ -71,6 +71,8 @@ from .steering import (
     Schedule,
     Scheduled,
     SteeringError,
+    boundary_groups,
+    check_live,
     event_records,
     grow_world,
     live_event,
@@ -146,7 +148,11 @@ class Simulation:
         self.stop_requested = False
         self._taken: set[int] = set()  # control commands already scheduled
         self._marks: list[tuple[int, int]] = []  # (command, step) applied with the next commit
-        self._carried: Records = {}  # rows of a Python interview, written with the next step
+        # rows of Python interviews, written with the step they belong to (kept until then:
+        # a step that a Ray shard's death undoes is done again with them)
+        self._carried: tuple[int, Records] | None = None
+        self._interviews = 0  # Python interviews asked by this process (their default names)
+        self._driving = False  # inside run(): no Python code runs between two steps
 
     def _stage(self, name: str | None) -> None:
         if self.stage_hook is not None:
@@ -213,6 +219,8 @@ class Simulation:
         decision), not past the end. Activation depends on the step only."""
         if step > self.config.steps or self._checkpoint_due(step - 1):
             return None
+        if not self._driving:
+            return None  # advance() called by hand: Python may steer before the next step
         if self.schedule.due(step) or self._commands_waiting():
             return None  # events change what agents see and do: decide after them
         return self._active(step)
@@ -437,6 +445,7 @@ class Simulation:
         assert self.db is not None and self.run_id is not None
         self._held_lease()  # before computing a step that could not be written
         recoveries = 0
+        self._driving = True
         try:
             while self.step < self.config.steps:
                 self._wait_if_paused()
@@ -458,6 +467,8 @@ class Simulation:
                     continue
                 if progress is not None:
                     progress(report)
+            self.flush()
+            self._refuse_queued()
             self.close()
         except BaseException as exc:
             try:  # let the steps already handed to the writer land before marking the run
@@ -466,6 +477,8 @@ class Simulation:
                 log.exception("the last step's write failed too")
             self._mark_stopped(exc)
             raise
+        finally:
+            self._driving = False
         # a finished SQLite file leaves write-ahead logging: one self-contained file that
         # read-only storage can serve (best effort; another connection keeps it in WAL)
         self.db.finish()
@@ -504,7 +517,9 @@ class Simulation:
         self.take_commands(controls=False)  # a pause or stop now would come a step late
         t0 = time.perf_counter()
         ctx = self._context(step)
-        records, self._carried = self._carried, {}
+        records: Records = {}
+        if self._carried is not None and self._carried[0] == step:
+            merge_records(records, dict(self._carried[1]))
         scripted = None
         due = self.schedule.due(step)
         if due:  # events of the boundary before this step
@@ -532,6 +547,8 @@ class Simulation:
         record_s = self._commit(step, records, metrics, n_active=len(active),
                                 n_actions=len(actions), compute_s=compute_s,
                                 checkpoint=checkpoint, actions=actions)
+        if self._carried is not None and self._carried[0] == step:
+            self._carried = None  # handed to the writer with the step
         self.step = step
         return StepReport(step, len(active), len(actions), compute_s, record_s, metrics)
 
@@ -540,35 +557,63 @@ class Simulation:
     def _boundary(self, step: int, due: list[Scheduled], records: Records
                   ) -> ActionBatch[Any] | None:
         """Apply the events due at the boundary before ``step`` (``steps + 1``: after the last
-        step) on every replica; add their rows (and interview answers) to ``records``; return
-        the actions that action events script."""
+        step) on every replica, in order; add their rows (and interview answers) to
+        ``records``; return the actions that action events script.
+
+        Events of the experiment go to the replicas together; a live one (from Python or the
+        control channel) alone, so that one the run cannot apply after all is refused (its
+        command says why) and the run goes on. An interview is answered where it stands in
+        the order: the events before it have happened, those after it not yet.
+        """
         assert self.runtime is not None
-        events = [(s.name, self._resolved(s.name, s.event, step)) for s in due]
-        done = self.runtime.steer(events, step)
-        merge_records(records, done.records)
-        for s, result in zip(due, done.results, strict=True):
-            if result.get("agents") == 0:  # most likely a filter that matches nobody
-                log.warning("event %r at step %d selected no agents (agents: %s)", s.name,
-                            step, s.event.agents.model_dump(exclude_defaults=True) or "all")
-        for s, (_, event) in zip(due, events, strict=True):
-            if s.event.kind == "join":
-                merge_records(records, self._joined(event, done.selected[s.name]))
-            elif s.event.kind == "parameter":
-                self.scenario_config = changed_config(self.scenario_config, s.event.changes)
-            elif s.event.kind == "leave":  # the driver's world too (on Ray it is not a replica)
-                left = done.selected[s.name]
-                self.world.present[left] = False
-                merge_records(records, {"departures": {"agent_id": left}})
-            elif s.event.kind == "interview":
-                merge_records(records, self.runtime.interview(done.selected[s.name], s.name,
-                                                              s.event, step))
-        merge_records(records, event_records(due, done.results))
-        self._marks += [(s.command_id, step) for s in due
+        applied: list[Scheduled] = []
+        results: list[dict[str, Any]] = []
+        selected: dict[str, np.ndarray] = {}
+        for group in boundary_groups(due):
+            events = [(s.name, self._resolved(s.name, s.event, step)) for s in group]
+            try:
+                done = self.runtime.steer(events, step)
+            except (SteeringError, ValueError) as err:  # a scenario refuses with ValueError
+                if len(group) > 1 or group[0].command_id is None:
+                    raise  # the experiment's own events were checked when it was validated
+                self._refuse_live(group[0], step, str(err))
+                continue
+            merge_records(records, done.records)
+            for s, (_, event), result in zip(group, events, done.results, strict=True):
+                if result.get("agents") == 0:  # most likely a filter that matches nobody
+                    log.warning("event %r at step %d selected no agents (agents: %s)", s.name,
+                                step, s.event.agents.model_dump(exclude_defaults=True) or "all")
+                if s.event.kind == "join":
+                    merge_records(records, self._joined(event, done.selected[s.name]))
+                elif s.event.kind == "parameter":
+                    self.scenario_config = changed_config(self.scenario_config, s.event.changes)
+                elif s.event.kind == "leave":  # the driver's world too (on Ray, not a replica)
+                    left = done.selected[s.name]
+                    self.world.present[left] = False
+                    merge_records(records, {"departures": {"agent_id": left}})
+                elif s.event.kind == "interview":
+                    merge_records(records, self.runtime.interview(
+                        done.selected[s.name], s.name, s.event, step))
+            applied += group
+            results += done.results
+            selected.update(done.selected)
+        merge_records(records, event_records(applied, results))
+        self._marks += [(s.command_id, step) for s in applied
                         if s.command_id is not None and s.first == step]
-        actions = [(s.name, s.event) for s in due if s.event.kind == "action"]
+        actions = [(s.name, s.event) for s in applied if s.event.kind == "action"]
         if not actions:
             return None
-        return scripted_batch(self.experiment.scenario_cls, actions, done.selected)
+        return scripted_batch(self.experiment.scenario_cls, actions, selected)
+
+    def _refuse_live(self, item: Scheduled, step: int, message: str) -> None:
+        """A live event that failed when applied: refused (its command says why), no repeats;
+        the replicas are as they were (an event fails before it changes anything)."""
+        assert item.command_id is not None
+        log.warning("event %r (command %d) refused at step %d: %s", item.name, item.command_id,
+                    step, message)
+        self.schedule.events.remove(item)
+        self._marks = [(c, at) for c, at in self._marks if c != item.command_id]
+        self._mark_now(item.command_id, "refused", error=f"at step {step}: {message}")
 
     def _resolved(self, name: str, event: Any, step: int) -> Any:
         """A join event with every newcomer's profile (drawn here, seeded by the event's name
@@ -614,6 +659,7 @@ class Simulation:
             loc, message = found[0]
             where = ".".join(str(p) for p in loc[1:])
             raise SteeringError(f"{where}: {message}" if where else message)
+        check_live(event, self.experiment.scenario_cls, attributes)
 
     def intervene(self, event: dict[str, Any] | BaseModel, *, name: str | None = None) -> str:
         """Schedule an event between steps (``populace.simulator.events``; ``at`` defaults to
@@ -630,7 +676,7 @@ class Simulation:
         if name is not None:
             data["name"] = name
         parsed = live_event(data)
-        self._check_live(parsed, self.step + 1)
+        self._check_live(parsed, self._next_free_step())
         assert self.db is not None and self.run_id is not None
         # queued in the control channel like a command, so that a resume after a crash still
         # applies it; taken here at once (a Python caller hears of a bad event now)
@@ -660,7 +706,8 @@ class Simulation:
         if step > self.config.steps:
             raise SteeringError("the run has no step left to record an interview with; "
                                 "schedule it `at: end` in the experiment instead")
-        label = name or f"interview{len(self.schedule.events)}"
+        self._interviews += 1
+        label = name or f"interview{step}_{self._interviews}"
         event = live_event({"kind": "interview", "name": label, "at": step,
                              "agents": agents, "questions": questions, "report": report,
                              "remember": remember})
@@ -669,8 +716,10 @@ class Simulation:
         self.schedule.events.remove(item)  # answered now, not again at the boundary
         done = self.runtime.steer([(label, event)], step)
         rows = self.runtime.interview(done.selected[label], label, event, step)
-        merge_records(self._carried, rows)
-        merge_records(self._carried, event_records([item], done.results))
+        if self._carried is None or self._carried[0] != step:
+            self._carried = (step, {})
+        merge_records(self._carried[1], rows)
+        merge_records(self._carried[1], event_records([item], done.results))
         answers = rows.get("interview_answers", {})
         return pd.DataFrame({k: v for k, v in answers.items()})
 
@@ -683,6 +732,7 @@ class Simulation:
         return step
 
     def _commands_waiting(self) -> bool:
+        """Whether the control channel holds commands this run has not taken yet."""
         if self.db is None or self.run_id is None:
             return False
         return any(c["id"] not in self._taken for c in pending_commands(self.db, self.run_id))
@@ -709,7 +759,7 @@ class Simulation:
                         data["kind"] = "interview"
                     data.setdefault("at", self._next_free_step())
                     event = live_event(data)
-                    self._check_live(event, self.step + 1)
+                    self._check_live(event, self._next_free_step())
                     source = "python" if spec.get("source") == "python" else "control"
                     self.schedule.add(event, event.name or f"{source}{cid}", source=source,
                                       command_id=cid)
@@ -727,6 +777,7 @@ class Simulation:
                 self._mark_now(cid, "refused", error=message)
 
     def _mark_now(self, command_id: int, status: str, error: str | None = None) -> None:
+        """Record what became of a command at once, in its own transaction."""
         assert self.db is not None
         with self.db.transaction() as conn:
             mark_command(conn, command_id, status, step=self.step, error=error)
@@ -745,25 +796,48 @@ class Simulation:
         if self.stop_requested:
             raise RunStopped(f"stopped by a control command after step {self.step}")
 
+    def _refuse_queued(self) -> None:
+        """Once the last step is committed: refuse the commands that came too late for it
+        (a sender waiting on one hears why)."""
+        assert self.db is not None and self.run_id is not None
+        for command in pending_commands(self.db, self.run_id):
+            self._mark_now(command["id"], "refused", error=(
+                f"the run ended at step {self.step} before taking it"))
+
     def replay_events(self, db_url: str, run: int | str | None = None) -> int:
         """Schedule the live events (sent from Python or the control channel) of a recorded
         run at the steps they were applied at, for an exact re-run; returns how many."""
         db = Database(db_url, create=False)
-        return self._schedule_recorded(db, int(find_run(db, run)["id"]), keep_commands=False)
+        try:
+            return self._schedule_recorded(db, int(find_run(db, run)["id"]),
+                                           keep_commands=False)
+        finally:
+            db.dispose()
 
     def _schedule_recorded(self, db: Database, run_id: int, *, keep_commands: bool) -> int:
         """Schedule the live events recorded for ``run_id`` that this run has not scheduled
         (each once: its spec holds the step it was applied at first, and its repeats); with
         ``keep_commands``, as the control commands they came from (a resume of that run)."""
-        known = {(s.name, s.source) for s in self.schedule.events if s.source != "yaml"}
+        def key(name: str, source: str, command: int | None, spec: str) -> tuple[Any, ...]:
+            # a command is one event; one without (a Python interview) is known by its spec,
+            # which holds its first step: the repeats of an event share it, two events differ
+            return ("command", command) if command is not None else (name, source, spec)
+
+        known = {key(s.name, s.source, s.command_id, s.spec()) for s in self.schedule.events
+                 if s.source != "yaml"}
         count = 0
         for row in self._recorded(db, run_id, live_only=True):
-            if (row["name"], row["source"]) in known:
+            event = parse_event(json.loads(row["spec"]))
+            spec = Scheduled(event, row["name"], 0, 0).spec()
+            k = key(row["name"], row["source"], row["command_id"], spec)
+            if k in known:
                 continue  # a repeat, or still scheduled (a shard died; the schedule was kept)
-            known.add((row["name"], row["source"]))
+            known.add(k)
             command = row["command_id"] if keep_commands else None
-            self.schedule.add(parse_event(json.loads(row["spec"])), row["name"],
-                              source=row["source"], command_id=command)
+            # a Python interview was asked between steps: before the step's other events
+            early = row["kind"] == "interview" and row["command_id"] is None
+            self.schedule.add(event, row["name"], source=row["source"], command_id=command,
+                              early=early)
             if command is not None:
                 self._taken.add(int(command))
             count += 1

@@ -4,8 +4,8 @@ and the rows of ``interview_answers``.
 Core objects:
     Answer: one agent's answer to one question (text, a number on a scale, or a JSON object),
         whether it is valid, and the prompt that produced it.
-    reported_answers: rule agents' answers: a state variable mapped onto each scale question.
-    answer_records: the rows of ``interview_answers`` for a batch of agents.
+    Report: rule agents' answers: a state variable, mapped onto each scale question.
+    answer_records: the rows of ``interview_answers`` for a batch of agents, built in bulk.
 """
 
 from __future__ import annotations
@@ -50,44 +50,65 @@ def scale_value(values: np.ndarray, low: float, high: float, question: Question)
     return np.rint(question.low + share * (question.high - question.low))
 
 
-def reported_answers(values: np.ndarray, low: float, high: float, variable: str,
-                     event: InterviewEvent) -> list[list[Answer]]:
-    """Rule agents' answers: a scale question gets ``values`` on its scale; a text or JSON
-    question gets no answer (``valid`` False: a rule agent has no words), and neither does an
-    agent whose value is not a number (e.g. a customer's markup, a guess before the first
-    round)."""
-    per_question: list[list[Answer]] = []
-    for q in event.questions:
-        if q.answer == "scale":
-            scaled = scale_value(values, low, high, q)
-            per_question.append([Answer(value=float(v), source="report",
-                                        text=f"{variable}={x:.4g}")
-                                 if math.isfinite(x) else Answer(valid=False, source="report")
-                                 for v, x in zip(scaled.tolist(), values.tolist(), strict=True)])
-        else:
-            per_question.append([Answer(valid=False, source="report")] * len(values))
-    return [list(row) for row in zip(*per_question, strict=True)]
+@dataclass(frozen=True)
+class Report:
+    """What rule agents answer with: a state variable's values (aligned with the agents that
+    report) and its bounds."""
+
+    variable: str
+    values: np.ndarray
+    low: float
+    high: float
 
 
 def answer_records(event: InterviewEvent, name: str, agents: np.ndarray,
-                   answers: list[list[Answer]]) -> Records:
-    """The ``interview_answers`` rows of ``agents`` (answers per agent, per question)."""
-    ids = question_ids(event)
-    rows = [(int(agent), qid, a) for agent, per_agent in zip(agents.tolist(), answers, strict=True)
-            for qid, a in zip(ids, per_agent, strict=True)]
+                   given: list[list[Answer] | None], report: Report | None) -> Records:
+    """The ``interview_answers`` rows of ``agents``, agent by agent, question by question:
+    the policy's answers where it ``given`` them, the ``report`` elsewhere, built column-wise
+    (a million rule agents answer without a Python object each). A report answers scale
+    questions with the variable mapped onto the scale; a rule agent has no words for a text
+    or JSON question, nor a number where its value is not one (``valid`` False)."""
+    n, questions = len(agents), event.questions
+    k = len(questions)
+    value = np.full((n, k), np.nan)
+    valid = np.zeros((n, k), dtype=bool)
+    text = np.full((n, k), None, dtype=object)
+    data = np.full((n, k), None, dtype=object)
+    prompt = np.full((n, k), None, dtype=object)
+    call = np.full((n, k), None, dtype=object)
+    source = np.full((n, k), "report", dtype=object)
+    spoken = np.array([a is not None for a in given], dtype=bool)
+    reporting = np.flatnonzero(~spoken)
+    if report is not None and len(reporting):
+        raw = np.asarray(report.values, dtype=np.float64)
+        finite = np.isfinite(raw)
+        shown = np.empty(len(raw), dtype=object)  # the value behind each answer, as text
+        shown[:] = [f"{report.variable}={x:.4g}" for x in raw.tolist()]
+        for j, q in enumerate(questions):
+            if q.answer != "scale":
+                continue
+            value[reporting, j] = np.where(finite, scale_value(raw, report.low, report.high, q),
+                                           np.nan)
+            valid[reporting, j] = finite
+            text[reporting, j] = np.where(finite, shown, None)
+    for i in np.flatnonzero(spoken).tolist():  # the policy's agents: language models, few
+        for j, a in enumerate(given[i]):  # type: ignore[arg-type]
+            value[i, j] = np.nan if a.value is None else a.value
+            valid[i, j], text[i, j], prompt[i, j], call[i, j] = a.valid, a.text, a.prompt, a.call
+            data[i, j] = None if a.data is None else json.dumps(a.data)
+            source[i, j] = a.source
     return {"interview_answers": {
-        "event": [name] * len(rows),
-        "question": [r[1] for r in rows],
-        "agent_id": np.array([r[0] for r in rows], dtype=np.int64),
-        "source": [r[2].source for r in rows],
-        "text": [r[2].text for r in rows],
-        "value": np.array([np.nan if r[2].value is None else r[2].value for r in rows],
-                          dtype=np.float64),
-        "answer": [None if r[2].data is None else json.dumps(r[2].data) for r in rows],
-        "valid": np.array([r[2].valid for r in rows], dtype=bool),
-        "prompt": [r[2].prompt for r in rows],
-        "call_hash": [r[2].call for r in rows],
+        "event": [name] * (n * k),
+        "question": question_ids(event) * n,
+        "agent_id": np.repeat(np.asarray(agents, dtype=np.int64), k),
+        "source": source.ravel().tolist(),
+        "text": text.ravel().tolist(),
+        "value": value.ravel(),
+        "answer": data.ravel().tolist(),
+        "valid": valid.ravel(),
+        "prompt": prompt.ravel().tolist(),
+        "call_hash": call.ravel().tolist(),
     }}
 
 
-__all__ = ["Answer", "answer_records", "question_ids", "reported_answers", "scale_value"]
+__all__ = ["Answer", "Report", "answer_records", "question_ids", "scale_value"]

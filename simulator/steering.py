@@ -44,7 +44,7 @@ from .events import (
     event_name,
     parse_event,
 )
-from .interviews import Answer, answer_records, reported_answers
+from .interviews import Report, answer_records
 from .policy import Policy
 from .population import PopulationConfig, draw_newcomers
 from .records import Records, merge_records
@@ -71,6 +71,9 @@ class Scheduled:
     last: int
     source: str = "yaml"
     command_id: int | None = None
+    early: bool = False
+    """Happens before the step's other events (a Python interview, asked between steps,
+    scheduled again by a resume or a replay)."""
 
     def at(self, step: int) -> bool:
         """Whether it happens at ``step``."""
@@ -94,7 +97,7 @@ class Schedule:
     events: list[Scheduled] = field(default_factory=list)
 
     def add(self, event: Any, name: str, source: str = "yaml", command_id: int | None = None,
-            at: int | None = None) -> Scheduled:
+            at: int | None = None, early: bool = False) -> Scheduled:
         """Schedule ``event`` (at its own ``at``, or at step ``at`` when given)."""
         if at is not None:
             first = at
@@ -105,13 +108,15 @@ class Schedule:
         else:
             first = int(event.at)
         last = event.until if event.until is not None else self.steps
-        item = Scheduled(event, name, first, last, source, command_id)
+        item = Scheduled(event, name, first, last, source, command_id, early)
         self.events.append(item)
         return item
 
     def due(self, step: int) -> list[Scheduled]:
-        """The events that happen at ``step``, in the order they were scheduled."""
-        return [s for s in self.events if s.at(step)]
+        """The events that happen at ``step``, in the order they were scheduled (``early``
+        ones first)."""
+        due = [s for s in self.events if s.at(step)]
+        return sorted(due, key=lambda s: not s.early)  # stable: the order otherwise kept
 
     @classmethod
     def of(cls, events: list[Any], steps: int, clock: Clock) -> Schedule:
@@ -135,6 +140,43 @@ def live_event(data: dict[str, Any]) -> Any:
             loc = loc[1:]
         message = first["msg"].removeprefix("Value error, ")
         raise SteeringError(f"{'.'.join(loc)}: {message}" if loc else message) from None
+
+
+def boundary_groups(due: list[Scheduled]) -> list[list[Scheduled]]:
+    """The events of a boundary in the batches the replicas apply them in: the experiment's
+    events together, each live event (it has a command) alone, and each interview closing its
+    batch (it is answered where it stands in the order)."""
+    groups: list[list[Scheduled]] = []
+    current: list[Scheduled] = []
+    for item in due:
+        alone = item.command_id is not None
+        if alone and current:
+            groups.append(current)
+            current = []
+        current.append(item)
+        if alone or item.event.kind == "interview":
+            groups.append(current)
+            current = []
+    if current:
+        groups.append(current)
+    return groups
+
+
+def check_live(event: Any, scenario_cls: type[Scenario[Any, Any, Any, Any]],
+               attributes: pd.DataFrame) -> None:
+    """Raise ``SteeringError`` now for what would make a live event fail when applied: a
+    ``where`` value that cannot be compared with the attribute's values (or a variable's
+    numbers), action arguments of the wrong type or length."""
+    selector = getattr(event, "agents", None)
+    for name, cond in (selector.where.items() if selector is not None else ()):
+        sample = (attributes[name].iloc[:1] if name in attributes.columns
+                  else pd.Series([0.0]))  # a scenario variable: numbers
+        _condition(sample, cond, name)
+    if event.kind == "action":
+        name = event.name or "event"
+        ids = event.agents.ids if event.agents.ids is not None else [0]
+        scripted_batch(scenario_cls, [(name, event)], {name: np.unique(np.asarray(
+            ids, dtype=np.int64))})
 
 
 # -- selecting agents ---------------------------------------------------------------------------
@@ -377,20 +419,14 @@ def answer_interview(scenario: Scenario[Any, Any, Any, Any], policy: Policy[Any,
         return {}
     obs = scenario.observe(agents, ctx)
     given = policy.interview(obs, event, ctx)
-    missing = np.array([a is None for a in given], dtype=bool)
-    if missing.any():
-        variable = event.report or next(iter(scenario.variables), None)
-        if variable is None:
-            reports = [[Answer(valid=False, source="report")] * len(event.questions)
-                       for _ in range(int(missing.sum()))]
-        else:
-            spec = scenario.variables[variable]
-            values = scenario.variable(variable)[agents[missing]]
-            reports = reported_answers(np.asarray(values, dtype=np.float64), spec.low, spec.high,
-                                       variable, event)
-        it = iter(reports)
-        given = [next(it) if a is None else a for a in given]
-    return answer_records(event, name, agents, given)  # type: ignore[arg-type]
+    report = None
+    variable = event.report or next(iter(scenario.variables), None)
+    if variable is not None and any(a is None for a in given):
+        spec = scenario.variables[variable]
+        reporting = np.array([a is None for a in given], dtype=bool)
+        report = Report(variable, np.asarray(scenario.variable(variable)[agents[reporting]],
+                                             dtype=np.float64), spec.low, spec.high)
+    return answer_records(event, name, agents, given, report)
 
 
 def event_records(items: list[Scheduled], results: list[dict[str, Any]]) -> Records:
@@ -408,5 +444,5 @@ def event_records(items: list[Scheduled], results: list[dict[str, Any]]) -> Reco
 
 
 __all__ = ["SOURCES", "Boundary", "Schedule", "Scheduled", "SteeringError", "answer_interview",
-           "apply_boundary", "event_records", "grow_world", "live_event", "resolve_join",
-           "scripted_batch", "select_agents"]
+           "apply_boundary", "boundary_groups", "check_live", "event_records", "grow_world",
+           "live_event", "resolve_join", "scripted_batch", "select_agents"]

@@ -195,7 +195,7 @@ def test_python_interviews_between_steps_and_the_memory_they_leave(server,
     assert result.info["status"] == "completed"
     recorded = result.interviews()
     assert recorded["step"].unique().tolist() == [3]  # recorded with the next step
-    assert recorded["event"].tolist() == ["interview0", "interview0", "told", "told"]
+    assert recorded["event"].tolist() == ["interview3_1", "interview3_1", "told", "told"]
     calls = result.table("llm_calls")
     asked = calls[calls["kind"] == "interview"]
     assert list(zip(asked["step"], asked["agent_id"], strict=True)) == [(3, 0), (3, 1)] * 2

@@ -481,3 +481,26 @@ def test_a_shard_killed_after_agents_joined_is_rebuilt_with_them(tmp_path, monke
     run = sim.run()
     assert killed and run.info["status"] == "completed"
     assert_same_run(local, run)
+
+
+def test_python_steering_between_hand_driven_steps_matches_the_local_runtime(tmp_path) -> None:
+    """With no event of the experiment near, shards would decide the next step ahead; between
+    steps driven by hand they must not, so a live event lands at the next step as locally."""
+
+    def steer(data: dict, url: str):  # noqa: ANN202
+        sim = Simulation(experiment_from_dict(data), db_url=url)
+        sim.start()
+        sim.advance()
+        sim.intervene({"kind": "set", "variable": "opinion", "value": 0.7,
+                       "agents": {"where": {"age": {"<": 40}}}})
+        sim.advance()
+        sim.intervene({"kind": "leave", "at": sim.step + 1, "agents": {"fraction": 0.2}})
+        sim.intervene({"kind": "action", "agents": [5, 6], "action": "create_post",
+                       "args": {"topic": 1, "stance": 0.1}})
+        return sim.run()
+
+    local = steer(steered([]), f"sqlite:///{tmp_path / 'local.db'}")
+    assert local.events()["step"].tolist() == [2, 3, 3]
+    data = steered([])
+    data["runtime"] = {"type": "ray", "shards": 2}
+    assert_same_run(local, steer(data, f"sqlite:///{tmp_path / 'ray.db'}"))

@@ -211,7 +211,7 @@ def test_python_interventions_are_replayed_and_survive_a_crash(tmp_path, monkeyp
     assert done.info["status"] == "completed"
     events = done.events()
     assert list(zip(events["step"], events["name"], events["source"], strict=True)) == [
-        (3, "interview2", "python"), (3, "calm", "python"), (6, "calm", "python"),
+        (3, "interview3_1", "python"), (3, "calm", "python"), (6, "calm", "python"),
         (8, "python2", "python"), (9, "calm", "python"), (12, "calm", "python")]
     commands = done.commands()
     assert (commands["status"] == "applied").all()
@@ -347,7 +347,8 @@ def test_agents_that_join_get_ids_profiles_edges_and_rows_in_every_table(sqlite_
     at_join = joined[joined["step"].isin([3, 6])]
     assert at_join.groupby("follower_id").size().to_dict() == {
         **dict.fromkeys(range(300, 350), 3), 350: 10}
-    assert (at_join["followee_id"] < 300).all()
+    # followees were present before: the wave's among the first 300, the vip's among 350
+    assert (at_join["followee_id"] < np.where(at_join["follower_id"] < 350, 300, 350)).all()
     actions = run.table("actions")
     newcomers = actions[actions["agent_id"] >= 300]
     assert newcomers["step"].min() == 3 and len(newcomers) > 50  # they act like the others
@@ -432,3 +433,73 @@ def test_integer_categories_keep_their_type_through_the_stored_config() -> None:
 def reopen_events(sim: Simulation) -> pd.DataFrame:
     sim.flush()
     return reopen(sim.db_url, sim.run_id).events()
+
+
+def test_live_events_replay_exactly_however_they_are_named(tmp_path) -> None:
+    """Two Python events under one name, and an interview asked between steps before the
+    experiment's own event of that step, come back alike in a replay (and in its order)."""
+    data = steered([{"name": "convert", "kind": "set", "at": 2, "variable": "opinion",
+                     "value": 0.9}])
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    sim = Simulation(experiment_from_dict(data), db_url=url)
+    sim.start()
+    sim.advance()
+    asked = sim.interview({"text": "?", "answer": "scale", "low": 1, "high": 7},
+                          agents=[0, 1, 2])
+    assert (asked["value"] != 7).any()  # asked before `convert` set every opinion to 0.9
+    sim.intervene({"kind": "set", "variable": "opinion", "shift": -0.5, "agents": [4]},
+                  name="push")
+    sim.advance()
+    sim.intervene({"kind": "set", "variable": "opinion", "shift": -0.5, "agents": [5]},
+                  name="push")
+    done = sim.run()
+    replay = Simulation(experiment_from_dict(data), db_url=f"sqlite:///{tmp_path / 'r.db'}")
+    assert replay.replay_events(url, sim.run_id) == 3
+    again = replay.run()
+    order = [(s, n) for s, n in zip(done.events()["step"], done.events()["name"], strict=True)]
+    assert order == [(2, "interview2_1"), (2, "convert"), (2, "push"), (3, "push")]
+    assert [(s, n) for s, n in zip(again.events()["step"], again.events()["name"],
+                                   strict=True)] == order
+    a, b = content_tables(done), content_tables(again)
+    for name in b:
+        frame_a, frame_b = a[name], b[name]
+        if name == "events":
+            frame_a, frame_b = frame_a.drop(columns="command_id"), frame_b.drop(columns="command_id")
+        pd.testing.assert_frame_equal(frame_a, frame_b, obj=name)
+
+
+def test_a_live_event_the_run_cannot_apply_is_refused_and_the_run_goes_on(sqlite_url) -> None:
+    sim = Simulation(experiment_from_dict(steered([])), db_url=sqlite_url)
+    sim.start()
+    sim.advance()
+    bad = send_command(sim.db, sim.run_id, "intervene", {"event": {
+        "kind": "set", "variable": "opinion", "value": 0, "agents": {"where": {"age": {
+            ">=": "old"}}}}})
+    typed = send_command(sim.db, sim.run_id, "intervene", {"event": {
+        "kind": "action", "agents": [1, 2], "action": "like", "args": {"post_id": [1]}}})
+    late: list[int] = []
+
+    def after(report) -> None:  # noqa: ANN001  (a command that comes during the last step)
+        if report.step == sim.config.steps:
+            late.append(send_command(sim.db, sim.run_id, "interview", {"event": {
+                "questions": ["?"], "agents": [1]}}))
+
+    run = sim.run(progress=after)
+    assert run.info["status"] == "completed"
+    assert "cannot compare" in command_row(sim.db, bad)["error"]
+    assert "args.post_id: a list gives one value per agent" in command_row(sim.db, typed)["error"]
+    leftover = command_row(sim.db, late[0])
+    assert leftover["status"] == "refused" and "the run ended at step 12" in leftover["error"]
+    assert run.events().empty
+
+
+def test_two_joins_at_one_step_draw_their_follows_apart(sqlite_url) -> None:
+    joins = [{"name": name, "kind": "join", "at": 2, "count": 5, "args": {"follows": 3}}
+             for name in ("a", "b")]
+    run = run_experiment(steered(joins, steps=2), sqlite_url)
+    follows = run.table("follows")
+    new = follows[(follows["step"] == 2) & (follows["follower_id"] >= 300)]
+    per = new.groupby("follower_id")["followee_id"].agg(sorted).to_dict()
+    assert sorted(per) == list(range(300, 310)) and all(len(f) == 3 for f in per.values())
+    offsets = [np.subtract(per[i + 5], per[i]) for i in range(300, 305)]
+    assert not all((np.abs(o) <= 10).all() for o in offsets)  # not the first join's, shifted

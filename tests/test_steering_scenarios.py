@@ -156,10 +156,14 @@ def test_market_steering_refuses_what_it_cannot_do(sqlite_url: str) -> None:
     with pytest.raises(ConfigError, match=r"events\[0\]\.kind: scenario 'market' does not "
                        "let agents join during a run"):
         experiment_from_dict(steered_market([{"kind": "join", "at": 2, "count": 3}]))
+    # a live change the market refuses when applying it: refused, and the run goes on
     sim = started(steered_market([], steps=3), sqlite_url)
-    with pytest.raises(ValueError, match="ranking: llm needs an llm: section"):
-        sim.intervene({"kind": "parameter", "changes": {"ranking": "llm"}})
-        sim.advance()
+    sim.intervene({"kind": "parameter", "changes": {"ranking": "llm"}}, name="llm_search")
+    sim.advance()
+    commands = reopen(sqlite_url, sim.run_id).commands()
+    assert commands["status"].tolist() == ["refused"]
+    assert "ranking: llm needs an llm: section" in commands["error"].iloc[0]
+    assert sim.scenario.config.ranking != "llm"
 
 
 def test_the_price_shock_example_shows_what_its_comments_say(sqlite_url: str) -> None:

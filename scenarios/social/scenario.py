@@ -390,7 +390,9 @@ class SocialScenario(Shardable[SocialArgs],
         present; edge and reaction keys are re-encoded for the larger population."""
         state, old, n = self.state, self.n, int(agents[-1]) + 1
         rows = self.world.population.attributes.iloc[old:n]
-        opinion, interest = self._opinion_and_interest(rows, ctx.random("social.join"))
+        # streams of this join (keyed by its first newcomer: two joins of one step draw apart)
+        first = int(agents[0])
+        opinion, interest = self._opinion_and_interest(rows, ctx.random(f"social.join.{first}"))
         state.opinion = np.concatenate([state.opinion, opinion])
         self.interest = np.concatenate([self.interest, interest])
         follows, likes = state.follows, state.likes
@@ -402,15 +404,14 @@ class SocialScenario(Shardable[SocialArgs],
             (len(agents), state.feed.recent.shape[1]), -1, dtype=state.feed.recent.dtype)])
         self.n = n
         # whom they follow: distinct agents present before, drawn alike on every replica
-        rng = ctx.random("social.join.follows")
         present = np.flatnonzero(self.world.present[:old])
         m = min(args.follows, len(present))
-        chosen = [np.sort(present[rng.choice(len(present), m, replace=False)])
-                  for _ in range(len(agents))] if m else []
         mine = agents[(agents >= self.lo) & (agents < self.hi)]
         if not m or not len(mine):
             return {}
-        followees = np.concatenate([chosen[i] for i in (mine - old).tolist()])
+        picks = distinct_draws(ctx.random(f"social.join.follows.{first}"), len(present),
+                               len(agents), m)
+        followees = np.sort(present[picks[mine - old]], axis=1).ravel()
         followers = np.repeat(mine, m)
         state.follows.update(followers, followees, np.zeros(0, np.int64), np.zeros(0, np.int64))
         return {"follows": {"follower_id": followers, "followee_id": followees,
@@ -462,3 +463,27 @@ class SocialScenario(Shardable[SocialArgs],
         who = likes % self.state.likes.n
         super().load_state_dict({**state, follow_keys: keys[first:last],
                                  like_keys: likes[(who >= self.lo) & (who < self.hi)]})
+
+
+def distinct_draws(rng: np.random.Generator, size: int, rows: int, m: int) -> np.ndarray:
+    """``rows`` x ``m`` indices into ``range(size)``, distinct within each row, uniformly
+    drawn (``m <= size``): with replacement, repeats dropped, in bulk; a row left short (a
+    small pool) is drawn by sorting random keys."""
+    out = np.empty((rows, m), dtype=np.int64)
+    if m == 0 or rows == 0:
+        return out
+    short = np.ones(rows, dtype=bool)
+    if size > 4 * m:
+        draws = rng.integers(0, size, size=(rows, 2 * m + 8))
+        order = np.argsort(draws, axis=1, kind="stable")
+        ranked = np.take_along_axis(draws, order, axis=1)
+        repeat = np.zeros(draws.shape, dtype=bool)  # a later draw of a value already drawn
+        np.put_along_axis(repeat, order, np.pad(ranked[:, 1:] == ranked[:, :-1],
+                                                ((0, 0), (1, 0))), axis=1)
+        keep = ~repeat & (np.cumsum(~repeat, axis=1) <= m)
+        short = keep.sum(axis=1) < m
+        out[~short] = draws[~short][keep[~short]].reshape(-1, m)
+    if short.any():
+        keys = rng.random((int(short.sum()), size))
+        out[short] = np.argsort(keys, axis=1)[:, :m]
+    return out
