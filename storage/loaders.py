@@ -102,7 +102,7 @@ class Run:
     def interviews(self) -> pd.DataFrame:
         """Interview answers, one row per agent and question: step, event, question,
         agent_id, source (llm or report), text, value (scales), answer (JSON), valid,
-        prompt."""
+        prompt, and the hash of the model call that answered (``llm_calls.prompt_hash``)."""
         return self.table("interview_answers")
 
     def commands(self) -> pd.DataFrame:
