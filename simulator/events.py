@@ -462,8 +462,8 @@ def _check_join(event: JoinEvent, where: tuple[Any, ...], scenario: Any, config:
                     problems.append(((*where, "profiles", j, key), (
                         f"no population attribute {key!r} (attributes: "
                         f"{', '.join(attributes) or 'none'})")))
-    try:
-        model.model_validate(event.args, context={"config": config})
+    try:  # the context: what a scenario may check newcomers' arguments against
+        model.model_validate(event.args, context={"config": config, "attributes": attributes})
     except ValueError as err:
         problems.append(((*where, "args"), _first_error(err)))
     return problems

@@ -320,7 +320,7 @@ def grow_world(world: World, profiles: list[dict[str, Any]]) -> np.ndarray:
         if col in rows and rows[col].notna().all():
             with contextlib.suppress(TypeError, ValueError):
                 rows[col] = rows[col].astype(frame[col].dtype)
-    population.attributes = pd.concat([frame, rows]) if len(frame.columns) else rows
+    population.attributes = pd.concat([frame, rows])
     world.present = np.concatenate([world.present, np.ones(len(ids), dtype=bool)])
     return ids
 
@@ -335,12 +335,20 @@ def _join(scenario: Scenario[Any, Any, Any, Any], policy: Policy[Any, Any], name
         args = model.model_validate(event.args, context={"config": scenario.config})
     except ValueError as err:
         raise SteeringError(f"event {name!r}: args: {err}") from None
-    old = scenario.world.n_agents
-    agents = grow_world(scenario.world, event.profiles)
+    world = scenario.world
+    old, frame, present = world.n_agents, world.population.attributes, world.present
+    block = (scenario.lo, scenario.hi) if isinstance(scenario, Shardable) else None
+    agents = grow_world(world, event.profiles)
     if isinstance(scenario, Shardable) and scenario.tail and scenario.hi == old:
         scenario.own(scenario.lo, old + len(agents))  # the newcomers are this replica's
-    merge_records(records, scenario.join(agents, args, ctx))
-    policy.join(agents, scenario.world.population.attributes, ctx)
+    try:
+        merge_records(records, scenario.join(agents, args, ctx))
+    except ValueError as err:  # the scenario refuses them: the world as it was
+        world.population.attributes, world.present = frame, present
+        if block is not None:
+            scenario.own(*block)  # type: ignore[union-attr]
+        raise SteeringError(f"event {name!r}: {err}") from None
+    policy.join(agents, world.population.attributes, ctx)
     return agents
 
 

@@ -503,3 +503,17 @@ def test_two_joins_at_one_step_draw_their_follows_apart(sqlite_url) -> None:
     assert sorted(per) == list(range(300, 310)) and all(len(f) == 3 for f in per.values())
     offsets = [np.subtract(per[i + 5], per[i]) for i in range(300, 305)]
     assert not all((np.abs(o) <= 10).all() for o in offsets)  # not the first join's, shifted
+
+
+def test_a_live_join_the_scenario_refuses_leaves_the_world_as_it_was(sqlite_url) -> None:
+    sim = Simulation(experiment_from_dict(steered([])), db_url=sqlite_url)
+    sim.start()
+    sim.advance()
+    sim.intervene({"kind": "join", "profiles": [{"opinion": "very high"}]}, name="odd")
+    sim.intervene({"kind": "join", "count": 2}, name="fine")
+    run = sim.run()
+    assert run.info["status"] == "completed" and sim.world.n_agents == 302
+    commands = run.commands().set_index("id")["status"]
+    assert commands.tolist() == ["refused", "applied"]
+    assert "could not convert string to float" in run.commands()["error"].iloc[0]
+    assert run.table("arrivals")["agent_id"].tolist() == [300, 301]

@@ -153,9 +153,10 @@ def test_market_steering_refuses_what_it_cannot_do(sqlite_url: str) -> None:
     with pytest.raises(ConfigError, match="args: to: Input should be 'all'"):
         experiment_from_dict(steered_market([{"kind": "broadcast", "at": 2, "text": "hi",
                                               "args": {"to": "everyone"}}]))
-    with pytest.raises(ConfigError, match=r"events\[0\]\.kind: scenario 'market' does not "
-                       "let agents join during a run"):
-        experiment_from_dict(steered_market([{"kind": "join", "at": 2, "count": 3}]))
+    with pytest.raises(ConfigError, match=r"events\[0\]\.args: items: Value error, item type "
+                       "'caviar' is not among scenario.item_types"):
+        experiment_from_dict(steered_market([{"kind": "join", "at": 2, "count": 3,
+                                              "args": {"items": ["caviar"]}}]))
     # a live change the market refuses when applying it: refused, and the run goes on
     sim = started(steered_market([], steps=3), sqlite_url)
     sim.intervene({"kind": "parameter", "changes": {"ranking": "llm"}}, name="llm_search")

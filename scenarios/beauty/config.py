@@ -3,6 +3,7 @@
 Core objects:
     BeautyConfig: the ``scenario:`` keys (the ratio p, the rounds of history agents see, where
         each agent's reasoning level comes from, guess rounding, the focal points measured).
+    BeautyJoin: the ``args`` of a join event (the newcomers' reasoning level).
     LevelKParams: ``policy.params`` of the level-k rule policy.
 """
 
@@ -111,6 +112,20 @@ class LevelKParams(BaseModel):
                             description="Standard deviation of a normal noise (per agent and "
                                         "round, seeded) added to the guesses of levels >= 1; "
                                         "clipped to [0, 100].")
+
+
+class BeautyJoin(BaseModel):
+    """What players who join the game mid-run start with: no guess yet, and a reasoning
+    level."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    level: int | None = Field(
+        None, ge=0, le=MAX_LEVEL,
+        description="Reasoning level k of every newcomer (what a level-k rule agent without "
+                    "policy.params.level guesses from, as a set of reasoning_level would "
+                    "give); unset: each newcomer's scenario.level_attribute, from its profile "
+                    "(given or drawn from the population's distribution).")
 
 
 def _rule_params(policy: Any) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:

@@ -56,8 +56,8 @@ class BeautyLLM(LLMAdapter[BeautyObservation, BeautyArgs]):
 
     def profiles(self) -> list[dict[str, Any]]:
         """Every agent's attributes for prompts, built at the first prompt (a million-agent
-        rule run never pays for them)."""
-        if self._profiles is None:
+        rule run never pays for them) and again once agents have joined."""
+        if self._profiles is None or len(self._profiles) < self.world.population.size:
             hidden = {self.config.level_attribute} if self.config.level_attribute else set()
             self._profiles = self.world.population.profiles(hidden)
         return self._profiles

@@ -42,7 +42,7 @@ from populace.simulator import (
 from populace.simulator.scenario import Variable
 
 from .actions import ACTIONS, GUESS, LLM_LEVEL, BeautyArgs
-from .config import GUESS_MAX, GUESS_MIN, MAX_LEVEL, BeautyConfig, LevelKParams
+from .config import GUESS_MAX, GUESS_MIN, MAX_LEVEL, BeautyConfig, BeautyJoin, LevelKParams
 from .decisions import BeautyLLM
 from .metrics import round_metrics, score_round
 from .observation import BeautyObservation, RoundResult
@@ -103,19 +103,18 @@ class LevelColumn(np.ndarray):
         super().__setitem__(key, np.rint(np.asarray(value, dtype=np.float64)))
 
 
-def population_levels(world: World, attribute: str | None) -> np.ndarray:
-    """Each agent's level from the population attribute (-1 for every agent when there is
-    none); raises ValueError for values that are not levels."""
-    n = world.n_agents
-    columns = world.population.attributes
+def population_levels(columns: pd.DataFrame, attribute: str | None) -> np.ndarray:
+    """The level of each agent of ``columns`` (population rows, indexed by agent id) from the
+    attribute (-1 for every agent when there is none); raises ValueError for values that are
+    not levels."""
     if attribute is None or attribute not in columns:
-        return np.full(n, LLM_LEVEL, dtype=np.int16)
+        return np.full(len(columns), LLM_LEVEL, dtype=np.int16)
     values = pd.to_numeric(columns[attribute], errors="coerce").to_numpy(np.float64)
     bad = ~np.isfinite(values) | (values < 0) | (values > MAX_LEVEL) | (values != np.round(values))
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
         raise ValueError(f"population attribute {attribute!r} must hold whole numbers from 0 "
-                         f"to {MAX_LEVEL} (levels); agent {first} has "
+                         f"to {MAX_LEVEL} (levels); agent {columns.index[first]} has "
                          f"{columns[attribute].iloc[first]!r}")
     return values.astype(np.int16)
 
@@ -145,6 +144,7 @@ class BeautyContestScenario(Scenario[BeautyConfig, BeautyObservation, LevelKPara
     # by ``reconfigure``
     reconfigurable: ClassVar[tuple[str, ...]] = ("p", "history", "decimals", "focal_points",
                                                  "focal_width")
+    join_model = BeautyJoin
     state: BeautyState
 
     def __init__(self, config: BeautyConfig, world: World) -> None:
@@ -159,7 +159,8 @@ class BeautyContestScenario(Scenario[BeautyConfig, BeautyObservation, LevelKPara
                                  last_guess=np.full(n, np.nan),
                                  last_round=np.full(n, -1, dtype=np.int64),
                                  last_won=np.zeros(n, dtype=bool),
-                                 level=population_levels(self.world, self.config.level_attribute))
+                                 level=population_levels(self.world.population.attributes,
+                                                         self.config.level_attribute))
         return {}
 
     def observe(self, agents: np.ndarray, ctx: StepContext) -> BeautyObservation:
@@ -241,6 +242,23 @@ class BeautyContestScenario(Scenario[BeautyConfig, BeautyObservation, LevelKPara
             policy.p = config.p
         if self._llm is not None:
             self._llm.config = config
+
+    def join(self, agents: np.ndarray, args: BeautyJoin, ctx: StepContext) -> Records:
+        """Newcomers have guessed nothing yet (NaN, round -1, not won); their level is
+        ``args.level``, or read from their population rows as at set-up. The announced history
+        is the game's, which they read from their first round. No rows: the game's tables
+        hold guesses and rounds only."""
+        s, m = self.state, len(agents)
+        if args.level is not None:
+            level = np.full(m, args.level, dtype=np.int16)
+        else:
+            rows = self.world.population.attributes.iloc[int(agents[0]):int(agents[-1]) + 1]
+            level = population_levels(rows, self.config.level_attribute)
+        s.last_guess = np.concatenate([s.last_guess, np.full(m, np.nan)])
+        s.last_round = np.concatenate([s.last_round, np.full(m, -1, dtype=np.int64)])
+        s.last_won = np.concatenate([s.last_won, np.zeros(m, dtype=bool)])
+        s.level = np.concatenate([s.level, level])
+        return {}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Restore a checkpoint (one from before levels were saved keeps the population's)."""

@@ -9,6 +9,7 @@ Core objects:
     ShockConfig, AR1Config: seeded AR(1) productivity and demand shocks.
     HouseholdRuleParams: ``policy.params`` of the rule-based household.
     CentralBankAnnouncement: the ``args`` of a broadcast event (the central bank speaks).
+    EconomyJoin: the ``args`` of a join event (newcomers' money and job).
 """
 
 from __future__ import annotations
@@ -272,3 +273,21 @@ class CentralBankAnnouncement(BaseModel):
                 raise ValueError(f"rate {rate:g} is outside central_bank.floor..ceiling "
                                  f"({bank.floor:g}..{bank.ceiling:g})")
         return rate
+
+
+class EconomyJoin(BaseModel):
+    """What households that join mid-run start with. Their skill comes from the population's
+    skill attribute (or is drawn with ``skill_sigma``), they work and consume the initial
+    share until they first decide; the money they bring is created by the central bank (like
+    a change of the ``money`` variable), so the money identity holds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    money: float | None = Field(
+        None, ge=0, le=1e9, description="starting money of every newcomer; unset: its wealth "
+        "attribute (scenario.wealth_attribute, from its profile, given or drawn from the "
+        "population's distribution), or initial_wealth when the population has none")
+    employed: bool = Field(
+        False, description="start employed at a firm drawn at random (seeded), as every "
+        "household does at step 0; false: start as job seekers, who apply to a firm drawn by "
+        "wage in their first labour market")

@@ -25,7 +25,8 @@ One step (a month with ``step_duration: 30d``), in ``apply``, each phase a funct
 Steering (docs/scenarios.md, "Steering hooks"): households' ``consume_share`` and ``money``
 are variables (a change of money is booked as money created, so the identity holds); a
 broadcast is a central-bank announcement, optionally setting the rate; taxes, the Taylor
-rule, firms' behaviour, the shocks and productivity can change mid-run (a policy shock).
+rule, firms' behaviour, the shocks and productivity can change mid-run (a policy shock);
+households join with the money of their wealth attribute (or given), booked as money created.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from datetime import timedelta
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 
 from populace.simulator.actions import ActionBatch
 from populace.simulator.arrays import pack_strings
@@ -43,7 +45,7 @@ from populace.simulator.scenario import Records, Scenario, StepContext, Variable
 
 from . import tables as _tables  # noqa: F401  (declares the tables on the shared Base)
 from .actions import ACTIONS, EconomyArgs
-from .config import CentralBankAnnouncement, EconomyConfig, HouseholdRuleParams
+from .config import CentralBankAnnouncement, EconomyConfig, EconomyJoin, HouseholdRuleParams
 from .decisions import EconomyLLM
 from .mechanics import TINY, AccountingError, annualised_inflation, correlation, gini, ols_slope
 from .observation import EconomyObservation
@@ -129,6 +131,7 @@ class EconomyScenario(Scenario[EconomyConfig, EconomyObservation, HouseholdRuleP
                           "levy, so the money identity holds", 0.0),
     }
     broadcast_model = CentralBankAnnouncement
+    join_model = EconomyJoin
     # read from the config at every step (apply, observe) or given to the model adapter again
     # by ``reconfigure``: a policy shock from the step of the event on
     reconfigurable: ClassVar[tuple[str, ...]] = ("tax", "central_bank", "firm", "shocks",
@@ -152,29 +155,9 @@ class EconomyScenario(Scenario[EconomyConfig, EconomyObservation, HouseholdRuleP
 
     def setup(self) -> Records:
         """Households, firms and the bank at step 0 (deterministic: also run before a resume)."""
-        cfg, n, k = self.config, self.n, self.k
-        attrs = self.world.population.attributes
-        rng = self.world.rng.get("economy.setup")
-        if cfg.skill_attribute in attrs:
-            skill = self._attribute(cfg.skill_attribute, "a skill > 0")
-            if (skill <= 0).any():
-                raise ValueError(f"population attribute {cfg.skill_attribute!r} must be > 0 "
-                                 f"for every household (min {skill.min():g})")
-        else:
-            sigma = cfg.skill_sigma
-            skill = rng.lognormal(-0.5 * sigma**2, sigma, n)
-        if cfg.wealth_attribute in attrs:
-            money = self._attribute(cfg.wealth_attribute, "initial money >= 0")
-            if (money < 0).any():
-                raise ValueError(f"population attribute {cfg.wealth_attribute!r} must be >= 0 "
-                                 f"for every household (min {money.min():g})")
-        else:
-            money = np.full(n, cfg.initial_wealth)
-        # everyone starts willing to work and employed at a random firm
-        households = HouseholdState(
-            skill=skill.astype(np.float64), money=money.astype(np.float64).copy(),
-            employer=rng.integers(0, k, n).astype(np.int64), work=np.ones(n, dtype=bool),
-            consume=np.full(n, cfg.initial_consume_share), income=np.zeros(n))
+        cfg, k = self.config, self.k
+        households = self._households(self.world.population.attributes,
+                                      self.world.rng.get("economy.setup"))
         eff = np.bincount(households.employer, weights=households.skill, minlength=k)
         output = cfg.productivity * eff
         wage = np.full(k, cfg.initial_wage)
@@ -201,10 +184,35 @@ class EconomyScenario(Scenario[EconomyConfig, EconomyObservation, HouseholdRuleP
         self.check_money()
         return self._rows(0)
 
-    def _attribute(self, name: str, what: str) -> np.ndarray:
-        values = self.world.population.attributes[name]
+    def _households(self, attrs: pd.DataFrame, rng: np.random.Generator) -> HouseholdState:
+        """Households of the population rows ``attrs``: skill and money from their attributes
+        (drawn from ``rng`` / ``initial_wealth`` without them), willing to work and employed
+        at a firm drawn from ``rng``, consuming the initial share."""
+        cfg, n, k = self.config, len(attrs), self.k
+        if cfg.skill_attribute in attrs:
+            skill = self._attribute(attrs, cfg.skill_attribute, "a skill > 0")
+            if (skill <= 0).any():
+                raise ValueError(f"population attribute {cfg.skill_attribute!r} must be > 0 "
+                                 f"for every household (min {skill.min():g})")
+        else:
+            sigma = cfg.skill_sigma
+            skill = rng.lognormal(-0.5 * sigma**2, sigma, n)
+        if cfg.wealth_attribute in attrs:
+            money = self._attribute(attrs, cfg.wealth_attribute, "initial money >= 0")
+            if (money < 0).any():
+                raise ValueError(f"population attribute {cfg.wealth_attribute!r} must be >= 0 "
+                                 f"for every household (min {money.min():g})")
+        else:
+            money = np.full(n, cfg.initial_wealth)
+        return HouseholdState(
+            skill=skill.astype(np.float64), money=money.astype(np.float64).copy(),
+            employer=rng.integers(0, k, n).astype(np.int64), work=np.ones(n, dtype=bool),
+            consume=np.full(n, cfg.initial_consume_share), income=np.zeros(n))
+
+    @staticmethod
+    def _attribute(attrs: pd.DataFrame, name: str, what: str) -> np.ndarray:
         try:
-            arr = values.to_numpy(dtype=np.float64)
+            arr = attrs[name].to_numpy(dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"population attribute {name!r} must be numeric ({what})") from exc
         if not np.isfinite(arr).all():
@@ -449,6 +457,33 @@ class EconomyScenario(Scenario[EconomyConfig, EconomyObservation, HouseholdRuleP
         state.news = [*state.news, text][-NEWS_KEPT:]
         if args.rate is not None:
             state.public.rate = float(args.rate)
+        return {}
+
+    def join(self, agents: np.ndarray, args: EconomyJoin, ctx: StepContext) -> Records:
+        """Newcomers are households built as at set-up from their population rows (skill and
+        money from their attributes, drawn where the population has none; stream
+        ``economy.join.<first id>``), with ``args.money`` when given; they start as job seekers unless
+        ``args.employed``. Their money enters the economy as money created by the central bank,
+        so the money identity holds. No rows: the economy's tables hold aggregates and firms."""
+        hh, m = self.state.households, len(agents)
+        rows = self.world.population.attributes.iloc[int(agents[0]):int(agents[-1]) + 1]
+        # keyed by the first newcomer too: two joins at one boundary draw apart
+        new = self._households(rows, ctx.random(f"economy.join.{int(agents[0])}"))
+        if args.money is not None:
+            new.money = np.full(m, args.money)
+        if not args.employed:
+            new.employer[:] = -1
+        for name in ("skill", "money", "employer", "work", "consume", "income"):
+            setattr(hh, name, np.concatenate([getattr(hh, name), getattr(new, name)]))
+        self.state.public.created += float(new.money.sum())
+        self.state.firms.workers += np.bincount(new.employer[new.employer >= 0],
+                                                minlength=self.k)
+        self.n = len(hh)
+        if self._llm is not None:  # prompts show newcomers' profiles too
+            exclude = {self.config.skill_attribute, self.config.wealth_attribute}
+            self._llm.profiles = self.world.population.profiles(exclude)
+        if self.config.check_money:
+            self.check_money()
         return {}
 
     def reconfigure(self, config: EconomyConfig) -> None:

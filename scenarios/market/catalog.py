@@ -89,25 +89,75 @@ class Catalog:
         names = self.features
         return [",".join(f for i, f in enumerate(names) if m >> i & 1) for m in masks.tolist()]
 
-    def records(self) -> Records:
-        """The ``market_businesses`` and ``market_menu`` rows (step 0)."""
+    def records(self, businesses: np.ndarray | None = None) -> Records:
+        """The ``market_businesses`` and ``market_menu`` rows of ``businesses`` (indexes;
+        default: every business, the rows of step 0)."""
+        biz = np.arange(self.n_biz) if businesses is None else np.asarray(businesses, _INT)
+        menu = np.flatnonzero(np.isin(self.menu_biz, biz))
         descriptions = []
-        for b in range(self.n_biz):
-            rows = np.flatnonzero(self.menu_biz == b)
+        for b in biz.tolist():
+            rows = menu[self.menu_biz[menu] == b]
             items = ", ".join(self.item_types[t] for t in self.menu_type[rows])
             descriptions.append(f"Business {self.biz_agent[b]}: {items}; "
                                 f"rated {self.rating[b]:.1f}")
         return {
             "market_businesses": {
-                "agent_id": self.biz_agent, "rating": self.rating, "capacity": self.capacity,
-                "latency": self.latency, "manipulative": self.manipulative,
-                "sponsored": self.sponsored, "description": descriptions},
+                "agent_id": self.biz_agent[biz], "rating": self.rating[biz],
+                "capacity": self.capacity[biz], "latency": self.latency[biz],
+                "manipulative": self.manipulative[biz], "sponsored": self.sponsored[biz],
+                "description": descriptions},
             "market_menu": {
-                "item_id": np.arange(len(self.menu_biz), dtype=_INT),
-                "business_id": self.biz_agent[self.menu_biz],
-                "item_type": np.asarray(self.item_types, dtype=object)[self.menu_type],
-                "price": self.menu_base.copy(), "features": self.feature_names(self.menu_feat)},
+                "item_id": menu.astype(_INT),
+                "business_id": self.biz_agent[self.menu_biz[menu]],
+                "item_type": np.asarray(self.item_types, dtype=object)[self.menu_type[menu]],
+                "price": self.menu_base[menu].copy(),
+                "features": self.feature_names(self.menu_feat[menu])},
         }
+
+    def add(self, config: MarketConfig, attrs: pd.DataFrame, agents: np.ndarray,
+            is_biz: np.ndarray, rng: np.random.Generator,
+            types: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Take ``agents`` that joined (the next ids; ``is_biz``: which are businesses):
+        businesses and customers get the next indexes, and new businesses traits and menus
+        as at set-up (``draw_businesses``: population columns, else draws from ``rng``; the
+        item ``types`` given, else ``menu_size`` drawn). Returns the new business indexes
+        and the new customer indexes."""
+        new_biz, new_cust = agents[is_biz], agents[~is_biz]
+        b = np.arange(self.n_biz, self.n_biz + len(new_biz), dtype=_INT)
+        c = np.arange(self.n_cust, self.n_cust + len(new_cust), dtype=_INT)
+        agent_biz = np.full(len(agents), -1, dtype=_INT)
+        agent_biz[is_biz] = b
+        agent_cust = np.full(len(agents), -1, dtype=_INT)
+        agent_cust[~is_biz] = c
+        self.agent_biz = np.concatenate([self.agent_biz, agent_biz])
+        self.agent_cust = np.concatenate([self.agent_cust, agent_cust])
+        self.cust_agent = np.concatenate([self.cust_agent, new_cust.astype(_INT)])
+        if len(new_biz):
+            drawn = draw_businesses(config, attrs, new_biz, rng, types)
+            first_row = len(self.menu_biz)
+            self.biz_agent = np.concatenate([self.biz_agent, new_biz.astype(_INT)])
+            for name in ("rating", "latency", "manipulative", "sponsored", "menu_type",
+                         "menu_base", "menu_feat"):
+                setattr(self, name, np.concatenate([getattr(self, name), drawn[name]]))
+            self.menu_biz = np.concatenate([self.menu_biz, drawn["menu_biz"] + b[0]])
+            self.capacity = np.concatenate([self.capacity,
+                                            np.full(len(b), config.capacity, dtype=_INT)])
+            row_of = np.full((len(b), self.row_of.shape[1]), -1, dtype=_INT)
+            row_of[drawn["menu_biz"], drawn["menu_type"]] = np.arange(
+                first_row, len(self.menu_biz))
+            self.row_of = np.concatenate([self.row_of, row_of])
+        return b, c
+
+
+def role_values(config: MarketConfig, column: pd.Series) -> np.ndarray:
+    """Whether each value of a role attribute says business (ValueError for values that are
+    neither business nor customer)."""
+    roles = column.astype(str).str.lower().to_numpy()
+    bad = sorted(set(roles) - {"business", "customer"})
+    if bad:
+        raise ValueError(f"population attribute {config.role_attribute!r} must be "
+                         f"business or customer, found {bad[:3]}")
+    return roles == "business"
 
 
 def _roles(config: MarketConfig, world: World) -> np.ndarray:
@@ -115,16 +165,52 @@ def _roles(config: MarketConfig, world: World) -> np.ndarray:
     n = world.n_agents
     attrs = world.population.attributes
     if config.role_attribute in attrs:
-        roles = attrs[config.role_attribute].astype(str).str.lower().to_numpy()
-        bad = sorted(set(roles) - {"business", "customer"})
-        if bad:
-            raise ValueError(f"population attribute {config.role_attribute!r} must be "
-                             f"business or customer, found {bad[:3]}")
-        return roles == "business"
+        return role_values(config, attrs[config.role_attribute])
     if config.businesses >= n:
         raise ValueError(f"scenario.businesses is {config.businesses} but the population "
                          f"has only {n} agents: no customers would remain")
     return np.arange(n) < config.businesses
+
+
+def draw_businesses(config: MarketConfig, attrs: pd.DataFrame, biz_agent: np.ndarray,
+                    rng: np.random.Generator, types: list[int] | None = None
+                    ) -> dict[str, np.ndarray]:
+    """Traits and menus of the businesses ``biz_agent`` (agent ids, rows of ``attrs``):
+    rating, latency and manipulative flag from population columns of their names where they
+    have a value, else drawn from ``rng`` with the sponsored flag; menus of the item
+    ``types`` given (indexes), else of ``menu_size`` distinct types drawn, with drawn list
+    prices and features. ``menu_biz`` counts businesses from 0 in ``biz_agent``'s order."""
+    nb, nt, nf = len(biz_agent), len(config.item_types), len(config.features)
+    base = int(round(config.base_price * 100))
+
+    def trait(name: str, draw: np.ndarray) -> np.ndarray:
+        # a population column of the trait's name wins where it has a value
+        if name in attrs:
+            values = attrs[name].to_numpy()[biz_agent].astype(np.float64)
+            return np.where(np.isnan(values), draw, values)
+        return draw
+
+    # the draws come in this order whatever the population holds, so the numbers are stable
+    rating = np.round(trait("rating", rng.uniform(*config.rating, nb)), 1)
+    latency = np.clip(trait("latency", rng.uniform(*config.latency, nb)), 0.0, 0.999)
+    manipulative = trait("manipulative",
+                         (rng.random(nb) < config.manipulative_share).astype(float)) > 0
+    sponsored = rng.random(nb) < config.sponsored_share
+    # menus: menu_size distinct item types per business (or the types given), one row each
+    if types is None:
+        chosen = np.argsort(rng.random((nb, nt)), axis=1)[:, :config.menu_size]
+    else:
+        chosen = np.tile(np.asarray(types, dtype=_INT), (nb, 1))
+    menu_biz = np.repeat(np.arange(nb, dtype=_INT), chosen.shape[1])
+    menu_type = chosen.ravel().astype(_INT)
+    r = len(menu_biz)
+    menu_base = np.maximum(1, np.round(base * np.exp(rng.normal(0.0, config.price_sd, r)))
+                           ).astype(_INT)
+    bits = rng.random((r, nf)) < config.feature_prob
+    menu_feat = (bits * (1 << np.arange(nf, dtype=_INT))).sum(axis=1).astype(_INT)
+    return {"rating": rating, "latency": latency, "manipulative": manipulative,
+            "sponsored": sponsored, "menu_biz": menu_biz, "menu_type": menu_type,
+            "menu_base": menu_base, "menu_feat": menu_feat}
 
 
 def build_catalog(config: MarketConfig, world: World) -> Catalog:
@@ -142,32 +228,13 @@ def build_catalog(config: MarketConfig, world: World) -> Catalog:
     agent_cust[cust_agent] = np.arange(len(cust_agent))
     base = int(round(config.base_price * 100))
 
-    rng = world.rng.get("market.setup")
-    attrs = world.population.attributes
-    nb, nt, nf = len(biz_agent), len(config.item_types), len(config.features)
-
-    def trait(name: str, draw: np.ndarray) -> np.ndarray:
-        # a population column of the trait's name wins where it has a value
-        if name in attrs:
-            values = attrs[name].to_numpy()[biz_agent].astype(np.float64)
-            return np.where(np.isnan(values), draw, values)
-        return draw
-
-    # the draws come in this order whatever the population holds, so the numbers are stable
-    rating = np.round(trait("rating", rng.uniform(*config.rating, nb)), 1)
-    latency = np.clip(trait("latency", rng.uniform(*config.latency, nb)), 0.0, 0.999)
-    manipulative = trait("manipulative",
-                         (rng.random(nb) < config.manipulative_share).astype(float)) > 0
-    sponsored = rng.random(nb) < config.sponsored_share
-    # menus: menu_size distinct item types per business, one row each, or a menu file
-    types = np.argsort(rng.random((nb, nt)), axis=1)[:, :config.menu_size]
-    menu_biz = np.repeat(np.arange(nb, dtype=_INT), config.menu_size)
-    menu_type = types.ravel().astype(_INT)
-    r = len(menu_biz)
-    menu_base = np.maximum(1, np.round(base * np.exp(rng.normal(0.0, config.price_sd, r)))
-                           ).astype(_INT)
-    bits = rng.random((r, nf)) < config.feature_prob
-    menu_feat = (bits * (1 << np.arange(nf, dtype=_INT))).sum(axis=1).astype(_INT)
+    drawn = draw_businesses(config, world.population.attributes, biz_agent,
+                            world.rng.get("market.setup"))
+    rating, latency = drawn["rating"], drawn["latency"]
+    manipulative, sponsored = drawn["manipulative"], drawn["sponsored"]
+    menu_biz, menu_type = drawn["menu_biz"], drawn["menu_type"]
+    menu_base, menu_feat = drawn["menu_base"], drawn["menu_feat"]
+    nb, nt = len(biz_agent), len(config.item_types)
     if config.menu_file is not None:
         menu_biz, menu_type, menu_base, menu_feat = load_menu(
             experiment_path(config.menu_file, world.base_dir), config, agent_biz)

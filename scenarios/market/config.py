@@ -4,6 +4,8 @@ Core objects:
     MarketConfig: the ``scenario:`` section: roles, catalog, search, needs, money.
     MarketRuleParams: ``policy.params`` of the rule-based customers and businesses.
     MarketBroadcast: the ``args`` of a broadcast event (an announcement by the platform).
+    MarketJoin: the ``args`` of a join event (newcomers' role, a new business's items, a new
+        customer's wallet).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from populace.simulator.paths import MissingPathError, existing_path
 
@@ -187,3 +189,65 @@ class MarketBroadcast(BaseModel):
 
     to: Literal["all", "customers", "businesses"] = Field(
         "all", description="who reads it: every agent, customers or businesses")
+
+
+class MarketJoin(BaseModel):
+    """Who joins the market: customers (with a full wallet and, as at the start, a first need
+    with chance initial_need_share) or businesses (traits from their population columns or
+    drawn as at the start, a menu, no money yet; a menu_file lists the businesses of the
+    start only, so newcomers' menus are drawn). A customer's wallet enters the market as
+    money paid in from outside, so money stays conserved."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["customer", "business"] | None = Field(
+        None, description="what every newcomer is; unset: each newcomer's role attribute "
+        "(scenario.role_attribute, from its profile) when the population has one, else "
+        "customer. With a role attribute, a role given must agree with the newcomers' "
+        "profiles (give the role in profiles to choose it)")
+    items: list[str] | None = Field(
+        None, min_length=1, description="item types every new business offers, one menu row "
+        "each (price and features drawn as at the start); unset: menu_size types drawn at "
+        "random")
+    wallet: float | None = Field(
+        None, ge=0, le=MAX_MONEY, description="starting money of every new customer (unset: "
+        "scenario.wallet)")
+
+    @field_validator("items")
+    @classmethod
+    def _known_items(cls, items: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if items is None:
+            return items
+        if len(set(items)) < len(items):
+            raise ValueError("items lists an item type twice")
+        config = (info.context or {}).get("config")
+        if config is not None:
+            unknown = [i for i in items if i not in config.item_types]
+            if unknown:
+                raise ValueError(f"item type {unknown[0]!r} is not among scenario.item_types "
+                                 f"({', '.join(config.item_types)})")
+        return items
+
+    @field_validator("role")
+    @classmethod
+    def _role_not_twice(cls, role: str | None, info: ValidationInfo) -> str | None:
+        # a population with a role attribute draws each newcomer's role: a role given here
+        # would disagree with some of them (checked at validate time, where it is known)
+        context = info.context or {}
+        config, attributes = context.get("config"), context.get("attributes")
+        if role is not None and config is not None and attributes is not None and (
+                config.role_attribute in attributes):
+            raise ValueError(f"the population has a {config.role_attribute!r} attribute, which "
+                             "gives newcomers their roles: choose them in the event's profiles "
+                             f"(e.g. profiles: [{{{config.role_attribute}: {role}}}]), not "
+                             "args.role")
+        return role
+
+    @model_validator(mode="after")
+    def _for_businesses(self) -> Self:
+        if self.role == "customer" and self.items is not None:
+            raise ValueError("items are what new businesses sell: role is customer")
+        if self.role == "business" and self.wallet is not None:
+            raise ValueError("wallet is new customers' money: role is business (businesses "
+                             "start without money, as at the start)")
+        return self

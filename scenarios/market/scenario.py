@@ -13,7 +13,7 @@ applies every action, and every replica applies the events of a step boundary.
 Steering (docs/scenarios.md, "Steering hooks"): the variables ``markup`` (businesses' prices)
 and ``balance`` (everyone's money), assembled by agent id in ``steering``; broadcasts are
 announcements by the platform; the search, the needs, capacity and proposal lifetime can be
-reconfigured mid-run.
+reconfigured mid-run; customers and businesses can join (``join``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import pandas as pd
 
 from populace.simulator.actions import ActionBatch
 from populace.simulator.records import Records
@@ -30,8 +31,8 @@ from populace.simulator.step import StepContext
 from populace.simulator.world import World
 
 from .actions import ACTIONS, LEAVE, MESSAGE, PAY, RESPOND, SEARCH, MarketArgs
-from .catalog import build_catalog
-from .config import MarketBroadcast, MarketConfig, MarketRuleParams
+from .catalog import build_catalog, role_values
+from .config import MAX_TOTAL_CENTS, MarketBroadcast, MarketConfig, MarketJoin, MarketRuleParams
 from .decisions import MarketLLM
 from .messages import Messages, join_messages, message_rows
 from .metrics import market_metrics
@@ -66,6 +67,7 @@ class MarketScenario(Scenario[MarketConfig, MarketObservation, MarketRuleParams,
     examples = Path(__file__).parent / "examples"
     variables: ClassVar[dict[str, Variable]] = VARIABLES
     broadcast_model = MarketBroadcast
+    join_model = MarketJoin
     # each is read from the config where it is used (searches, new needs, settlement, prompts)
     # or rebuilt by ``reconfigure`` (capacity); the catalog's draws and the money settings
     # (checked against int64 cents for the whole run at validate time) stay fixed
@@ -198,6 +200,50 @@ class MarketScenario(Scenario[MarketConfig, MarketObservation, MarketRuleParams,
         return {"market_messages": message_rows("broadcast", minus, minus, minus,
                                                 np.full(1, float(ctx.step - 1)),
                                                 content=[text])}
+
+    def join(self, agents: np.ndarray, args: MarketJoin, ctx: StepContext) -> Records:
+        """Newcomers become customers or businesses (``MarketJoin``): the catalog takes them
+        (new businesses' traits and menus as at set-up, stream ``market.join.<first id>``), the state
+        grows for them, a new customer's wallet is booked as money paid in, and a customer
+        gets a first need as at set-up. Returns the new businesses' ``market_businesses`` and
+        ``market_menu`` rows and the new needs' ``market_needs`` rows."""
+        cfg, cat, state = self.config, self.catalog, self.state
+        attrs = self.world.population.attributes
+        is_biz = self._newcomer_roles(attrs.iloc[int(agents[0]):int(agents[-1]) + 1], args)
+        wallet = int(round((cfg.wallet if args.wallet is None else args.wallet) * 100))
+        paid_in = wallet * int((~is_biz).sum())
+        if state.money() + paid_in > MAX_TOTAL_CENTS:
+            raise ValueError(f"wallets of {paid_in / 100:.3g} more would take the market's "
+                             f"money past the {MAX_TOTAL_CENTS:.3g} cents the settlement can "
+                             "count")
+        types = None if args.items is None else [cfg.item_types.index(t) for t in args.items]
+        # keyed by the first newcomer too: two joins at one boundary draw apart
+        rng = ctx.random(f"market.join.{int(agents[0])}")
+        biz, cust = cat.add(cfg, attrs, agents, is_biz, rng, types)
+        state.grow(len(biz), len(cust), wallet)
+        state.counters.income_paid += paid_in
+        records = cat.records(biz) if len(biz) else {}
+        first = self.world.rng.uniform("market.initial_need", ctx.step, cat.cust_agent[cust])
+        needs = draw_needs(cfg, cat, state, self.world,
+                           cust[first[:, 0] < cfg.initial_need_share], ctx.step)
+        if needs:
+            records["market_needs"] = needs
+        return records
+
+    def _newcomer_roles(self, rows: pd.DataFrame, args: MarketJoin) -> np.ndarray:
+        """Whether each newcomer (its population row) is a business: its role attribute (a
+        missing value takes ``args.role``), else ``args.role`` (default customer)."""
+        column = self.config.role_attribute
+        given = args.role == "business"
+        if column not in rows:
+            return np.full(len(rows), given)
+        is_biz = role_values(self.config, rows[column].fillna(args.role or "customer"))
+        if args.role is not None and (is_biz != given).any():
+            raise ValueError(f"join args.role is {args.role!r}, but the population attribute "
+                             f"{column!r} of {int((is_biz != given).sum())} newcomers says "
+                             "otherwise; choose newcomers' roles in the event's profiles "
+                             f"(e.g. profiles: [{{{column}: {args.role}}}])")
+        return is_biz
 
     def reconfigure(self, config: MarketConfig) -> None:
         """Take the new config everywhere it was handed out (search, settlement, the model

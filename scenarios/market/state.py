@@ -332,6 +332,17 @@ class MarketState(ArrayState):
                    counters=Counters(money_start=int(wallets.sum())), totals=Totals(),
                    inboxes=Inboxes(size=inbox_size))
 
+    def grow(self, n_biz: int, n_cust: int, wallet: int) -> None:
+        """Make room for ``n_biz`` businesses and ``n_cust`` customers that joined (the next
+        indexes): businesses as at the opening, customers with ``wallet`` cents and no need.
+        The caller books the wallets as money paid in."""
+        opening, none = Businesses.opening(n_biz), Needs.none(n_cust)
+        for table, new in ((self.businesses, opening), (self.needs, none)):
+            for f in dataclasses.fields(table):
+                setattr(table, f.name, np.concatenate([getattr(table, f.name),
+                                                       getattr(new, f.name)]))
+        self.wallets = np.concatenate([self.wallets, _ints(n_cust, wallet)])
+
     def money(self) -> int:
         """All the money customers and businesses hold, in cents."""
         return int(self.wallets.sum()) + int(self.businesses.balance.sum())
