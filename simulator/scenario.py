@@ -184,7 +184,9 @@ class Scenario(ABC, Generic[ConfigT, ObsT, ParamsT, ArgsT]):
         """Grow the state for ``agents`` (the next ids, contiguous), whose attributes are
         already in ``world.population.attributes`` (``args``: a ``join_model``); return the
         rows that describe them (e.g. their follow edges). Called on every replica, like
-        ``apply``; a ``Shardable`` replica whose block was extended owns them."""
+        ``apply``; a ``Shardable`` replica whose block was extended owns them. To refuse
+        them, raise ``ValueError`` before changing anything: the world is then restored and
+        a live join refused."""
         raise NotImplementedError(f"scenario {self.name!r} does not let agents join")
 
     def reconfigure(self, config: ConfigT) -> None:
