@@ -155,6 +155,7 @@ def test_intervene_applies_at_the_next_step_and_a_refused_event_exits_1(tmp_path
     assert commands.loc[2, "status"] == "refused"
 
 
+@pytest.mark.slow  # subprocesses: kept out of the fast lane
 def test_interview_asks_at_the_next_step_and_prints_the_answers(tmp_path: Path) -> None:
     sim, db = live_run(tmp_path)
     proc = start("interview", str(db), "--question", "Where do you stand?", "--scale", "1", "7",
@@ -209,6 +210,7 @@ def test_a_malformed_event_file_exits_2_naming_the_field_before_any_database(
     assert not db.exists(), "nothing is sent, and no database opened, for a malformed command"
 
 
+@pytest.mark.slow  # subprocesses: kept out of the fast lane
 def test_commands_to_a_run_that_is_not_running_exit_2(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "done.sqlite"
