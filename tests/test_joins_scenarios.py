@@ -274,6 +274,7 @@ CRASHES = [("market", 4, 3, 200), ("market", 8, 6, 222), ("economy", 6, 4, 150),
            ("beauty_contest", 5, 4, 135)]
 
 
+@pytest.mark.slow  # six runs and resumes: the social one is in the fast lane
 @pytest.mark.parametrize(("scenario", "crash", "checkpoint", "agents"), CRASHES)
 def test_a_run_resumed_across_a_join_is_the_uninterrupted_run(
         scenario: str, crash: int, checkpoint: int, agents: int, tmp_path: Path,

@@ -404,6 +404,7 @@ STEERED = {
 CRASH_AFTER = {"market": 8, "economy": 20, "beauty_contest": 5}
 
 
+@pytest.mark.slow  # the social one (test_steering.py) is in the fast lane
 @pytest.mark.parametrize("scenario", sorted(STEERED))
 def test_a_steered_run_resumed_after_a_crash_is_the_uninterrupted_run(
         scenario: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
