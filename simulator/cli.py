@@ -32,6 +32,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("scenarios", help="list installed scenarios")
     add_parsers(sub)
+    _plugin_commands(sub)
 
     pr = sub.add_parser("profiles", help="language-model written agent profiles")
     prs = pr.add_subparsers(dest="profiles_command", required=True)
@@ -120,6 +122,27 @@ def _parser() -> argparse.ArgumentParser:
                    "built-in simulator/llm/templates/profile.j2")
     g.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
+
+
+def _plugin_commands(sub: Any) -> None:
+    """Commands that installed extras add (entry points ``populace.commands``: a function
+    that adds its subparsers, each with a ``handler``), e.g. ``serve`` from the web interface;
+    one whose extra is missing says how to install it."""
+    for ep in entry_points(group="populace.commands"):
+        try:
+            register = ep.load()
+        except ImportError as err:
+            missing = sub.add_parser(ep.name, help=f"(needs an extra: {err.name})")
+            missing.set_defaults(handler=_needs_extra(ep.name, str(err.name)))
+            continue
+        register(sub)
+
+
+def _needs_extra(command: str, module: str) -> Any:
+    def handler(args: argparse.Namespace) -> int:
+        raise UsageError(f"populace {command} needs {module}, which is not installed: "
+                         "pip install 'populace[webui]'")
+    return handler
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -196,6 +219,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "profiles":
         return _profiles(args)
+    handler = getattr(args, "handler", None)
+    if handler is not None:  # a command an extra added
+        return int(handler(args))
     if args.command in STEERING_COMMANDS:
         specs = command_specs(args)  # checked before any database is opened
         url, ref = _resolve(args.run, _url(args.db))

@@ -1,0 +1,224 @@
+"""The web service (``populace serve``, issue 14): a real uvicorn process over a real run
+database. Reads of runs, metrics, the action mix, attribute distributions, agent searches and
+one agent's record agree with the database; unknown runs, agents and attributes are 404s with a
+message; filters are bound parameters; control needs the token and reaches a running
+``populace run`` subprocess; the live stream sends each step."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+
+from populace.simulator import Simulation, experiment_from_dict
+from populace.storage import open_run
+
+from .test_steering import steered
+
+TOKEN = "s3cret-token"
+POPULACE = [sys.executable, "-m", "populace.simulator.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Served:
+    """``populace serve`` in a subprocess, and an HTTP client of it."""
+
+    def __init__(self, db: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen([*POPULACE, "serve", str(db), "--port", str(self.port),
+                                      "--token", TOKEN, *extra], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.client.get("/docs")
+                break
+            except httpx.TransportError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    said = self.proc.stderr.read() if self.proc.stderr else ""
+                    raise RuntimeError(f"populace serve did not start: {said}") from None
+                time.sleep(0.2)
+
+    def close(self) -> None:
+        self.client.close()
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, Path]]:
+    """A completed social run with events and an interview, served."""
+    folder = tmp_path_factory.mktemp("served")
+    db = folder / "run.sqlite"
+    events = [{"name": "poll", "kind": "interview", "at": 3, "agents": [4, 5],
+               "questions": [{"text": "?", "answer": "scale", "low": 1, "high": 7}]},
+              {"name": "shout", "kind": "action", "at": 2, "agents": 4, "action": "create_post",
+               "args": {"topic": 0, "stance": 0.5, "content": "<script>alert(1)</script>"}}]
+    data = steered(events, steps=6)
+    data["population"]["attributes"]["job"] = {
+        "dist": "categorical", "values": ["nurse", "farmer", "teacher"]}
+    Simulation(experiment_from_dict(data), db_url=f"sqlite:///{db}").run()
+    served = Served(db)
+    yield served, db
+    served.close()
+
+
+def test_runs_metrics_and_the_action_mix_agree_with_the_database(finished) -> None:
+    served, db = finished
+    api = served.client
+    run = open_run(f"sqlite:///{db}")
+    (row,) = api.get("/api/runs").json()
+    assert row["id"] == run.id and row["status"] == "completed" and row["steps_done"] == 6
+    assert api.get(f"/api/runs/{run.id}").json()["config"]["name"] == "small"
+    series = api.get(f"/api/runs/{run.id}/metrics", params={"name": ["polarization"],
+                                                            "since": 2}).json()
+    metrics = run.metrics()
+    assert series["step"] == [3, 4, 5, 6]
+    assert series["polarization"] == pytest.approx(metrics.loc[3:6, "polarization"].tolist())
+    assert set(series) == {"step", "polarization"}
+    mix = api.get(f"/api/runs/{run.id}/actions").json()
+    assert mix == run.table("actions")["action"].value_counts().to_dict()
+
+
+def test_attribute_distributions_are_computed_in_the_database(finished) -> None:
+    served, db = finished
+    api, run = served.client, open_run(f"sqlite:///{db}")
+    agents = run.agents()
+    numeric = api.get(f"/api/runs/{run.id}/attributes/age", params={"bins": 7}).json()
+    assert numeric["kind"] == "numeric" and len(numeric["counts"]) == 7
+    expected, _ = np.histogram(agents["age"], bins=np.asarray(numeric["edges"]))
+    assert numeric["counts"] == expected.tolist() and sum(numeric["counts"]) == len(agents)
+    jobs = api.get(f"/api/runs/{run.id}/attributes/job").json()
+    assert dict(zip(jobs["values"], jobs["counts"], strict=True)) == (
+        agents["job"].value_counts().to_dict())
+    missing = api.get(f"/api/runs/{run.id}/attributes/height")
+    assert missing.status_code == 404 and "no attribute 'height'" in missing.json()["detail"]
+
+
+def test_agents_are_searched_with_bound_filters_a_page_at_a_time(finished) -> None:
+    served, db = finished
+    api, run = served.client, open_run(f"sqlite:///{db}")
+    agents = run.agents()
+    wanted = agents[(agents["age"] >= 40) & (agents["job"] == "nurse")]
+    page = api.get(f"/api/runs/{run.id}/agents", params={
+        "where": ["age>=40", "job=nurse"], "offset": 5, "limit": 10}).json()
+    assert page["total"] == len(wanted)
+    assert [a["agent_id"] for a in page["agents"]] == wanted.index[5:15].tolist()
+    assert page["agents"][0]["attributes"]["job"] == "nurse"
+    # a value is a bound parameter, never SQL
+    sly = api.get(f"/api/runs/{run.id}/agents", params={"where": "job=nurse' OR '1'='1"})
+    assert sly.status_code == 200 and sly.json()["total"] == 0
+    bad = api.get(f"/api/runs/{run.id}/agents", params={"where": "job>nurse"})
+    assert bad.status_code == 422 and "compares numbers" in bad.json()["detail"]
+
+
+def test_one_agent_s_record_and_404s_for_what_is_not_there(finished) -> None:
+    served, db = finished
+    api, run = served.client, open_run(f"sqlite:///{db}")
+    record = api.get(f"/api/runs/{run.id}/agents/4").json()
+    actions = run.table("actions")
+    mine = actions[actions["agent_id"] == 4]
+    assert [a["step"] for a in record["actions"]] == mine["step"].tolist()[::-1]
+    assert record["attributes"]["job"] in ("nurse", "farmer", "teacher")
+    assert [a["event"] for a in record["interviews"]] == ["poll"]
+    assert record["memories"] == [] and record["llm_calls"] == []
+    assert api.get(f"/api/runs/{run.id}/agents/300").status_code == 404
+    gone = api.get("/api/runs/99/metrics")
+    assert gone.status_code == 404 and "no run 99" in gone.json()["detail"]
+
+
+def test_control_needs_the_token_and_a_running_run(finished) -> None:
+    served, db = finished
+    api = served.client
+    refused = api.post("/api/runs/1/pause")
+    assert refused.status_code == 401 and "token" in refused.json()["detail"]
+    wrong = api.post("/api/runs/1/pause", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    done = api.post("/api/runs/1/pause", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert done.status_code == 409 and "completed, not running" in done.json()["detail"]
+
+
+def test_the_stream_sends_each_step_then_the_end(finished) -> None:
+    served, _ = finished
+    with served.client.stream("GET", "/api/runs/1/stream", params={"since": 3}) as response:
+        text = "".join(response.iter_text())
+    events = [block for block in text.split("\n\n") if block]
+    steps = [json.loads(b.split("data: ", 1)[1]) for b in events if b.startswith("event: step")]
+    assert [s["step"] for s in steps] == [4, 5, 6]
+    assert "polarization" in steps[0]["metrics"]
+    assert events[-1].startswith("event: end") and '"completed"' in events[-1]
+
+
+def test_reads_can_be_protected_by_the_token(finished, tmp_path: Path) -> None:
+    _, db = finished
+    served = Served(db, "--protect-reads")
+    try:
+        assert served.client.get("/api/runs").status_code == 401
+        ok = served.client.get("/api/runs", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert ok.status_code == 200
+    finally:
+        served.close()
+
+
+@pytest.mark.slow
+def test_a_running_populace_run_is_steered_through_the_service(tmp_path: Path) -> None:
+    """pause, an interview answered while paused... then stop: a real run subprocess."""
+    data = steered([], steps=400)
+    data["population"]["size"] = 2000
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(data))
+    db = tmp_path / "live.sqlite"
+    run = subprocess.Popen([*POPULACE, "run", "exp.yaml", "--db", str(db), "--quiet"],
+                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not db.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        served = Served(db)
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        api = served.client
+        try:
+            while api.get("/api/runs").json()[0]["steps_done"] < 2:
+                time.sleep(0.2)
+            paused = api.post("/api/runs/1/pause", params={"wait_s": 60}, headers=auth).json()
+            assert paused["status"] == "applied"
+            at = api.get("/api/runs/1").json()["steps_done"]
+            time.sleep(1.5)
+            assert api.get("/api/runs/1").json()["steps_done"] == at  # it waits
+            asked = api.post("/api/runs/1/interview", params={"wait_s": 0}, headers=auth,
+                             json={"questions": [{"text": "?", "answer": "scale", "low": 1,
+                                                  "high": 7}], "agents": [1, 2]}).json()
+            assert asked["status"] == "queued"
+            api.post("/api/runs/1/resume", params={"wait_s": 60}, headers=auth)
+            answered = None
+            for _ in range(300):
+                row = api.get("/api/runs/1/agents/1").json()["interviews"]
+                if row:
+                    answered = row
+                    break
+                time.sleep(0.2)
+            assert answered and answered[0]["value"] is not None
+            stopped = api.post("/api/runs/1/stop", params={"wait_s": 60}, headers=auth).json()
+            assert stopped["status"] == "applied"
+            assert run.wait(timeout=60) == 3
+            assert api.get("/api/runs/1").json()["status"] == "stopped"
+        finally:
+            served.close()
+    finally:
+        if run.poll() is None:
+            run.kill()

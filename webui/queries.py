@@ -1,0 +1,248 @@
+"""The reads the web service makes, as SQL the database computes: a run's metrics as time
+series, its action mix, an attribute's distribution, agents found by their attributes, one
+agent's record. Nothing here loads a population into Python: a million-agent run answers with
+aggregates and pages.
+
+Core objects:
+    RunQueries: the reads of one run of a database.
+    Condition / parse_condition: one ``where`` filter of an agent search (``age>=30``).
+    NotFound: a run, agent, table or attribute that is not there (the service's 404).
+
+Agent attributes are a JSON object per agent (``agents.attributes``); a filter or a histogram
+extracts one attribute in SQL (``json_extract`` on SQLite, ``->>`` on PostgreSQL). An attribute
+name is checked against the run's attributes before it reaches SQL, and every value is a bound
+parameter.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+from populace.simulator import get_scenario
+from populace.storage import Database, StorageError, find_run
+
+OPERATORS = {"=": "==", "==": "==", "!=": "!=", ">=": ">=", "<=": "<=", ">": ">", "<": "<"}
+_CONDITION = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|!=|==|=|>|<)\s*(.*?)\s*$")
+MAX_PAGE = 1000
+"""The most agents one search returns."""
+
+
+class NotFound(LookupError):
+    """What was asked for is not in the database (HTTP 404, with this message)."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One filter of an agent search: ``attribute op value``."""
+
+    attribute: str
+    op: str
+    value: str | float
+
+
+def parse_condition(text: str) -> Condition:
+    """``age>=30``, ``occupation=student``: a condition (numbers compare as numbers)."""
+    match = _CONDITION.match(text)
+    if match is None:
+        raise ValueError(f"where {text!r}: expected attribute, an operator "
+                         f"({', '.join(sorted(set(OPERATORS)))}) and a value, e.g. age>=30")
+    name, op, raw = match.groups()
+    value: str | float = raw
+    try:
+        number = float(raw)
+        if math.isfinite(number):
+            value = number
+    except ValueError:
+        if op not in ("=", "==", "!="):
+            raise ValueError(f"where {text!r}: {op} compares numbers, not {raw!r}") from None
+    return Condition(name, OPERATORS[op], value)
+
+
+class RunQueries:
+    """Reads of run ``run_id`` of ``db`` (a ``NotFound`` if there is no such run)."""
+
+    def __init__(self, db: Database, run_id: int) -> None:
+        self.db = db
+        try:
+            self.info = find_run(db, run_id)
+        except StorageError as err:
+            raise NotFound(str(err)) from None
+        self.id = int(self.info["id"])
+        self.dialect = db.engine.dialect.name
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _table(self, name: str) -> sa.Table:
+        if name not in self.db.table_names():
+            raise NotFound(f"run {self.id} has no table {name!r}")
+        return self.db.table(name)
+
+    def _rows(self, stmt: sa.Select) -> list[dict[str, Any]]:
+        with self.db.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt)]
+
+    def attribute_names(self) -> list[str]:
+        """The agents' attribute names (from the first agent's row)."""
+        t = self._table("agents")
+        stmt = sa.select(t.c.attributes).where(t.c.run_id == self.id).order_by(
+            t.c.agent_id).limit(1)
+        rows = self._rows(stmt)
+        return list(json.loads(rows[0]["attributes"])) if rows else []
+
+    def _attribute(self, name: str, numeric: bool) -> sa.ColumnElement[Any]:
+        """SQL for one attribute of ``agents.attributes`` (the name is checked first)."""
+        if name not in self.attribute_names():
+            raise NotFound(f"run {self.id}'s agents have no attribute {name!r} (attributes: "
+                           f"{', '.join(self.attribute_names()) or 'none'})")
+        col = self._table("agents").c.attributes
+        if self.dialect == "postgresql":
+            text: sa.ColumnElement[Any] = sa.cast(col, JSONB)[name].astext
+        else:
+            text = sa.func.json_extract(col, sa.bindparam(None, f'$."{name}"'))
+        return sa.cast(text, sa.Float) if numeric else sa.cast(text, sa.String)
+
+    def _numeric(self, name: str) -> bool:
+        """Whether attribute ``name`` holds numbers (from the first agent's value)."""
+        t = self._table("agents")
+        rows = self._rows(sa.select(t.c.attributes).where(t.c.run_id == self.id).order_by(
+            t.c.agent_id).limit(1))
+        value = json.loads(rows[0]["attributes"]).get(name) if rows else None
+        return isinstance(value, int | float) and not isinstance(value, bool)
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def metrics(self, names: list[str] | None = None, since: int = 0) -> dict[str, Any]:
+        """Per-step metrics as time series: ``{"step": [...], name: [...]}`` (steps after
+        ``since``; NaN stored as NULL comes back as None)."""
+        t = self._table("step_metrics")
+        stmt = sa.select(t.c.step, t.c.name, t.c.value).where(
+            t.c.run_id == self.id, t.c.step > since)
+        if names:
+            stmt = stmt.where(t.c.name.in_(names))
+        series: dict[str, dict[int, Any]] = {}
+        steps: set[int] = set()
+        for row in self._rows(stmt.order_by(t.c.step)):
+            steps.add(row["step"])
+            series.setdefault(row["name"], {})[row["step"]] = row["value"]
+        ordered = sorted(steps)
+        return {"step": ordered, **{k: [v.get(s) for s in ordered] for k, v in sorted(
+            series.items())}}
+
+    def action_mix(self, since: int = 0) -> dict[str, int]:
+        """How many times each action was taken (after step ``since``), from the scenario's
+        action table, counted by the database."""
+        table = get_scenario(self.info["scenario"]).action_table
+        t = self._table(table)
+        stmt = (sa.select(t.c.action, sa.func.count().label("n"))
+                .where(t.c.run_id == self.id, t.c.step > since)
+                .group_by(t.c.action).order_by(sa.desc("n")))
+        return {r["action"]: int(r["n"]) for r in self._rows(stmt)}
+
+    def histogram(self, name: str, bins: int = 20) -> dict[str, Any]:
+        """The distribution of attribute ``name`` over the run's agents: ``bins`` equal-width
+        bins of a numeric attribute, else the count of each value (the 50 most common)."""
+        t = self._table("agents")
+        where = t.c.run_id == self.id
+        if self._numeric(name):
+            value = self._attribute(name, numeric=True)
+            (low, high, n), = [tuple(r.values()) for r in self._rows(
+                sa.select(sa.func.min(value), sa.func.max(value), sa.func.count(value))
+                .where(where))]
+            if not n:
+                return {"attribute": name, "kind": "numeric", "edges": [], "counts": []}
+            width = (high - low) / bins if high > low else 1.0
+            bucket = sa.func.min(sa.cast((value - low) / width, sa.Integer), bins - 1)
+            if self.dialect == "postgresql":
+                bucket = sa.func.least(sa.cast(sa.func.floor((value - low) / width),
+                                               sa.Integer), bins - 1)
+            counts = [0] * bins
+            for r in self._rows(sa.select(bucket.label("b"), sa.func.count().label("n"))
+                                .where(where, value.is_not(None)).group_by("b")):
+                counts[int(r["b"])] = int(r["n"])
+            edges = [low + i * width for i in range(bins + 1)]
+            return {"attribute": name, "kind": "numeric", "edges": edges, "counts": counts}
+        value = self._attribute(name, numeric=False)
+        stmt = (sa.select(value.label("v"), sa.func.count().label("n")).where(where)
+                .group_by("v").order_by(sa.desc("n")).limit(50))
+        rows = self._rows(stmt)
+        return {"attribute": name, "kind": "categorical",
+                "values": [r["v"] for r in rows], "counts": [int(r["n"]) for r in rows]}
+
+    def agents(self, conditions: list[Condition], offset: int = 0,
+               limit: int = 50) -> dict[str, Any]:
+        """A page of the agents meeting every condition, by id, with their attributes and
+        how many meet them."""
+        t = self._table("agents")
+        where: list[Any] = [t.c.run_id == self.id]
+        for c in conditions:
+            numeric = isinstance(c.value, float)
+            value = self._attribute(c.attribute, numeric=numeric)
+            bound = sa.bindparam(None, c.value)
+            where.append({"==": value == bound, "!=": value != bound, ">=": value >= bound,
+                          "<=": value <= bound, ">": value > bound, "<": value < bound}[c.op])
+        total = self._rows(sa.select(sa.func.count()).select_from(t).where(*where))[0]
+        stmt = (sa.select(t.c.agent_id, t.c.attributes).where(*where).order_by(t.c.agent_id)
+                .offset(offset).limit(min(limit, MAX_PAGE)))
+        return {"total": int(next(iter(total.values()))), "offset": offset,
+                "agents": [{"agent_id": int(r["agent_id"]),
+                            "attributes": json.loads(r["attributes"])} for r in self._rows(stmt)]}
+
+    def agent(self, agent_id: int, limit: int = 200) -> dict[str, Any]:
+        """One agent: its attributes, its newest actions, its interview answers, memories and
+        model exchanges (each the newest ``limit``)."""
+        t = self._table("agents")
+        rows = self._rows(sa.select(t.c.attributes).where(t.c.run_id == self.id,
+                                                          t.c.agent_id == agent_id))
+        if not rows:
+            raise NotFound(f"run {self.id} has no agent {agent_id} (agents 0 to "
+                           f"{int(self.info['n_agents']) - 1})")
+        out: dict[str, Any] = {"agent_id": agent_id,
+                               "attributes": json.loads(rows[0]["attributes"])}
+        action_table = get_scenario(self.info["scenario"]).action_table
+        for key, table in (("actions", action_table), ("interviews", "interview_answers"),
+                           ("memories", "memories"), ("llm_calls", "llm_calls")):
+            out[key] = self._agent_rows(table, agent_id, limit)
+        return out
+
+    def _agent_rows(self, table: str, agent_id: int, limit: int) -> list[dict[str, Any]]:
+        if table not in self.db.table_names():
+            return []
+        t = self.db.table(table)
+        # the columns this database has (one written by an older version may lack new ones)
+        have = {c["name"] for c in sa.inspect(self.db.engine).get_columns(table)}
+        cols = [c for c in t.c if c.name in have and c.name != "run_id"]
+        order = t.c.id if "id" in t.c else t.c.step
+        stmt = (sa.select(*cols).where(t.c.run_id == self.id, t.c.agent_id == agent_id)
+                .order_by(sa.desc(order)).limit(limit))
+        return [_plain(r) for r in self._rows(stmt)]
+
+    def steps_after(self, step: int) -> list[dict[str, Any]]:
+        """The committed steps after ``step`` (what a live stream sends)."""
+        t = self._table("steps")
+        stmt = (sa.select(t.c.step, t.c.sim_time, t.c.n_active, t.c.n_actions, t.c.compute_s)
+                .where(t.c.run_id == self.id, t.c.step > step).order_by(t.c.step))
+        return [_plain(r) for r in self._rows(stmt)]
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as JSON-ready values (times as ISO text, NaN as None)."""
+    out = {}
+    for k, v in row.items():
+        if hasattr(v, "isoformat"):
+            v = v.isoformat()
+        elif isinstance(v, float) and not math.isfinite(v):
+            v = None
+        elif isinstance(v, bytes):
+            continue
+        out[k] = v
+    return out
+
+
+__all__ = ["MAX_PAGE", "OPERATORS", "Condition", "NotFound", "RunQueries", "parse_condition"]
