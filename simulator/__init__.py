@@ -19,7 +19,7 @@ from .llm_adapter import LLMAdapter, Memory
 from .policy import Policy
 from .records import Records, chunk_sums
 from .registry import available_scenarios, get_scenario, register_scenario
-from .scenario import Scenario
+from .scenario import GraphTable, Scenario
 from .sharding import Shardable
 from .state import ArrayState
 from .step import Observation, StepContext
@@ -38,6 +38,7 @@ __all__ = [
     "ConfigError",
     "Experiment",
     "ExperimentConfig",
+    "GraphTable",
     "Observation",
     "Policy",
     "Records",

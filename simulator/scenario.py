@@ -54,6 +54,18 @@ class Variable:
     high: float = math.inf
 
 
+@dataclass(frozen=True)
+class GraphTable:
+    """Where a scenario records its network, for viewers (the web monitor's network page):
+    rows of ``table`` are edges ``source -> target``; with ``op``, a row adds (+1) or removes
+    (-1) an edge and the graph at a step is the edges whose ops sum above zero."""
+
+    table: str
+    source: str
+    target: str
+    op: str | None = None
+
+
 class Scenario(ABC, Generic[ConfigT, ObsT, ParamsT, ArgsT]):
     """Base class of every scenario.
 
@@ -71,6 +83,7 @@ class Scenario(ABC, Generic[ConfigT, ObsT, ParamsT, ArgsT]):
             engine writes ``agent_id``, ``action`` (name) and the traced argument columns
             (``apply`` may fill outcome columns, e.g. ``accepted``).
         examples: folder of its example experiment YAML files.
+        graph: the table of its network (e.g. follows), if it has one (see ``GraphTable``).
 
     Steering (events, interventions, interviews; see ``populace.simulator.events``), each
     optional:
@@ -91,6 +104,7 @@ class Scenario(ABC, Generic[ConfigT, ObsT, ParamsT, ArgsT]):
     tables: ClassVar[tuple[str, ...]] = ()
     action_table: ClassVar[str]
     examples: ClassVar[Path | None] = None
+    graph: ClassVar[GraphTable | None] = None
     variables: ClassVar[dict[str, Variable]] = {}
     broadcast_model: ClassVar[type[BaseModel] | None] = None
     reconfigurable: ClassVar[tuple[str, ...]] = ()

@@ -20,9 +20,11 @@ import pytest
 import yaml
 
 from populace.simulator import Simulation, experiment_from_dict
-from populace.storage import open_run
+from populace.storage import Database, open_run
+from populace.webui.queries import NotFound, RunQueries
 
 from .test_steering import steered
+from .test_steering_llm import with_llm
 
 TOKEN = "s3cret-token"
 POPULACE = [sys.executable, "-m", "populace.simulator.cli"]
@@ -173,6 +175,75 @@ def test_reads_can_be_protected_by_the_token(finished, tmp_path: Path) -> None:
         assert ok.status_code == 200
     finally:
         served.close()
+
+
+def test_the_network_around_an_agent_and_a_sampled_whole(finished) -> None:
+    served, db = finished
+    api, run = served.client, open_run(f"sqlite:///{db}")
+    follows = run.table("follows")
+    live = follows.groupby(["follower_id", "followee_id"])["op"].sum()
+    live = live[live > 0]
+    edges = set(live.index)
+    around = api.get("/api/runs/1/graph", params={"center": 4, "color": "job"}).json()
+    ids = {n["id"] for n in around["nodes"]}
+    near = {b for a, b in edges if a == 4} | {a for a, b in edges if b == 4} | {4}
+    assert ids == near and not around["sampled"]
+    shown = {(e["source"], e["target"]) for e in around["edges"]}
+    assert shown == {(a, b) for a, b in edges if a in ids and b in ids}
+    jobs = run.agents()["job"]
+    assert all(n["value"] == jobs[n["id"]] for n in around["nodes"])
+    whole = api.get("/api/runs/1/graph", params={"max_nodes": 30, "seed": 2}).json()
+    assert len(whole["nodes"]) == 30 and whole["sampled"]
+    assert whole == api.get("/api/runs/1/graph", params={"max_nodes": 30, "seed": 2}).json()
+    assert api.get("/api/runs/1/graph", params={"center": 999}).status_code == 404
+
+
+def test_scenario_tables_page_newest_first_and_show_text_as_written(finished) -> None:
+    served, db = finished
+    api, run = served.client, open_run(f"sqlite:///{db}")
+    assert {"posts", "likes", "follows", "actions", "events",
+            "interview_answers"} <= set(api.get("/api/runs/1/tables").json())
+    posts = run.table("posts")
+    shout = posts[posts["content"] == "<script>alert(1)</script>"]
+    assert len(shout) == 1  # the content is stored and served as it was written
+    root = int(posts.groupby("root_id").size().idxmax())
+    cascade = api.get("/api/runs/1/tables/posts", params={"where": f"root_id={root}",
+                                                          "limit": 1000}).json()
+    assert [r["post_id"] for r in cascade["rows"]] == (
+        posts[posts["root_id"] == root]["post_id"].tolist()[::-1])
+    page = api.get("/api/runs/1/tables/posts", params={"where": "author_id=4"}).json()
+    assert "<script>alert(1)</script>" in [r["content"] for r in page["rows"]]
+    assert api.get("/api/runs/1/tables/runs").status_code == 404  # not a run's table
+    bad = api.get("/api/runs/1/tables/posts", params={"where": "nope=1"})
+    assert bad.status_code == 404 and "no column 'nope'" in bad.json()["detail"]
+
+
+def test_llm_health_of_a_rule_run_is_empty(finished) -> None:
+    health = finished[0].client.get("/api/runs/1/llm").json()
+    assert health["requests"] == 0 and health["invalid_rate"] is None
+    assert health["latency_p50"] is None
+
+
+def test_llm_health_adds_up_the_step_metrics(server, sqlite_url: str) -> None:
+    _, url = server
+    data = with_llm("quickstart", url, size=30, steps=3)
+    sim = Simulation(experiment_from_dict(data), db_url=sqlite_url)
+    sim.run()
+    metrics = open_run(sqlite_url).metrics()
+    health = RunQueries(Database(sqlite_url, create=False), 1).llm_health()
+    assert health["requests"] == metrics["llm.requests"].sum() > 0
+    assert health["prompt_tokens"] == metrics["llm.prompt_tokens"].sum()
+    assert health["invalid_rate"] == pytest.approx(
+        metrics["llm.invalid"].sum() / metrics["llm.decisions"].sum())
+    assert health["latency_p50"] in metrics["llm.latency_p50"].tolist()
+
+
+def test_a_scenario_without_a_network_says_so(sqlite_url: str) -> None:
+    data = {"name": "b", "seed": 1, "steps": 2, "scenario": {"type": "beauty_contest"},
+            "population": {"size": 20}, "policy": {"type": "rule", "params": {"level": 1}}}
+    Simulation(experiment_from_dict(data), db_url=sqlite_url).run()
+    with pytest.raises(NotFound, match="beauty_contest.*records no network"):
+        RunQueries(Database(sqlite_url, create=False), 1).graph()
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -25,13 +26,23 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-from populace.simulator import get_scenario
+from populace.simulator import GraphTable, get_scenario
+from populace.simulator.llm.calls import COUNTERS
 from populace.storage import Database, StorageError, find_run
 
 OPERATORS = {"=": "==", "==": "==", "!=": "!=", ">=": ">=", "<=": "<=", ">": ">", "<": "<"}
 _CONDITION = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|!=|==|=|>|<)\s*(.*?)\s*$")
 MAX_PAGE = 1000
-"""The most agents one search returns."""
+"""The most agents (or rows) one page returns."""
+MAX_GRAPH_NODES = 5000
+"""The most nodes a sampled subgraph has."""
+EDGES_PER_NODE = 20
+"""A subgraph reads at most this many edges per node it may have (a hub's millions of
+followers are cut, and the subgraph says it was sampled)."""
+LLM_COUNTERS = (*COUNTERS, "cost")
+"""The ``llm.*`` step metrics that add up over steps."""
+STEERING_TABLES = ("events", "interview_answers", "arrivals", "departures", "control_commands")
+"""Tables of how a run was steered, shown with the scenario's own."""
 
 
 class NotFound(LookupError):
@@ -184,9 +195,7 @@ class RunQueries:
         for c in conditions:
             numeric = isinstance(c.value, float)
             value = self._attribute(c.attribute, numeric=numeric)
-            bound = sa.bindparam(None, c.value)
-            where.append({"==": value == bound, "!=": value != bound, ">=": value >= bound,
-                          "<=": value <= bound, ">": value > bound, "<": value < bound}[c.op])
+            where.append(_compare(value, c))
         total = self._rows(sa.select(sa.func.count()).select_from(t).where(*where))[0]
         stmt = (sa.select(t.c.agent_id, t.c.attributes).where(*where).order_by(t.c.agent_id)
                 .offset(offset).limit(min(limit, MAX_PAGE)))
@@ -223,12 +232,154 @@ class RunQueries:
                 .order_by(sa.desc(order)).limit(limit))
         return [_plain(r) for r in self._rows(stmt)]
 
+    def llm_health(self) -> dict[str, Any]:
+        """The run's language-model use, from its ``llm.*`` step metrics: the counters summed
+        over steps, the rates of invalid answers, fallbacks, cache hits and errors, and the
+        median over steps of the latency percentiles (None where nothing was asked)."""
+        t = self._table("step_metrics")
+        names = [f"llm.{k}" for k in LLM_COUNTERS]
+        sums = {r["name"][4:]: float(r["total"] or 0) for r in self._rows(
+            sa.select(t.c.name, sa.func.sum(t.c.value).label("total"))
+            .where(t.c.run_id == self.id, t.c.name.in_(names)).group_by(t.c.name))}
+        out: dict[str, Any] = {k: sums.get(k, 0.0) for k in LLM_COUNTERS}
+        decisions, requests = out["decisions"], out["requests"]
+        for rate, part, whole in (("invalid_rate", "invalid", decisions),
+                                  ("fallback_rate", "fallbacks", decisions),
+                                  ("cache_rate", "cache_hits", requests),
+                                  ("error_rate", "errors", requests)):
+            out[rate] = out[part] / whole if whole else None
+        for name in ("latency_p50", "latency_p95"):
+            values = sorted(r["value"] for r in self._rows(
+                sa.select(t.c.value).where(t.c.run_id == self.id, t.c.name == f"llm.{name}",
+                                           t.c.value.is_not(None))))
+            out[name] = values[len(values) // 2] if values else None
+        return out
+
+    def graph(self, center: int | None = None, hops: int = 1, max_nodes: int = 500,
+              color: str | None = None, seed: int = 0) -> dict[str, Any]:
+        """A sampled subgraph of the run's network (the scenario's ``graph`` table) as it
+        stands now: the ``hops``-neighbourhood of agent ``center``, or around a seeded sample
+        of agents; at most ``max_nodes`` nodes (``sampled`` says whether any were left out),
+        each with its ``color`` attribute as ``value``."""
+        spec = get_scenario(self.info["scenario"]).graph
+        if spec is None:
+            raise NotFound(f"run {self.id}'s scenario ({self.info['scenario']}) records no "
+                           "network")
+        n_agents = int(self.info["n_agents"])
+        if center is not None and not 0 <= center < n_agents:
+            raise NotFound(f"run {self.id} has no agent {center} (agents 0 to {n_agents - 1})")
+        max_nodes = max(1, min(max_nodes, MAX_GRAPH_NODES))
+        if center is not None:
+            nodes, frontier = [center], [center]
+        else:
+            # seeds spread over the population; their neighbourhoods fill the rest
+            rng = random.Random(seed)
+            frontier = sorted(rng.sample(range(n_agents), min(n_agents,
+                                                              max(1, max_nodes // 10))))
+            nodes = list(frontier)
+        seen, sampled = set(nodes), False
+        limit = EDGES_PER_NODE * max_nodes
+        for _ in range(hops if center is not None else 1):
+            found, touching = [], self._edges(spec, frontier, any_end=True, limit=limit)
+            sampled = sampled or len(touching) >= limit
+            for a, b, _w in touching:
+                for x in (a, b):
+                    if x not in seen:
+                        if len(seen) >= max_nodes:
+                            sampled = True
+                            continue
+                        seen.add(x)
+                        found.append(x)
+            nodes += found
+            frontier = found
+            if not frontier:
+                break
+        edges = [{"source": a, "target": b, "weight": w}
+                 for a, b, w in self._edges(spec, nodes, any_end=False, limit=limit)]
+        values = self._values(nodes, color) if color else {}
+        return {"nodes": [{"id": x, "value": values.get(x)} for x in nodes], "edges": edges,
+                "sampled": sampled or center is None and len(nodes) < n_agents}
+
+    def _edges(self, spec: GraphTable, nodes: list[int], *, any_end: bool,
+               limit: int) -> list[tuple[int, int, int]]:
+        """Edges with one end (``any_end``) or both ends in ``nodes``: (source, target,
+        weight), where the weight counts the rows (or sums the ops) of the edge."""
+        if not nodes:
+            return []
+        t = self._table(spec.table)
+        src, dst = t.c[spec.source], t.c[spec.target]
+        inside = [src.in_(nodes), dst.in_(nodes)]
+        weight = sa.func.sum(t.c[spec.op]) if spec.op else sa.func.count()
+        stmt = (sa.select(src.label("a"), dst.label("b"), weight.label("w"))
+                .where(t.c.run_id == self.id, sa.or_(*inside) if any_end else sa.and_(*inside))
+                .group_by(src, dst).having(weight > 0).limit(limit))
+        return [(int(r["a"]), int(r["b"]), int(r["w"])) for r in self._rows(stmt)]
+
+    def _values(self, ids: list[int], name: str) -> dict[int, Any]:
+        """Attribute ``name`` of agents ``ids`` (checked against the run's attributes)."""
+        value = self._attribute(name, numeric=self._numeric(name))
+        t = self._table("agents")
+        return {int(r["agent_id"]): r["v"] for r in self._rows(
+            sa.select(t.c.agent_id, value.label("v")).where(t.c.run_id == self.id,
+                                                            t.c.agent_id.in_(ids)))}
+
+    def tables(self) -> list[str]:
+        """The tables a viewer may page through: the scenario's and the steering tables."""
+        have = set(self.db.table_names())
+        scenario = get_scenario(self.info["scenario"]).tables
+        return [t for t in (*scenario, *STEERING_TABLES) if t in have]
+
+    def rows(self, table: str, conditions: list[Condition], offset: int = 0,
+             limit: int = 50) -> dict[str, Any]:
+        """A page of one of ``tables()``, newest rows first, filtered by conditions on its
+        columns (e.g. ``root_id=5``: a post's cascade)."""
+        if table not in self.tables():
+            raise NotFound(f"run {self.id} has no table {table!r} to show (tables: "
+                           f"{', '.join(self.tables())})")
+        t = self._table(table)
+        have = {c["name"] for c in sa.inspect(self.db.engine).get_columns(table)}
+        cols = [c for c in t.c if c.name in have and c.name != "run_id"]
+        where: list[Any] = [t.c.run_id == self.id]
+        for c in conditions:
+            if c.attribute not in have:
+                raise NotFound(f"table {table} has no column {c.attribute!r} (columns: "
+                               f"{', '.join(c.name for c in cols)})")
+            where.append(_compare(t.c[c.attribute], c))
+        order = t.c.id if "id" in have else t.c.step
+        stmt = (sa.select(*cols).where(*where).order_by(sa.desc(order)).offset(offset)
+                .limit(min(limit, MAX_PAGE)))
+        return {"table": table, "columns": [c.name for c in cols],
+                "rows": [_plain(r) for r in self._rows(stmt)]}
+
+    def answers(self, command_id: int) -> list[dict[str, Any]]:
+        """The answers of the interview that control command ``command_id`` sent (none until
+        the run applied it)."""
+        if "events" not in self.db.table_names():
+            return []
+        events = self._table("events")
+        found = self._rows(sa.select(events.c.name, events.c.step).where(
+            events.c.run_id == self.id, events.c.command_id == command_id))
+        if not found or "interview_answers" not in self.db.table_names():
+            return []
+        t = self._table("interview_answers")
+        cols = [c for c in t.c if c.name not in ("run_id", "id", "prompt")]
+        return [_plain(r) for r in self._rows(
+            sa.select(*cols).where(t.c.run_id == self.id, t.c.event == found[0]["name"],
+                                   t.c.step == found[0]["step"]).order_by(t.c.id))]
+
     def steps_after(self, step: int) -> list[dict[str, Any]]:
         """The committed steps after ``step`` (what a live stream sends)."""
         t = self._table("steps")
         stmt = (sa.select(t.c.step, t.c.sim_time, t.c.n_active, t.c.n_actions, t.c.compute_s)
                 .where(t.c.run_id == self.id, t.c.step > step).order_by(t.c.step))
         return [_plain(r) for r in self._rows(stmt)]
+
+
+def _compare(column: sa.ColumnElement[Any], c: Condition) -> sa.ColumnElement[bool]:
+    """``column <op> value`` with the value bound (never spliced into the SQL)."""
+    bound = sa.bindparam(None, c.value)
+    return {"==": column == bound, "!=": column != bound, ">=": column >= bound,
+            "<=": column <= bound, ">": column > bound, "<": column < bound}[c.op]
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:

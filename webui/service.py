@@ -21,16 +21,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import sqlalchemy as sa
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from populace.simulator.events import parse_event
-from populace.storage import Database, StorageError, list_runs
+from populace.storage import Database, list_runs
 from populace.storage.control import command_row, send_command, wait_for_command
 
-from .queries import MAX_PAGE, NotFound, RunQueries, parse_condition
+from .queries import MAX_GRAPH_NODES, MAX_PAGE, Condition, NotFound, RunQueries, parse_condition
 
 RUNNING = "running"
 
@@ -85,11 +84,18 @@ def create_app(config: ServiceConfig) -> FastAPI:
             raise HTTPException(401, "this service's reads need its token: "
                                 "Authorization: Bearer <token>")
 
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, err: NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=404)
+
     def run_of(run_id: int) -> RunQueries:
+        return RunQueries(db, run_id)
+
+    def conditions_of(where: list[str] | None) -> list[Condition]:
         try:
-            return RunQueries(db, run_id)
-        except NotFound as err:
-            raise HTTPException(404, str(err)) from None
+            return [parse_condition(w) for w in where or []]
+        except ValueError as err:
+            raise HTTPException(422, str(err)) from None
 
     read = [Depends(reads)]
     steer = [Depends(control)]
@@ -111,51 +117,61 @@ def create_app(config: ServiceConfig) -> FastAPI:
     def metrics(run_id: int, name: Annotated[list[str] | None, Query()] = None,
                 since: int = 0) -> dict[str, Any]:
         """Metrics per step after ``since``: ``{"step": [...], "<metric>": [...]}``."""
-        try:
-            return run_of(run_id).metrics(name, since)
-        except NotFound as err:
-            raise HTTPException(404, str(err)) from None
+        return run_of(run_id).metrics(name, since)
 
     @app.get("/api/runs/{run_id}/actions", dependencies=read)
     def actions(run_id: int, since: int = 0) -> dict[str, int]:
         """How many times each action was taken (after step ``since``)."""
-        try:
-            return run_of(run_id).action_mix(since)
-        except NotFound as err:
-            raise HTTPException(404, str(err)) from None
+        return run_of(run_id).action_mix(since)
 
     @app.get("/api/runs/{run_id}/attributes/{name}", dependencies=read)
     def attribute(run_id: int, name: str,
                   bins: Annotated[int, Query(ge=1, le=200)] = 20) -> dict[str, Any]:
         """The distribution of one agent attribute, computed in the database."""
-        try:
-            return run_of(run_id).histogram(name, bins)
-        except NotFound as err:
-            raise HTTPException(404, str(err)) from None
+        return run_of(run_id).histogram(name, bins)
 
     @app.get("/api/runs/{run_id}/agents", dependencies=read)
     def agents(run_id: int, where: Annotated[list[str] | None, Query()] = None,
                offset: Annotated[int, Query(ge=0)] = 0,
                limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50) -> dict[str, Any]:
         """Agents whose attributes meet every ``where`` (e.g. ``age>=30``), a page at a time."""
-        try:
-            conditions = [parse_condition(w) for w in where or []]
-        except ValueError as err:
-            raise HTTPException(422, str(err)) from None
-        try:
-            return run_of(run_id).agents(conditions, offset, limit)
-        except NotFound as err:
-            raise HTTPException(404, str(err)) from None
+        return run_of(run_id).agents(conditions_of(where), offset, limit)
 
     @app.get("/api/runs/{run_id}/agents/{agent_id}", dependencies=read)
     def agent(run_id: int, agent_id: int,
               limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 200) -> dict[str, Any]:
         """One agent: attributes, its newest actions, interview answers, memories, and its
         exchanges with the model."""
-        try:
-            return run_of(run_id).agent(agent_id, limit)
-        except NotFound as err:
-            raise HTTPException(404, str(err)) from None
+        return run_of(run_id).agent(agent_id, limit)
+
+    @app.get("/api/runs/{run_id}/llm", dependencies=read)
+    def llm(run_id: int) -> dict[str, Any]:
+        """Language-model use: requests, tokens and cost summed over steps; the rates of
+        invalid answers, fallbacks, cache hits and errors; latency p50/p95 (median over
+        steps)."""
+        return run_of(run_id).llm_health()
+
+    @app.get("/api/runs/{run_id}/graph", dependencies=read)
+    def graph(run_id: int, center: int | None = None,
+              hops: Annotated[int, Query(ge=1, le=3)] = 1,
+              max_nodes: Annotated[int, Query(ge=1, le=MAX_GRAPH_NODES)] = 500,
+              color: str | None = None, seed: int = 0) -> dict[str, Any]:
+        """A sampled subgraph of the run's network: around agent ``center`` (``hops`` deep),
+        or around a seeded sample of agents; nodes carry attribute ``color`` as ``value``."""
+        return run_of(run_id).graph(center, hops, max_nodes, color, seed)
+
+    @app.get("/api/runs/{run_id}/tables", dependencies=read)
+    def tables(run_id: int) -> list[str]:
+        """The scenario's tables (posts, orders, ...) and the steering tables."""
+        return run_of(run_id).tables()
+
+    @app.get("/api/runs/{run_id}/tables/{table}", dependencies=read)
+    def table_rows(run_id: int, table: str, where: Annotated[list[str] | None, Query()] = None,
+                   offset: Annotated[int, Query(ge=0)] = 0,
+                   limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50) -> dict[str, Any]:
+        """A page of one table, newest rows first, filtered by its columns (e.g.
+        ``where=root_id=5``: the repost cascade of post 5)."""
+        return run_of(run_id).rows(table, conditions_of(where), offset, limit)
 
     @app.get("/api/runs/{run_id}/stream", dependencies=read)
     async def stream(run_id: int, since: int = 0,
@@ -238,7 +254,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
             raise HTTPException(422, _first(err)) from None
         row = send(run_id, "interview", {"event": data}, wait_s)
         if row["status"] == "applied":
-            row["answers"] = _answers(db, run_id, int(row["id"]))
+            row["answers"] = run_of(run_id).answers(int(row["id"]))
         return row
 
     return app
@@ -248,25 +264,6 @@ def _first(err: ValidationError) -> str:
     first = err.errors()[0]
     loc = ".".join(str(x) for x in first["loc"][1:])  # without the union's label
     return f"{loc}: {first['msg']}" if loc else first["msg"]
-
-
-def _answers(db: Database, run_id: int, command_id: int) -> list[dict[str, Any]]:
-    """The answers of the interview a command sent (found by its events row)."""
-    try:
-        events = db.table("events")
-        answers = db.table("interview_answers")
-    except StorageError:
-        return []
-    with db.engine.connect() as conn:
-        row = conn.execute(sa.select(events.c.name, events.c.step).where(
-            events.c.run_id == run_id, events.c.command_id == command_id)).first()
-        if row is None:
-            return []
-        cols = [c for c in answers.c if c.name not in ("run_id", "id", "prompt")]
-        result = conn.execute(sa.select(*cols).where(
-            answers.c.run_id == run_id, answers.c.event == row.name,
-            answers.c.step == row.step).order_by(answers.c.id))
-        return [dict(r._mapping) for r in result]
 
 
 __all__ = ["InterviewRequest", "ServiceConfig", "create_app"]

@@ -26,7 +26,7 @@ import pandas as pd
 
 from populace.simulator.actions import ActionBatch
 from populace.simulator.records import Records
-from populace.simulator.scenario import Scenario, Variable
+from populace.simulator.scenario import GraphTable, Scenario, Variable
 from populace.simulator.step import StepContext
 from populace.simulator.world import World
 
@@ -64,6 +64,8 @@ class MarketScenario(Scenario[MarketConfig, MarketObservation, MarketRuleParams,
     args_type = MarketArgs
     tables = TABLES
     action_table = "market_actions"
+    # who bought from whom: customers -> businesses, one edge per order
+    graph = GraphTable("market_orders", "customer_id", "business_id")
     examples = Path(__file__).parent / "examples"
     variables: ClassVar[dict[str, Variable]] = VARIABLES
     broadcast_model = MarketBroadcast

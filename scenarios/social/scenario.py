@@ -15,6 +15,7 @@ import numpy as np
 
 from populace.simulator.scenario import (
     ActionBatch,
+    GraphTable,
     Records,
     Scenario,
     StepContext,
@@ -74,6 +75,7 @@ class SocialScenario(Shardable[SocialArgs],
     args_type = SocialArgs
     tables = TABLES
     action_table = "actions"
+    graph = GraphTable("follows", "follower_id", "followee_id", op="op")
     examples = Path(__file__).parent / "examples"
     variables: ClassVar[dict[str, Variable]] = {
         "opinion": Variable("each agent's opinion, from -1 to 1", -1.0, 1.0)}
