@@ -36,6 +36,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from .cli_monitor import DEFAULT_PORT, MonitorProcess, require_monitor
 from .cli_steering import (
     STEERING_COMMANDS,
     UsageError,
@@ -69,6 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--runtime", choices=["local", "ray"],
                    help="override runtime.type (ray: shards on Ray, see docs/ray.md)")
     r.add_argument("--shards", type=int, help="override runtime.shards")
+    r.add_argument("--monitor", nargs="?", type=int, const=DEFAULT_PORT, metavar="PORT",
+                   help=f"watch and steer the run in the web monitor at http://127.0.0.1:PORT "
+                   f"(default {DEFAULT_PORT}); it stays up after the run until Ctrl-C (needs "
+                   "the webui extra)")
     r.add_argument("--replay-events", metavar="SOURCE",
                    help="schedule the live events (sent by intervene, interview or from "
                    "Python) of a recorded run at the steps it applied them: the run name, "
@@ -260,6 +265,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.replay_run is not None and args.replay_events is None:
         raise UsageError("--replay-run names a run of --replay-events' database: give "
                          "--replay-events SOURCE too")
+    if args.monitor is not None:
+        require_monitor()
     exp = load_experiment(args.experiment, overrides=overrides)
     _check_shards(changes, exp.config.runtime.type)
     url = _url(args.db) or exp.config.storage_url()
@@ -283,7 +290,15 @@ def _run(args: argparse.Namespace) -> int:
         return 130
     print(f"populace: run {sim.run_id} in {sim.db.shown_url} "  # type: ignore[union-attr]
           f"(set-up {sim.setup_s:.1f} s)", file=sys.stderr)
-    return _drive(sim, args.quiet)
+    if args.monitor is None:
+        return _drive(sim, args.quiet)
+    monitor = MonitorProcess(url, int(sim.run_id), args.monitor)  # type: ignore[arg-type]
+    try:
+        code = _drive(sim, args.quiet)
+        monitor.linger()
+        return code
+    finally:
+        monitor.close()
 
 
 def _replay(sim, source: str, run: str | None) -> None:  # type: ignore[no-untyped-def]
