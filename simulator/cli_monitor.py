@@ -49,6 +49,9 @@ class MonitorProcess:
             [sys.executable, "-m", "populace.simulator.cli", "monitor", url,
              "--run", str(run_id), "--port", str(port), "--host", host],
             start_new_session=True)
+        # a run ended by SIGTERM (a scheduler, `kill`) must still close the monitor: make the
+        # signal an exit that runs our `finally` (committed steps are kept either way)
+        self._before = signal.signal(signal.SIGTERM, _exit_on_term)
         print(f"populace: monitor of run {run_id} at {self.address}", file=sys.stderr,
               flush=True)
 
@@ -64,6 +67,7 @@ class MonitorProcess:
 
     def close(self) -> None:
         """Stop the monitor and every process it started."""
+        signal.signal(signal.SIGTERM, self._before)
         with contextlib.suppress(ProcessLookupError):  # the group may be gone already
             os.killpg(self.proc.pid, signal.SIGTERM)
         try:
@@ -72,6 +76,10 @@ class MonitorProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+
+def _exit_on_term(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 __all__ = ["DEFAULT_PORT", "MonitorProcess", "require_monitor"]

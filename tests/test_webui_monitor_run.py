@@ -30,7 +30,11 @@ def _answers(url: str) -> bool:
 
 
 @pytest.mark.slow
-def test_a_run_with_monitor_serves_it_until_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("sent", "code"), [(signal.SIGINT, 0), (signal.SIGTERM, 143)])
+def test_a_run_with_monitor_serves_it_until_ctrl_c(tmp_path: Path, sent: int,
+                                                   code: int) -> None:
+    """Ctrl-C ends the monitor and the run's process with the run's code; SIGTERM (a
+    scheduler's) ends both too, with 143."""
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(steered([], steps=5)))
     db, port = tmp_path / "run.sqlite", free_port()
     proc = subprocess.Popen([*POPULACE, "run", "exp.yaml", "--db", str(db), "--quiet",
@@ -50,8 +54,8 @@ def test_a_run_with_monitor_serves_it_until_ctrl_c(tmp_path: Path) -> None:
         while not _answers(f"http://127.0.0.1:{port}/_stcore/health"):
             assert time.monotonic() < deadline and proc.poll() is None, text
             time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        assert proc.wait(timeout=30) == 0
+        proc.send_signal(sent)
+        assert proc.wait(timeout=30) == code
         deadline = time.monotonic() + 20
         while _answers(f"http://127.0.0.1:{port}/_stcore/health"):
             assert time.monotonic() < deadline, "the monitor outlived the run's process"
