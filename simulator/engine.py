@@ -41,6 +41,12 @@ from populace.storage import Database, Run, StorageError
 from populace.storage.control import mark_command, pending_commands, send_command
 from populace.storage.database import redact
 from populace.storage.leases import LeaseLostError, RunLease
+from populace.storage.read_indexes import (
+    ReadIndex,
+    attribute_kinds,
+    ensure_attribute_indexes,
+    ensure_read_indexes,
+)
 from populace.storage.runs import (
     create_run,
     find_run,
@@ -866,9 +872,13 @@ class Simulation:
 
     def close(self, keep_lease: bool = False) -> None:
         """Flush and stop the writer thread; close the policy's connections; stop the lease's
-        heartbeat (unless ``keep_lease``: the caller marks the run and releases it)."""
+        heartbeat (unless ``keep_lease``: the caller marks the run and releases it). A run
+        that completed gets the indexes its readers need (``index_for_reads``)."""
         try:
             self.flush()
+            if (not keep_lease and self.run_id is not None and self.runtime is not None
+                    and self.step == self.config.steps):
+                self.index_for_reads()
         finally:
             if self.lease is not None and not keep_lease:
                 self.lease.stop()  # released by the last step's transaction, if it completed
@@ -883,6 +893,37 @@ class Simulation:
             if world is not None and world.llm is not None:
                 world.llm.close()
             self.runtime = None
+
+    def index_for_reads(self) -> float:
+        """Create the indexes the web service's reads need, once the run's bulk writes are
+        done: per agent (the action table, interview answers, memories, model calls), the
+        action mix, both ends of the scenario's network, and each agent attribute; return the
+        seconds it took (about 20 s at 1M agents on SQLite, 10 s on PostgreSQL: see
+        docs/benchmarks.md). Indexes that exist are kept, so calling it again costs nothing.
+
+        Made at the end, not at the start: a run writes its rows append-only, without
+        maintaining them (they would slow every step's write; docs/benchmarks.md measures it).
+        """
+        assert self.db is not None and self.run_id is not None
+        t0 = time.perf_counter()
+        scenario = self.experiment.scenario_cls
+        have = set(self.db.table_names())
+        per_agent = (scenario.action_table, "interview_answers", *LLM_STEP_TABLES)
+        specs = [ReadIndex(t, ("agent_id", "run_id")) for t in per_agent if t in have]
+        specs.append(ReadIndex(scenario.action_table, ("run_id", "action", "step")))
+        if scenario.graph is not None:
+            graph = scenario.graph
+            specs += [ReadIndex(graph.table, (graph.source, "run_id")),
+                      ReadIndex(graph.table, (graph.target, "run_id"))]
+        try:
+            ensure_read_indexes(self.db, specs)
+            ensure_attribute_indexes(self.db, attribute_kinds(self.db, self.run_id))
+        except Exception:  # the run is complete and stays so; only its readers are slower
+            log.warning("run %s: could not create the indexes for readers", self.run_id,
+                        exc_info=True)
+        spent = time.perf_counter() - t0
+        log.info("run %s: indexes for readers in %.1f s", self.run_id, spent)
+        return spent
 
     def _commit(self, step: int, records: Records, metrics: dict[str, float], *, n_active: int,
                 n_actions: int, compute_s: float, checkpoint: bool,

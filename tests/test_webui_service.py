@@ -21,6 +21,7 @@ import yaml
 
 from populace.simulator import Simulation, experiment_from_dict
 from populace.storage import Database, open_run
+from populace.storage.read_indexes import attribute_index_name, index_names
 from populace.webui.queries import NotFound, RunQueries
 
 from .test_steering import steered
@@ -216,6 +217,16 @@ def test_scenario_tables_page_newest_first_and_show_text_as_written(finished) ->
     assert api.get("/api/runs/1/tables/runs").status_code == 404  # not a run's table
     bad = api.get("/api/runs/1/tables/posts", params={"where": "nope=1"})
     assert bad.status_code == 404 and "no column 'nope'" in bad.json()["detail"]
+
+
+def test_a_completed_run_is_indexed_for_its_readers(finished) -> None:
+    _, db = finished
+    base = Database(f"sqlite:///{db}", create=False)
+    assert {attribute_index_name("age", True), attribute_index_name("job", False)} <= (
+        index_names(base, "agents"))
+    follows = " ".join(index_names(base, "follows"))
+    assert "follower_id" in follows and "followee_id" in follows
+    assert any("agent_id" in name for name in index_names(base, "actions"))
 
 
 def test_llm_health_of_a_rule_run_is_empty(finished) -> None:
