@@ -28,6 +28,7 @@ RUNNING = "running"
 REFRESH_S = 2.0
 """How often the live parts of a page re-read a running run."""
 PAGE_SIZE = 50
+CHARTS_PER_ROW = 2
 _MARKUP = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$&:])")
 
 
@@ -125,6 +126,19 @@ def escaped(text: str) -> str:
 def show_error(err: Exception | str) -> None:
     """An error message (which may quote what a user typed) in a red box, as written."""
     st.error(escaped(str(err)))
+
+
+def metric_grid(frame: pd.DataFrame, per_row: int = CHARTS_PER_ROW, height: int = 220
+                ) -> None:
+    """One small line chart per column of ``frame`` (indexed by step): metrics have their own
+    scales (a count beside a share would flatten the share)."""
+    names = list(frame.columns)
+    for row in range(0, len(names), per_row):
+        cols = st.columns(per_row)
+        for col, name in zip(cols, names[row:row + per_row], strict=False):
+            with col:
+                st.text(name)
+                st.line_chart(frame[[name]], height=height)
 
 
 def conditions_from(text: str) -> list[str]:

@@ -8,7 +8,7 @@ import streamlit as st
 
 from populace.webui.queries import RunQueries
 
-from .common import PAGE_SIZE
+from .common import PAGE_SIZE, metric_grid
 
 CHARTS = {
     "Prices": ("price_level", "inflation", "inflation_annualised"),
@@ -26,7 +26,7 @@ def render(q: RunQueries) -> None:
         if not data["step"]:
             st.info("No step recorded yet.")
             continue
-        st.line_chart(pd.DataFrame(data).set_index("step"))
+        metric_grid(pd.DataFrame(data).set_index("step"), per_row=4)
     st.subheader("State")
     rows = q.rows("economy_state", [], limit=PAGE_SIZE)
     if rows["rows"]:

@@ -8,7 +8,7 @@ import streamlit as st
 
 from populace.webui.queries import RunQueries
 
-from .common import PAGE_SIZE
+from .common import PAGE_SIZE, metric_grid
 
 WELFARE = ("welfare", "welfare_optimal", "welfare_ratio", "first_proposal_bias")
 CONCENTRATION = ("hhi", "gini_revenue", "price_dispersion", "mean_markup",
@@ -39,7 +39,7 @@ def render(q: RunQueries) -> None:
         if frame.empty:
             st.info("No step recorded yet.")
             continue
-        st.line_chart(frame)
+        metric_grid(frame, per_row=3)
         with st.expander(f"{title} values"):
             st.dataframe(frame)
     st.subheader("Orders")

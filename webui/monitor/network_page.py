@@ -44,13 +44,17 @@ def layout(graph: dict[str, Any], seed: int) -> tuple[pd.DataFrame, pd.DataFrame
 def chart(nodes: pd.DataFrame, edges: pd.DataFrame, colour: str | None) -> alt.LayerChart:
     """Edges as lines under nodes as dots (coloured by ``colour``'s values)."""
     bare = alt.Axis(labels=False, ticks=False, grid=False, title=None, domain=False)
+    fit = alt.Scale(zero=False)  # the layout's own extent, not stretched to include 0
     lines = alt.Chart(edges).mark_rule(opacity=0.25).encode(
-        x=alt.X("x:Q", axis=bare), y=alt.Y("y:Q", axis=bare), x2="x2:Q", y2="y2:Q")
+        x=alt.X("x:Q", axis=bare, scale=fit), y=alt.Y("y:Q", axis=bare, scale=fit),
+        x2="x2:Q", y2="y2:Q")
     numeric = colour is not None and pd.api.types.is_numeric_dtype(nodes["value"])
     colour_by: Any = alt.value("#4c78a8") if colour is None else alt.Color(
-        f"value:{'Q' if numeric else 'N'}", title=colour)
+        f"value:{'Q' if numeric else 'N'}", title=colour,
+        scale=alt.Scale(scheme="viridis" if numeric else "tableau10"))
     dots = alt.Chart(nodes).mark_circle(size=60, opacity=0.9).encode(
-        x=alt.X("x:Q", axis=bare), y=alt.Y("y:Q", axis=bare), color=colour_by,
+        x=alt.X("x:Q", axis=bare, scale=fit), y=alt.Y("y:Q", axis=bare, scale=fit),
+        color=colour_by,
         tooltip=["agent", "value", "degree"])
     return alt.layer(lines, dots).properties(height=600)
 

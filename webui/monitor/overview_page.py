@@ -8,10 +8,15 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from populace.webui.monitor.common import REFRESH_S, current_run, is_running, run_caption
+from populace.webui.monitor.common import (
+    REFRESH_S,
+    current_run,
+    is_running,
+    metric_grid,
+    run_caption,
+)
 from populace.webui.queries import RunQueries
 
-CHARTS_PER_ROW = 2
 # metrics charted first when a run has them
 PREFERRED = ("polarization", "opinion_mean", "posts_total", "welfare_ratio", "orders",
              "unemployment", "inflation", "real_gdp", "nash_distance", "mean")
@@ -53,13 +58,7 @@ def charts(q: RunQueries, chosen: list[str]) -> None:
         st.info("No step has been recorded yet.")
         return
     frame = pd.DataFrame(series).set_index("step")
-    # one chart per metric: their scales differ (a count beside a share would flatten it)
-    for row in range(0, len(chosen), CHARTS_PER_ROW):
-        cols = st.columns(CHARTS_PER_ROW)
-        for col, name in zip(cols, chosen[row:row + CHARTS_PER_ROW], strict=False):
-            with col:
-                st.text(name)
-                st.line_chart(frame[[name]] if name in frame else pd.DataFrame(), height=220)
+    metric_grid(frame[[n for n in chosen if n in frame]])
     with st.expander("Values"):
         st.dataframe(frame)
 
