@@ -78,8 +78,11 @@ class Run:
         stmt = sa.select(*cols).where(t.c.run_id == self.id)
         if where is not None:
             stmt = stmt.where(where(t))
-        order = [c for c in ("step", "id", "post_id") if c in t.c]
-        return stmt.order_by(*[t.c[c] for c in order]) if order else stmt
+        # always an order: without one the database may answer in the order of whichever
+        # index it picks (a completed run's readers' indexes, e.g. agents by an attribute)
+        order = [t.c[c] for c in ("step", "id", "post_id") if c in t.c] or [
+            c for c in t.primary_key.columns if c.name != "run_id"]
+        return stmt.order_by(*order) if order else stmt
 
     def table(self, name: str) -> pd.DataFrame:
         """All rows of ``name`` for this run, without the ``run_id`` column.
