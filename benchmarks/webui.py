@@ -49,8 +49,6 @@ HERE = Path(__file__).resolve().parent
 EXAMPLE = HERE.parent / "scenarios" / "social" / "examples" / "million.yaml"
 LIMIT_S = 1.0
 """The target: every read answers in under a second."""
-PER_AGENT_TABLES = ("interview_answers", "memories", "llm_calls")
-"""The core and language-model tables a per-agent read looks into (with the action table)."""
 
 
 def experiment(n: int, steps: int) -> dict[str, Any]:
@@ -72,17 +70,11 @@ def index_specs(db: Any, scenario: str) -> tuple[list[Any], dict[str, bool]]:
     """The read indexes of a run of ``scenario``: (``ReadIndex`` es, attribute -> numeric),
     as the engine makes them when a run completes."""
     from populace.simulator import get_scenario
-    from populace.storage.read_indexes import ReadIndex, attribute_kinds
+    from populace.simulator.reader_indexes import reader_indexes
+    from populace.storage.read_indexes import attribute_kinds
 
-    cls = get_scenario(scenario)
-    have = set(db.table_names())
-    specs = [ReadIndex(t, ("agent_id", "run_id"))
-             for t in (cls.action_table, *PER_AGENT_TABLES) if t in have]
-    specs.append(ReadIndex(cls.action_table, ("run_id", "action", "step")))
-    if cls.graph is not None:
-        specs += [ReadIndex(cls.graph.table, (cls.graph.source, "run_id")),
-                  ReadIndex(cls.graph.table, (cls.graph.target, "run_id"))]
-    return specs, attribute_kinds(db)
+    return (reader_indexes(get_scenario(scenario), set(db.table_names())),
+            attribute_kinds(db))
 
 
 def create_indexes(url: str, scenario: str) -> dict[str, float]:

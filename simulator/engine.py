@@ -42,7 +42,6 @@ from populace.storage.control import mark_command, pending_commands, send_comman
 from populace.storage.database import redact
 from populace.storage.leases import LeaseLostError, RunLease
 from populace.storage.read_indexes import (
-    ReadIndex,
     attribute_kinds,
     ensure_attribute_indexes,
     ensure_read_indexes,
@@ -69,6 +68,7 @@ from .llm.tables import STEP_TABLES as LLM_STEP_TABLES
 from .local_runtime import LocalRuntime
 from .policy import Policy
 from .population import Population, build_population
+from .reader_indexes import reader_indexes
 from .records import Records, merge_records
 from .rng import RngStreams
 from .runtime import RayRuntime, ShardDiedError, ShardedScenario
@@ -906,15 +906,7 @@ class Simulation:
         """
         assert self.db is not None and self.run_id is not None
         t0 = time.perf_counter()
-        scenario = self.experiment.scenario_cls
-        have = set(self.db.table_names())
-        per_agent = (scenario.action_table, "interview_answers", *LLM_STEP_TABLES)
-        specs = [ReadIndex(t, ("agent_id", "run_id")) for t in per_agent if t in have]
-        specs.append(ReadIndex(scenario.action_table, ("run_id", "action", "step")))
-        if scenario.graph is not None:
-            graph = scenario.graph
-            specs += [ReadIndex(graph.table, (graph.source, "run_id")),
-                      ReadIndex(graph.table, (graph.target, "run_id"))]
+        specs = reader_indexes(self.experiment.scenario_cls, set(self.db.table_names()))
         try:
             ensure_read_indexes(self.db, specs)
             ensure_attribute_indexes(self.db, attribute_kinds(self.db, self.run_id))
