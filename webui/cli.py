@@ -36,24 +36,30 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=serve)
 
 
+def checked_address(db: str, port: int) -> str:
+    """The database URL of ``db`` (a URL or an SQLite file that exists), after checking
+    ``port``; a ValueError that says what is wrong otherwise (``serve`` and ``monitor``)."""
+    from populace.storage import database_url  # not at the top: see ``serve``
+
+    if not 0 < port < 65536:
+        raise ValueError(f"--port must be between 1 and 65535, not {port}")
+    if os.path.isdir(db):
+        raise ValueError(f"{db} is a folder: give one database, e.g. "
+                         f"{os.path.join(db, 'quickstart.sqlite')}")
+    if "://" not in db and not os.path.isfile(db):
+        raise ValueError(f"no run database at {os.path.abspath(db)}")
+    return database_url(db)
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run the service until interrupted."""
     # imported here, not at the top: every `populace` command loads this module to list its
     # subcommands, and FastAPI with uvicorn would add a third of a second to each of them
     import uvicorn
 
-    from populace.storage import database_url
-
     from .service import ServiceConfig, create_app
 
-    if not 0 < args.port < 65536:
-        raise ValueError(f"--port must be between 1 and 65535, not {args.port}")
-    if os.path.isdir(args.db):
-        raise ValueError(f"{args.db} is a folder: give one database, e.g. "
-                         f"{os.path.join(args.db, 'quickstart.sqlite')}")
-    if "://" not in args.db and not os.path.isfile(args.db):
-        raise ValueError(f"no run database at {os.path.abspath(args.db)}")
-    url = database_url(args.db)
+    url = checked_address(args.db, args.port)
     token = args.token or os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(16)
     app = create_app(ServiceConfig(url, token=token, protect_reads=args.protect_reads))
     shown = "your token" if args.token or os.environ.get(TOKEN_ENV) else token
@@ -63,4 +69,4 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["TOKEN_ENV", "register", "serve"]
+__all__ = ["TOKEN_ENV", "checked_address", "register", "serve"]

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .cli import checked_address
+
 APP = Path(__file__).resolve().parent / "monitor" / "app.py"
 """The Streamlit entry script of the monitor."""
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -65,16 +67,9 @@ def monitor_command(url: str, host: str, port: int, run: str | None = None
 def monitor(args: argparse.Namespace) -> int:
     """Run Streamlit until it exits (or is interrupted); its exit code."""
     # imported here, not at the top: every `populace` command loads this module
-    from populace.storage import Database, database_url, find_run
+    from populace.storage import Database, find_run
 
-    if not 0 < args.port < 65536:
-        raise ValueError(f"--port must be between 1 and 65535, not {args.port}")
-    if os.path.isdir(args.db):
-        raise ValueError(f"{args.db} is a folder: give one database, e.g. "
-                         f"{os.path.join(args.db, 'quickstart.sqlite')}")
-    if "://" not in args.db and not os.path.isfile(args.db):
-        raise ValueError(f"no run database at {os.path.abspath(args.db)}")
-    url = database_url(args.db)
+    url = checked_address(args.db, args.port)
     db = Database(url, create=False)  # its errors (not a run database, ...) are said now
     # an unknown run is said now, with the runs there are; a name becomes its newest run's id
     run = None if args.run is None else str(find_run(db, args.run)["id"])

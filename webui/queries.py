@@ -23,6 +23,7 @@ import random
 import re
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import sqlalchemy as sa
@@ -105,17 +106,29 @@ class RunQueries:
             raise NotFound(f"run {self.id} has no table {name!r}")
         return self.db.table(name)
 
+    def _shown(self, name: str) -> tuple[sa.Table, list[sa.Column[Any]], Any]:
+        """Table ``name``, its columns this database has but ``run_id`` (one written by an
+        older version may lack new ones) and its newest-first order."""
+        t = self._table(name)
+        have = {c["name"] for c in sa.inspect(self.db.engine).get_columns(name)}
+        cols = [c for c in t.c if c.name in have and c.name != "run_id"]
+        return t, cols, sa.desc(t.c.id if "id" in have else t.c.step)
+
     def _rows(self, stmt: sa.Select) -> list[dict[str, Any]]:
         with self.db.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(stmt)]
 
+    @cached_property
+    def _first_attributes(self) -> dict[str, Any]:
+        """The first agent's attributes: the names and kinds of every agent's (read once)."""
+        t = self._table("agents")
+        rows = self._rows(sa.select(t.c.attributes).where(t.c.run_id == self.id).order_by(
+            t.c.agent_id).limit(1))
+        return json.loads(rows[0]["attributes"]) if rows else {}
+
     def attribute_names(self) -> list[str]:
         """The agents' attribute names (from the first agent's row)."""
-        t = self._table("agents")
-        stmt = sa.select(t.c.attributes).where(t.c.run_id == self.id).order_by(
-            t.c.agent_id).limit(1)
-        rows = self._rows(stmt)
-        return list(json.loads(rows[0]["attributes"])) if rows else []
+        return list(self._first_attributes)
 
     def _attribute(self, name: str, numeric: bool) -> sa.ColumnElement[Any]:
         """SQL for one attribute of ``agents.attributes`` (the name is checked first)."""
@@ -132,10 +145,7 @@ class RunQueries:
 
     def _numeric(self, name: str) -> bool:
         """Whether attribute ``name`` holds numbers (from the first agent's value)."""
-        t = self._table("agents")
-        rows = self._rows(sa.select(t.c.attributes).where(t.c.run_id == self.id).order_by(
-            t.c.agent_id).limit(1))
-        value = json.loads(rows[0]["attributes"]).get(name) if rows else None
+        value = self._first_attributes.get(name)
         return isinstance(value, int | float) and not isinstance(value, bool)
 
     # -- reads ------------------------------------------------------------------------------------
@@ -290,13 +300,9 @@ class RunQueries:
     def _agent_rows(self, table: str, agent_id: int, limit: int) -> list[dict[str, Any]]:
         if table not in self.db.table_names():
             return []
-        t = self.db.table(table)
-        # the columns this database has (one written by an older version may lack new ones)
-        have = {c["name"] for c in sa.inspect(self.db.engine).get_columns(table)}
-        cols = [c for c in t.c if c.name in have and c.name != "run_id"]
-        order = t.c.id if "id" in t.c else t.c.step
+        t, cols, order = self._shown(table)
         stmt = (sa.select(*cols).where(t.c.run_id == self.id, t.c.agent_id == agent_id)
-                .order_by(sa.desc(order)).limit(limit))
+                .order_by(order).limit(limit))
         return [_plain(r) for r in self._rows(stmt)]
 
     def llm_health(self) -> dict[str, Any]:
@@ -403,17 +409,15 @@ class RunQueries:
         if table not in self.tables():
             raise NotFound(f"run {self.id} has no table {table!r} to show (tables: "
                            f"{', '.join(self.tables())})")
-        t = self._table(table)
-        have = {c["name"] for c in sa.inspect(self.db.engine).get_columns(table)}
-        cols = [c for c in t.c if c.name in have and c.name != "run_id"]
+        t, cols, order = self._shown(table)
+        names = [c.name for c in cols]
         where: list[Any] = [t.c.run_id == self.id]
         for c in conditions:
-            if c.attribute not in have:
+            if c.attribute not in names and c.attribute != "run_id":
                 raise NotFound(f"table {table} has no column {c.attribute!r} (columns: "
-                               f"{', '.join(c.name for c in cols)})")
+                               f"{', '.join(names)})")
             where.append(_compare(t.c[c.attribute], c))
-        order = t.c.id if "id" in have else t.c.step
-        stmt = (sa.select(*cols).where(*where).order_by(sa.desc(order)).offset(offset)
+        stmt = (sa.select(*cols).where(*where).order_by(order).offset(offset)
                 .limit(min(limit, MAX_PAGE)))
         return {"table": table, "columns": [c.name for c in cols],
                 "rows": [_plain(r) for r in self._rows(stmt)]}

@@ -34,7 +34,7 @@ def distribution(q: RunQueries, names: list[str]) -> None:
     st.subheader("Distribution")
     name = st.selectbox("Attribute", names, key=f"population_attribute_{q.id}")
     bins = st.slider("Bins (numeric attributes)", 2, 100, 20, key="population_bins")
-    h = reads.histogram(q, str(name), bins)
+    h = q.histogram(str(name), bins)
     frame = histogram_frame(h)
     if frame.empty:
         st.info(f"No agent has a value of {name}.")

@@ -1,8 +1,8 @@
 """Reads that scan a whole population, kept for a while: a page reruns on every click, and
-an attribute's histogram or an agent search of a million-agent run takes a second or more.
+an agent search of a million-agent run can take a second. (Histograms are kept by
+``RunQueries.histogram`` itself, for every reader.)
 
 Core objects:
-    histogram: ``RunQueries.histogram``, kept per run, attribute and bin count.
     agents: ``RunQueries.agents``, kept per run, conditions and page.
 
 A run's agents change only when agents join or leave, between steps: what is kept is keyed by
@@ -28,21 +28,10 @@ def _version(q: RunQueries) -> tuple[int, int]:
 
 
 @st.cache_data(ttl=KEEP_S, max_entries=256, show_spinner=False)
-def _histogram(url: str, run_id: int, version: tuple[int, int], name: str,
-               bins: int) -> dict[str, Any]:
-    return RunQueries(open_database(url), run_id).histogram(name, bins)
-
-
-@st.cache_data(ttl=KEEP_S, max_entries=256, show_spinner=False)
 def _agents(url: str, run_id: int, version: tuple[int, int], conditions: tuple[str, ...],
             offset: int, limit: int) -> dict[str, Any]:
     queries = RunQueries(open_database(url), run_id)
     return queries.agents([parse_condition(c) for c in conditions], offset, limit)
-
-
-def histogram(q: RunQueries, name: str, bins: int) -> dict[str, Any]:
-    """The distribution of attribute ``name`` (``NotFound`` for an unknown one)."""
-    return _histogram(q.db.url, q.id, _version(q), name, bins)
 
 
 def agents(q: RunQueries, conditions: list[str], offset: int, limit: int) -> dict[str, Any]:
@@ -51,4 +40,4 @@ def agents(q: RunQueries, conditions: list[str], offset: int, limit: int) -> dic
     return _agents(q.db.url, q.id, _version(q), tuple(conditions), offset, limit)
 
 
-__all__ = ["KEEP_S", "agents", "histogram"]
+__all__ = ["KEEP_S", "agents"]
