@@ -19,7 +19,6 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from streamlit.testing.v1 import AppTest
 
 from populace.simulator import Simulation, experiment_from_dict
@@ -37,7 +36,7 @@ from .test_economy import small as economy
 from .test_market import market
 from .test_steering import steered
 from .test_steering_llm import with_llm
-from .test_webui_service import POPULACE, free_port
+from .test_webui_service import POPULACE, free_port, start_live_run
 
 SHOUT = "<script>alert(1)</script>"
 BOLD = "**bold**"
@@ -427,13 +426,7 @@ def test_populace_monitor_serves_http_on_loopback(db_url: str) -> None:
 @pytest.fixture
 def live_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[subprocess.Popen]:
     """A real ``populace run`` subprocess, running (at least two steps done)."""
-    data = steered([], steps=400)
-    data["population"]["size"] = 2000
-    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(data))
-    db = tmp_path / "live.sqlite"
-    run = subprocess.Popen([*POPULACE, "run", "exp.yaml", "--db", str(db), "--quiet"],
-                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True)
+    run, db = start_live_run(tmp_path)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

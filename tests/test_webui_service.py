@@ -63,6 +63,19 @@ class Served:
         self.proc.wait(timeout=30)
 
 
+def start_live_run(folder: Path) -> tuple[subprocess.Popen[str], Path]:
+    """A real ``populace run`` subprocess of a long social run (2,000 agents, 400 steps) in
+    ``folder``, and the database it writes (which appears once its set-up is done)."""
+    data = steered([], steps=400)
+    data["population"]["size"] = 2000
+    (folder / "exp.yaml").write_text(yaml.safe_dump(data))
+    db = folder / "live.sqlite"
+    run = subprocess.Popen([*POPULACE, "run", "exp.yaml", "--db", str(db), "--quiet"],
+                           cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    return run, db
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, Path]]:
     """A completed social run with events and an interview, served."""
@@ -260,13 +273,7 @@ def test_a_scenario_without_a_network_says_so(sqlite_url: str) -> None:
 @pytest.mark.slow
 def test_a_running_populace_run_is_steered_through_the_service(tmp_path: Path) -> None:
     """pause, an interview answered while paused... then stop: a real run subprocess."""
-    data = steered([], steps=400)
-    data["population"]["size"] = 2000
-    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(data))
-    db = tmp_path / "live.sqlite"
-    run = subprocess.Popen([*POPULACE, "run", "exp.yaml", "--db", str(db), "--quiet"],
-                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True)
+    run, db = start_live_run(tmp_path)
     try:
         deadline = time.monotonic() + 120
         while not db.exists() and time.monotonic() < deadline:
