@@ -772,6 +772,9 @@ class Simulation:
                     continue
                 if kind == "pause":
                     self.paused = True
+                    # commit the steps already computed first: whoever hears "applied" then
+                    # reads the step the run holds at, not one the writer adds a moment later
+                    self.flush()
                 elif kind == "resume":
                     self.paused = False
                 elif kind == "stop":
