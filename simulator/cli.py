@@ -3,7 +3,10 @@
 Commands:
     validate EXP.yaml          check an experiment and report every problem at once
     run EXP.yaml               run it, with a progress bar, into its database
-                               (--replay-events DB: with the live events of a recorded run)
+                               (--replay-events DB: with the live events of a recorded run;
+                               --set KEY.PATH=VALUE on run and validate: change any key)
+    sweep SWEEP.yaml           run an experiment over a grid or sample of parameters x seeds,
+                               in parallel, into one database (a restart skips finished runs)
     resume RUN                 continue a run that stopped, from its last checkpoint
     intervene RUN --file F     send events to a running run (applied at its next step)
     interview RUN --question Q ask a running run's agents, at its next step
@@ -60,12 +63,14 @@ def _parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("validate", help="check an experiment YAML file")
     v.add_argument("experiment", type=Path)
+    _add_set(v)
 
     r = sub.add_parser("run", help="run an experiment")
     r.add_argument("experiment", type=Path)
     r.add_argument("--db", help="database URL or SQLite path (overrides storage.url)")
     r.add_argument("--steps", type=int, help="override the number of steps")
     r.add_argument("--seed", type=int, help="override the seed")
+    _add_set(r)
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--runtime", choices=["local", "ray"],
                    help="override runtime.type (ray: shards on Ray, see docs/ray.md)")
@@ -99,6 +104,25 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     e.add_argument("--out", type=Path, required=True, help="output folder")
 
+    w = sub.add_parser(
+        "sweep", help="run an experiment over parameters x seeds into one database",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run an experiment over a grid or a seeded random sample of parameters, "
+        "each point\nwith several seeds, in worker processes (or Ray tasks), every run into "
+        "one database.\nRunning it again skips completed runs and resumes unfinished ones. "
+        "See docs/sweeps.md.",
+        epilog="Read the results: populace.storage.open_sweep(DB, NAME) (one row per run and "
+        "step).")
+    w.add_argument("sweep", type=Path, help="the sweep YAML file")
+    w.add_argument("--db", help="database URL or SQLite path (overrides storage:)")
+    w.add_argument("--workers", type=int, help="runs at once (overrides workers:)")
+    w.add_argument("--runtime", choices=["local", "ray"],
+                   help="worker processes here, or Ray tasks (overrides runtime.type)")
+    _add_set(w, what="the sweep file (e.g. --set seeds=5, --set set.steps=10)")
+    w.add_argument("--dry-run", action="store_true",
+                   help="validate and list the planned runs and their status; run nothing")
+    w.add_argument("--quiet", action="store_true", help="no progress bar")
+
     sub.add_parser("scenarios", help="list installed scenarios")
     add_parsers(sub)
     _plugin_commands(sub)
@@ -127,6 +151,24 @@ def _parser() -> argparse.ArgumentParser:
                    "built-in simulator/llm/templates/profile.j2")
     g.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
+
+
+def _add_set(parser: argparse.ArgumentParser, what: str = "the experiment") -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        dest="assignments",
+                        help=f"set any key of {what} by its dotted path, value as in YAML "
+                        "(e.g. --set policy.params.backfire=0.2); repeatable; checked like "
+                        "the file")
+
+
+def _assignments(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--set`` values as dotted overrides (a key given twice: the last wins)."""
+    from .sweep import parse_assignment
+
+    try:
+        return dict(parse_assignment(a) for a in args.assignments)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def _plugin_commands(sub: Any) -> None:
@@ -211,6 +253,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _validate(args)
     if args.command == "run":
         return _run(args)
+    if args.command == "sweep":
+        return _sweep(args)
     if args.command == "resume":
         return _resume(args)
     if args.command == "runs":
@@ -237,7 +281,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from .config import load_experiment
 
-    exp = load_experiment(args.experiment)
+    exp = load_experiment(args.experiment, overrides=_assignments(args) or None)
     cfg = exp.config
     size = cfg.population.size if cfg.population.size is not None else "from file"
     duration = cfg.model_dump(mode="json", include={"step_duration"})["step_duration"]
@@ -258,8 +302,9 @@ def _run(args: argparse.Namespace) -> int:
     from .config import load_experiment
     from .engine import Simulation
 
-    overrides: dict[str, Any] = {k: v for k, v in (("steps", args.steps), ("seed", args.seed))
-                                 if v is not None}
+    overrides = _assignments(args)
+    overrides.update({k: v for k, v in (("steps", args.steps), ("seed", args.seed))
+                      if v is not None})
     changes = _runtime_changes(args)
     overrides.update({f"runtime.{k}": v for k, v in changes.items()})
     if args.replay_run is not None and args.replay_events is None:
@@ -299,6 +344,59 @@ def _run(args: argparse.Namespace) -> int:
         return code
     finally:
         monitor.close()
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .sweep import SweepMismatchError, load_sweep, run_sweep
+
+    overrides = _assignments(args)
+    if args.workers is not None:
+        overrides["workers"] = args.workers
+    if args.runtime is not None:
+        overrides["runtime.type"] = args.runtime
+    sweep = load_sweep(args.sweep, overrides=overrides or None, db=args.db)
+    name, runs = sweep.spec.name, len(sweep.runs)
+    print(f"populace: sweep {name!r}: {len(sweep.points)} parameter point"
+          f"{'s' if len(sweep.points) != 1 else ''} x {len(sweep.seeds)} seed"
+          f"{'s' if len(sweep.seeds) != 1 else ''} = {runs} runs of {sweep.experiment.name} "
+          f"into {_shown(sweep.db_url)}", file=sys.stderr)
+    if args.dry_run:
+        status = _planned_status(sweep.db_url, name)
+        for run in sweep.runs:
+            shown = ", ".join(f"{k}={v!r}" for k, v in run.params.items()) or "-"
+            print(f"{run.run_name}\t{status.get(run.run_name, 'planned')}\t{shown}")
+        return 0
+    try:
+        report = run_sweep(sweep, progress=not args.quiet)
+    except SweepMismatchError as err:
+        raise UsageError(str(err)) from None
+    print(f"populace: sweep {name!r}: {report.text()}")
+    print(f"load it: populace.storage.open_sweep({_shown(sweep.db_url)!r}, {name!r})")
+    return 1 if report.failed else 0
+
+
+def _shown(url: str) -> str:
+    from populace.storage import redact
+
+    return redact(url.removeprefix("sqlite:///"))
+
+
+def _planned_status(url: str, name: str) -> dict[str, str]:
+    """Run name -> status of the sweep's runs already in the database (none when the database
+    or the sweep is not there yet: a dry run creates nothing)."""
+    from populace.storage import Database, StorageError
+    from populace.storage.sweeps import find_sweep, sweep_progress
+
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        return {}
+    db = Database(url, create=False, read_only=True)
+    try:
+        table = sweep_progress(db, int(find_sweep(db, name)["id"]))
+    except StorageError:
+        return {}
+    finally:
+        db.dispose()
+    return dict(zip(table["run_name"], table["status"], strict=True))
 
 
 def _replay(sim, source: str, run: str | None) -> None:  # type: ignore[no-untyped-def]
@@ -358,8 +456,8 @@ def _drive(sim, quiet: bool) -> int:  # type: ignore[no-untyped-def]
           f"{wall:.1f} s; database {sim.db.shown_url}")
     if len(metrics):
         last = metrics.iloc[-1].dropna()
-        shown = [k for k in last.index if "." not in k][:8]  # headline metrics, not counters
-        print("final metrics: " + ", ".join(f"{k}={last[k]:.4g}" for k in shown))
+        print("final metrics: " + ", ".join(
+            f"{k}={last[k]:.4g}" for k in headline_metrics(sim.config.scenario.type, last.index)))
     print(f"load it: populace.storage.open_run({sim.db.shown_url!r}, {run.id})")
     if sim.config.llm is None:
         return 0
@@ -370,6 +468,16 @@ def _drive(sim, quiet: bool) -> int:  # type: ignore[no-untyped-def]
     for line in summary.lines():
         print(line, file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+def headline_metrics(scenario: str, recorded: Sequence[str]) -> list[str]:
+    """The metrics a run's summary line shows: those its scenario declares as headline
+    (``Scenario.headline_metrics``) that the run recorded, else the first 8 by name that are
+    not counters (dotted names, e.g. ``actions.like``)."""
+    from .registry import get_scenario
+
+    declared = [m for m in get_scenario(scenario).headline_metrics if m in set(recorded)]
+    return declared or [k for k in recorded if "." not in k][:8]
 
 
 def _resolve(run: str, db: str | None) -> tuple[str, str | None]:

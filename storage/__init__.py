@@ -4,6 +4,7 @@ Core objects:
     Database: open or create a run database; bulk, per-step transactional writes.
     Run / open_run: read a run's tables and per-step metrics as pandas DataFrames.
     export_run: write a run's tables to Parquet or CSV.
+    open_sweep / list_sweeps: a parameter sweep's runs as one tidy DataFrame; the sweeps there.
     Base, RunStepMixin, EventMixin: declare scenario tables on the shared schema.
 
 This package knows nothing about the engine or the scenarios above it.
@@ -14,6 +15,7 @@ from .export import export_run
 from .loaders import Run, database_url, open_run
 from .runs import find_run, list_runs
 from .schema import Base, EventMixin, RunStepMixin
+from .sweeps import list_sweeps, open_sweep
 
 __all__ = [
     "Base",
@@ -26,6 +28,8 @@ __all__ = [
     "export_run",
     "find_run",
     "list_runs",
+    "list_sweeps",
     "open_run",
+    "open_sweep",
     "redact",
 ]

@@ -5,6 +5,7 @@ Core objects:
         and ``EventMixin``).
     RunRecord, Step, StepMetric, Agent, AgentState, Checkpoint: typed ORM models for the engine's tables.
     RunLeaseRecord: which process may write a run now (see ``populace.storage.leases``).
+    SweepRecord, SweepRunRecord: parameter sweeps and the runs they plan (``storage.sweeps``).
     EventRecord, InterviewAnswer, Arrival, Departure, ControlCommand: how a run was steered
         (events applied, interview answers, agents that joined and left, commands sent to a
         running run; see ``populace.storage.control``).
@@ -238,6 +239,31 @@ class ControlCommand(Base):
     applied_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     applied_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class SweepRecord(Base):
+    """A parameter sweep: its name and its spec (the sweep file, resolved) as JSON. Its runs
+    are ordinary runs, listed in ``sweep_runs``."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class SweepRunRecord(Base):
+    """One run a sweep plans: its parameter point, its seed and the name of its run (the run
+    itself is the newest row of ``runs`` with that name, once a worker has started it)."""
+
+    __tablename__ = "sweep_runs"
+
+    sweep_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    point: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seed: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    run_name: Mapped[str] = mapped_column(String(200), index=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 CORE_STEP_TABLES = ("steps", "step_metrics", "agent_states", "checkpoints", "events",
