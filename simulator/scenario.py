@@ -84,6 +84,9 @@ class Scenario(ABC, Generic[ConfigT, ObsT, ParamsT, ArgsT]):
             (``apply`` may fill outcome columns, e.g. ``accepted``).
         examples: folder of its example experiment YAML files.
         graph: the table of its network (e.g. follows), if it has one (see ``GraphTable``).
+        headline_metrics: the metrics (names ``metrics`` returns) that sum a run up, most
+            telling first: ``populace run`` prints their final values, sweeps and monitors
+            show them first. Empty: the first few metrics by name.
 
     Steering (events, interventions, interviews; see ``populace.simulator.events``), each
     optional:
@@ -105,6 +108,7 @@ class Scenario(ABC, Generic[ConfigT, ObsT, ParamsT, ArgsT]):
     action_table: ClassVar[str]
     examples: ClassVar[Path | None] = None
     graph: ClassVar[GraphTable | None] = None
+    headline_metrics: ClassVar[tuple[str, ...]] = ()
     variables: ClassVar[dict[str, Variable]] = {}
     broadcast_model: ClassVar[type[BaseModel] | None] = None
     reconfigurable: ClassVar[tuple[str, ...]] = ()

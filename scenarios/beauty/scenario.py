@@ -124,6 +124,9 @@ class BeautyContestScenario(Scenario[BeautyConfig, BeautyObservation, LevelKPara
     """Keynesian beauty contest: guess p times the mean guess; level-k or LLM players."""
 
     name = "beauty_contest"
+    headline_metrics = (
+        "target", "winning_guess", "mean", "nash_distance", "guesses",
+    )
     config_model = BeautyConfig
     rule_params_model = LevelKParams
     actions = ACTIONS

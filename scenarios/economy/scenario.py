@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -114,6 +115,10 @@ class EconomyScenario(Scenario[EconomyConfig, EconomyObservation, HouseholdRuleP
     """A macro-economy of households (agents), firms, a central bank and a government."""
 
     name = "economy"
+    headline_metrics = (
+        "inflation_annualised", "unemployment", "real_gdp", "interest_rate", "gini_wealth",
+    )
+    examples = Path(__file__).parent / "examples"
     config_model = EconomyConfig
     rule_params_model = HouseholdRuleParams
     actions = ACTIONS

@@ -58,6 +58,10 @@ class MarketScenario(Scenario[MarketConfig, MarketObservation, MarketRuleParams,
     """
 
     name = "market"
+    headline_metrics = (
+        "welfare_ratio", "first_proposal_bias", "hhi", "orders_total", "needs_met",
+        "needs_abandoned", "mean_markup", "price_dispersion",
+    )
     config_model = MarketConfig
     rule_params_model = MarketRuleParams
     actions = ACTIONS

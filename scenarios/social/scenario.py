@@ -69,6 +69,10 @@ class SocialScenario(Shardable[SocialArgs],
     """
 
     name: ClassVar[str] = "social"
+    headline_metrics = (
+        "polarization", "bimodality", "assortativity", "exposure_corr", "opinion_mean",
+        "opinion_var", "posts_total", "follow_edges",
+    )
     config_model = SocialConfig
     rule_params_model = SocialRuleParams
     actions = ACTIONS
