@@ -151,7 +151,8 @@ def test_overview_shows_progress_metrics_and_the_action_mix(monitor_env: str) ->
     shown = metric_values(at)
     assert shown["Status"] == "completed" and shown["Steps"] == "6/6"
     assert shown["Agents"] == "300"
-    assert at.multiselect[0].value == ["polarization", "opinion_mean", "posts_total"]
+    # the social scenario's first three headline metrics
+    assert at.multiselect[0].value == ["polarization", "bimodality", "assortativity"]
     series, mix = frames(at)  # the chart's values, then the action mix
     metrics = open_run(monitor_env, 1).metrics()
     assert series.index.tolist() == [1, 2, 3, 4, 5, 6]

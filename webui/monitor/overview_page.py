@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from populace.simulator import get_scenario
 from populace.webui.monitor.common import (
     REFRESH_S,
     current_run,
@@ -17,10 +18,6 @@ from populace.webui.monitor.common import (
 )
 from populace.webui.queries import RunQueries
 
-# metrics charted first when a run has them
-PREFERRED = ("polarization", "opinion_mean", "posts_total", "welfare_ratio", "orders",
-             "unemployment", "inflation", "real_gdp", "nash_distance", "mean")
-
 
 def metric_names(q: RunQueries) -> list[str]:
     """The names of the run's metrics, from its newest step only (not the whole series)."""
@@ -29,9 +26,14 @@ def metric_names(q: RunQueries) -> list[str]:
     return sorted(k for k in newest if k != "step")
 
 
-def default_metrics(names: list[str]) -> list[str]:
-    """Up to three metrics to chart before the user picks."""
-    chosen = [n for n in PREFERRED if n in names]
+def default_metrics(names: list[str], scenario: str) -> list[str]:
+    """Up to three metrics to chart before the user picks: the scenario's headline metrics
+    first (``Scenario.headline_metrics``; none for a scenario not installed here)."""
+    try:
+        headline = get_scenario(scenario).headline_metrics
+    except KeyError:
+        headline = ()
+    chosen = [n for n in headline if n in names]
     chosen += [n for n in names if not n.startswith("llm.") and n not in chosen]
     return chosen[:3]
 
@@ -120,7 +122,7 @@ def render() -> None:
         fresh = RunQueries(q.db, q.id)  # the run's status and progress now
         run_caption(fresh)
         names = metric_names(fresh)
-        chosen = st.multiselect("Metrics", names, default=default_metrics(names),
+        chosen = st.multiselect("Metrics", names, default=default_metrics(names, str(fresh.info["scenario"])),
                                 key=f"overview_metrics_{q.id}")
         progress(fresh)
         charts(fresh, chosen)
