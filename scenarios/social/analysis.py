@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
 
 from populace.simulator.analysis import new_axes
 from populace.storage import Run
@@ -161,14 +162,20 @@ def plot_cascades(stats: pd.DataFrame, column: str = "size", *, ax: Axes | None 
     """
     dist = cascade_distribution(stats, column)
     ax = new_axes(ax)
+    count = f"{int(dist['count'].sum()):,} cascades"
     ax.plot(dist[column], dist["ccdf"], marker="o", markersize=3, linewidth=1.2,
-            drawstyle="steps-post", label=label)
+            drawstyle="steps-post", label=f"{label} ({count})" if label is not None else None)
     if column != "structural_virality" and len(dist) and dist[column].min() > 0:
         ax.set_xscale("log")
+        # whole numbers on the log axis (2, 5, 10, 20), not 2 x 10^0
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_yscale("log")
-    ax.set_xlabel(f"cascade {column.replace('_', ' ')}")
+    what = column.replace("_", " ")
+    ax.set_xlabel(f"cascade {what}")
     ax.set_ylabel("share of cascades ≥ x")
-    ax.set_title(f"cascade {column.replace('_', ' ')} distribution ({len(stats):,} cascades)")
+    ax.set_title(f"cascade {what} distribution" + ("" if label is not None else f" ({count})"))
     if label is not None:
         ax.legend(fontsize="small")
     return ax
