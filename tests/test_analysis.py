@@ -428,6 +428,11 @@ def test_market_welfare_and_concentration_agree_with_the_runs_metrics(
     conc = concentration(market_run).set_index("step")
     np.testing.assert_allclose(conc["hhi"].reindex(metrics.index), metrics["hhi"])
     assert (conc["top1_share"].dropna() <= conc["top3_share"].dropna()).all()
+    # the market's network: customers -> sellers they paid, weighted by orders
+    orders = market_run.table("market_orders")
+    graph = network_snapshot(market_run, seeds=range(10))  # the 10 sellers
+    pairs = orders.groupby(["customer_id", "business_id"]).size()
+    assert {(a, b): w for a, b, w in graph.edges(data="weight")} == pairs.to_dict()
     ax = plot_concentration(conc.reset_index())
     assert len(ax.lines) == 3
     assert_png(save_figure(ax, tmp_path / "concentration.png"))
