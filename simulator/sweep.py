@@ -238,7 +238,20 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None,
     data, marks = load_yaml(path, defer_duplicates=True)
     data = dict(data or {})
     if overrides:
-        data = apply_overrides(data, overrides, source=str(path))
+        # `set` and `grid` hold dotted experiment keys: set.population.size=300 is the key
+        # "population.size" of `set`, not a `population` mapping inside it
+        nested = {k: v for k, v in overrides.items() if k.split(".")[0] in ("set", "grid")}
+        data = apply_overrides(data, {k: v for k, v in overrides.items() if k not in nested},
+                               source=str(path))
+        for key, value in nested.items():
+            section, _, rest = key.partition(".")
+            if not rest:
+                data[section] = value
+            elif isinstance(data.get(section) or {}, dict):
+                data[section] = {**(data.get(section) or {}), rest: value}
+            else:
+                raise ConfigError([Problem(section, f"override {key!r}: {section} is not a "
+                                           "mapping")], str(path))
     data.setdefault("name", path.stem.replace(".", "_"))
     spec = validate(SweepSpec, data, marks, source=str(path))
     experiment = (path.parent / spec.experiment).resolve()

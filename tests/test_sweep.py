@@ -87,6 +87,11 @@ def test_a_grid_plans_every_combination_times_seeds(tmp_path: Path) -> None:
     assert sweep.runs[3].run_name == "conf.p1.s9"
     task = sweep.task(sweep.runs[3])
     assert task.overrides["seed"] == 9 and task.overrides["steps"] == 4
+    # overrides of `set` and `grid` name dotted experiment keys whole
+    changed = load_sweep(path, overrides={"set.population.size": 90, "seeds": 1,
+                                          "grid.network.m": [2, 3]})
+    assert changed.spec.set == {**SMALL, "population.size": 90}
+    assert len(changed.points) == 12 and changed.points[0]["network.m"] == 2
     # a count of seeds starts at the experiment's own seed (quickstart: 42)
     assert load_sweep(write_sweep(tmp_path, seeds=3)).seeds == [42, 43, 44]
 
