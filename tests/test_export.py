@@ -162,17 +162,57 @@ def test_export_streams_agents_in_chunks_with_the_same_result(sqlite_url: str,
     db.dispose()
 
 
-def test_export_shows_progress_per_table_when_asked(sqlite_url: str, tmp_path: Path,
-                                                    capsys) -> None:
-    db = Database(sqlite_url)
+def _run_with_rows(url: str) -> int:
+    """A run with rows in three tables: 40 agents, 50 metric rows, 30 agent states."""
+    db = Database(url)
     run_id = new_run(db)
     with db.transaction() as conn:
+        db.insert_columns(conn, "agents", run_id, {
+            "agent_id": list(range(40)),
+            "attributes": [f'{{"age": {20 + i}, "camp": "{"ab"[i % 2]}"}}' for i in range(40)]})
         db.insert_columns(conn, "step_metrics", run_id, {
             "step": list(range(50)), "name": ["m"] * 50, "value": [1.0] * 50})
-    export_run(open_run(sqlite_url, run_id), "csv", tmp_path / "out", progress=True)
-    err = capsys.readouterr().err
-    assert "step_metrics: 100%" in err and "50/50" in err
+        db.insert_columns(conn, "agent_states", run_id, {
+            "step": [0] * 30, "agent_id": list(range(30)), "variable": ["opinion"] * 30,
+            "value": [0.25] * 30})
     db.dispose()
+    return run_id
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_export_progress_is_one_bar_when_asked_and_nothing_otherwise(
+        sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str) -> None:
+    run = open_run(sqlite_url, _run_with_rows(sqlite_url))
+    shown = export_run(run, fmt, tmp_path / "shown", progress=True, chunk_rows=16)
+    err = capsys.readouterr().err
+    # one bar over the rows of every table (counted in the snapshot), ending on the run
+    assert f"export run {run.id}: 100%" in err and "120/120" in err, err
+    quiet = export_run(run, fmt, tmp_path / "quiet", progress=False, chunk_rows=16)
+    assert capsys.readouterr().err == ""
+    auto = export_run(run, fmt, tmp_path / "auto", chunk_rows=16)  # stderr is no terminal
+    assert capsys.readouterr().err == ""
+    # the same files, byte for byte, whichever way
+    names = [f.name for f in shown]
+    assert names == [f.name for f in quiet] == [f.name for f in auto]
+    assert len(names) == 4  # runs, agent_states, agents, step_metrics
+    for name in names:
+        data = (tmp_path / "shown" / name).read_bytes()
+        assert data == (tmp_path / "quiet" / name).read_bytes() == (
+            tmp_path / "auto" / name).read_bytes(), name
+
+
+def test_export_progress_by_default_shows_on_a_terminal_only_for_long_exports(
+        sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import populace.storage.export as export
+
+    run = open_run(sqlite_url, _run_with_rows(sqlite_url))
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    export_run(run, "csv", tmp_path / "short")  # done long before AUTO_DELAY_S
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(export, "AUTO_DELAY_S", 0.0)  # as if it had run that long
+    export_run(run, "csv", tmp_path / "long", chunk_rows=16)
+    assert f"export run {run.id}: 100%" in capsys.readouterr().err
 
 
 def test_an_empty_or_foreign_database_is_named_as_such(tmp_path: Path) -> None:
