@@ -347,7 +347,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from .sweep import SweepMismatchError, load_sweep, run_sweep
+    from .sweep import SweepMismatchError, headline_table, load_sweep, run_sweep
 
     overrides = _assignments(args)
     if args.workers is not None:
@@ -371,6 +371,10 @@ def _sweep(args: argparse.Namespace) -> int:
     except SweepMismatchError as err:
         raise UsageError(str(err)) from None
     print(f"populace: sweep {name!r}: {report.text()}")
+    table = headline_table(sweep)
+    if len(table):
+        print("final step, mean ± sd across seeds:")
+        print(table.to_string(index=False))
     print(f"load it: populace.storage.open_sweep({_shown(sweep.db_url)!r}, {name!r})")
     return 1 if report.failed else 0
 

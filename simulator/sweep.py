@@ -25,18 +25,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
 from populace.storage import Database, StorageError, database_url, find_run
 from populace.storage.leases import holder_alive, lease_holders
-from populace.storage.sweeps import PlannedRun, record_sweep, sweep_progress
+from populace.storage.sweeps import PlannedRun, open_sweep, record_sweep, sweep_progress
 
 from .config import apply_overrides, load_experiment
 from .config_errors import ConfigError, Problem, validate
 from .engine import Simulation
 from .llm.summary import summary_from_metrics
+from .registry import get_scenario
 from .runtime import connect
 from .runtime_config import RuntimeConfig
 from .yaml_positions import load_yaml
@@ -190,6 +192,7 @@ class Sweep:
     runs: list[PlannedRun]
     seeds: list[int]
     points: list[dict[str, Any]] = field(default_factory=list)
+    scenario: str = ""
 
     def task(self, run: PlannedRun) -> RunTask:
         """The worker's instructions for ``run``: the experiment with every override."""
@@ -274,7 +277,7 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None,
         database_url(Path("populace_runs") / f"{spec.name}.sqlite"))
     runs = [PlannedRun(i, seed, f"{spec.name}.p{i}.s{seed}", point)
             for i, point in enumerate(points) for seed in seeds]
-    return Sweep(spec, path, experiment, url, runs, seeds, points)
+    return Sweep(spec, path, experiment, url, runs, seeds, points, base.config.scenario.type)
 
 
 def _points(spec: SweepSpec) -> Iterator[dict[str, Any]]:
@@ -314,6 +317,28 @@ class SweepReport:
                  f"{len(self.failed)} failed"]
         lines += [f"  failed {o.run_name}: {o.error}" for o in self.failed]
         return "\n".join(lines)
+
+
+def headline_table(sweep: Sweep, metrics: int = 3) -> pd.DataFrame:
+    """Per parameter point, the completed runs' mean and standard deviation (across seeds) of
+    the scenario's first ``metrics`` headline metrics at their last step: the summary
+    ``populace sweep`` prints. Confidence intervals and figures: ``populace.simulator.analysis``.
+    """
+    frame = open_sweep(sweep.db_url, sweep.spec.name, completed_only=True)
+    if frame.empty:
+        return pd.DataFrame()
+    last = frame[frame["step"] == frame.groupby("run_id")["step"].transform("max")]
+    names = [m for m in get_scenario(sweep.scenario).headline_metrics if m in last.columns]
+    names = (names or [m for m in frame.attrs["metrics"] if "." not in m])[:metrics]
+    params = frame.attrs["parameters"]
+    shown = last.astype({p: str for p in params})  # lists and None group as their text
+    grouped = shown.groupby(["point", *params], sort=True)
+    table = grouped.size().rename("runs").to_frame()
+    for name in names:
+        stats = grouped[name].agg(["mean", "std"])
+        table[name] = [f"{m:.4g} ± {s:.2g}" if s == s else f"{m:.4g}"
+                       for m, s in zip(stats["mean"], stats["std"], strict=True)]
+    return table.reset_index()
 
 
 class SweepBusyError(RuntimeError):

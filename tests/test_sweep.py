@@ -172,9 +172,16 @@ def test_a_sweep_runs_skips_and_resumes(tmp_path: Path) -> None:
     assert "4 runs: 0 ran, 4 already completed (skipped), 0 failed" in again.text()
 
 
-def test_open_sweep_is_one_tidy_table(tmp_path: Path) -> None:
+def test_open_sweep_is_one_tidy_table(tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
     path = write_sweep(tmp_path)
     assert main(["sweep", str(path), "--quiet"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    # the summary: one row per point, the social scenario's first headline metrics
+    assert out[1] == "final step, mean ± sd across seeds:"
+    assert out[2].split() == ["point", "policy.params.confidence", "runs", "polarization",
+                              "bimodality", "assortativity"]
+    assert out[3].split()[:3] == ["0", "0.2", "2"] and out[3].split()[4] == "±"
     frame = open_sweep(tmp_path / "sweep.sqlite", "conf")
     assert frame.attrs["parameters"] == ["policy.params.confidence"]
     assert "polarization" in frame.attrs["metrics"]
