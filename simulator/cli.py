@@ -103,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--db", help="database URL or SQLite path")
     e.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     e.add_argument("--out", type=Path, required=True, help="output folder")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
 
     w = sub.add_parser(
         "sweep", help="run an experiment over parameters x seeds into one database",
@@ -587,7 +588,7 @@ def _export(args: argparse.Namespace) -> int:
 
     url, ref = _resolve(args.run, _url(args.db))
     run = open_run(url, ref)
-    files = export_run(run, args.format, args.out)
+    files = export_run(run, args.format, args.out, progress=False if args.quiet else None)
     for f in files:
         print(f)
     info = files.run_info
