@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -218,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sent = args.command in STEERING_COMMANDS and args.wait is not None
         print("interrupted" + (": committed steps are kept; `populace resume` continues the "
                                "run" if writes else "")
+              + (": completed runs are kept; the same command again resumes the others"
+                 if args.command == "sweep" else "")
               + (": commands sent stay queued; the run takes them between steps" if sent
                  else ""), file=sys.stderr)
         return 130
@@ -367,6 +370,9 @@ def _sweep(args: argparse.Namespace) -> int:
             shown = ", ".join(f"{k}={v!r}" for k, v in run.params.items()) or "-"
             print(f"{run.run_name}\t{status.get(run.run_name, 'planned')}\t{shown}")
         return 0
+    # SIGTERM (a scheduler, `kill`) ends a sweep as Ctrl-C does: its runs end interrupted,
+    # resumable, and no worker goes on alone
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         report = run_sweep(sweep, progress=not args.quiet)
     except SweepMismatchError as err:
@@ -386,6 +392,10 @@ def _shown(url: str) -> str:
     return redact(url.removeprefix("sqlite:///"))
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def _planned_status(url: str, name: str) -> dict[str, str]:
     """Run name -> status of the sweep's runs already in the database (none when the database
     or the sweep is not there yet: a dry run creates nothing)."""
@@ -394,7 +404,10 @@ def _planned_status(url: str, name: str) -> dict[str, str]:
 
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
         return {}
-    db = Database(url, create=False, read_only=True)
+    try:  # a database the sweep has not written yet (empty, or another program's): no status
+        db = Database(url, create=False, read_only=True)
+    except StorageError:
+        return {}
     try:
         table = sweep_progress(db, int(find_sweep(db, name)["id"]))
     except StorageError:

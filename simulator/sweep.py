@@ -14,27 +14,44 @@ its lease; ``populace.storage.open_sweep`` reads all of them as one tidy DataFra
 
 from __future__ import annotations
 
+import collections
+import ctypes
+import dataclasses
+import hashlib
 import itertools
 import logging
 import multiprocessing
 import os
-from collections.abc import Callable, Iterator
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 from tqdm import tqdm
 
 from populace.storage import Database, StorageError, database_url, find_run
-from populace.storage.leases import holder_alive, lease_holders
-from populace.storage.sweeps import PlannedRun, open_sweep, record_sweep, sweep_progress
+from populace.storage.leases import LeaseHeldError
+from populace.storage.sweeps import (
+    PlannedRun,
+    open_sweep,
+    record_outcome,
+    record_sweep,
+    release_sweep_lease,
+    sweep_lease,
+    sweep_progress,
+)
 
-from .config import apply_overrides, load_experiment
+from .config import MAX_SEED, apply_overrides, load_experiment
 from .config_errors import ConfigError, Problem, validate
 from .engine import Simulation
 from .llm.summary import summary_from_metrics
@@ -127,8 +144,8 @@ class SweepSpec(BaseModel):
     grid: dict[str, list[Any]] | None = Field(None, description="dotted key -> values: every "
                                               "combination, in the order given")
     sample: SampleSpec | None = None
-    seeds: int | list[int] = Field(1, description="a count (the experiment's seed, +1, ...) "
-                                   "or a list of seeds")
+    seeds: StrictInt | list[Annotated[StrictInt, Field(ge=0, le=MAX_SEED)]] = Field(
+        1, description="a count (the experiment's seed, +1, ...) or a list of seeds")
     workers: int | None = Field(None, ge=1, le=1024, description="runs at once (default: "
                                 "the CPUs, at most the runs)")
     runtime: SweepRuntime = Field(default_factory=SweepRuntime)
@@ -148,6 +165,10 @@ class SweepSpec(BaseModel):
         if isinstance(self.seeds, list) and (not self.seeds
                                              or len(set(self.seeds)) != len(self.seeds)):
             raise ValueError("seeds: a non-empty list without repeats")
+        own = sorted({"seed", "name"} & set(self.set))
+        if own:
+            raise ValueError(f"set: {', '.join(own)} is the sweep's own (seeds:, and runs "
+                             "named NAME.pPOINT.sSEED)")
         swept = [*(self.grid or {}), *(self.sample.params if self.sample else {})]
         clash = sorted(set(swept) & {*self.set, "seed", "name"})
         if clash:
@@ -166,6 +187,8 @@ class RunTask:
     run_name: str
     point: int
     seed: int
+    fresh: bool = False
+    """Make the run anew even if one of its name completed (it was judged failed)."""
 
 
 @dataclass(frozen=True)
@@ -201,9 +224,16 @@ class Sweep:
                        run.seed)
 
     def stored_spec(self) -> dict[str, Any]:
-        """The spec as recorded in the database: what makes two sweeps of one name the same."""
-        return {"spec": self.spec.model_dump(mode="json", exclude={"workers", "runtime"}),
-                "experiment": str(self.experiment), "seeds": self.seeds, "points": self.points}
+        """The spec as recorded in the database: what makes two sweeps of one name the same.
+
+        The experiment is identified by its text (a SHA-256), not its path: the same files
+        moved elsewhere are the same sweep, and an experiment edited after some runs were
+        made is another one (its runs would not be comparable).
+        """
+        return {"spec": self.spec.model_dump(mode="json", exclude={
+                    "workers", "runtime", "storage", "experiment"}),
+                "experiment_sha256": hashlib.sha256(self.experiment.read_bytes()).hexdigest(),
+                "seeds": self.seeds, "points": self.points}
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
@@ -221,7 +251,20 @@ def parse_assignment(text: str) -> tuple[str, Any]:
         parsed = yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError:
         parsed = value
-    return key.strip(), parsed
+    return key.strip(), as_number(parsed)
+
+
+FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def as_number(value: Any) -> Any:
+    """A string that YAML 1.1 leaves as text but that is a number (``1e-3``) as a float;
+    anything else as it is (lists element by element)."""
+    if isinstance(value, list):
+        return [as_number(v) for v in value]
+    if isinstance(value, str) and FLOAT.match(value.strip()):
+        return float(value)
+    return value
 
 
 def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None,
@@ -243,24 +286,18 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None,
     if overrides:
         # `set` and `grid` hold dotted experiment keys: set.population.size=300 is the key
         # "population.size" of `set`, not a `population` mapping inside it
-        nested = {k: v for k, v in overrides.items() if k.split(".")[0] in ("set", "grid")}
-        data = apply_overrides(data, {k: v for k, v in overrides.items() if k not in nested},
-                               source=str(path))
-        for key, value in nested.items():
-            section, _, rest = key.partition(".")
-            if not rest:
-                data[section] = value
-            elif isinstance(data.get(section) or {}, dict):
-                data[section] = {**(data.get(section) or {}), rest: value}
-            else:
-                raise ConfigError([Problem(section, f"override {key!r}: {section} is not a "
-                                           "mapping")], str(path))
+        data = _override(data, overrides, str(path))
     data.setdefault("name", path.stem.replace(".", "_"))
     spec = validate(SweepSpec, data, marks, source=str(path))
+    spec.set = {k: as_number(v) for k, v in spec.set.items()}
     experiment = (path.parent / spec.experiment).resolve()
     base = load_experiment(experiment, overrides=spec.set or None)
     seeds = (list(spec.seeds) if isinstance(spec.seeds, list)
              else [base.config.seed + i for i in range(spec.seeds)])
+    if seeds[-1] > MAX_SEED:
+        raise ConfigError([Problem("seeds", f"{spec.seeds} seeds from the experiment's seed "
+                                   f"{base.config.seed} pass the largest seed, {MAX_SEED}")],
+                          str(path))
     points = list(_points(spec))
     for i, point in enumerate(points):  # every point checked before any run starts
         try:
@@ -280,12 +317,34 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None,
     return Sweep(spec, path, experiment, url, runs, seeds, points, base.config.scenario.type)
 
 
+def _override(data: dict[str, Any], overrides: dict[str, Any], source: str) -> dict[str, Any]:
+    """The sweep file's data with ``overrides`` (dotted keys) applied. Under ``set``,
+    ``grid`` and ``sample.params`` the rest of a key is one dotted experiment key:
+    ``set.population.size=300`` is the key ``population.size`` of ``set``, not a
+    ``population`` mapping inside it."""
+    plain: dict[str, Any] = {}
+    for key, value in overrides.items():
+        section = next((s for s in ("sample.params", "set", "grid")
+                        if key.startswith(s + ".")), None)
+        if section is None:
+            plain[key] = value
+            continue
+        node: Any = data
+        for part in section.split("."):
+            node = node.setdefault(part, {}) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            raise ConfigError([Problem(section, f"override {key!r}: {section} is not a "
+                                       "mapping")], source)
+        node[key[len(section) + 1:]] = value
+    return apply_overrides(data, plain, source=source) if plain else data
+
+
 def _points(spec: SweepSpec) -> Iterator[dict[str, Any]]:
     """The parameter combinations: the grid's product in the order given, ``n`` seeded draws,
     or one empty point (seeds only)."""
     if spec.grid is not None:
         keys = list(spec.grid)
-        for values in itertools.product(*spec.grid.values()):
+        for values in itertools.product(*(as_number(v) for v in spec.grid.values())):
             yield dict(zip(keys, values, strict=True))
     elif spec.sample is not None:
         rng = np.random.default_rng(spec.sample.seed)
@@ -306,14 +365,16 @@ class SweepReport:
 
     @property
     def failed(self) -> list[RunOutcome]:
-        """The runs that did not complete."""
+        """The runs that did not complete (or completed without doing what was asked)."""
         return [o for o in self.outcomes if o.status == "failed"]
 
     def text(self) -> str:
         """One summary line, then one line per failed run."""
         done = sum(o.status == "completed" for o in self.outcomes)
+        # a run another process completed meanwhile is skipped by its worker
+        skipped = self.skipped + sum(o.status == "skipped" for o in self.outcomes)
         total = len(self.outcomes) + self.skipped
-        lines = [f"{total} runs: {done} ran, {self.skipped} already completed (skipped), "
+        lines = [f"{total} runs: {done} ran, {skipped} already completed (skipped), "
                  f"{len(self.failed)} failed"]
         lines += [f"  failed {o.run_name}: {o.error}" for o in self.failed]
         return "\n".join(lines)
@@ -342,7 +403,7 @@ def headline_table(sweep: Sweep, metrics: int = 3) -> pd.DataFrame:
 
 
 class SweepBusyError(RuntimeError):
-    """Another process is writing runs of this sweep now."""
+    """Another process is running this sweep now."""
 
 
 class SweepMismatchError(ValueError):
@@ -354,12 +415,14 @@ def run_sweep(sweep: Sweep, *, progress: bool = True,
     """Run every planned run that has not completed, and return what happened.
 
     Completed runs are skipped; a run that stopped, failed or was interrupted is resumed
-    from its last checkpoint; new runs start. Runs go to ``spec.workers`` worker processes
-    (``runtime.type: local``) or to Ray tasks, each into ``sweep.db_url``.
+    from its last checkpoint; a run that completed on language-model fallbacks past its
+    allowed share is made anew; new runs start. Runs go to ``spec.workers`` worker processes
+    (``runtime.type: local``) or to Ray tasks, each into ``sweep.db_url``. The process holds
+    the sweep's lease throughout: one process runs a sweep at a time.
 
     Raises:
         SweepMismatchError: the database holds another sweep of this name.
-        SweepBusyError: a run of the sweep is being written by another live process.
+        SweepBusyError: another live process runs the sweep.
     """
     db = Database(sweep.db_url)  # creates the file and tables once, safely under concurrency
     try:
@@ -367,26 +430,41 @@ def run_sweep(sweep: Sweep, *, progress: bool = True,
         if stored is not None and stored != sweep.stored_spec():
             raise SweepMismatchError(
                 f"{db.shown_url} already holds a sweep named {sweep.spec.name!r} with other "
-                "parameters, seeds or experiment: give this one another name (name: in the "
-                "file, or --set name=...) or another database")
-        status = sweep_progress(db, sweep_id)
-        holders = lease_holders(db)
-        busy = [int(r) for r in status["run_id"].dropna()
-                if int(r) in holders and holder_alive(holders[int(r)])]
-        if busy:
-            raise SweepBusyError(
-                f"sweep {sweep.spec.name!r} is being run: run {busy[0]} is written by "
-                f"{holders[busy[0]].describe()}; wait for it, or stop that process first")
+                "parameters, seeds or experiment (its file was edited since, or this is "
+                "another sweep): give this one another name (name: in the file, or --set "
+                "name=...) or another database")
+        try:
+            lease = sweep_lease(db, sweep_id, sweep.spec.name)
+        except LeaseHeldError as err:
+            raise SweepBusyError(str(err)) from None
+        try:
+            return _run_planned(sweep, db, sweep_id, progress, on_outcome)
+        finally:
+            release_sweep_lease(db, lease)
     finally:
         db.dispose()
+
+
+def _run_planned(sweep: Sweep, db: Database, sweep_id: int, progress: bool,
+                 on_outcome: Callable[[RunOutcome], None] | None) -> SweepReport:
+    """Run the sweep's unfinished runs (under its lease), recording each outcome."""
+    status = sweep_progress(db, sweep_id)
     done = set(status.loc[status["status"] == "completed", "run_name"])
-    todo = [r for r in sweep.runs if r.run_name not in done]
+    # completed, but judged failed (fallbacks): made anew rather than resumed
+    redo = set(status.loc[(status["status"] == "failed") & status["error"].notna(), "run_name"])
+    tasks = [_redo(sweep.task(r)) if r.run_name in redo else sweep.task(r)
+             for r in sweep.runs if r.run_name not in done]
     outcomes: list[RunOutcome] = []
     bar = tqdm(total=len(sweep.runs), initial=len(done), desc=f"sweep {sweep.spec.name}",
                unit="run", disable=not progress or None, dynamic_ncols=True)
     try:
-        for outcome in _dispatch(sweep, [sweep.task(r) for r in todo]):
+        for outcome in _dispatch(sweep, tasks):
             outcomes.append(outcome)
+            if outcome.status == "failed":
+                record_outcome(db, sweep_id, outcome.point, outcome.seed, outcome.run_id,
+                               "failed", outcome.error)
+            elif outcome.status == "completed":
+                record_outcome(db, sweep_id, outcome.point, outcome.seed, None, None)
             bar.update(1)
             failed = sum(o.status == "failed" for o in outcomes)
             if failed:
@@ -398,13 +476,21 @@ def run_sweep(sweep: Sweep, *, progress: bool = True,
     return SweepReport(sweep_id, sweep.db_url, outcomes, skipped=len(done))
 
 
+def _redo(task: RunTask) -> RunTask:
+    """A run made anew because it completed on fallbacks: it asks the model again (with the
+    response cache on it would be given the stored invalid answers again)."""
+    return dataclasses.replace(task, fresh=True,
+                               overrides={**task.overrides, "llm.cache": False})
+
+
 def _workers(sweep: Sweep, tasks: int) -> int:
     return max(1, min(tasks, sweep.spec.workers or os.cpu_count() or 1))
 
 
 def _dispatch(sweep: Sweep, tasks: list[RunTask]) -> Iterator[RunOutcome]:
     """Outcomes as runs finish: in this process (one worker), in worker processes, or as
-    Ray tasks."""
+    Ray tasks; never more than ``workers`` runs handed out at once, so that an interruption
+    leaves no run queued in a worker that would start after it."""
     if not tasks:
         return
     if sweep.spec.runtime.type == "ray":
@@ -415,19 +501,89 @@ def _dispatch(sweep: Sweep, tasks: list[RunTask]) -> Iterator[RunOutcome]:
         for task in tasks:
             yield run_task(task)
         return
-    # spawn: a fresh interpreter per worker, free of this process's threads and Ray state
+    queue = collections.deque(tasks)
+    retried: set[str] = set()
+    while queue:
+        lost = yield from _pool_dispatch(queue, workers)
+        for task in lost:  # a worker process died: its runs are resumed once, then failed
+            if task.run_name in retried:
+                yield RunOutcome(task.point, task.seed, task.run_name, "failed", None,
+                                 WORKER_DIED)
+            else:
+                retried.add(task.run_name)
+                queue.appendleft(task)
+
+
+WORKER_DIED = ("its worker process died twice (killed, or out of memory?); running the sweep "
+               "again resumes it from its last checkpoint")
+GRACE_S = 10.0
+"""Seconds an interrupted sweep waits for its workers to mark their runs interrupted."""
+
+
+def _pool_dispatch(queue: collections.deque[RunTask],
+                   workers: int) -> Generator[RunOutcome, None, list[RunTask]]:
+    """Run the queue's tasks in one pool of spawned worker processes (fresh interpreters,
+    free of this process's threads and Ray state); return the tasks that were running when
+    a worker died (the pool is then broken and stopped), or [] when the queue is done."""
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        pending: set[Future[RunOutcome]] = {pool.submit(run_task, t) for t in tasks}
-        try:
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    yield future.result()
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                               initializer=_worker_init)
+    running: dict[Future[RunOutcome], RunTask] = {}
+    try:
+        while queue or running:
+            while queue and len(running) < workers:
+                task = queue.popleft()
+                running[pool.submit(run_task, task)] = task
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                task = running.pop(future)
+                try:
+                    outcome = future.result()
+                except BrokenProcessPool:
+                    log.warning("a sweep worker process died; resuming its runs")
+                    lost = [task, *running.values()]
+                    running.clear()
+                    return lost
+                except KeyboardInterrupt:  # the worker was interrupted: its run says so
+                    outcome = RunOutcome(task.point, task.seed, task.run_name, "failed", None,
+                                         "interrupted; running the sweep again resumes it")
+                yield outcome
+        return []
+    except BaseException:
+        _stop_workers(pool, running)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _stop_workers(pool: ProcessPoolExecutor, running: dict[Future[RunOutcome], RunTask]) -> None:
+    """After Ctrl-C or SIGTERM: let the workers' runs end as interrupted (each marks its run
+    and gives up its lease; a terminal's Ctrl-C reached them already, a SIGTERM to this
+    process only did not), and end any worker that has not within ``GRACE_S``."""
+    # the executor keeps its processes in a private mapping; nothing public lists them
+    processes = list(getattr(pool, "_processes", {}).values())
+    start = time.monotonic()
+    signalled = False
+    while any(not f.done() for f in running) and time.monotonic() - start < GRACE_S:
+        if not signalled and time.monotonic() - start > 1.0:  # still running: tell them
+            for process in processes:
+                if process.is_alive():
+                    os.kill(process.pid, signal.SIGINT)
+            signalled = True
+        time.sleep(0.1)
+    for process in processes:
+        if process.is_alive() and any(not f.done() for f in running):
+            process.terminate()
+
+
+def _worker_init() -> None:
+    """In each worker process: on Linux, get SIGINT when the sweep's process dies (even by
+    kill -9), so that no worker goes on alone; its run ends as interrupted."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGINT)
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            raise SystemExit(1)
 
 
 def _ray_dispatch(sweep: Sweep, tasks: list[RunTask]) -> Iterator[RunOutcome]:
@@ -435,9 +591,14 @@ def _ray_dispatch(sweep: Sweep, tasks: list[RunTask]) -> Iterator[RunOutcome]:
     ray = connect(RuntimeConfig(type="ray", address=rt.address, num_cpus=rt.num_cpus,
                                 connect_timeout_s=rt.connect_timeout_s))
     remote = ray.remote(num_cpus=1, max_retries=0)(run_task)
-    pending = [remote.remote(t) for t in tasks]
+    # `workers` bounds the runs at once on Ray too (unset: the cluster's CPUs decide)
+    limit = sweep.spec.workers or len(tasks)
+    queue = collections.deque(tasks)
+    pending: list[Any] = []
     try:
-        while pending:
+        while queue or pending:
+            while queue and len(pending) < limit:
+                pending.append(remote.remote(queue.popleft()))
             finished, pending = ray.wait(pending, num_returns=1)
             for ref in finished:
                 yield ray.get(ref)
@@ -448,16 +609,17 @@ def _ray_dispatch(sweep: Sweep, tasks: list[RunTask]) -> Iterator[RunOutcome]:
 
 
 def run_task(task: RunTask) -> RunOutcome:
-    """Make one run of a sweep (a worker's whole job): skip it if a run of its name completed,
-    resume it if one stopped, start it otherwise. Errors become a ``failed`` outcome (the run's
-    own row says ``failed`` too, and a restart of the sweep resumes it)."""
+    """Make one run of a sweep (a worker's whole job): skip it if a run of its name completed
+    (unless ``task.fresh``), resume it if one stopped, start it otherwise. Errors become a
+    ``failed`` outcome (the run's own row says ``failed`` too, and a restart of the sweep
+    resumes it); so does a language-model run whose calls fell back past their allowed share."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         existing = _existing(task)
-        if existing is not None and existing["status"] == "completed":
+        if existing is not None and existing["status"] == "completed" and not task.fresh:
             return RunOutcome(task.point, task.seed, task.run_name, "skipped",
                               int(existing["id"]))
-        if existing is not None:
+        if existing is not None and existing["status"] != "completed":
             sim = Simulation.resume(task.db_url, int(existing["id"]))
         else:
             sim = Simulation(load_experiment(task.experiment, overrides=task.overrides),
@@ -473,8 +635,8 @@ def run_task(task: RunTask) -> RunOutcome:
                           run.id)
     except Exception as exc:  # one run's failure does not end the sweep
         log.warning("sweep run %s failed: %s: %s", task.run_name, type(exc).__name__, exc)
-        return RunOutcome(task.point, task.seed, task.run_name, "failed", None,
-                          f"{type(exc).__name__}: {exc}")
+        return RunOutcome(task.point, task.seed, task.run_name, "failed",
+                          _run_id(task), f"{type(exc).__name__}: {exc}")
 
 
 def _existing(task: RunTask) -> dict[str, Any] | None:
@@ -487,3 +649,11 @@ def _existing(task: RunTask) -> dict[str, Any] | None:
     finally:
         db.dispose()
 
+
+def _run_id(task: RunTask) -> int | None:
+    """The id of the newest run of the task's name, where the database can still say."""
+    try:
+        existing = _existing(task)
+    except Exception:  # the database itself may be what failed
+        return None
+    return None if existing is None else int(existing["id"])

@@ -255,7 +255,10 @@ class SweepRecord(Base):
 
 class SweepRunRecord(Base):
     """One run a sweep plans: its parameter point, its seed and the name of its run (the run
-    itself is the newest row of ``runs`` with that name, once a worker has started it)."""
+    itself is the newest row of ``runs`` with that name, once a worker has started it).
+
+    A sweep being run holds the lease of key ``-id`` in ``run_leases`` (``sweep_lease``): one
+    process runs a sweep at a time."""
 
     __tablename__ = "sweep_runs"
 
@@ -264,6 +267,12 @@ class SweepRunRecord(Base):
     seed: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     run_name: Mapped[str] = mapped_column(String(200), index=True)
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # what the sweep made of its run, when it differs from the run's own status: a language-
+    # model run that completed on fallbacks past its allowed share is "failed" (and made anew
+    # on the next restart), or a run that could not start says why
+    outcome_run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 CORE_STEP_TABLES = ("steps", "step_metrics", "agent_states", "checkpoints", "events",

@@ -5,6 +5,8 @@ Core objects:
     find_sweep: a sweep's row by name.
     record_sweep: store a sweep's spec and planned runs (or find the same sweep already there).
     sweep_progress: the planned runs with the status of each run (not started, running, ...).
+    sweep_lease: the lease that lets one process at a time run a sweep.
+    record_outcome: what the sweep made of one of its runs, when the run's status does not say.
     open_sweep: every run of a sweep, one row per run and step, with its parameters and metrics
         (like Mesa's ``batch_run``).
     list_sweeps: the sweeps in a database.
@@ -25,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from .database import Database, StorageError, unknown_name
+from .leases import LeaseHeldError, RunLease
 from .loaders import database_url
 from .runs import now
 from .schema import RunRecord, StepMetric, SweepRecord, SweepRunRecord
@@ -66,7 +69,11 @@ def record_sweep(db: Database, name: str, spec: dict[str, Any],
                     {"sweep_id": sweep_id, "point": r.point, "seed": r.seed,
                      "run_name": r.run_name, "params": r.params} for r in runs])
             return sweep_id, None
-    except IntegrityError:  # recorded by another process between our read and our insert
+    except (IntegrityError, StorageError) as err:
+        # recorded by another process between our read and our insert (the transaction
+        # reports the unique name's violation as a StorageError caused by it)
+        if not isinstance(err, IntegrityError) and not isinstance(err.__cause__, IntegrityError):
+            raise
         with db.engine.connect() as conn:
             row = conn.execute(sa.select(table.c.id, table.c.spec)
                                .where(table.c.name == name)).one()
@@ -99,13 +106,15 @@ def sweep_progress(db: Database, sweep_id: int) -> pd.DataFrame:
     """The planned runs of a sweep: ``point``, ``seed``, ``run_name``, ``params`` (a dict),
     and of the newest run with that name ``run_id``, ``status``, ``steps_done`` and
     ``steps_planned`` (``run_id`` is missing and ``status`` is ``"planned"`` before a worker
-    started it)."""
+    started it). ``status`` is ``"failed"`` with ``error`` saying why where the sweep judged
+    the run failed though it completed (``record_outcome``)."""
     planned = SweepRunRecord.__table__
     runs = RunRecord.__table__
     newest = (sa.select(runs.c.name, sa.func.max(runs.c.id).label("run_id"))
               .group_by(runs.c.name).subquery())
     stmt = (sa.select(planned.c.point, planned.c.seed, planned.c.run_name, planned.c.params,
-                      newest.c.run_id, runs.c.status, runs.c.steps_done, runs.c.steps_planned)
+                      newest.c.run_id, runs.c.status, runs.c.steps_done, runs.c.steps_planned,
+                      planned.c.outcome_run_id, planned.c.outcome, planned.c.error)
             .select_from(planned
                          .outerjoin(newest, newest.c.name == planned.c.run_name)
                          .outerjoin(runs, runs.c.id == newest.c.run_id))
@@ -116,7 +125,51 @@ def sweep_progress(db: Database, sweep_id: int) -> pd.DataFrame:
         frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
     frame["run_id"] = frame["run_id"].astype("Int64")
     frame["status"] = frame["status"].fillna("planned")
-    return frame
+    # the sweep's verdict on the run it judged, while that run is still the newest of its name
+    judged = (frame["outcome"].notna() & (frame["outcome_run_id"].astype("Int64")
+                                          == frame["run_id"]).fillna(False))
+    frame.loc[judged, "status"] = frame.loc[judged, "outcome"]
+    frame["error"] = frame["error"].where(judged, None)
+    return frame.drop(columns=["outcome_run_id", "outcome"])
+
+
+def sweep_lease(db: Database, sweep_id: int, name: str) -> RunLease:
+    """Take the lease that lets this process run sweep ``sweep_id`` (key ``-sweep_id`` in
+    ``run_leases``: the runs' own lease machinery, heartbeat and takeover of dead holders
+    included), with its heartbeat going; ``release_sweep_lease`` gives it back.
+
+    Raises:
+        LeaseHeldError: another live process runs the sweep (the message names it).
+    """
+    lease = RunLease(db)
+    try:
+        lease.acquire(-sweep_id)
+    except LeaseHeldError as err:
+        raise LeaseHeldError(
+            f"sweep {name!r} is being run by {err.holder.describe()}; one process runs a "
+            "sweep at a time. Wait for it to finish or stop it (Ctrl-C, or `kill "
+            f"{err.holder.pid}` on {err.holder.host}); its runs are then resumed by running "
+            "the sweep again", err.holder) from None
+    lease.start_heartbeat()
+    return lease
+
+
+def release_sweep_lease(db: Database, lease: RunLease) -> None:
+    """Give back a lease ``sweep_lease`` took."""
+    lease.stop()
+    with db.transaction() as conn:
+        lease.release(conn)
+
+
+def record_outcome(db: Database, sweep_id: int, point: int, seed: int, run_id: int | None,
+                   outcome: str | None, error: str | None = None) -> None:
+    """Record what the sweep made of its run (point, seed): ``outcome="failed"`` with the
+    reason for a run that completed without doing what was asked, or ``None`` to clear it."""
+    table = SweepRunRecord.__table__
+    with db.transaction() as conn:
+        conn.execute(sa.update(table).where(
+            table.c.sweep_id == sweep_id, table.c.point == point, table.c.seed == seed
+        ).values(outcome_run_id=run_id, outcome=outcome, error=error))
 
 
 def list_sweeps(db: Database | str) -> pd.DataFrame:
@@ -178,8 +231,10 @@ def open_sweep(db: Database | str, name: str | None = None, *,
     if long.empty:
         wide = pd.DataFrame(columns=["run_id", "step"])
     else:
-        wide = long.pivot_table(index=["run_id", "step"], columns="name", values="value",
-                                aggfunc="first", dropna=False).reset_index()
+        # unstack, not pivot_table(dropna=False): that would add a row for every run at every
+        # step of the longest run (NaN rows after a short or unfinished run's last step)
+        wide = (long.set_index(["run_id", "step", "name"])["value"].unstack("name")
+                .reset_index())
         wide.columns.name = None
     metrics = [c for c in wide.columns if c not in ("run_id", "step")]
     frame = runs.merge(wide, on="run_id", how="inner")

@@ -4,6 +4,7 @@ resuming), ``open_sweep``'s tidy table, and the scenarios' headline metrics."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import yaml
 from populace.simulator import ConfigError, Simulation, load_experiment
 from populace.simulator.cli import headline_metrics, main
 from populace.simulator.registry import available_scenarios, get_scenario
-from populace.simulator.sweep import load_sweep, parse_assignment, run_sweep
+from populace.simulator.sweep import SweepBusyError, load_sweep, parse_assignment, run_sweep
 from populace.storage import Database, StorageError, list_sweeps, open_run, open_sweep
 
 from .helpers import assert_same_run
@@ -289,3 +290,229 @@ def test_headline_metrics_are_metrics_the_scenario_records(scenario: str,
     recorded = list(run.metrics().columns)
     assert set(cls.headline_metrics) <= set(recorded), set(cls.headline_metrics) - set(recorded)
     assert headline_metrics(scenario, recorded) == list(cls.headline_metrics)
+
+
+# ---------------------------------------------------------------------------- failures
+
+
+def test_runs_of_different_lengths_keep_their_own_steps(tmp_path: Path) -> None:
+    """A short run has rows up to its own last step, no invented ones after it."""
+    path = write_sweep(tmp_path, grid={"steps": [2, 4]}, set={
+        k: v for k, v in SMALL.items() if k != "steps"}, seeds=1)
+    assert main(["sweep", str(path), "--quiet"]) == 0
+    frame = open_sweep(tmp_path / "sweep.sqlite")
+    assert frame.groupby("point")["step"].max().to_dict() == {0: 2, 1: 4}
+    assert len(frame) == 3 + 5 and not frame["polarization"].isna().any()
+
+
+def test_a_second_process_cannot_run_the_same_sweep(tmp_path: Path) -> None:
+    from populace.storage.sweeps import find_sweep, release_sweep_lease, sweep_lease
+
+    sweep = load_sweep(write_sweep(tmp_path, seeds=1))
+    run_sweep(sweep, progress=False)  # recorded (and done)
+    db = Database(sweep.db_url)
+    lease = sweep_lease(db, int(find_sweep(db, "conf")["id"]), "conf")  # another "process"
+    try:
+        with pytest.raises(SweepBusyError, match="sweep 'conf' is being run by pid"):
+            run_sweep(sweep, progress=False)
+    finally:
+        release_sweep_lease(db, lease)
+        db.dispose()
+    assert run_sweep(sweep, progress=False).skipped == 2  # free again
+
+
+def test_an_edited_experiment_is_another_sweep_and_a_moved_one_the_same(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder in (first, second):
+        folder.mkdir()
+        (folder / "exp.yaml").write_text(QUICKSTART.read_text(encoding="utf-8"),
+                                         encoding="utf-8")
+    db = str(tmp_path / "sweep.sqlite")
+    a = write_sweep(first, experiment="exp.yaml", storage=db, seeds=1)
+    b = write_sweep(second, experiment="exp.yaml", storage=db, seeds=1)
+    assert main(["sweep", str(a), "--quiet"]) == 0
+    assert main(["sweep", str(b), "--quiet"]) == 0  # the same files elsewhere: all skipped
+    assert "0 ran, 2 already completed" in capsys.readouterr().out
+    exp = second / "exp.yaml"
+    exp.write_text(exp.read_text(encoding="utf-8").replace("size: 1000", "size: 900"),
+                   encoding="utf-8")
+    assert main(["sweep", str(b), "--quiet"]) == 2
+    assert "with other parameters, seeds or experiment" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("seeds", "message"), [([-1], "greater than or equal to 0"),
+                                                 ([2**64], "less than or equal to"),
+                                                 (True, "valid integer")])
+def test_bad_seeds_are_refused_before_anything_runs(tmp_path: Path, seeds: Any,
+                                                    message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_sweep(write_sweep(tmp_path, seeds=seeds))
+
+
+def test_numbers_in_e_notation_are_numbers(tmp_path: Path) -> None:
+    sweep = load_sweep(write_sweep(tmp_path, grid={"policy.params.confidence": ["2e-1"]}),
+                       overrides={"set.policy.params.convergence": "1e-1"})
+    assert sweep.points == [{"policy.params.confidence": 0.2}]
+    assert sweep.spec.set["policy.params.convergence"] == 0.1
+    assert parse_assignment("x=1e-3") == ("x", 0.001)
+
+
+def test_dry_run_of_a_database_populace_did_not_write(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "sweep.sqlite").write_bytes(b"")
+    assert main(["sweep", str(write_sweep(tmp_path)), "--dry-run"]) == 0
+    assert capsys.readouterr().out.count("\tplanned\t") == 4
+
+
+@pytest.mark.slow
+def test_concurrent_first_recordings_of_a_sweep_agree(tmp_path: Path) -> None:
+    """Processes that record one new sweep at the same moment all get its id."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    url = f"sqlite:///{tmp_path / 'race.sqlite'}"
+    Database(url).dispose()
+    with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for attempt in range(3):
+            ids = list(pool.map(_record, [(url, f"race{attempt}")] * 4))
+            assert len(set(ids)) == 1, ids
+
+
+def _runs(db: Path) -> pd.DataFrame:
+    from populace.storage import list_runs
+
+    database = Database(f"sqlite:///{db}", create=False, read_only=True)
+    try:
+        return list_runs(database)
+    finally:
+        database.dispose()
+
+
+def _record(args: tuple[str, str]) -> int:
+    import time as _time
+
+    from populace.storage.sweeps import PlannedRun, record_sweep
+
+    url, name = args
+    _time.sleep(max(0.0, 0.5 - _time.time() % 0.5))  # line the processes up
+    db = Database(url)
+    try:
+        return record_sweep(db, name, {"x": 1}, [PlannedRun(0, 1, f"{name}.p0.s1", {})])[0]
+    finally:
+        db.dispose()
+
+
+@pytest.mark.slow
+def test_a_language_model_run_on_fallbacks_fails_and_is_made_anew(
+        server: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from .test_llm_policy import llm_experiment
+
+    srv, url = server
+    data = llm_experiment(url, steps=2)
+    data["policy"]["parts"][0]["params"] = {"repair": False}
+    (tmp_path / "llm.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+    path = write_sweep(tmp_path, experiment="llm.yaml", set={}, grid=None, seeds=1)
+    srv.behaviour.invalid_json_rate = 0.5
+    assert main(["sweep", str(path), "--quiet"]) == 1
+    assert "failed conf.p0.s7: warning: llm LLM agents:" in capsys.readouterr().out
+    first = open_sweep(tmp_path / "sweep.sqlite")
+    assert set(first["status"]) == {"failed"}
+    # still failing: made anew (a new run of the same name), and still a failure
+    assert main(["sweep", str(path), "--quiet"]) == 1
+    again = open_sweep(tmp_path / "sweep.sqlite")
+    assert again["run_id"].iloc[0] != first["run_id"].iloc[0]
+    assert open_sweep(tmp_path / "sweep.sqlite", completed_only=True).empty
+    srv.behaviour.invalid_json_rate = 0.0
+    assert main(["sweep", str(path), "--quiet"]) == 0
+    assert set(open_sweep(tmp_path / "sweep.sqlite")["status"]) == {"completed"}
+    assert main(["sweep", str(path), "--quiet"]) == 0
+    assert "0 ran, 1 already completed (skipped), 0 failed" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_ctrl_c_interrupts_the_sweep_and_running_it_again_finishes_it(tmp_path: Path) -> None:
+    """SIGINT to the command's process group (a terminal's Ctrl-C) mid-sweep: exit 130, no
+    worker left running, no run started after it; the same command finishes the sweep with
+    the runs an uninterrupted sweep makes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    spec = {"set": {**SMALL, "steps": 30, "population.size": 2000}, "seeds": 3,
+            "grid": {"policy.params.confidence": [0.3]}, "workers": 2}
+    path = write_sweep(tmp_path, **spec)
+    proc = subprocess.Popen([sys.executable, "-m", "populace.simulator.cli", "sweep",
+                             str(path), "--quiet"], cwd=tmp_path, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db = tmp_path / "sweep.sqlite"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # until both workers' runs have committed steps
+        time.sleep(0.2)
+        if db.exists():
+            try:
+                runs = open_sweep(db)
+            except StorageError:
+                continue
+            if runs["run"].nunique() >= 2 and runs.groupby("run")["step"].max().min() >= 3:
+                break
+    killed_at = datetime.now(UTC).replace(tzinfo=None)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "the same command again resumes the others" in err
+    runs = _runs(db)
+    assert (runs["created_at"] <= killed_at).all()  # no run started after Ctrl-C
+    assert "interrupted" in set(runs["status"]) <= {"interrupted", "completed"}
+    left = b""
+    for _ in range(50):  # every process of the command's group ends (workers, their tracker)
+        left = subprocess.run(["pgrep", "-a", "-g", str(proc.pid)], capture_output=True).stdout
+        if not left:
+            break
+        time.sleep(0.1)
+    assert left == b"", left
+    assert main(["sweep", str(path), "--quiet"]) == 0
+    (tmp_path / "ref").mkdir()
+    reference = write_sweep(tmp_path / "ref", **spec)
+    assert main(["sweep", str(reference), "--quiet"]) == 0
+    pd.testing.assert_frame_equal(
+        open_sweep(db).drop(columns=["run_id"]),
+        open_sweep(tmp_path / "ref" / "sweep.sqlite").drop(columns=["run_id"]))
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_is_resumed_in_the_same_sweep(tmp_path: Path) -> None:
+    """kill -9 of a worker process (as the out-of-memory killer would): the sweep goes on,
+    resumes the runs that were in flight, and ends with every run completed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = write_sweep(tmp_path, set={**SMALL, "steps": 30, "population.size": 2000}, seeds=2,
+                       grid={"policy.params.confidence": [0.3]}, workers=2)
+    proc = subprocess.Popen([sys.executable, "-m", "populace.simulator.cli", "sweep",
+                             str(path), "--quiet"], cwd=tmp_path, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db = tmp_path / "sweep.sqlite"
+    victim = None
+    deadline = time.monotonic() + 60
+    while victim is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        try:
+            runs = _runs(db) if db.exists() else pd.DataFrame()
+        except StorageError:
+            continue
+        if len(runs) and (runs["steps_done"] >= 2).any():  # a worker is mid-run
+            children = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"],
+                                      capture_output=True, text=True).stdout.split()
+            victim = int(children[0]) if children else None
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "2 runs: 2 ran" in out and "a sweep worker process died" in err
+    assert set(open_sweep(db)["status"]) == {"completed"}
