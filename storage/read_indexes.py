@@ -4,7 +4,9 @@ Tables that receive many rows per step (``EventMixin``) have no index but their 
 on purpose: bulk inserts stay append-only. A reader that wants one agent's rows, or the edges
 touching a few agents, then scans the whole table (5M follow edges at 1M agents). These
 functions add the secondary indexes such reads need, with ``CREATE INDEX IF NOT EXISTS``, on
-SQLite and PostgreSQL; calling them again is harmless.
+SQLite and PostgreSQL; calling them again is harmless, and so is calling them from several
+processes at once (parallel sweep workers finishing runs into one database): see
+``INDEX_LOCK_KEY``.
 
 Core objects:
     ReadIndex: an index of named columns of one table (the caller names them: storage knows
@@ -27,20 +29,38 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Connection
 
 from .database import Database, StorageError, unknown_name
 
 AGENTS = "agents"
+"""The core table of agents and their JSON attributes (``populace.storage.schema.Agent``)."""
 MAX_INDEXED_TEXT = 200
 """Text attributes longer than this (in the first agent) are free text such as a biography,
 not a category to filter or count by: they get no index."""
-"""The core table of agents and their JSON attributes (``populace.storage.schema.Agent``)."""
+INDEX_LOCK_KEY = 0x706F702D69647878  # "pop-idxx"
+"""The PostgreSQL advisory lock that each index's transaction takes before creating it.
+
+Why: ``CREATE INDEX IF NOT EXISTS`` checks for the name first and enters it in the catalog
+at the end, so two sessions that both find it missing both build the index (each reading the
+whole table) and the later one fails on the catalog's unique key (``UniqueViolation ...
+pg_class_relname_nsp_index``). Under the lock one process builds and the others wait, then find
+the index made. Chosen over catching the duplicate error per index: no table is read twice
+(the loser of the race has built the whole index before it fails), and no error text to match.
+The lock is the first statement of its transaction, so a waiter holds no table lock that the
+builder could need. The key is one per database, not per schema: processes writing to
+different schemas of one database wait for each other's index builds, which costs time only.
+
+SQLite needs no lock: ``CREATE INDEX`` takes the file's write lock, which another writer waits
+for (``busy_timeout``, 30 s a statement; the longest single index at 1M agents takes about
+12 s, docs/benchmarks.md) and then finds the index there."""
 
 
 @dataclass(frozen=True)
@@ -63,12 +83,22 @@ def _index_name(prefix: str, table: str, what: str) -> str:
     return f"{prefix}_{readable}_{digest}"
 
 
+@contextmanager
+def _index_transaction(db: Database) -> Iterator[Connection]:
+    """``db.transaction()``, holding ``INDEX_LOCK_KEY`` until it ends on PostgreSQL."""
+    with db.transaction() as conn:
+        if db.dialect == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": INDEX_LOCK_KEY})
+        yield conn
+
+
 def ensure_read_indexes(db: Database, specs: Sequence[ReadIndex]) -> list[str]:
     """Create each index of ``specs`` that does not exist yet; return the names of all of them.
 
     Each index is created in its own transaction (on PostgreSQL a failed one would abort the
-    others). Building an index reads the whole table: seconds for millions of rows, so call this
-    once the bulk writes are done (a completed run), not before every step.
+    others), under ``INDEX_LOCK_KEY`` so that processes calling this at once do not collide.
+    Building an index reads the whole table: seconds for millions of rows, so call this once the
+    bulk writes are done (a completed run), not before every step.
 
     Raises:
         StorageError: a table or column that the database does not have (with the closest
@@ -90,7 +120,7 @@ def ensure_read_indexes(db: Database, specs: Sequence[ReadIndex]) -> list[str]:
                                                 f"table {spec.table} of {db.shown_url}"))
         quote = db.engine.dialect.identifier_preparer.quote
         cols = ", ".join(quote(c) for c in spec.columns)
-        with db.transaction() as conn:
+        with _index_transaction(db) as conn:
             conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {quote(spec.name)} "
                                  f"ON {quote(spec.table)} ({cols})")
         names.append(spec.name)
@@ -175,7 +205,7 @@ def ensure_attribute_indexes(db: Database, attributes: Mapping[str, bool]) -> di
                                  compile_kwargs={"literal_binds": True}))
         index = attribute_index_name(name, numeric)
         try:
-            with db.transaction() as conn:
+            with _index_transaction(db) as conn:
                 conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {quote(index)} ON "
                                      f"{quote(AGENTS)} (run_id, ({expr}))")
         except StorageError as err:
@@ -186,7 +216,7 @@ def ensure_attribute_indexes(db: Database, attributes: Mapping[str, bool]) -> di
     if db.dialect == "postgresql" and out:
         # the planner's statistics of an indexed expression come from ANALYZE alone, and
         # autovacuum analyzes a table after enough rows changed, never for a new index
-        with db.transaction() as conn:
+        with _index_transaction(db) as conn:
             conn.exec_driver_sql(f"ANALYZE {quote(AGENTS)}")
     return out
 
