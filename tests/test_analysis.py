@@ -295,6 +295,42 @@ def test_network_snapshot_is_the_follow_graph_at_a_step(social_runs: dict[str, l
         network_snapshot(run, color="wealth")
 
 
+@pytest.fixture(scope="module")
+def dense_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """The echo chamber's starting network, 400 agents with about 230 links each: a snapshot
+    of a few dozen agents must choose among hundreds of neighbours."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('dense') / 'dense.sqlite'}"
+    exp = load_experiment(ECHO, overrides={"population.size": 400, "steps": 1,
+                                           "network.mean_degree": 150, "checkpoint_every": 1})
+    return Simulation(exp, db_url=url).run()
+
+
+def test_network_snapshot_chooses_neighbours_at_random_among_all(dense_run: Run) -> None:
+    follows = dense_run.table("follows")
+    ops = follows.groupby(["follower_id", "followee_id"])["op"].sum()
+    live = ops[ops > 0].reset_index()
+    n = int(dense_run.info["n_agents"])
+    seeds = list(range(n - 20, n))  # the last ids: their followers' edges sort before theirs
+    touching = live["follower_id"].isin(seeds) | live["followee_id"].isin(seeds)
+    linked = set(live.loc[touching, "follower_id"]) | set(live.loc[touching, "followee_id"])
+    linked -= set(seeds)
+    assert touching.sum() > 4000 and len(linked) > 300  # hundreds of candidates for 5 places
+    chosen = []
+    for seed in range(20):
+        graph = network_snapshot(dense_run, seeds=seeds, max_nodes=25, seed=seed)
+        new = set(graph.nodes) - set(seeds)
+        assert len(new) == 5 and new <= linked and graph.graph["sampled"]
+        chosen += sorted(new)
+    again = network_snapshot(dense_run, seeds=seeds, max_nodes=25, seed=19)
+    assert set(again.nodes) == set(graph.nodes)  # the seed decides
+    # a uniform choice among all the candidates: about half above their median id (the
+    # first edges in id order, what a LIMIT with ORDER BY keeps, had followers of low ids only)
+    median = np.median(sorted(linked))
+    above = sum(c > median for c in chosen)
+    assert 30 <= above <= 70, above
+    assert len(set(chosen)) >= 80  # and not the same few each time
+
+
 def test_the_package_says_how_to_install_what_it_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [m for m in sys.modules if m.startswith("populace.simulator.analysis")]:
         monkeypatch.delitem(sys.modules, name)

@@ -35,8 +35,9 @@ from .figures import new_axes
 
 MAX_NODES = 5000
 """Most nodes a snapshot holds: more cannot be drawn legibly (nor laid out in seconds)."""
-EDGES_PER_NODE = 50
-"""Edges read per node wanted, at most, when looking for neighbours of the seed agents."""
+HASH_PRIME = 2_147_483_647
+"""The modulus (2**31 - 1) of the seeded hash that orders candidate neighbours in the database:
+products of two numbers below it fit the 64-bit integers of SQLite and PostgreSQL."""
 
 
 def network_snapshot(run: Run, step: int | None = None, *, max_nodes: int = 500,
@@ -45,8 +46,9 @@ def network_snapshot(run: Run, step: int | None = None, *, max_nodes: int = 500,
     """A sampled subgraph of the run's network as it stood at the end of ``step``.
 
     Sampling: ``seeds`` (default: a seeded random sample of ``max_nodes // 10`` agents), then
-    ``hops`` rounds adding the agents linked to the last ones added (a random choice among
-    them once ``max_nodes`` would be passed), then every edge among the chosen agents.
+    ``hops`` rounds adding the agents linked to the last ones added (once ``max_nodes`` would
+    be passed, a seeded random choice among all of them, made in the database: see
+    ``_neighbours``), then every edge among the chosen agents.
 
     Args:
         run: the run (its scenario must record a network: ``Scenario.graph``).
@@ -87,22 +89,23 @@ def network_snapshot(run: Run, step: int | None = None, *, max_nodes: int = 500,
     nodes = start
     frontier = start
     sampled = seeds is None and len(start) < n_agents
-    limit = EDGES_PER_NODE * max_nodes
     for _ in range(max(0, hops)):
-        if not len(frontier) or len(nodes) >= max_nodes:
-            break
-        touching = _edges(run, spec, step, frontier, any_end=True, limit=limit)
-        linked = np.unique(np.concatenate([touching["source"].to_numpy(np.int64),
-                                           touching["target"].to_numpy(np.int64)]))
-        new = np.setdiff1d(linked, nodes, assume_unique=True)
         room = max_nodes - len(nodes)
-        if len(new) > room or len(touching) >= limit:
-            sampled = True
+        if not len(frontier) or room <= 0:
+            break
+        # every neighbour of the frontier in a seeded random order, the first few only: enough
+        # to fill the room once those already chosen are left out, and one more to tell
+        # whether any was left out
+        found = _neighbours(run, spec, step, frontier, rng.integers(1, HASH_PRIME, size=3),
+                            limit=room + len(nodes) + 1)
+        new = found[~np.isin(found, nodes)]
         if len(new) > room:
-            new = np.sort(rng.choice(new, size=room, replace=False))
+            sampled = True
+            new = new[:room]
+        new = np.sort(new)
         nodes = np.union1d(nodes, new)
         frontier = new
-    edges = _edges(run, spec, step, nodes, any_end=False, limit=None)
+    edges = _edges(run, spec, step, nodes)
     graph = nx.DiGraph(run_id=run.id, step=step, color=color, value_step=None,
                        n_agents=n_agents, table=spec.table, sampled=bool(sampled))
     graph.add_nodes_from(nodes.tolist())
@@ -115,24 +118,50 @@ def network_snapshot(run: Run, step: int | None = None, *, max_nodes: int = 500,
     return graph
 
 
-def _edges(run: Run, spec: GraphTable, step: int, nodes: np.ndarray, *, any_end: bool,
-           limit: int | None) -> pd.DataFrame:
-    """Edges as of ``step`` with one end (``any_end``) or both ends in ``nodes``, aggregated
-    in the database: ``source``, ``target``, ``weight``."""
+def _edge_query(run: Run, spec: GraphTable, step: int, nodes: np.ndarray, *,
+                any_end: bool) -> sa.Select[Any]:
+    """The edges as of ``step`` with one end (``any_end``) or both ends in ``nodes``,
+    aggregated in the database: ``source``, ``target``, ``weight``."""
     t = run.db.table(spec.table)
     src, dst = t.c[spec.source], t.c[spec.target]
     ids = [int(x) for x in nodes]
     inside = [src.in_(ids), dst.in_(ids)]
     weight = sa.func.sum(t.c[spec.op]) if spec.op else sa.func.count()
-    stmt = (sa.select(src.label("source"), dst.label("target"), weight.label("weight"))
+    return (sa.select(src.label("source"), dst.label("target"), weight.label("weight"))
             .where(t.c.run_id == run.id, t.c.step <= step,
                    sa.or_(*inside) if any_end else sa.and_(*inside))
-            .group_by(src, dst).having(weight > 0).order_by(src, dst))
-    if limit is not None:
-        stmt = stmt.limit(limit)
+            .group_by(src, dst).having(weight > 0))
+
+
+def _edges(run: Run, spec: GraphTable, step: int, nodes: np.ndarray) -> pd.DataFrame:
+    """The edges among ``nodes`` as of ``step`` (see ``_edge_query``)."""
+    stmt = _edge_query(run, spec, step, nodes, any_end=False)
     with run.db.engine.connect() as conn:
         rows = conn.execute(stmt).all()
     return pd.DataFrame([tuple(r) for r in rows], columns=["source", "target", "weight"])
+
+
+def _neighbours(run: Run, spec: GraphTable, step: int, frontier: np.ndarray,
+                salt: np.ndarray, *, limit: int) -> np.ndarray:
+    """The first ``limit`` agents linked to ``frontier`` (the frontier's own agents among
+    them) as of ``step``, in an order that ``salt`` (three integers below ``HASH_PRIME``)
+    chooses at random.
+
+    The database orders all of them and sends ``limit`` ids: a hub followed by a million
+    agents costs one sort there, not a million rows here. The order is a hash of the agent
+    id, ``(((a * id + b) mod P)**2 + c) mod P``: deterministic for a salt on SQLite and
+    PostgreSQL alike (neither has a seeded random()), and the square breaks the regular
+    pattern an affine hash alone would give ids in a row; ties go to the lower id.
+    """
+    pairs = _edge_query(run, spec, step, frontier, any_end=True).subquery()
+    ends = sa.union(sa.select(pairs.c.source.label("agent")),
+                    sa.select(pairs.c.target.label("agent"))).subquery()
+    a, b, c = (sa.literal(int(x), sa.BigInteger) for x in salt)
+    mixed = (sa.cast(ends.c.agent, sa.BigInteger) * a + b) % HASH_PRIME
+    key = (mixed * mixed + c) % HASH_PRIME
+    stmt = sa.select(ends.c.agent).order_by(key, ends.c.agent).limit(limit)
+    with run.db.engine.connect() as conn:
+        return np.asarray(conn.execute(stmt).scalars().all(), dtype=np.int64)
 
 
 def _values(run: Run, name: str, step: int, nodes: np.ndarray) -> tuple[dict[int, Any],
