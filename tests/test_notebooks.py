@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+import nbclient
+import nbformat
 import pytest
 
 from populace.simulator.docgen import slugify
@@ -96,8 +98,6 @@ def kernel_manager(folder: Path):
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=by_name)
 def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
     figures = Path(os.environ.get("POPULACE_FIGURES", tmp_path / "figures")).resolve()
     work = tmp_path / "work"
     work.mkdir()
