@@ -468,6 +468,12 @@ def load_cases(path: str | Path) -> CaseLibrary:
         for where, raw in records:
             case_id = raw.get("id", "<no id>") if isinstance(raw, dict) else "<not an object>"
             prefix = f"{where}: case {case_id!r}"
+            repeated = False
+            if isinstance(case_id, str) and not case_id.startswith("<"):
+                other = first_seen.setdefault(case_id, where)
+                repeated = other != where
+                if repeated:
+                    problems.append(f"{prefix}: id: already used by the case in {other}")
             try:
                 case = Case.model_validate(raw)
             except ValidationError as exc:
@@ -475,11 +481,8 @@ def load_cases(path: str | Path) -> CaseLibrary:
                 continue
             if case.source == LIBRARY_SOURCE:
                 problems += [f"{prefix}: {p}" for p in library_problems(case)]
-            other = first_seen.setdefault(case.id, where)
-            if other != where:
-                problems.append(f"{prefix}: id: already used by the case in {other}")
-                continue
-            cases.append(case)
+            if not repeated:
+                cases.append(case)
     if problems:
         raise CaseError(problems)
     return CaseLibrary(cases)
