@@ -15,6 +15,7 @@ from populace.scenarios.clinic.doctor import (
     consult,
     differential,
     information_gain,
+    keyed_uniform,
     posterior,
     prior_log,
     update,
@@ -126,22 +127,50 @@ def test_consultations_on_the_library(library) -> None:
     reps = 20
     args = (np.repeat(truth, reps, 0), np.repeat(complaints, reps, 0),
             np.repeat(correct, reps))
-    sharp = consult(table, *args, DoctorParams(), np.random.default_rng(0), miss_rate=0.3)
+    sharp = consult(table, *args, DoctorParams(), 0, miss_rate=0.3)
     assert sharp.correct.mean() > 0.9 and (sharp.rank > 0).mean() >= sharp.correct.mean()
     assert (sharp.turns <= 20).all() and (sharp.tests <= sharp.turns).all()
     assert (sharp.cost >= 0).all() and sharp.turns.mean() > 1
     # the same seed, the same consultations
-    again = consult(table, *args, DoctorParams(), np.random.default_rng(0), miss_rate=0.3)
+    again = consult(table, *args, DoctorParams(), 0, miss_rate=0.3)
     assert (again.diagnosis == sharp.diagnosis).all() and (again.turns == sharp.turns).all()
     # biased doctors are less accurate, over several seeds
     accuracy = {0.0: [], 0.9: []}
     for seed in range(5):
         for bias in accuracy:
             res = consult(table, *args, DoctorParams(confirmation=bias),
-                          np.random.default_rng(seed), miss_rate=0.3)
+                          seed, miss_rate=0.3)
             accuracy[bias].append(res.correct.mean())
     assert max(accuracy[0.9]) < min(accuracy[0.0]), accuracy
     # a doctor allowed no turn diagnoses from the complaint alone, and worse
-    blunt = consult(table, *args, DoctorParams(max_turns=0), np.random.default_rng(0))
+    blunt = consult(table, *args, DoctorParams(max_turns=0), 0)
     assert (blunt.turns == 0).all() and blunt.correct.mean() < sharp.correct.mean()
     assert prior_log(table, complaints).shape == (len(cases), len(table.diagnoses))
+
+
+def test_a_consultation_does_not_depend_on_the_batch_around_it(library) -> None:
+    _, table, truth, complaints, correct = library
+    keys = np.arange(len(correct)) + 1000
+    whole = consult(table, truth, complaints, correct, DoctorParams(), 7, keys=keys,
+                    miss_rate=0.4)
+    order = np.arange(len(correct))[::-1][: len(correct) // 2]
+    part = consult(table, truth[order], complaints[order], correct[order], DoctorParams(), 7,
+                   keys=keys[order], miss_rate=0.4)
+    assert (part.turns == whole.turns[order]).all()
+    assert (part.diagnosis == whole.diagnosis[order]).all()
+    assert keyed_uniform(7, keys, 3).min() >= 0 and keyed_uniform(7, keys, 3).max() < 1
+    assert not np.allclose(keyed_uniform(7, keys, 3), keyed_uniform(8, keys, 3))
+
+
+def test_doctors_with_their_own_parameters_in_one_batch(library) -> None:
+    _, table, truth, complaints, correct = library
+    n = len(correct)
+    mixed = DoctorParams(confirmation=np.where(np.arange(n) % 2 == 0, 0.0, 0.9),
+                         max_turns=np.where(np.arange(n) % 2 == 0, 20, 0))
+    res = consult(table, truth, complaints, correct, mixed, 3, miss_rate=0.3)
+    assert (res.turns[1::2] == 0).all() and res.turns[0::2].mean() > 3
+    alone = consult(table, truth[0::2], complaints[0::2], correct[0::2], DoctorParams(), 3,
+                    keys=np.arange(n)[0::2], miss_rate=0.3)
+    assert (alone.turns == res.turns[0::2]).all()
+    with pytest.raises(ValueError, match="a > 0 and b > 0"):
+        KnowledgeTable.from_cases(library[0], a=0.0)

@@ -35,23 +35,39 @@ TINY = 1e-12
 
 @dataclass(frozen=True)
 class DoctorParams:
-    """How a rule doctor decides.
+    """How a rule doctor decides. Each attribute is one value for the whole batch, or an array
+    with one value per consultation (doctors with their own biases in one batch).
 
     Attributes:
         confidence: diagnose once the leading diagnosis has this posterior probability.
         max_turns: questions and tests at most; then the leading diagnosis is given.
         cost_weight: bits of expected information one unit of test cost is worth giving up
             (0: tests are free; 0.01: a 100-unit test must tell one bit more than a question).
-        min_gain: diagnose when no finding is expected to tell this many bits.
+        min_gain: diagnose when no finding's expected bits, less its cost's weight, reach
+            this.
         confirmation: confirmation bias, 0 (none) to 1: the share of the evidence against its
             leading diagnosis (relative to the best-supported alternative) the doctor ignores.
     """
 
-    confidence: float = 0.9
-    max_turns: int = 20
-    cost_weight: float = 0.002
-    min_gain: float = 0.02
-    confirmation: float = 0.0
+    confidence: float | np.ndarray = 0.9
+    max_turns: int | np.ndarray = 20
+    cost_weight: float | np.ndarray = 0.002
+    min_gain: float | np.ndarray = 0.02
+    confirmation: float | np.ndarray = 0.0
+
+    def rows(self, index: np.ndarray) -> DoctorParams:
+        """The parameters of the consultations at ``index`` (per-consultation arrays are
+        indexed; batch-wide values stay as they are)."""
+        def pick(value: float | np.ndarray) -> float | np.ndarray:
+            return value[index] if isinstance(value, np.ndarray) and value.ndim else value
+        return DoctorParams(*(pick(getattr(self, f)) for f in (
+            "confidence", "max_turns", "cost_weight", "min_gain", "confirmation")))
+
+
+def _per_row(value: float | np.ndarray) -> np.ndarray:
+    """A parameter as a column that broadcasts against (consultations, ...) arrays."""
+    array = np.asarray(value, dtype=float)
+    return array[:, None] if array.ndim else array
 
 
 def _entropy(p: np.ndarray) -> np.ndarray:
@@ -99,7 +115,7 @@ def choose(table: KnowledgeTable, log_post: np.ndarray, asked: np.ndarray, turns
         turns: per consultation, turns taken so far.
         params: the doctor's parameters (one set for the batch).
     """
-    score = information_gain(table, log_post) - params.cost_weight * table.cost[None, :]
+    score = information_gain(table, log_post) - _per_row(params.cost_weight) * table.cost[None, :]
     score = np.where(asked, -np.inf, score)
     best = score.argmax(axis=1)
     best_score = score[np.arange(len(best)), best]
@@ -116,11 +132,12 @@ def update(table: KnowledgeTable, log_post: np.ndarray, finding: np.ndarray,
     best-supported alternative."""
     lik = table.likelihood[:, finding].T  # (consultations, diagnoses)
     delta = np.log(np.where(positive[:, None], lik, 1.0 - lik))
-    if params.confirmation > 0:
+    confirmation = np.asarray(params.confirmation, dtype=float)
+    if (confirmation > 0).any():
         rows = np.arange(len(finding))
         lead = log_post.argmax(axis=1)
         shortfall = delta.max(axis=1) - delta[rows, lead]
-        delta[rows, lead] += params.confirmation * shortfall
+        delta[rows, lead] += confirmation * shortfall
     return log_post + delta
 
 
@@ -130,6 +147,12 @@ def differential(log_post: np.ndarray, k: int) -> np.ndarray:
     top = np.argpartition(-log_post, k - 1, axis=1)[:, :k]
     order = np.take_along_axis(-log_post, top, axis=1).argsort(axis=1, kind="stable")
     return np.take_along_axis(top, order, axis=1)
+
+
+def _draws(seed: int, keys: np.ndarray, turns: np.ndarray) -> np.ndarray:
+    """``keyed_uniform`` for consultations at different turns (the turn joins the key)."""
+    return keyed_uniform(seed, keys.astype(np.uint64) * np.uint64(1 << 16)
+                         + turns.astype(np.uint64), 0)
 
 
 @dataclass
@@ -146,9 +169,26 @@ class ConsultationResults:
     correct: np.ndarray
 
 
+def keyed_uniform(seed: int, keys: np.ndarray, turn: int) -> np.ndarray:
+    """Uniform numbers in [0, 1), one per key, fixed by (seed, key, turn) alone (splitmix64
+    of the three): a consultation draws the same numbers whatever batch it is in, in whatever
+    order, on whichever shard."""
+    with np.errstate(over="ignore"):
+        x = (np.asarray(keys, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+             + np.uint64(seed & 0xFFFFFFFFFFFFFFFF) * np.uint64(0xBF58476D1CE4E5B9)
+             + np.uint64(turn) * np.uint64(0x94D049BB133111EB))
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
 def consult(table: KnowledgeTable, truth: np.ndarray, complaints: np.ndarray,
-            correct: np.ndarray, params: DoctorParams, rng: np.random.Generator, *,
-            miss_rate: np.ndarray | float = 0.0, k: int = 5) -> ConsultationResults:
+            correct: np.ndarray, params: DoctorParams, seed: int, *,
+            keys: np.ndarray | None = None, miss_rate: np.ndarray | float = 0.0,
+            k: int = 5) -> ConsultationResults:
     """Run consultations to their end, one batched round per turn.
 
     Args:
@@ -156,8 +196,10 @@ def consult(table: KnowledgeTable, truth: np.ndarray, complaints: np.ndarray,
         truth: (consultations, findings) booleans: what each patient has (``case_findings``).
         complaints: (consultations, findings) the findings each patient opens with.
         correct: per consultation, the row of its correct diagnosis.
-        params: the doctor's parameters.
-        rng: random numbers for patients' recall.
+        params: the doctor's parameters (per consultation where they are arrays).
+        seed: fixes the patients' recall draws, with ``keys``.
+        keys: per consultation, the key of its draws (e.g. the patient's id; default: its
+            row), so that a consultation's course does not depend on the batch around it.
         miss_rate: per consultation (or one for all), the chance that a patient does not
             report a symptom it has (low recall); tests always report the truth.
         k: the length of the differential that top-k accuracy is read from.
@@ -170,18 +212,20 @@ def consult(table: KnowledgeTable, truth: np.ndarray, complaints: np.ndarray,
     cost = np.zeros(n)
     open_ = np.ones(n, dtype=bool)
     miss = np.broadcast_to(np.asarray(miss_rate, dtype=float), (n,))
+    keys = np.arange(n) if keys is None else np.asarray(keys)
     while open_.any():
         rows = np.flatnonzero(open_)
-        pick = choose(table, log_post[rows], asked[rows], turns[rows], params)
+        pick = choose(table, log_post[rows], asked[rows], turns[rows], params.rows(rows))
         ask = pick != DIAGNOSE
         open_[rows[~ask]] = False
         rows, pick = rows[ask], pick[ask]
         if not len(rows):
             break
         answer = truth[rows, pick]
-        forgot = ~table.is_test[pick] & (rng.random(len(rows)) < miss[rows])
+        draw = _draws(seed, keys[rows], turns[rows])
+        forgot = ~table.is_test[pick] & (draw < miss[rows])
         answer = answer & ~forgot
-        log_post[rows] = update(table, log_post[rows], pick, answer, params)
+        log_post[rows] = update(table, log_post[rows], pick, answer, params.rows(rows))
         asked[rows, pick] = True
         turns[rows] += 1
         tests[rows] += table.is_test[pick]

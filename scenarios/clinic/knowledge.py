@@ -60,6 +60,9 @@ class KnowledgeTable:
         """
         if not cases:
             raise ValueError("a knowledge table needs at least one case")
+        if not (a > 0 and b > 0):
+            raise ValueError(f"the Beta prior needs a > 0 and b > 0 (got a={a}, b={b}): with "
+                             "0 a finding never seen would rule a diagnosis out for good")
         names: dict[str, str] = {}
         for case in cases:
             names.setdefault(normalise_diagnosis(case.diagnosis), case.diagnosis)
