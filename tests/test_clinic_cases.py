@@ -269,8 +269,34 @@ def test_test_names_normalise(name: str, canonical: str) -> None:
     assert vocab.normalise_test(name) == canonical
 
 
+REQUESTS_WITH_EXTRA_WORDS = [
+    ("CT scan of the head without contrast", "ct_head"),
+    ("Lumbar puncture with opening pressure", "lumbar_puncture"),
+    ("Joint aspiration of the right knee", "synovial_fluid_analysis"),
+    ("Stool for C. difficile toxin", "c_diff_toxin"), ("Doppler ultrasound of the legs", "leg_doppler"),
+    ("Sputum AFB smear x3", "sputum_afb"), ("Anti-TPO antibodies", "thyroid_antibodies"),
+    ("Colonoscopy with biopsies", "colonoscopy"), ("Urinalysis with microscopy", "urinalysis"),
+    ("Complete blood count (CBC) with differential", "cbc"), ("Blood cultures x2", "blood_culture"),
+    ("Fasting blood glucose", "glucose"), ("MRI of the brain with gadolinium", "mri_brain"),
+    ("Serial troponins", "troponin"), ("HIV RNA PCR", "hiv_test"), ("QuantiFERON-TB Gold", "igra"),
+    ("Influenza A/B PCR", "influenza_test"),
+    ("Thick and thin blood smears for malaria", "malaria_smear"),
+    ("CT abdomen and pelvis with contrast", "ct_abdomen"),
+    ("Urine culture and sensitivity", "urine_culture"),
+    ("MRI brain with and without contrast", "mri_brain"),
+]
+
+
+@pytest.mark.parametrize(("name", "canonical"), REQUESTS_WITH_EXTRA_WORDS)
+def test_requests_with_extra_words_name_the_test_of_their_longest_alias(name: str,
+                                                                         canonical: str) -> None:
+    assert vocab.normalise_test(name) == canonical
+    assert vocab.normalise_test(name, exact=True) is None
+
+
 @pytest.mark.parametrize("name", ["CT", "MRI", "x-ray", "blood", "tricorder", "", "  ", "test",
-                                  "scan please", "ultrasound"])
+                                  "scan please", "ultrasound", "CT scan", "MRI scan",
+                                  "blood test", "MRI with contrast", "CT of the left side"])
 def test_vague_or_unknown_test_names_do_not_normalise(name: str) -> None:
     assert vocab.normalise_test(name) is None
 

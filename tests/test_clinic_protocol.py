@@ -195,6 +195,36 @@ def test_several_tests_carry_out_the_first(text: str, first: str, dropped: tuple
     assert turn.problems == ("multiple_tests",)
 
 
+@pytest.mark.parametrize("request_text", [
+    "CT scan of the head without contrast", "Lumbar puncture with opening pressure",
+    "Joint aspiration of the right knee", "Stool for C. difficile toxin",
+    "Doppler ultrasound of the legs", "Sputum AFB smear x3", "Anti-TPO antibodies",
+    "Colonoscopy with biopsies", "Urinalysis with microscopy",
+    "Complete blood count (CBC) with differential", "Blood cultures x2", "Fasting blood glucose",
+    "MRI of the brain with gadolinium", "Serial troponins", "HIV RNA PCR", "QuantiFERON-TB Gold",
+    "Influenza A/B PCR", "Thick and thin blood smears for malaria",
+    "CT abdomen and pelvis with contrast", "Urine culture and sensitivity",
+    "MRI brain with and without contrast"])
+def test_ordinary_requests_with_extra_words_get_the_case_result(library, request_text) -> None:
+    turn = parse_doctor_text(f"REQUEST TEST: {request_text}")
+    assert turn.action == "order_test" and turn.test is not None, turn
+    assert not turn.dropped and "multiple_tests" not in turn.problems
+    cases = [c for c in library if turn.test in c.tests]
+    assert cases, turn.test
+    reply = measurement_reply(cases[0], request_text)
+    assert NORMAL_READINGS not in reply, reply
+
+
+@pytest.mark.parametrize(("text", "first", "dropped"), [
+    ("REQUEST TEST: CBC and blood cultures x2", "cbc", ("blood cultures x2",)),
+    ("REQUEST TEST: CT scan of the head and lumbar puncture", "ct_head", ("lumbar puncture",)),
+])
+def test_several_tests_with_extra_words_still_split(text: str, first: str,
+                                                    dropped: tuple) -> None:
+    turn = parse_doctor_text(text)
+    assert (turn.test, turn.dropped) == (first, dropped)
+
+
 def test_an_unknown_test_is_kept_as_text_and_counted() -> None:
     turn = parse_doctor_text("REQUEST TEST: Serum unobtainium level")
     assert turn.action == "order_test" and turn.test is None

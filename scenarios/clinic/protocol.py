@@ -496,7 +496,7 @@ def _clean_diagnosis(text: str) -> tuple[str, list[str]]:
 def _clean_request(text: str) -> str:
     text = _unwrap(text)
     text = _unwrap(_TEST_LEAD.sub("", _unwrap(text[:_first_sentence(text, stop=False)])))
-    if normalise_test(text) is None:
+    if normalise_test(text, exact=True) is None:
         found = _outside_parentheses(text, _PURPOSE)
         if found and _unwrap(text[:found[0].start()]):
             text = _unwrap(text[:found[0].start()])
@@ -505,13 +505,16 @@ def _clean_request(text: str) -> str:
 
 def _split_tests(text: str) -> list[str]:
     """The tests one request names: split at commas, semicolons, "+", "&" and "and", pieces
-    joined back where together they name one vocabulary test (longest first)."""
+    joined back where together they name one vocabulary test exactly (longest first). The
+    whole text is one test when it names one and its pieces name at most one ("Thick and
+    thin blood smears for malaria", "CT abdomen and pelvis with contrast", "Urine culture
+    and sensitivity" are one test each; "CBC and blood cultures" two)."""
     if not text:
         return []
-    if normalise_test(text):
+    if normalise_test(text, exact=True):
         return [text]
     bare = _unwrap(re.sub(r"\([^)]*\)", " ", text)) or text
-    if normalise_test(bare):
+    if normalise_test(bare, exact=True):
         return [bare]
     parts = _TEST_SPLIT.split(bare)
     pieces, seps = parts[0::2], parts[1::2]
@@ -520,12 +523,16 @@ def _split_tests(text: str) -> list[str]:
     while i < len(pieces):
         for j in range(len(pieces) - 1, i - 1, -1):
             joined = "".join(p + s for p, s in zip(pieces[i:j], seps[i:j], strict=True)) + pieces[j]
-            if j == i or normalise_test(joined):
+            if j == i or normalise_test(joined, exact=True):
                 name = _unwrap(_TEST_LEAD.sub("", _unwrap(joined)))
                 if name:
                     out.append(name)
                 i = j + 1
                 break
+    if len(out) > 1 and sum(normalise_test(o) is not None for o in out) <= 1:
+        for whole in (text, bare):
+            if normalise_test(whole):
+                return [whole]
     return out
 
 

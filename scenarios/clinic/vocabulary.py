@@ -336,6 +336,17 @@ def _build_test_index(tests: Iterable[TestInfo]) -> dict[str, str]:
     return index
 
 
+_REQUEST_FILLER = frozenset({
+    "with", "without", "contrast", "including", "x2", "x3", "serial", "repeat", "stat",
+    "urgent", "right", "left", "both", "bilateral", "gadolinium", "of", "the",
+})
+"""Words of a request that never name a test, dropped before the fallback word match of
+``normalise_test`` ("MRI of the brain with gadolinium", "Blood cultures x2")."""
+
+_TEST_ALIASES: tuple[tuple[frozenset[str], str], ...] = tuple(
+    (frozenset(key_of_test(text).split()), info.name)
+    for info in _TESTS for text in (info.name.replace("_", " "), info.label, *info.aliases))
+
 TEST_VOCABULARY: Mapping[str, TestInfo] = MappingProxyType({t.name: t for t in _TESTS})
 """Every orderable test by canonical name, in a stable order (blood, serology,
 microbiology, fluids, bedside, imaging)."""
@@ -343,7 +354,7 @@ microbiology, fluids, bedside, imaging)."""
 _TEST_INDEX = _build_test_index(_TESTS)
 
 
-def normalise_test(name: str) -> str | None:
+def normalise_test(name: str, *, exact: bool = False) -> str | None:
     """The canonical name of a test, or None when the vocabulary does not know it.
 
     Case, punctuation, accents, word order, plurals and filler words ("test", "level",
@@ -351,15 +362,37 @@ def normalise_test(name: str) -> str | None:
     ``normalise_test("12-lead EKG") == "ecg"``, ``normalise_test("Chest X-Ray") ==
     "chest_xray"``, ``normalise_test("Complete Blood Count") == "cbc"``.
 
+    Without an exact match, a request with extra words ("CT scan of the head without
+    contrast", "Blood cultures x2") names the test whose longest alias has all its words
+    in the request (extra filler such as "with", "contrast", "x2", "left" ignored), when
+    exactly one test has an alias of that length there; a vague request ("CT scan",
+    "MRI", "blood test") stays unknown.
+
     Args:
         name: a free-text test name (an order, an AgentClinic key such as
             ``Complete_Blood_Count``).
+        exact: only the exact match (no fallback on the words of the longest alias).
 
     Returns:
         The canonical name (a key of ``TEST_VOCABULARY``) or None.
     """
     key = key_of_test(name)
-    return _TEST_INDEX.get(key) if key else None
+    if not key:
+        return None
+    found_exact = _TEST_INDEX.get(key)
+    if found_exact is not None or exact:
+        return found_exact
+    # no exact match: the test whose longest alias has all its words in the request, when
+    # exactly one test matches at that length ("CT scan of the head without contrast" ->
+    # ct_head; "CT scan", "MRI", "blood test" stay unknown: several tests or none)
+    words = set(key.split()) - _REQUEST_FILLER
+    best, found = 0, set()
+    for alias, test in _TEST_ALIASES:
+        if len(alias) >= best and alias <= words:
+            if len(alias) > best:
+                best, found = len(alias), set()
+            found.add(test)
+    return found.pop() if len(found) == 1 else None
 
 
 # -- symptoms -------------------------------------------------------------------------------
