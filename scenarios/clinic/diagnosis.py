@@ -30,9 +30,22 @@ The rule, in order:
    case's synonyms, or of any name in a ``GLOBAL_SYNONYMS`` group that contains one of
    those ("PE" for "pulmonary embolism", "T2DM" for "type 2 diabetes mellitus").
 5. Text in parentheses may be left out: "Pulmonary embolism (massive)" matches
-   "pulmonary embolism"; the whole answer is tried too.
-6. An answer naming two diagnoses ("pneumonia or pulmonary embolism") matches neither: the
-   doctor must commit.
+   "pulmonary embolism"; the whole answer is tried too. So may a cause, complication or
+   comment after "due to", "secondary to", "caused by", "with", "in the setting of",
+   "complicated by", ";" or ",": "Syncope due to aortic stenosis" is read as "syncope" too
+   (the text before the first such word).
+6. Single-token abbreviations of the global groups (names written in capitals: "PE", "AF",
+   "SAH", "RA", "CHF", "T2DM", and "DM", "B12") are written out inside a longer name:
+   "Massive PE" is "massive pulmonary embolism", "Type 2 DM" is "type 2 diabetes mellitus".
+7. A hyphen inside a word may join it: "Pre-renal AKI" matches "prerenal AKI" (both readings
+   are tried, so "non-ST elevation MI" still matches "non-ST-elevation MI").
+8. ``QUALIFIER_WORDS`` (laterality, severity, onset, "uncomplicated", "flare") may be added or
+   left out, but not contradicted: "Left-sided pneumothorax" matches "pneumothorax", "mild
+   aortic stenosis" does not match "severe aortic stenosis".
+9. An answer naming two diagnoses ("pneumonia or pulmonary embolism", "pneumonia vs PE")
+   matches neither: the doctor must commit. A slash answer matches only when every
+   alternative does ("Viral/idiopathic pericarditis" matches a case listing both "viral
+   pericarditis" and "idiopathic pericarditis"; "Pneumonia/PE" matches neither case).
 """
 
 from __future__ import annotations
@@ -173,7 +186,7 @@ def _singular(word: str) -> str:
     return word
 
 
-def _words(text: str) -> list[str]:
+def _raw_words(text: str) -> list[str]:
     """Step 1 and 2 of the rule: the folded words that count, in order, without repeats."""
     text = unicodedata.normalize("NFKD", text)
     text = "".join(c for c in text if not unicodedata.combining(c)).lower()
@@ -187,6 +200,40 @@ def _words(text: str) -> list[str]:
         word = _singular(word.replace("ae", "e").replace("oe", "e"))
         if (letter or word not in HEDGE_WORDS) and word not in out:
             out.append(word)
+    return out
+
+
+_EXTRA_ABBREVIATIONS = {"dm": "diabetes mellitus", "b12": "vitamin B12"}
+
+
+def _build_abbreviations() -> dict[str, tuple[str, ...]]:
+    """Single-token abbreviations (names written in capitals, "AFib") of the global groups,
+    to the words of their group's first name, and a few that name no group by themselves
+    ("DM", "B12" for "vitamin B12")."""
+    table = {word: tuple(_raw_words(name)) for word, name in _EXTRA_ABBREVIATIONS.items()}
+    for group in GLOBAL_SYNONYMS:
+        canon = tuple(_raw_words(group[0]))
+        for name in group:
+            words = _raw_words(name)
+            letters = re.sub(r"[^A-Za-z]", "", name)
+            if (len(words) == 1 and tuple(words) != canon
+                    and any(c.isupper() for c in letters[1:])):
+                table[words[0]] = canon
+    return table
+
+
+_ABBREVIATIONS = _build_abbreviations()
+
+
+def _words(text: str) -> list[str]:
+    """The folded words of ``text`` (``_raw_words``) with single-token abbreviations of the
+    global groups written out, so that "Massive PE" reads as "massive pulmonary embolism"
+    and "Type 2 DM" as "type 2 diabetes mellitus"."""
+    out: list[str] = []
+    for word in _raw_words(text):
+        for part in _ABBREVIATIONS.get(word, (word,)):
+            if part not in out:
+                out.append(part)
     return out
 
 
@@ -226,34 +273,107 @@ def normalise_diagnosis(text: str) -> str:
     return " ".join(words)
 
 
-def _candidates(answer: str) -> list[frozenset[str]]:
-    """The word sets an answer may be read as: all of it, and without parentheses."""
-    sets = [frozenset(_words(answer))]
+QUALIFIER_WORDS = frozenset({
+    "left", "right", "sided", "bilateral", "unilateral", "severe", "mild", "moderate",
+    "massive", "submassive", "new", "onset", "newly", "diagnosed", "uncomplicated",
+    "complicated", "flare", "symptomatic", "active", "early",
+})
+"""Words an answer may add to or leave out of a case's name (laterality, severity, onset):
+"Left-sided pneumothorax" matches "pneumothorax" and "Massive PE" matches "pulmonary
+embolism", but qualifiers must not contradict: the qualifiers of one text must be among
+those of the other ("mild aortic stenosis" does not match "severe aortic stenosis")."""
+
+_CAUSE_SPLIT = re.compile(
+    r"\s+(?:due\s+to|secondary\s+to|caused\s+by|with|in\s+the\s+setting\s+of|"
+    r"complicated\s+by)\s+|\s*[;,]\s*", re.IGNORECASE)
+_EITHER = re.compile(r"\b(?:or|vs|versus)\b", re.IGNORECASE)
+_HYPHEN_IN_WORD = re.compile(r"(?<=[A-Za-z])-(?=[A-Za-z])")
+
+
+def _texts(answer: str) -> list[str]:
+    """The texts an answer may be read as: all of it, without parentheses, the text before
+    a cause or complication ("X due to Y", "X with Y", "X; Y"; not in an answer that hedges
+    between diagnoses with "or" or "vs"), each also with hyphens
+    inside words joining ("pre-renal" is "prerenal")."""
+    texts = [answer]
     bare = re.sub(r"\([^)]*\)|\[[^\]]*\]", " ", answer)
     if bare != answer:
-        sets.append(frozenset(_words(bare)))
-    return [s for s in sets if s]
+        texts.append(bare)
+    for text in list(texts):
+        if _EITHER.search(text):
+            continue
+        head = _CAUSE_SPLIT.split(text, maxsplit=1)[0]
+        if head != text:
+            texts.append(head)
+    for text in list(texts):
+        joined = _HYPHEN_IN_WORD.sub("", text)
+        if joined != text:
+            texts.append(joined)
+    return texts
+
+
+def _candidates(answer: str) -> list[frozenset[str]]:
+    """The word sets an answer may be read as (see ``_texts``)."""
+    out: list[frozenset[str]] = []
+    for text in _texts(answer):
+        words = frozenset(_words(text))
+        if words and words not in out:
+            out.append(words)
+    return out
 
 
 def accepted_word_sets(names: Iterable[str]) -> set[frozenset[str]]:
     """The word sets that match any of ``names``: theirs and those of their global synonym
-    groups."""
+    groups (each also with hyphens inside words joining)."""
     accepted: set[frozenset[str]] = set()
     for name in names:
-        words = frozenset(_words(name))
-        if not words:
-            continue
-        accepted.add(words)
-        group = _GROUP_OF.get(words)
-        if group is not None:
-            accepted.update(frozenset(_words(n)) for n in GLOBAL_SYNONYMS[group])
+        for text in dict.fromkeys([name, _HYPHEN_IN_WORD.sub("", name)]):
+            words = frozenset(_words(text))
+            if not words:
+                continue
+            accepted.add(words)
+            group = _GROUP_OF.get(words)
+            if group is not None:
+                accepted.update(frozenset(_words(n)) for n in GLOBAL_SYNONYMS[group])
     return accepted
+
+
+def _set_matches(words: frozenset[str], accepted: set[frozenset[str]]) -> bool:
+    if words in accepted:
+        return True
+    core, qualifiers = words - QUALIFIER_WORDS, words & QUALIFIER_WORDS
+    if not core:
+        return False
+    return any(name - QUALIFIER_WORDS == core
+               and (qualifiers <= name or name & QUALIFIER_WORDS <= qualifiers)
+               for name in accepted)
+
+
+def _alternatives(answer: str) -> list[list[str]]:
+    """The readings of a slash answer, each a list of alternatives: word by word
+    ("Viral/idiopathic pericarditis" is "Viral pericarditis" and "idiopathic pericarditis")
+    and phrase by phrase ("A / B")."""
+    if "/" not in answer:
+        return []
+    readings = [[part for part in re.split(r"\s*/\s*", answer) if part.strip()]]
+    match = re.search(r"(\S+)\s*/\s*(\S+)", answer)
+    if match:
+        left, right = match.span(1), match.span(2)
+        readings.append([answer[:left[1]] + answer[right[1]:],
+                         answer[:left[0]] + answer[right[0]:]])
+    return [r for r in readings if len(r) > 1]
+
+
+def _answer_matches(answer: str, accepted: set[frozenset[str]]) -> bool:
+    if any(_set_matches(c, accepted) for c in _candidates(answer)):
+        return True
+    return any(all(_answer_matches(alt, accepted) for alt in reading)
+               for reading in _alternatives(answer))
 
 
 def names_match(answer: str, names: Iterable[str]) -> bool:
     """Whether ``answer`` names the same disease as one of ``names`` (the module's rule)."""
-    accepted = accepted_word_sets(names)
-    return any(c in accepted for c in _candidates(answer))
+    return _answer_matches(answer, accepted_word_sets(names))
 
 
 def diagnosis_matches(answer: str, case: HasDiagnosis) -> bool:
@@ -275,6 +395,6 @@ def rank_of_diagnosis(differential: Sequence[str], case: HasDiagnosis) -> int | 
     diagnosis, or None: top-k accuracy counts ranks <= k."""
     accepted = accepted_word_sets([case.diagnosis, *case.synonyms])
     for rank, answer in enumerate(differential, 1):
-        if any(c in accepted for c in _candidates(answer)):
+        if _answer_matches(answer, accepted):
             return rank
     return None
