@@ -250,6 +250,25 @@ def test_examinations(text: str, system: str) -> None:
     assert turn.problems == ()
 
 
+@pytest.mark.parametrize(("request_text", "system"), [
+    ("pulse oximetry", "general"), ("SpO2", "general"), ("oxygen saturation", "general"),
+    ("blood pressure", "general"), ("temperature", "general"), ("O2 sats", "general"),
+    ("fundoscopic examination", "heent"), ("funduscopic exam", "heent"),
+    ("ophthalmoscopy", "heent"), ("visual fields", "heent"),
+])
+def test_vital_signs_and_eye_examinations_ordered_as_tests_are_examinations(
+        library, request_text: str, system: str) -> None:
+    turn = parse_doctor_text(f"REQUEST TEST: {request_text}")
+    assert (turn.action, turn.system, turn.problems) == ("examine", system, ())
+    if system == "general":
+        case = next(c for c in library if c.examination.vital_signs.oxygen_saturation_pct)
+        assert "oxygen saturation" in examination_reply(case, turn.system)
+    else:
+        case = next(c for c in library if "papilloedema" in
+                    c.examination.findings.get("heent", ""))
+        assert "papilloedema" in examination_reply(case, turn.system)
+
+
 def test_examination_problems() -> None:
     turn = parse_doctor_text("REQUEST EXAM: heart and lungs")
     assert (turn.system, turn.problems) == ("cardiovascular", ("multiple_tests",))
@@ -467,7 +486,9 @@ def test_examination_replies(library) -> None:
     assert whole.startswith("RESULTS:\nVital signs: temperature ")
     assert len(whole.splitlines()) == 2 + len(case.examination.findings)
     assert "vital signs: " in examination_reply(case, "general")
-    assert examination_reply(case, None) == f"RESULTS: {NORMAL_READINGS}"
+    unknown = examination_reply(case, None)
+    assert "not understood" in unknown and NORMAL_READINGS not in unknown
+    assert "cardiovascular" in unknown
     with pytest.raises(ValueError, match="examination system"):
         examination_reply(case, "spleen")
 

@@ -137,9 +137,14 @@ def _problems(codes: Iterable[str]) -> tuple[str, ...]:
 
 _SYSTEM_ALIASES: dict[str, tuple[str, ...]] = {
     "general": ("general", "general appearance", "appearance", "vital signs", "vitals",
-                "vital sign"),
+                "vital sign", "pulse oximetry", "oximetry", "spo2", "sao2", "sats",
+                "oxygen saturation", "o2 saturation", "o2 sats", "o2 sat", "saturation",
+                "saturations", "blood pressure", "bp", "temperature", "temp", "heart rate",
+                "pulse rate", "respiratory rate"),
     "heent": ("heent", "head", "eyes", "eye", "ears", "ear", "nose", "throat", "ent", "mouth",
-              "oropharynx", "pharynx", "fundoscopy", "fundi", "fundus", "head eyes ears nose "
+              "oropharynx", "pharynx", "fundoscopy", "fundi", "fundus", "fundoscopic",
+              "funduscopy", "funduscopic", "ophthalmoscopy", "ophthalmoscopic",
+              "visual fields", "visual field", "visual acuity", "head eyes ears nose "
               "throat", "head eyes ears nose and throat", "otoscopy"),
     "neck": ("neck", "thyroid", "thyroid gland"),
     "cardiovascular": ("cardiovascular", "cardiac", "heart", "cvs", "cardio", "heart sounds",
@@ -174,7 +179,12 @@ _EXAM_FILLER = frozenset({
 })
 
 _EXAM_WORDS = re.compile(r"\b(?:exam|examination|examine|auscultat\w*|palpat\w*|inspect\w*|"
-                         r"percuss\w*|vital\s+signs?|vitals|physical)\b", re.IGNORECASE)
+                         r"percuss\w*|vital\s+signs?|vitals|physical|pulse\s+oximetry|oximetry|"
+                         r"sp\s*o2|sao2|sats|(?:oxygen|o2)\s+sat\w*|blood\s+pressure|temperature|"
+                         r"heart\s+rate|pulse\s+rate|respiratory\s+rate|fund[ou]scop\w*|"
+                         r"ophthalmoscop\w*|visual\s+(?:fields?|acuity))\b", re.IGNORECASE)
+"""Words that make a test request an examination: examining verbs, and the vital signs
+(reported with ``general``) and eye examinations (``heent``) a doctor may order as tests."""
 
 
 def _fold_words(text: str) -> list[str]:
@@ -775,10 +785,13 @@ def examination_reply(case: Case, system: str | None) -> str:
 
     ``RESULTS: <System> examination: <findings>`` for a system the case reports; ``NORMAL
     READINGS`` for one it does not; vital signs come with ``general`` and ``all``; ``all``
-    gives every system the case reports, one line each.
+    gives every system the case reports, one line each; None: a reply that the examination
+    was not understood (not "normal": the doctor learns nothing about the patient).
     """
     if system is None:
-        return f"RESULTS: {NORMAL_READINGS}"
+        return ("RESULTS: the examination requested was not understood; name a body system ("
+                f"{', '.join(s.replace('_', ' ') for s in EXAM_SYSTEMS)}) or ask for a full "
+                "physical examination")
     findings = case.examination.findings
     vitals = vital_signs_text(case)
     if system == WHOLE_EXAMINATION:
