@@ -479,3 +479,28 @@ def test_the_agentclinic_importer_reports_every_bad_line(tmp_path: Path) -> None
     cases = import_agentclinic(path)
     assert cases[0].patient.demographics.age is None
     assert cases.report.unparsed["demographics.age"] == 1
+
+
+# -- the importer names a result filed under a panel (issue 16 review) ------------------------
+
+
+def test_the_agentclinic_importer_names_results_filed_under_a_panel(tmp_path: Path) -> None:
+    line = json.loads(SAMPLE.read_text(encoding="utf-8").splitlines()[0])
+    line["OSCE_Examination"]["Test_Results"] = {
+        "Blood_Tests": {"Hemoglobin": "13.5 g/dL", "CRP": "8 mg/L"},
+        "Complete_Blood_Count": "Normal",  # merged into the CBC under its own name
+        "Lipase": "Normal",  # the test's own name: no prefix
+        "Troponin_I": "0.01 ng/mL",
+    }
+    path = tmp_path / "panel.jsonl"
+    path.write_text(json.dumps(line) + "\n", encoding="utf-8")
+    case = import_agentclinic(path)[0]
+    assert case.tests["cbc"].result == "Hemoglobin: 13.5 g/dL; Complete Blood Count: Normal"
+    assert case.tests["lipase"].result == "Normal"
+    assert case.tests["troponin"].result == "Troponin I: 0.01 ng/mL"
+    assert case.tests["crp"].result == "8 mg/L"
+
+    alone = copy.deepcopy(line)
+    alone["OSCE_Examination"]["Test_Results"] = {"Blood_Tests": {"Hemoglobin": "13.5 g/dL"}}
+    path.write_text(json.dumps(alone) + "\n", encoding="utf-8")
+    assert import_agentclinic(path)[0].tests["cbc"].result == "Hemoglobin: 13.5 g/dL"

@@ -47,7 +47,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .cases import Case, CaseError, validation_problems
-from .vocabulary import find_symptoms, key_of_test, normalise_test
+from .vocabulary import TEST_VOCABULARY, find_symptoms, key_of_test, normalise_test
 
 
 @dataclass
@@ -353,6 +353,14 @@ def _walk_tests(results: Any) -> Iterator[tuple[str, str | None, Any]]:
             yield name, None, value
 
 
+def _own_name(name: str, canonical: str) -> bool:
+    """Whether ``name`` is the test's own name or label ("CBC", "Complete blood count"), not
+    one of its results or parts ("Hemoglobin" filed under the CBC)."""
+    info = TEST_VOCABULARY[canonical]
+    return key_of_test(name) in {key_of_test(info.name.replace("_", " ")),
+                                 key_of_test(info.label)}
+
+
 def _tests(results: Any, report: ImportReport) -> tuple[dict[str, Any], dict[str, Any]]:
     tests: dict[str, dict[str, Any]] = {}
     case_tests: dict[str, dict[str, Any]] = {}
@@ -364,9 +372,12 @@ def _tests(results: Any, report: ImportReport) -> tuple[dict[str, Any], dict[str
             continue
         name = source_name if key_of_test(source_name) else f"Other result {number}"
         entry = {"result": text, "abnormal": _abnormal(value), "decisive": False}
+        named = False  # whether the entry's result already names its source
         if canonical is not None:
             report.tests_mapped += 1
             target, key = tests, canonical
+            if not _own_name(name, canonical):  # "Hemoglobin: 13.5 g/dL" under the CBC
+                entry["result"], named = f"{name}: {text}", True
         else:
             report.case_specific_tests[name] += 1
             key = case_names.setdefault(key_of_test(name), name)
@@ -382,7 +393,7 @@ def _tests(results: Any, report: ImportReport) -> tuple[dict[str, Any], dict[str
             old["abnormal"] = old["abnormal"] or entry["abnormal"]
         else:
             target[key] = entry
-            sources[(id(target), key)] = name
+            sources[(id(target), key)] = None if named else name
     return tests, case_tests
 
 
