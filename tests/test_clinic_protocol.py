@@ -93,6 +93,37 @@ def test_diagnosis_tags(text: str, diagnosis: str) -> None:
     assert turn.problems == ()
 
 
+@pytest.mark.parametrize(("text", "diagnosis"), [
+    ("DIAGNOSIS READY: Acute pancreatitis, likely secondary to alcohol use.",
+     "Acute pancreatitis"),
+    ("DIAGNOSIS READY: Community-acquired pneumonia; will start antibiotics.",
+     "Community-acquired pneumonia"),
+    ("DIAGNOSIS READY: Iron deficiency anemia; differential includes thalassemia trait.",
+     "Iron deficiency anemia"),
+    ("DIAGNOSIS READY: Acute kidney injury (prerenal), due to dehydration",
+     "Acute kidney injury (prerenal)"),
+    ("DIAGNOSIS READY: Migraine, probably triggered by stress", "Migraine"),
+    ("DIAGNOSIS READY: Acute hepatitis A. Supportive care", "Acute hepatitis A"),
+    ("DIAGNOSIS READY: Acute hepatitis A. Supportive care.", "Acute hepatitis A"),
+    ("DIAGNOSIS READY: C. difficile colitis", "C. difficile colitis"),
+    ("DIAGNOSIS READY: C. Difficile colitis. Stop the antibiotics.", "C. Difficile colitis"),
+    ("DIAGNOSIS READY: Non-ST elevation myocardial infarction (NSTEMI) - type 1",
+     "Non-ST elevation myocardial infarction (NSTEMI)"),
+    ("DIAGNOSIS READY: Subarachnoid hemorrhage - need CT angiography", "Subarachnoid hemorrhage"),
+    ("DIAGNOSIS READY: Pneumonia - right lower lobe pneumonia", "right lower lobe pneumonia"),
+])
+def test_trailing_clauses_are_cut_from_the_diagnosis(text: str, diagnosis: str) -> None:
+    turn = parse_doctor_text(text)
+    assert turn.diagnosis == diagnosis and turn.differential == (diagnosis,)
+    assert turn.problems == ()
+
+
+def test_the_raw_diagnosis_text_stays_on_the_turn() -> None:
+    turn = parse_doctor_text("DIAGNOSIS READY: **Subarachnoid hemorrhage - need CT angiography**")
+    assert turn.diagnosis_text == "Subarachnoid hemorrhage - need CT angiography"
+    assert DoctorTurn.diagnose("Gout").diagnosis_text == "Gout"
+
+
 def test_every_library_diagnosis_survives_markdown_and_hedges(library) -> None:
     for case in library:
         for text in (f"**DIAGNOSIS READY:** Likely {case.diagnosis}.",

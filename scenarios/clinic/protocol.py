@@ -56,6 +56,13 @@ Answers that do not keep to one move, and how they are resolved (each problem is
   (``diagnosis_matches``) refuses because it names two diseases, and the alternatives become
   the ranked differential, so that top-k accuracy still credits them. A single hedge ("most
   likely X") is not a problem: it is dropped.
+- Explanations after a diagnosis are cut, not counted: after its first sentence ("Acute
+  hepatitis A. Supportive care"; an initial such as "C. Difficile" opening the line is no
+  sentence end), a semicolon, "because", "given", or a comma and a hedge or explanation word
+  (", likely secondary to alcohol", ", due to dehydration", ", will start antibiotics"). For
+  "X - Y" the judge reads the more specific side (the one with more words that is not a plan
+  such as "need CT angiography"; the first on a tie) and ``DoctorTurn.diagnosis_text`` keeps
+  the raw text, so that a judge can try both sides.
 - A tag with nothing after it (``diagnosis_without_name``, ``test_without_name``): the tag is
   ignored; the rest of the answer decides the turn.
 - An empty answer, or one with nothing left to act on: ``do_nothing``, a wasted turn
@@ -252,10 +259,15 @@ class DoctorTurn:
             it (``unknown_test``).
         system: ``examine``: an ``EXAM_SYSTEMS`` name or ``"all"``; None when unknown
             (``unknown_system``).
-        diagnosis: ``diagnose``: the diagnosis as the judge reads it.
+        diagnosis: ``diagnose``: the diagnosis as the judge reads it: without hedges, the
+            explanation after ";" or after a comma and a hedge word (", likely secondary
+            to ..."), and, for "X - Y", the more specific side.
         differential: ``diagnose``: the ranked differential, the leading diagnosis first (for
             a hedged answer, its alternatives in order), at most ``MAX_DIFFERENTIAL``
             entries: ``rank_of_diagnosis(turn.differential, case)`` gives top-k accuracy.
+        diagnosis_text: ``diagnose``: the diagnosis as the doctor wrote it (markdown and
+            quotes away), so that a judge can try what the cleaning cut, such as both sides
+            of "X - Y".
         dropped: requests beyond the first, not carried out (``multiple_tests``).
         problems: protocol problem codes (keys of ``PROBLEMS``), each once, in that order.
     """
@@ -268,6 +280,7 @@ class DoctorTurn:
     system: str | None = None
     diagnosis: str = ""
     differential: tuple[str, ...] = ()
+    diagnosis_text: str = ""
     dropped: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
 
@@ -340,7 +353,7 @@ class DoctorTurn:
         if len(ranked) > MAX_DIFFERENTIAL:
             problems.append("long_differential")
         return cls("diagnose", diagnosis=name, differential=tuple(ranked[:MAX_DIFFERENTIAL]),
-                   problems=tuple(problems))
+                   diagnosis_text=_unwrap(diagnosis), problems=tuple(problems))
 
 
 def _merge_differential(first: Sequence[str], rest: Sequence[str]) -> list[str]:
@@ -429,8 +442,18 @@ _LIST_ITEM = re.compile(r"^[ \t]*(?:[-+\u2022]|\d+[.)])[ \t]+(?P<item>.+)$")
 _QUOTES = "\"'\u201c\u201d\u2018\u2019"
 _SENTENCE_END = re.compile(r"(?P<word>[\w.-]*)(?P<stop>[.!?])(?=\s+[A-Z])")
 _NOT_A_STOP = frozenset({"st", "dr", "mr", "mrs", "vs", "e.g", "i.e", "approx", "cf"})
-_EXPLANATION = re.compile(r"\s+[-\u2013\u2014]+\s+|\s+(?:because|given|as evidenced by|"
-                          r"based on)\s+", re.IGNORECASE)
+_EXPLANATION = re.compile(r"\s*;|\s+(?:because|given|as evidenced by|based on)\s+|,\s+(?:"
+                          r"likely|most\s+likely|more\s+likely|probably|possibly|presumably|"
+                          r"secondary|due|from|will|given|caused|because|as|which|based|"
+                          r"confirmed|supported|suggested|requiring|requires|need|needs|"
+                          r"plan|start|treat|consider|differential|with\s+(?:a\s+)?differential)"
+                          r"\b", re.IGNORECASE)
+"""Where the explanation after a diagnosis starts: a semicolon, "because", "given", ...,
+or a comma followed by a hedge or explanation word (", likely secondary to alcohol")."""
+_DASH = re.compile(r"\s+[-\u2013\u2014]+\s+")
+_NOT_A_DIAGNOSIS = re.compile(r"^(?:need|needs|will|plan|start|consider|requires?|requiring|"
+                              r"likely|probably|possibly|confirm|await|pending|to|for|rule|"
+                              r"treat|given|because|as|based|see|with|please)\b", re.IGNORECASE)
 _LEADING_HEDGE = re.compile(
     r"^(?:(?:the\s+|my\s+)?(?:(?:final|most\s+likely|likely|probable|working)\s+)?diagnosis"
     r"(?:\s+is)?|i\s+(?:think|believe|suspect|feel)(?:\s+(?:that|it\s+is|it['\u2019]s|this"
@@ -489,6 +512,21 @@ def _strip_hedges(text: str) -> str:
         text = stripped
 
 
+def _content_words(text: str) -> int:
+    return len([w for w in _fold_words(re.sub(r"\([^)]*\)", " ", text))
+                if len(w) > 1 and not w.isdigit()])
+
+
+def _more_specific(sides: Sequence[str]) -> str:
+    """The side of "X - Y" a judge reads: a side that is a plan or an explanation ("need CT
+    angiography") is never it; of the others, the one with the most words outside
+    parentheses (the more specific name), the first on a tie ("NSTEMI - type 1" -> "NSTEMI",
+    "Pneumonia - right lower lobe pneumonia" -> the second). The raw text stays on
+    ``DoctorTurn.diagnosis_text`` so that a judge can try both sides."""
+    named = [s for s in sides if not _NOT_A_DIAGNOSIS.match(s)] or list(sides[:1])
+    return max(named, key=_content_words)
+
+
 def _clean_diagnosis(text: str) -> tuple[str, list[str]]:
     """(diagnosis, alternatives): the name without markdown, hedges and explanation, and the
     diseases it names, split at "or", "vs", "versus" and "/" outside parentheses."""
@@ -497,6 +535,10 @@ def _clean_diagnosis(text: str) -> tuple[str, list[str]]:
     found = _outside_parentheses(text, _EXPLANATION)
     if found:
         text = _unwrap(text[:found[0].start()])
+    sides = [s for s in (_unwrap(_strip_hedges(_unwrap(p))) for p in
+                         _split_at(text, _outside_parentheses(text, _DASH))) if s]
+    if len(sides) > 1:
+        text = _more_specific(sides)
     text = _unwrap(_strip_hedges(text))
     pieces = _split_at(text, _outside_parentheses(text, _ALTERNATIVE))
     alternatives = [p for p in (_unwrap(_strip_hedges(_unwrap(p))) for p in pieces) if p]
@@ -564,10 +606,13 @@ def _request_turn(requests: Sequence[str], *, exam: Sequence[bool] = ()) -> Doct
 def _first_sentence(line: str, *, stop: bool = True) -> int:
     """Where the first sentence of a line ends (after its full stop, or before it when not
     ``stop``), or its length. A full stop ends a sentence when a capital follows it, except
-    after one letter ("C. difficile") or a usual abbreviation ("St.", "Dr.", "vs.")."""
+    after a usual abbreviation ("St.", "Dr.", "vs.") or an initial: one letter that opens
+    the line ("C. Difficile colitis"); "Acute hepatitis A. Supportive care" ends after "A".
+    ("C. difficile" has no capital after the stop and never ends a sentence.)"""
     for m in _outside_parentheses(line, _SENTENCE_END):
         word = m.group("word").rstrip(".").lower()
-        if m.group("stop") == "." and (len(word) == 1 or word in _NOT_A_STOP):
+        initial = len(word) == 1 and not line[:m.start("word")].strip(" \t" + _QUOTES + "*:")
+        if m.group("stop") == "." and (initial or word in _NOT_A_STOP):
             continue
         return m.end() if stop else m.start("stop")
     return len(line)
