@@ -362,6 +362,21 @@ def test_mixed_and_broken_answers(text: str | None, action: str, problems: tuple
     assert set(turn.problems) <= set(PROBLEMS)
 
 
+@pytest.mark.parametrize(("text", "action"), [
+    ("I will say DIAGNOSIS READY once I have the results. REQUEST TEST: ECG", "order_test"),
+    ("Before the DIFFERENTIAL and DIAGNOSIS READY, REQUEST TEST: troponin", "order_test"),
+    ("I need an ECG first; then I will REQUEST TEST results. Any chest pain?", "ask"),
+    ("DIAGNOSIS READY Pneumonia", "diagnose"),
+    ("Thank you.\n  DIAGNOSIS READY Pneumonia", "diagnose"),
+    ("**DIAGNOSIS READY** Pneumonia", "diagnose"),
+    ("REQUEST TEST ECG", "order_test"),
+])
+def test_a_capitalised_tag_without_colon_counts_only_at_the_start_of_a_line(
+        text: str, action: str) -> None:
+    turn = parse_doctor_text(text)
+    assert turn.action == action and "mixed_protocol" not in turn.problems, turn
+
+
 def test_the_diagnosis_of_a_mixed_answer_is_the_diagnosis() -> None:
     turn = parse_doctor_text("REQUEST TEST: Troponin\nDIAGNOSIS READY: NSTEMI")
     assert (turn.diagnosis, turn.test) == ("NSTEMI", None)

@@ -428,14 +428,17 @@ class DoctorDecision(BaseModel):
 # -- parsing free text --------------------------------------------------------------------
 
 _SEP = r"[ \t]*[:\-\u2013\u2014]"
+_LINE_START = r"(?<![^\n])[ \t]*"
 _TAG = re.compile(
-    rf"(?P<diagnosis>(?i:diagnosis[ \t]+ready){_SEP}|DIAGNOSIS[ \t]+READY\b)"
-    rf"|(?P<test>(?i:request(?:ed)?[ \t]+tests?){_SEP}|REQUEST[ \t]+TESTS?\b)"
+    rf"(?P<diagnosis>(?i:diagnosis[ \t]+ready){_SEP}|{_LINE_START}DIAGNOSIS[ \t]+READY\b)"
+    rf"|(?P<test>(?i:request(?:ed)?[ \t]+tests?){_SEP}|{_LINE_START}REQUEST[ \t]+TESTS?\b)"
     rf"|(?P<exam>(?i:request(?:ed)?[ \t]+(?:physical[ \t]+)?exam(?:ination)?s?){_SEP}"
-    rf"|REQUEST[ \t]+(?:PHYSICAL[ \t]+)?EXAM(?:INATION)?S?\b)"
+    rf"|{_LINE_START}REQUEST[ \t]+(?:PHYSICAL[ \t]+)?EXAM(?:INATION)?S?\b)"
     rf"|(?P<differential>(?i:differential(?:[ \t]+diagnos[ie]s)?){_SEP}"
-    rf"|DIFFERENTIAL(?:[ \t]+DIAGNOS[IE]S)?\b)")
-"""The protocol's tags: any case with a colon or dash after them, or in capitals alone."""
+    rf"|{_LINE_START}DIFFERENTIAL(?:[ \t]+DIAGNOS[IE]S)?\b)")
+"""The protocol's tags: any case with a colon or dash after them, or in capitals alone at
+the start of a line (a capitalised tag inside prose, "I will say DIAGNOSIS READY once I
+have the results", is not one)."""
 
 _MARKDOWN = re.compile(r"\*+|`+|__+|^[ \t]*#+[ \t]*|^[ \t]*>[ \t]?", re.MULTILINE)
 _LIST_ITEM = re.compile(r"^[ \t]*(?:[-+\u2022]|\d+[.)])[ \t]+(?P<item>.+)$")
