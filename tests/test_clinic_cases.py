@@ -504,3 +504,24 @@ def test_the_agentclinic_importer_names_results_filed_under_a_panel(tmp_path: Pa
     alone["OSCE_Examination"]["Test_Results"] = {"Blood_Tests": {"Hemoglobin": "13.5 g/dL"}}
     path.write_text(json.dumps(alone) + "\n", encoding="utf-8")
     assert import_agentclinic(path)[0].tests["cbc"].result == "Hemoglobin: 13.5 g/dL"
+
+
+# -- case content agrees with its symptom keys (issue 16 review) ------------------------------
+
+
+def test_no_keyed_symptom_is_denied_in_the_review_of_systems(library: CaseLibrary) -> None:
+    denied = []
+    for case in library:
+        ros = case.patient.review_of_systems.lower()
+        for key in case.patient.symptom_keys:
+            info = vocab.SYMPTOM_VOCABULARY[key]
+            names = {info.label, key.replace("_", " "), *info.aliases}
+            denied += [(case.id, key, name) for name in names
+                       if re.search(rf"\bno {re.escape(name.lower())}\b", ros)]
+    assert denied == []
+
+
+def test_keyed_symptoms_named_in_the_text(library: CaseLibrary) -> None:
+    assert "back_pain" in library.get("card-03").patient.symptom_keys  # between the blades
+    assert "orthopnea" in library.get("neuro-04").patient.symptom_keys  # breathless lying flat
+    assert "chest_pain" in library.get("pulm-03").patient.symptom_keys  # a tight chest
