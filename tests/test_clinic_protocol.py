@@ -167,6 +167,17 @@ def test_parentheses_do_not_split_a_diagnosis() -> None:
     assert turn.problems == ()
 
 
+@pytest.mark.parametrize("line", [
+    "DIFFERENTIAL: 1. PE; 2. pneumonia; 3. pericarditis",
+    "DIFFERENTIAL: 1) PE, 2) pneumonia, 3) pericarditis",
+    "DIFFERENTIAL: 1. PE 2. Pneumonia 3. Pericarditis. I will review the CT.",
+])
+def test_inline_numbering_splits_the_differential(line: str) -> None:
+    turn = parse_doctor_text(f"DIAGNOSIS READY: Asthma\n{line}")
+    assert [d.lower() for d in turn.differential] == ["asthma", "pe", "pneumonia", "pericarditis"]
+    assert turn.problems == ()
+
+
 def test_a_differential_list_ranks_after_the_diagnosis() -> None:
     turn = parse_doctor_text("Based on the ECG:\nDIAGNOSIS READY: STEMI\nDIFFERENTIAL:\n"
                              "1. Aortic dissection\n2. Pericarditis\n3. STEMI\n\nThank you.")

@@ -442,6 +442,8 @@ have the results", is not one)."""
 
 _MARKDOWN = re.compile(r"\*+|`+|__+|^[ \t]*#+[ \t]*|^[ \t]*>[ \t]?", re.MULTILINE)
 _LIST_ITEM = re.compile(r"^[ \t]*(?:[-+\u2022]|\d+[.)])[ \t]+(?P<item>.+)$")
+_INLINE_NUMBER = re.compile(r"(?:^|[ \t]*[;,]?[ \t]+)\(?\d+[.)][ \t]+")
+"""Inline numbering of a one-line differential: "1. PE; 2. pneumonia", "1) PE, 2) asthma"."""
 _QUOTES = "\"'\u201c\u201d\u2018\u2019"
 _SENTENCE_END = re.compile(r"(?P<word>[\w.-]*)(?P<stop>[.!?])(?=\s+[A-Z])")
 _NOT_A_STOP = frozenset({"st", "dr", "mr", "mrs", "vs", "e.g", "i.e", "approx", "cf"})
@@ -609,13 +611,14 @@ def _request_turn(requests: Sequence[str], *, exam: Sequence[bool] = ()) -> Doct
 def _first_sentence(line: str, *, stop: bool = True) -> int:
     """Where the first sentence of a line ends (after its full stop, or before it when not
     ``stop``), or its length. A full stop ends a sentence when a capital follows it, except
-    after a usual abbreviation ("St.", "Dr.", "vs.") or an initial: one letter that opens
-    the line ("C. Difficile colitis"); "Acute hepatitis A. Supportive care" ends after "A".
+    after a usual abbreviation ("St.", "Dr.", "vs."), a number ("1. PE 2. Pneumonia") or an
+    initial: one letter that opens the line ("C. Difficile colitis"); "Acute hepatitis A.
+    Supportive care" ends after "A".
     ("C. difficile" has no capital after the stop and never ends a sentence.)"""
     for m in _outside_parentheses(line, _SENTENCE_END):
         word = m.group("word").rstrip(".").lower()
         initial = len(word) == 1 and not line[:m.start("word")].strip(" \t" + _QUOTES + "*:")
-        if m.group("stop") == "." and (initial or word in _NOT_A_STOP):
+        if m.group("stop") == "." and (initial or word in _NOT_A_STOP or word.isdigit()):
             continue
         return m.end() if stop else m.start("stop")
     return len(line)
@@ -634,8 +637,9 @@ def _tag_value(content: str) -> tuple[str, int]:
 
 
 def _differential_items(content: str) -> tuple[list[str], int]:
-    """Entries after a DIFFERENTIAL tag: on its line (split at ";" or ","), then list items
-    (numbered or bulleted) on the lines below; and where they end."""
+    """Entries after a DIFFERENTIAL tag: on its line (split at ";" or ",", or at inline
+    numbers: "1. PE; 2. pneumonia", "1) PE, 2) asthma"), then list items (numbered or
+    bulleted) on the lines below; and where they end."""
     lines = content.splitlines(keepends=True)
     items: list[str] = []
     offset = 0
@@ -644,7 +648,11 @@ def _differential_items(content: str) -> tuple[list[str], int]:
         head = lines[0][:end].strip()
         if head:
             item = _LIST_ITEM.match(head)
-            entries = [item.group("item")] if item else re.split(r"\s*[;,]\s*", head)
+            numbered = _INLINE_NUMBER.match(head) and len(_INLINE_NUMBER.findall(head)) > 1
+            if numbered:
+                entries = _INLINE_NUMBER.split(head)
+            else:
+                entries = [item.group("item")] if item else re.split(r"\s*[;,]\s*", head)
             items += [e for e in (_unwrap(x) for x in entries) if e]
         if end < len(lines[0]):
             return items, end
