@@ -126,6 +126,8 @@ def test_no_case_name_matches_another_case(library: CaseLibrary) -> None:
     ("Viral/idiopathic pericarditis", ["viral pericarditis"]),
     ("Left-sided", ["left-sided ulcerative colitis"]),
     ("Severe", ["severe aortic stenosis"]),
+    ("Acute coronary syndrome: NSTEMI", ["STEMI"]),
+    ("Pneumonia - PE or sepsis", ["pulmonary embolism"]),
 ])
 def test_judge_stays_strict(answer: str, names: list[str]) -> None:
     assert not names_match(answer, names)
@@ -145,6 +147,9 @@ def test_judge_stays_strict(answer: str, names: list[str]) -> None:
     ("Aortic stenosis due to calcification", ["aortic stenosis"]),
     ("Viral/idiopathic pericarditis", ["viral pericarditis", "idiopathic pericarditis"]),
     ("Right-sided pneumothorax", ["pneumothorax"]),
+    ("Acute coronary syndrome - inferior STEMI", ["inferior STEMI"]),
+    ("Acute coronary syndrome: NSTEMI", ["NSTEMI"]),
+    ("Inflammatory bowel disease \u2013 ulcerative colitis", ["ulcerative colitis"]),
 ])
 def test_judge_reads_paraphrases(answer: str, names: list[str]) -> None:
     assert names_match(answer, names)

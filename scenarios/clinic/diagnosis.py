@@ -33,7 +33,8 @@ The rule, in order:
    "pulmonary embolism"; the whole answer is tried too. So may a cause, complication or
    comment after "due to", "secondary to", "caused by", "with", "in the setting of",
    "complicated by", ";" or ",": "Syncope due to aortic stenosis" is read as "syncope" too
-   (the text before the first such word).
+   (the text before the first such word); so may either side of " - " or ": " ("Acute
+   coronary syndrome: NSTEMI" is read as "NSTEMI" too).
 6. Single-token abbreviations of the global groups (names written in capitals: "PE", "AF",
    "SAH", "RA", "CHF", "T2DM", and "DM", "B12") are written out inside a longer name:
    "Massive PE" is "massive pulmonary embolism", "Type 2 DM" is "type 2 diabetes mellitus".
@@ -286,14 +287,16 @@ those of the other ("mild aortic stenosis" does not match "severe aortic stenosi
 _CAUSE_SPLIT = re.compile(
     r"\s+(?:due\s+to|secondary\s+to|caused\s+by|with|in\s+the\s+setting\s+of|"
     r"complicated\s+by)\s+|\s*[;,]\s*", re.IGNORECASE)
+_SIDES_SPLIT = re.compile(r"\s+[-\u2013\u2014]\s+|:\s+")
 _EITHER = re.compile(r"\b(?:or|vs|versus)\b", re.IGNORECASE)
 _HYPHEN_IN_WORD = re.compile(r"(?<=[A-Za-z])-(?=[A-Za-z])")
 
 
 def _texts(answer: str) -> list[str]:
     """The texts an answer may be read as: all of it, without parentheses, the text before
-    a cause or complication ("X due to Y", "X with Y", "X; Y"; not in an answer that hedges
-    between diagnoses with "or" or "vs"), each also with hyphens
+    a cause or complication ("X due to Y", "X with Y", "X; Y"), either side of " - " or ": "
+    ("Acute coronary syndrome - inferior STEMI"; neither in an answer that hedges between
+    diagnoses with "or" or "vs"), each also with hyphens
     inside words joining ("pre-renal" is "prerenal")."""
     texts = [answer]
     bare = re.sub(r"\([^)]*\)|\[[^\]]*\]", " ", answer)
@@ -305,6 +308,9 @@ def _texts(answer: str) -> list[str]:
         head = _CAUSE_SPLIT.split(text, maxsplit=1)[0]
         if head != text:
             texts.append(head)
+        sides = _SIDES_SPLIT.split(text, maxsplit=1)
+        if len(sides) == 2:  # "Acute coronary syndrome - inferior STEMI", "ACS: NSTEMI"
+            texts += [side for side in sides if side.strip()]
     for text in list(texts):
         joined = _HYPHEN_IN_WORD.sub("", text)
         if joined != text:
