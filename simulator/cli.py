@@ -473,6 +473,8 @@ def _drive(sim, quiet: bool) -> int:  # type: ignore[no-untyped-def]
     print(f"populace: run {run.id} {run.info['status']}: {run.info['steps_done']} steps in "
           f"{wall:.1f} s; database {sim.db.shown_url}")
     if len(metrics):
+        from .registry import headline_metrics
+
         last = metrics.iloc[-1].dropna()
         print("final metrics: " + ", ".join(
             f"{k}={last[k]:.4g}" for k in headline_metrics(sim.config.scenario.type, last.index)))
@@ -486,16 +488,6 @@ def _drive(sim, quiet: bool) -> int:  # type: ignore[no-untyped-def]
     for line in summary.lines():
         print(line, file=sys.stderr)
     return 1 if summary.failed else 0
-
-
-def headline_metrics(scenario: str, recorded: Sequence[str]) -> list[str]:
-    """The metrics a run's summary line shows: those its scenario declares as headline
-    (``Scenario.headline_metrics``) that the run recorded, else the first 8 by name that are
-    not counters (dotted names, e.g. ``actions.like``)."""
-    from .registry import get_scenario
-
-    declared = [m for m in get_scenario(scenario).headline_metrics if m in set(recorded)]
-    return declared or [k for k in recorded if "." not in k][:8]
 
 
 def _resolve(run: str, db: str | None) -> tuple[str, str | None]:

@@ -4,11 +4,13 @@ Core objects:
     register_scenario: add a scenario class (used by tests and plug-ins without packaging).
     get_scenario, available_scenarios: look scenarios up; installed packages advertise theirs
         through the ``populace.scenarios`` entry-point group, so the engine names none of them.
+    headline_metrics: the metrics that sum up a run of a scenario.
 """
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from importlib.metadata import entry_points
 
 from .scenario import Scenario
@@ -66,3 +68,14 @@ def get_scenario(name: str) -> type[Scenario]:
         raise UnknownScenarioError(
             f"unknown scenario {name!r}{hint} (available: {', '.join(names) or 'none'})"
         ) from None
+
+
+def headline_metrics(scenario: str, recorded: Iterable[str]) -> list[str]:
+    """The metrics that sum a run up (``populace run``'s final line, ``populace sweep``'s
+    table): those its scenario declares as headline (``Scenario.headline_metrics``) that the
+    run recorded, else the first 8 by name that are not counters (dotted names, e.g.
+    ``actions.like``)."""
+    names = list(recorded)
+    present = set(names)
+    declared = [m for m in get_scenario(scenario).headline_metrics if m in present]
+    return declared or [k for k in names if "." not in k][:8]

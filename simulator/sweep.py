@@ -55,7 +55,7 @@ from .config import MAX_SEED, apply_overrides, load_experiment
 from .config_errors import ConfigError, Problem, validate
 from .engine import Simulation
 from .llm.summary import summary_from_metrics
-from .registry import get_scenario
+from .registry import headline_metrics
 from .runtime import connect
 from .runtime_config import RuntimeConfig
 from .yaml_positions import load_yaml
@@ -389,8 +389,7 @@ def headline_table(sweep: Sweep, metrics: int = 3) -> pd.DataFrame:
     if frame.empty:
         return pd.DataFrame()
     last = frame[frame["step"] == frame.groupby("run_id")["step"].transform("max")]
-    names = [m for m in get_scenario(sweep.scenario).headline_metrics if m in last.columns]
-    names = (names or [m for m in frame.attrs["metrics"] if "." not in m])[:metrics]
+    names = headline_metrics(sweep.scenario, frame.attrs["metrics"])[:metrics]
     params = frame.attrs["parameters"]
     shown = last.astype({p: str for p in params})  # lists and None group as their text
     grouped = shown.groupby(["point", *params], sort=True)

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from populace.simulator import ConfigError, Simulation, load_experiment
-from populace.simulator.cli import headline_metrics, main
-from populace.simulator.registry import available_scenarios, get_scenario
+from populace.simulator.cli import main
+from populace.simulator.registry import available_scenarios, get_scenario, headline_metrics
 from populace.simulator.sweep import SweepBusyError, load_sweep, parse_assignment, run_sweep
 from populace.storage import Database, StorageError, list_sweeps, open_run, open_sweep
 
