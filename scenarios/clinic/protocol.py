@@ -84,7 +84,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .cases import Case, result_of
 from .diagnosis import normalise_diagnosis
-from .vocabulary import EXAM_SYSTEMS, TEST_VOCABULARY, find_symptoms, normalise_test
+from .vocabulary import (
+    EXAM_SYSTEMS,
+    TEST_VOCABULARY,
+    find_symptoms,
+    longest_phrases,
+    normalise_test,
+)
 
 DoctorAction = Literal["do_nothing", "ask", "examine", "order_test", "diagnose"]
 DOCTOR_ACTIONS: tuple[DoctorAction, ...] = get_args(DoctorAction)
@@ -218,19 +224,7 @@ def systems_in(text: str) -> list[str]:
     words = [w for w in _fold_words(text) if w not in _EXAM_FILLER]
     if not words:
         return [WHOLE_EXAMINATION]
-    found: list[str] = []
-    i = 0
-    while i < len(words):
-        for n in range(min(_LONGEST_SYSTEM, len(words) - i), 0, -1):
-            system = _SYSTEM_INDEX.get(tuple(words[i:i + n]))
-            if system is not None:
-                if system not in found:
-                    found.append(system)
-                i += n
-                break
-        else:
-            i += 1
-    return found
+    return longest_phrases(words, _SYSTEM_INDEX, _LONGEST_SYSTEM)
 
 
 def normalise_system(text: str) -> str | None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
@@ -633,20 +633,28 @@ def find_symptoms(text: str) -> list[str]:
     The text is taken as a list of symptoms the patient has: negations ("no fever") are not
     understood, so do not give it a review of systems.
     """
-    words = _phrase(text)
+    found = longest_phrases(_phrase(text), _SYMPTOM_INDEX, _LONGEST_PHRASE)
+    return found + sorted(implied_symptoms(found) - set(found))
+
+
+def longest_phrases(words: Sequence[str], index: Mapping[tuple[str, ...], str],
+                    longest: int) -> list[str]:
+    """The values of ``index`` (phrase as a tuple of words -> name) whose phrases occur in
+    ``words``, each once, in order of appearance; scanning left to right, the longest phrase
+    (of at most ``longest`` words) starting at a word wins, and its words are used up."""
     found: list[str] = []
     i = 0
     while i < len(words):
-        for n in range(min(_LONGEST_PHRASE, len(words) - i), 0, -1):
-            key = _SYMPTOM_INDEX.get(words[i:i + n])
-            if key is not None:
-                if key not in found:
-                    found.append(key)
+        for n in range(min(longest, len(words) - i), 0, -1):
+            name = index.get(tuple(words[i:i + n]))
+            if name is not None:
+                if name not in found:
+                    found.append(name)
                 i += n
                 break
         else:
             i += 1
-    return found + sorted(implied_symptoms(found) - set(found))
+    return found
 
 
 def implied_symptoms(keys: Iterable[str]) -> set[str]:
