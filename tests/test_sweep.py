@@ -441,7 +441,7 @@ def test_ctrl_c_interrupts_the_sweep_and_running_it_again_finishes_it(tmp_path: 
     import sys
     import time
 
-    spec = {"set": {**SMALL, "steps": 30, "population.size": 2000}, "seeds": 3,
+    spec = {"set": {**SMALL, "steps": 120, "population.size": 2000}, "seeds": 3,
             "grid": {"policy.params.confidence": [0.3]}, "workers": 2}
     path = write_sweep(tmp_path, **spec)
     proc = subprocess.Popen([sys.executable, "-m", "populace.simulator.cli", "sweep",
