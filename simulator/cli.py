@@ -40,6 +40,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from . import interrupts
 from .cli_monitor import DEFAULT_PORT, MonitorProcess, require_monitor
 from .cli_steering import (
     STEERING_COMMANDS,
@@ -205,8 +206,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .config_errors import ConfigError
 
+    interrupts.reset()
+    interrupts.install()
     try:
-        return _dispatch(args)
+        try:
+            return _dispatch(args)
+        except Exception as err:  # a library may have wrapped a KeyboardInterrupt
+            if interrupts.was_interrupted(err):
+                raise KeyboardInterrupt from err
+            raise
     except ConfigError as err:
         print(str(err), file=sys.stderr)
         return 2
@@ -332,7 +340,9 @@ def _run(args: argparse.Namespace) -> int:
     print(f"populace: building {exp.config.name!r} ...", file=sys.stderr)
     try:
         sim.start()
-    except KeyboardInterrupt:
+    except BaseException as err:
+        if not interrupts.was_interrupted(err):
+            raise
         # the run row and step 0 are one transaction: interrupted before it, nothing exists
         print("\ninterrupted during set-up: no run was recorded (nothing to resume); run the "
               "same command again to start it", file=sys.stderr)
@@ -393,6 +403,7 @@ def _shown(url: str) -> str:
 
 
 def _interrupt(signum: int, frame: Any) -> None:
+    interrupts.note()
     raise KeyboardInterrupt
 
 

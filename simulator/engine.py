@@ -58,6 +58,7 @@ from populace.storage.runs import (
 )
 from populace.storage.schema import CORE_STEP_TABLES, Agent, Departure, EventRecord
 
+from . import interrupts
 from .actions import ActionBatch
 from .activation import Activation
 from .build import build_world
@@ -500,7 +501,7 @@ class Simulation:
         lease.stop()
         if isinstance(exc, LeaseLostError):
             return
-        status = ("interrupted" if isinstance(exc, KeyboardInterrupt)
+        status = ("interrupted" if interrupts.was_interrupted(exc)
                   else "stopped" if isinstance(exc, RunStopped) else "failed")
         try:
             if not finish_run(self.db, self.run_id, lease, status=status,
