@@ -1,5 +1,5 @@
-"""The clinic scenario (in progress): its parts, tested on their own; the scenario class that
-plugs them into the engine comes next.
+"""The clinic scenario: patients, doctors and tests, from one consultation to a busy hospital
+(docs/scenarios/clinic.md).
 
 Modules:
     vocabulary: the normalised vocabularies (tests, symptoms, examination systems,
@@ -14,4 +14,12 @@ Modules:
         hospital's waiting-time and utilisation measures.
     protocol: the AgentClinic protocol of language-model doctors on one action schema.
     persona: PatientSim persona dimensions and what they do to a patient's answers.
+    config, actions, observation, state, rules, decisions, metrics, tables: the scenario's
+        parts (its YAML, its action schema, what doctors see, what a run changes, the rule
+        and language-model doctors, its measures, its tables).
+    scenario: ``ClinicScenario``, which plugs them into the engine.
 """
+
+from .scenario import ClinicScenario
+
+__all__ = ["ClinicScenario"]

@@ -105,7 +105,7 @@ def information_gain(table: KnowledgeTable, log_post: np.ndarray) -> np.ndarray:
 
 
 def choose(table: KnowledgeTable, log_post: np.ndarray, asked: np.ndarray, turns: np.ndarray,
-           params: DoctorParams) -> np.ndarray:
+           params: DoctorParams, penalty: np.ndarray | None = None) -> np.ndarray:
     """Per consultation, the finding to ask or order next (its column), or ``DIAGNOSE``.
 
     Args:
@@ -114,8 +114,11 @@ def choose(table: KnowledgeTable, log_post: np.ndarray, asked: np.ndarray, turns
         asked: (consultations, findings) findings already asked or ordered (not again).
         turns: per consultation, turns taken so far.
         params: the doctor's parameters (one set for the batch).
+        penalty: per finding, more bits to give up for it (e.g. for a test's turnaround).
     """
     score = information_gain(table, log_post) - _per_row(params.cost_weight) * table.cost[None, :]
+    if penalty is not None:
+        score = score - penalty[None, :]
     score = np.where(asked, -np.inf, score)
     best = score.argmax(axis=1)
     best_score = score[np.arange(len(best)), best]
