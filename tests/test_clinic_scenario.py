@@ -140,7 +140,9 @@ def test_same_seed_same_run_other_seed_another(tmp_path: Path) -> None:
 
 def test_resume_after_a_crash_gives_the_uninterrupted_database(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    data = clinic(steps=30, arrival="poisson", arrival_hours=2)
+    # doctors who learned half the textbook and remember: their memory is in the checkpoint
+    data = clinic(steps=30, arrival="poisson", arrival_hours=2, memory=True,
+                  textbook_share=0.5)
     full = run(data, tmp_path, "full")
     url = f"sqlite:///{tmp_path / 'crash.sqlite'}"
     sim = Simulation(experiment_from_dict(data), db_url=url)
@@ -165,6 +167,23 @@ def test_confirmation_bias_lowers_accuracy(tmp_path: Path) -> None:
     assert accuracy[0.9] < accuracy[0.0] - 0.05
 
 
+@pytest.mark.slow
+def test_doctors_with_memory_learn_over_the_run(tmp_path: Path) -> None:
+    raw = copy.deepcopy(load_experiment(EXAMPLES / "memory.yaml").raw)
+    quarters = {}
+    for memory in (False, True):
+        raw["scenario"]["memory"] = memory
+        done = run(raw, tmp_path, f"memory{memory}").table("clinic_consultations")
+        done = done.sort_values(["step", "patient_id"])
+        quarter = len(done) // 4
+        quarters[memory] = [done.correct.iloc[i * quarter:(i + 1) * quarter].mean()
+                            for i in range(4)]
+    learned, control = quarters[True], quarters[False]
+    # figures of this seed: without memory ~0.47 -> 0.57, with memory ~0.53 -> 0.84
+    assert learned[3] > learned[0] + 0.15 and learned[3] > control[3] + 0.15
+    assert abs(control[3] - control[1]) < 0.1  # without memory, no learning curve
+
+
 def test_an_event_makes_a_doctor_biased_mid_run(tmp_path: Path) -> None:
     data = clinic(steps=40, doctors=2, patients=30)
     data["events"] = [{"at": 20, "kind": "set", "variable": "confirmation", "value": 0.8,
@@ -180,7 +199,8 @@ def test_an_event_makes_a_doctor_biased_mid_run(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ray_runtime_records_the_local_runtime_s_rows(tmp_path: Path) -> None:
     ray = pytest.importorskip("ray")
-    data = clinic(steps=40, doctors=4, patients=60, arrival="poisson", arrival_hours=2)
+    data = clinic(steps=40, doctors=4, patients=60, arrival="poisson", arrival_hours=2,
+                  memory=True, textbook_share=0.7)
     local = run(data, tmp_path, "local")
     started = not ray.is_initialized()
     if started:

@@ -104,6 +104,15 @@ class ClinicConfig(BaseModel):
         "structured", description="how language-model doctors answer: structured (a JSON "
         "decision: action and its argument) or agentclinic (free text with REQUEST TEST: / "
         "DIAGNOSIS READY: tags, parsed as AgentClinic does, mixed answers counted)")
+    memory: bool = Field(
+        False, description="rule doctors remember each consultation they end (the correct "
+        "diagnosis, told afterwards, and the findings they asked) and learn from it, as in "
+        "MedAgentSim")
+    memory_weight: float = Field(5.0, gt=0, le=1e6, description="how many remembered cases "
+                                 "of a diagnosis the textbook (the library's table) is worth")
+    textbook_share: float = Field(
+        1.0, ge=0, le=1, description="share of the library's diagnoses each doctor learned "
+        "before the run (drawn per doctor); the others it can only learn by memory")
     knowledge_prior: float = Field(
         0.1, gt=0, le=10, description="Beta(a, a) pseudo-count of the rule doctors' "
         "knowledge table (larger: less sure of any one finding)")

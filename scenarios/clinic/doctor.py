@@ -81,31 +81,47 @@ def posterior(log_post: np.ndarray) -> np.ndarray:
     return p / p.sum(axis=1, keepdims=True)
 
 
-def prior_log(table: KnowledgeTable, complaints: np.ndarray) -> np.ndarray:
+def _times(p: np.ndarray, lik: np.ndarray) -> np.ndarray:
+    """(consultations, findings) ``p @ lik`` for a shared (diagnoses, findings) table, or row
+    by row for per-consultation (consultations, diagnoses, findings) tables."""
+    return p @ lik if lik.ndim == 2 else np.einsum("nd,ndf->nf", p, lik)
+
+
+def prior_log(table: KnowledgeTable, complaints: np.ndarray, *,
+              log_prior: np.ndarray | None = None,
+              likelihood: np.ndarray | None = None) -> np.ndarray:
     """(consultations, diagnoses) log-posteriors after the chief complaint: the library's
     shares, updated with each consultation's complaint findings (``complaints``: a boolean
-    (consultations, findings) array of the findings the patient opens with, all positive)."""
-    log_l = np.log(table.likelihood)
-    start = np.log(table.prior)[None, :] + complaints.astype(float) @ log_l.T
-    return start
+    (consultations, findings) array of the findings the patient opens with, all positive).
+
+    ``log_prior`` (consultations, diagnoses) and ``likelihood`` (consultations, diagnoses,
+    findings) replace the table's where each consultation's doctor knows its own (a doctor
+    with a memory of past cases)."""
+    prior = np.log(table.prior)[None, :] if log_prior is None else log_prior
+    if likelihood is None:
+        return prior + complaints.astype(float) @ np.log(table.likelihood).T
+    return prior + np.einsum("nf,ndf->nd", complaints.astype(float), np.log(likelihood))
 
 
-def information_gain(table: KnowledgeTable, log_post: np.ndarray) -> np.ndarray:
-    """(consultations, findings) expected bits each finding would tell."""
+def information_gain(table: KnowledgeTable, log_post: np.ndarray,
+                     likelihood: np.ndarray | None = None) -> np.ndarray:
+    """(consultations, findings) expected bits each finding would tell (``likelihood``: per
+    consultation tables instead of the shared one)."""
     p = posterior(log_post)
-    like = table.likelihood
+    like = table.likelihood if likelihood is None else likelihood
     plogp = p * np.log2(np.clip(p, TINY, None))
     gain = _entropy(p)[:, None]
     for lik in (like, 1.0 - like):
-        p_answer = np.clip(p @ lik, TINY, None)
-        inner = plogp @ lik + p @ (lik * np.log2(lik))
+        p_answer = np.clip(_times(p, lik), TINY, None)
+        inner = _times(plogp, lik) + _times(p, lik * np.log2(lik))
         after = np.log2(p_answer) - inner / p_answer
         gain = gain - p_answer * after
     return gain
 
 
 def choose(table: KnowledgeTable, log_post: np.ndarray, asked: np.ndarray, turns: np.ndarray,
-           params: DoctorParams, penalty: np.ndarray | None = None) -> np.ndarray:
+           params: DoctorParams, penalty: np.ndarray | None = None,
+           likelihood: np.ndarray | None = None) -> np.ndarray:
     """Per consultation, the finding to ask or order next (its column), or ``DIAGNOSE``.
 
     Args:
@@ -115,8 +131,10 @@ def choose(table: KnowledgeTable, log_post: np.ndarray, asked: np.ndarray, turns
         turns: per consultation, turns taken so far.
         params: the doctor's parameters (one set for the batch).
         penalty: per finding, more bits to give up for it (e.g. for a test's turnaround).
+        likelihood: (consultations, diagnoses, findings) per-consultation tables, where
+            doctors know their own.
     """
-    score = information_gain(table, log_post) - _per_row(params.cost_weight) * table.cost[None, :]
+    score = information_gain(table, log_post, likelihood) - _per_row(params.cost_weight) * table.cost[None, :]
     if penalty is not None:
         score = score - penalty[None, :]
     score = np.where(asked, -np.inf, score)
@@ -128,12 +146,16 @@ def choose(table: KnowledgeTable, log_post: np.ndarray, asked: np.ndarray, turns
 
 
 def update(table: KnowledgeTable, log_post: np.ndarray, finding: np.ndarray,
-           positive: np.ndarray, params: DoctorParams) -> np.ndarray:
+           positive: np.ndarray, params: DoctorParams,
+           likelihood: np.ndarray | None = None) -> np.ndarray:
     """The log-posteriors after each consultation's answer (``finding``: its column, every
     one asked; ``positive``: the answer). A biased doctor (``params.confirmation``) gives its
     leading diagnosis back that share of the ground the answer cost it against the
-    best-supported alternative."""
-    lik = table.likelihood[:, finding].T  # (consultations, diagnoses)
+    best-supported alternative. ``likelihood``: per-consultation tables, as in ``choose``."""
+    if likelihood is None:
+        lik = table.likelihood[:, finding].T  # (consultations, diagnoses)
+    else:
+        lik = likelihood[np.arange(len(finding)), :, finding]
     delta = np.log(np.where(positive[:, None], lik, 1.0 - lik))
     confirmation = np.asarray(params.confirmation, dtype=float)
     if (confirmation > 0).any():

@@ -33,7 +33,8 @@ def clinic_metrics(state: ClinicState, step: int, rules: QueueRules) -> dict[str
     the doctor's differential of up to five; ``tests_unnecessary`` are tests the case does not
     need (neither decisive nor abnormal); ``accuracy_biased`` / ``accuracy_unbiased`` split
     the consultations by whether the doctor's confirmation bias was above 0 when it ended;
-    ``utilisation`` is the share of doctor-turns spent talking (a doctor talks in one
+    ``accuracy_last_hour`` is the accuracy of the consultations that ended in the last 60
+    minutes (a learning curve, with ``memory``); ``utilisation`` is the share of doctor-turns spent talking (a doctor talks in one
     consultation per turn).
     """
     c, p = state.charts, state.hospital.patients
@@ -56,6 +57,8 @@ def clinic_metrics(state: ClinicState, step: int, rules: QueueRules) -> dict[str
         "tests_unnecessary_mean": _mean(tests - needed),
         "cost_mean": _mean(c.cost[:n][ended]),
         "confidence_mean": _mean(c.confidence[:n][ended]),
+        "accuracy_last_hour": _share(correct[p.end[:n][ended] * rules.step_minutes
+                                             > (step * rules.step_minutes - 60)]),
         "accuracy_biased": _share(correct[bias > 0]),
         "accuracy_unbiased": _share(correct[bias == 0]),
         "left_unseen": float((outcome == LEFT_UNSEEN).sum()),

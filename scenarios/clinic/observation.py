@@ -21,6 +21,7 @@ class ClinicObservation(Observation):
 
     patient: np.ndarray  # (n,) int64: the patient's index in the hospital; -1: no turn now
     patient_agent: np.ndarray  # (n,) int64: the patient's agent id; -1: no turn now
+    doctor: np.ndarray  # (n,) int64: the agent's doctor index in the hospital; -1: a patient
     turn: np.ndarray  # (n,) int32: turns the consultation has taken
     log_post: np.ndarray  # (n, diagnoses): the consultation's rule differential
     asked: np.ndarray  # (n, findings) bool: findings asked or ordered so far

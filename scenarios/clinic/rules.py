@@ -18,6 +18,7 @@ from .config import DoctorRuleParams
 from .doctor import DIAGNOSE as CHOOSE_DIAGNOSE
 from .doctor import DoctorParams, choose, differential
 from .knowledge import KnowledgeTable
+from .memory import Knowledge
 from .observation import ClinicObservation
 from .protocol import MAX_DIFFERENTIAL
 from .vocabulary import SYMPTOM_VOCABULARY
@@ -38,12 +39,17 @@ class RuleDoctorPolicy(Policy[ClinicObservation, ClinicArgs]):
         table: the doctors' knowledge.
         max_turns: the consultation's turn limit; the doctor diagnoses at its last turn at the
             latest.
+        confirming: (diagnoses, findings) the tests that confirm each diagnosis.
+        knowledge: each doctor's own tables (textbook share, memory), read at each decision
+            (the scenario's, updated as doctors learn); None: the shared table.
     """
 
     def __init__(self, params: DoctorRuleParams, table: KnowledgeTable, max_turns: int,
-                 confirming: np.ndarray | None = None) -> None:
+                 confirming: np.ndarray | None = None,
+                 knowledge: Knowledge | None = None) -> None:
         self.params = params
         self.table = table
+        self.knowledge = knowledge
         self.max_turns = max_turns
         # bits a test must tell more for each hour its result takes
         self.penalty = params.hour_weight * table.turnaround_min / 60.0
@@ -63,8 +69,10 @@ class RuleDoctorPolicy(Policy[ClinicObservation, ClinicArgs]):
         if not len(rows):
             return ActionBatch(obs.agents, code, args)
         table = self.table
+        likelihood = (None if self.knowledge is None
+                      else self.knowledge.tables(obs.doctor[rows])[1])
         pick = choose(table, obs.log_post[rows], obs.asked[rows],
-                      obs.turn[rows].astype(np.int64), self.doctor, self.penalty)
+                      obs.turn[rows].astype(np.int64), self.doctor, self.penalty, likelihood)
         finding = np.full(n, -1, dtype=np.int64)
         question = np.full(n, None, dtype=object)
         test = np.full(n, None, dtype=object)

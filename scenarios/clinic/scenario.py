@@ -12,6 +12,11 @@ judge on diagnoses (``diagnosis``: string match with synonyms, and a language mo
 back reopen their consultations, and the hospital admits the step's arrivals
 (``hospital``: triage, specialties, capacity, patience).
 
+Rule doctors know the library's knowledge table (or, with ``textbook_share``, some of its
+diagnoses) and, with ``memory: true``, learn from each consultation they end (``memory``:
+the correct diagnosis is told afterwards, as MedAgentSim's doctors record past cases), so
+that they improve over a run.
+
 Rule patients never decide: patients are agents (their persona and case come from the
 population), but only doctors act. With an activation that makes patients inactive (the
 examples use ``activation: {by: role, ...}``), they cost nothing per step.
@@ -60,6 +65,7 @@ from .hospital import (
     specialty_name,
 )
 from .knowledge import KnowledgeTable, case_findings
+from .memory import DoctorMemory, Knowledge
 from .metrics import clinic_metrics, doctor_accuracy
 from .observation import ClinicObservation
 from .persona import LANGUAGE_LEVELS, PERSONALITIES, RECALL_LEVELS, confidence_after, persona_arrays
@@ -80,7 +86,7 @@ _INT = np.int64
 JUDGE = TypeAdapter(JudgeAnswer)
 PERSONA_COLUMNS = ("personality", "language", "recall", "dazed")
 # salts of the keyed draws (doctor.keyed_uniform): one stream per purpose
-_PRESENCE, _SENSITIVITY, _MISS, _WRONG = 11, 13, 17, 19
+_PRESENCE, _SENSITIVITY, _MISS, _WRONG, _TEXTBOOK = 11, 13, 17, 19, 23
 _HISTORY_TOPICS = (
     (re.compile(r"medic|medicine|drug|pill|tablet", re.I), "medications"),
     (re.compile(r"allerg", re.I), "allergies"),
@@ -274,7 +280,20 @@ class ClinicScenario(Scenario[ClinicConfig, ClinicObservation, DoctorRuleParams,
             mine = given[self.doctor_agent]
             confirmation[self.doctor_agent] = np.clip(
                 np.where(np.isnan(mine), self.config.confirmation, mine), 0.0, 1.0)
-        self.state = ClinicState(hospital=hospital, charts=charts, confirmation=confirmation)
+        remembers = self.config.memory
+        memory = DoctorMemory.empty(len(self.doctor_agent) if remembers else 0,
+                                    len(self.table.diagnoses),
+                                    len(self.table.findings) if remembers else 0)
+        self.state = ClinicState(hospital=hospital, charts=charts, confirmation=confirmation,
+                                 memory=memory)
+        known = np.ones((len(self.doctor_agent), len(self.table.diagnoses)), dtype=bool)
+        if self.config.textbook_share < 1:
+            keys = (self.doctor_agent.astype(np.uint64)[:, None] * np.uint64(1 << 16)
+                    + np.arange(known.shape[1], dtype=np.uint64)[None, :])
+            known = self._draw(_TEXTBOOK, keys.ravel()).reshape(known.shape) < (
+                self.config.textbook_share)
+        self.knowledge = Knowledge(self.table, known, self.config.memory_weight,
+                                   self.config.knowledge_prior, memory if remembers else None)
         self.index_of = np.full(self.world.n_agents, -1, dtype=_INT)
         self.index_of[charts.agent] = np.arange(len(order))
 
@@ -334,14 +353,15 @@ class ClinicScenario(Scenario[ClinicConfig, ClinicObservation, DoctorRuleParams,
         c = self.state.charts
         return ClinicObservation(
             agents=agents, patient=patient,
-            patient_agent=np.where(has, c.agent[rows], -1),
+            patient_agent=np.where(has, c.agent[rows], -1), doctor=doctor,
             turn=np.where(has, c.turns[rows], 0).astype(np.int32),
             log_post=c.log_post[rows] * has[:, None],
             asked=c.asked[rows] & has[:, None], step=ctx.step)
 
     def rule_policy(self, params: DoctorRuleParams) -> RuleDoctorPolicy:
         """Bayesian rule doctors over the library's knowledge table."""
-        return RuleDoctorPolicy(params, self.table, self.config.max_turns, self.confirming)
+        return RuleDoctorPolicy(params, self.table, self.config.max_turns, self.confirming,
+                                self.knowledge)
 
     def apply(self, actions: ActionBatch[ClinicArgs], ctx: StepContext) -> Records:
         """Answer every doctor's turn (see the module docstring), end consultations that
@@ -427,8 +447,10 @@ class ClinicScenario(Scenario[ClinicConfig, ClinicObservation, DoctorRuleParams,
             answer = np.where(symptom, np.where(wrong, ~answer, answer & ~miss), answer)
             positive[rule] = answer
             params = DoctorParams(confirmation=bias[rule])
-            c.log_post[i] = update(table, c.log_post[i], f, answer, params)
+            likelihood = self.knowledge.tables(self.agent_doctor[doctor_agent[rule]])[1]
+            c.log_post[i] = update(table, c.log_post[i], f, answer, params, likelihood)
             c.asked[i, f] = True
+            c.answers[i, f] = answer
         ended: list[int] = []
         unsure: list[tuple[int, int, Case]] = []  # diagnoses the string rule refused
         cases = self.library
@@ -514,6 +536,7 @@ class ClinicScenario(Scenario[ClinicConfig, ClinicObservation, DoctorRuleParams,
             if col is not None:
                 positive = bool(self.has_finding(np.array([i]), np.array([col]))[0])
                 c.asked[i, col] = True
+                c.answers[i, col] = positive
             else:
                 positive = outcome.abnormal
         c.tests[i] += 1
@@ -577,6 +600,9 @@ class ClinicScenario(Scenario[ClinicConfig, ClinicObservation, DoctorRuleParams,
         params = {k: v[pos] for k, v in self.persona.items()}
         c.confidence[patients] = confidence_after(params, c.turns[patients], c.tests[patients],
                                                   c.bias_sum[patients])
+        doctors = self.state.hospital.patients.doctor[patients].astype(_INT)
+        self.knowledge.remember(doctors, self.case_row[self.state.hospital.patients.case[patients]],
+                                c.asked[patients], c.answers[patients])
         finish(self.state.hospital, patients, step,
                talk_min=c.turns[patients] * self.step_minutes)
 
@@ -589,8 +615,10 @@ class ClinicScenario(Scenario[ClinicConfig, ClinicObservation, DoctorRuleParams,
         if len(new):
             case = h.patients.case[new]
             complaint = self.case_complaint[case]
-            c.log_post[new] = prior_log(self.table, complaint)
-            c.asked[new] = complaint
+            log_prior, likelihood = self.knowledge.tables(got.doctors)
+            c.log_post[new] = prior_log(self.table, complaint, log_prior=log_prior,
+                                        likelihood=likelihood)
+            c.asked[new] = c.answers[new] = complaint
             c.ready_at[new] = step + 1
             if self.texts:
                 for i, k in zip(new.tolist(), case.tolist(), strict=True):

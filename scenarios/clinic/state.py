@@ -6,8 +6,8 @@ Core objects:
         differential (log-posterior over the knowledge table's diagnoses), the findings asked
         or ordered, the counts of the consultation (turns, tests, cost), when a test result
         is due, the diagnosis and its verdict, and the transcript language-model doctors read.
-    ClinicState: the hospital, the charts, every agent's confirmation bias and the counts of
-        protocol problems.
+    ClinicState: the hospital, the charts, every agent's confirmation bias, the doctors'
+        memory and the counts of protocol problems.
 
 Outcome codes of a consultation (``Charts.outcome``): ``OPEN`` (not ended), ``DIAGNOSED``,
 ``NO_DIAGNOSIS`` (the turn limit came first: a failure) and ``LEFT`` (left unseen).
@@ -22,6 +22,7 @@ import numpy as np
 from populace.simulator import ArrayState
 
 from .hospital import HospitalState
+from .memory import DoctorMemory
 from .protocol import PROBLEMS
 
 OPEN, DIAGNOSED, NO_DIAGNOSIS, LEFT_UNSEEN = range(4)
@@ -38,6 +39,8 @@ class Charts(ArrayState):
     """(P, diagnoses) the rule differential: log-posterior over the knowledge table."""
     asked: np.ndarray
     """(P, findings) questions asked and tests ordered (the chief complaint's findings too)."""
+    answers: np.ndarray
+    """(P, findings) which of them came back positive."""
     turns: np.ndarray
     """(P,) doctor turns taken."""
     tests: np.ndarray
@@ -71,6 +74,7 @@ class Charts(ArrayState):
         n = len(agents)
         return cls(agent=np.asarray(agents, dtype=np.int64),
                    log_post=np.zeros((n, diagnoses)), asked=np.zeros((n, findings), bool),
+                   answers=np.zeros((n, findings), bool),
                    turns=np.zeros(n, np.int32), tests=np.zeros(n, np.int32),
                    needed=np.zeros(n, np.int32), cost=np.zeros(n),
                    ready_at=np.zeros(n, np.int64), bias_sum=np.zeros(n),
@@ -87,6 +91,8 @@ class ClinicState(ArrayState):
     charts: Charts
     confirmation: np.ndarray
     """(agents,) each agent's confirmation bias (doctors'; 0 for patients)."""
+    memory: DoctorMemory
+    """What rule doctors remember (empty arrays without ``memory: true``)."""
     problems: np.ndarray = field(default_factory=lambda: np.zeros(len(PROBLEMS), np.int64))
     """Protocol problems of language-model answers, counted per ``PROBLEMS`` code."""
     judge_llm: np.ndarray = field(default_factory=lambda: np.zeros(3, np.int64))
