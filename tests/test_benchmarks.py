@@ -260,3 +260,21 @@ def test_steering_benchmark_smoke(tmp_path: Path) -> None:
     assert steered["variant"] == "steered" and steered["boundary_s"] > 0
     interview = got["llm_interview"]
     assert 20 < interview["asked"] < 100 and interview["interview_s"] >= interview["ideal_s"]
+
+
+@pytest.mark.slow
+def test_clinic_benchmark_smoke(tmp_path: Path) -> None:
+    """benchmarks/clinic.py: the hospital day as shipped and rounds of language-model
+    consultations against a test server, with the figures docs/benchmarks.md reports."""
+    out = tmp_path / "clinic.json"
+    proc = subprocess.run([sys.executable, str(BENCH / "clinic.py"), "--llm-doctors", "40",
+                           "--llm-server", "0:0", "--out", str(out)], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text(encoding="utf-8"))
+    day = report["hospital"]
+    assert day["steps"] == 288 and day["arrived"] == 10_000 and day["consultations"] > 3000
+    assert 0 < day["step_median_s"] <= day["step_p90_s"] and day["peak_rss_mb"] > 50
+    (rounds,) = report["llm"]
+    assert rounds["doctors"] == 40 and len(rounds["round_s"]) == 4
+    assert rounds["requests_per_round"] >= 40 and rounds["requests_per_s"] > 0
