@@ -268,6 +268,52 @@ def test_structured_llm_doctors_share_the_rule_doctors_actions(tmp_path: Path) -
     assert m["judge_llm.accepted"] == diagnosed.answer.str.contains("language-model").sum()
 
 
+def test_language_model_patients_answer_in_their_persona(tmp_path: Path) -> None:
+    data = clinic(steps=40, doctors=2, patients=6)
+    data["scenario"]["patients"] = "llm"
+    data["population"]["attributes"]["personality"] = {
+        "dist": "categorical", "values": {"distrustful": 1.0}}
+    data["llm"] = {"backend": "openai", "model": "populace-test", "max_fallback_share": 1.0}
+    with TestServer(ServerBehaviour(seed=2)) as server:
+        data["llm"]["endpoints"] = [{"base_url": server.url}]
+        r = run(data, tmp_path)
+    turns = r.table("clinic_turns")
+    asks = turns[turns.action == "ask"]
+    calls = r.table("llm_calls")
+    replies = calls[calls.prompt.str.contains("Answer the doctor's question")]
+    m = r.metrics().iloc[-1]
+    assert m["patient_llm.replies"] == len(asks) == len(replies) > 0
+    # the model's words are the answer (the test server's are arbitrary), unless invalid
+    valid = len(asks) - m["patient_llm.replies_invalid"]
+    assert (~asks.answer.isin(["Yes.", "No."])).sum() >= valid > 0
+    done = r.table("clinic_consultations")
+    patients = r.table("clinic_patients").set_index("agent_id")
+    for prompt, agent in zip(replies.prompt, replies.agent_id, strict=True):
+        system = json.loads(prompt)[0]["content"]
+        case = LIBRARY[patients.loc[agent, "case_id"]]
+        assert "You distrust doctors" in system and case.patient.history in system
+        assert case.diagnosis not in system  # the patient never knows its diagnosis
+    asked = calls[calls.prompt.str.contains("How much do you trust")]
+    assert m["patient_llm.confidences"] == len(asked) == len(done) > 0
+    assert done.confidence.between(0, 1).all()
+
+
+def test_patients_report_their_confidence_in_an_interview(tmp_path: Path) -> None:
+    data = clinic(steps=30, doctors=2, patients=10)
+    data["events"] = [{"name": "poll", "kind": "interview", "at": 30,
+                       "agents": list(range(2, 12)), "report": "confidence",
+                       "questions": [{"id": "trust", "text": "How much do you trust your "
+                                      "doctor, 0 to 10?", "answer": "scale", "low": 0,
+                                      "high": 10}]}]
+    r = run(data, tmp_path)
+    answers = r.table("interview_answers")
+    assert len(answers) == 10 and (answers.source == "report").all()
+    done = r.table("clinic_consultations").set_index("patient_id")
+    for row in answers.itertuples():
+        if row.agent_id in done.index:  # its confidence when its consultation ended
+            assert row.value == round(10 * done.loc[row.agent_id, "confidence"])
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "populace.simulator.cli", *args],
                           capture_output=True, text=True, timeout=120)

@@ -97,6 +97,10 @@ class ClinicConfig(BaseModel):
                                  "recall": "high", "dazed": "clear"},
         description="PatientSim persona of patients whose population lacks a column "
         "personality, language, recall or dazed")
+    patients: Literal["rule", "llm"] = Field(
+        "rule", description="rule: patients answer from their case and persona by rule; llm: "
+        "the model of the llm: section plays each patient in its PatientSim persona (its "
+        "replies, and its confidence in the doctor at the end)")
     judge: Literal["rule", "llm"] = Field(
         "rule", description="rule: normalised string match with the case's synonyms; llm: "
         "the model of the llm: section decides where the rule says no")
@@ -207,6 +211,9 @@ class ClinicConfig(BaseModel):
             problems.append((where, str(err)))
         except ValueError as err:
             problems.append((("scenario",), str(err)))
+        if self.patients == "llm" and experiment.llm is None:
+            problems.append((("scenario", "patients"), "patients: llm needs an llm: section "
+                             "(the model that plays the patients)"))
         if self.judge == "llm" and experiment.llm is None:
             problems.append((("scenario", "judge"), "judge: llm needs an llm: section (the "
                              "model that judges diagnoses)"))

@@ -78,6 +78,9 @@ def clinic_metrics(state: ClinicState, step: int, rules: QueueRules) -> dict[str
         out[f"problems.{code}"] = float(count)
     out["judge_llm.asked"], out["judge_llm.accepted"], out["judge_llm.invalid"] = (
         float(x) for x in state.judge_llm)
+    for name, count in zip(("replies", "replies_invalid", "confidences",
+                            "confidences_invalid"), state.patient_llm.tolist(), strict=True):
+        out[f"patient_llm.{name}"] = float(count)
     return out
 
 

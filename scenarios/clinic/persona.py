@@ -277,6 +277,10 @@ def confidence_after(params: Mapping[str, np.ndarray], turns: np.ndarray | int,
                      ) -> np.ndarray:
     """Patients' confidence in their doctor, 0 to 1, after a consultation so far.
 
+    The clinic scenario applies the same terms turn by turn (clipping after each, so that an
+    event may set a patient's confidence and later turns move on from it); without clipping
+    on the way the two agree.
+
     ``confidence0 + confidence_turn * turns + confidence_test * tests - confidence_bias *
     bias_turns``, clipped to [0, 1] once at the end (so that it depends on the counts only,
     not on their order).

@@ -68,7 +68,14 @@ from .knowledge import KnowledgeTable, case_findings
 from .memory import DoctorMemory, Knowledge
 from .metrics import clinic_metrics, doctor_accuracy
 from .observation import ClinicObservation
-from .persona import LANGUAGE_LEVELS, PERSONALITIES, RECALL_LEVELS, confidence_after, persona_arrays
+from .patients import PatientConfidence, PatientReply, confidence_messages, reply_messages
+from .persona import (
+    LANGUAGE_LEVELS,
+    PERSONALITIES,
+    RECALL_LEVELS,
+    persona_arrays,
+    persona_index,
+)
 from .protocol import (
     NORMAL_READINGS,
     PROBLEMS,
@@ -84,6 +91,8 @@ from .vocabulary import SYMPTOM_VOCABULARY, TEST_VOCABULARY, find_symptoms
 
 _INT = np.int64
 JUDGE = TypeAdapter(JudgeAnswer)
+REPLY = TypeAdapter(PatientReply)
+CONFIDENCE = TypeAdapter(PatientConfidence)
 PERSONA_COLUMNS = ("personality", "language", "recall", "dazed")
 # salts of the keyed draws (doctor.keyed_uniform): one stream per purpose
 _PRESENCE, _SENSITIVITY, _MISS, _WRONG, _TEXTBOOK = 11, 13, 17, 19, 23
@@ -119,6 +128,8 @@ class ClinicScenario(Scenario[ClinicConfig, ClinicObservation, DoctorRuleParams,
     action_table = "clinic_turns"
     examples = Path(__file__).parent / "examples"
     variables: ClassVar[dict[str, Variable]] = {
+        "confidence": Variable("a patient's confidence in its doctor, 0 to 1 (its persona's "
+                               "starting value, moved by each turn; NaN for doctors)", 0.0, 1.0),
         "confirmation": Variable("a doctor's confirmation bias: the share of the evidence "
                                  "against its leading diagnosis it ignores (0 to 1)", 0.0, 1.0)}
     reconfigurable: ClassVar[tuple[str, ...]] = ("max_turns", "patience_min",
@@ -263,6 +274,7 @@ class ClinicScenario(Scenario[ClinicConfig, ClinicObservation, DoctorRuleParams,
         order = np.lexsort((self.patient_agent, arrival))  # the hospital's order: arrival
         self.persona_codes = {k: v[order] for k, v in self._persona(attrs).items()}
         self.persona = persona_arrays(*(self.persona_codes[k] for k in PERSONA_COLUMNS))
+        self.persona_index = persona_index(*(self.persona_codes[k] for k in PERSONA_COLUMNS))
         hospital = HospitalState.create(self._doctor_specialties(attrs), self.config.capacity)
         if "capacity" in attrs:
             cap = attrs["capacity"].to_numpy()[self.doctor_agent]
@@ -284,8 +296,10 @@ class ClinicScenario(Scenario[ClinicConfig, ClinicObservation, DoctorRuleParams,
         memory = DoctorMemory.empty(len(self.doctor_agent) if remembers else 0,
                                     len(self.table.diagnoses),
                                     len(self.table.findings) if remembers else 0)
+        confidence = np.full(self.world.n_agents, np.nan)
+        confidence[charts.agent] = self.persona["confidence0"]
         self.state = ClinicState(hospital=hospital, charts=charts, confirmation=confirmation,
-                                 memory=memory)
+                                 confidence=confidence, memory=memory)
         known = np.ones((len(self.doctor_agent), len(self.table.diagnoses)), dtype=bool)
         if self.config.textbook_share < 1:
             keys = (self.doctor_agent.astype(np.uint64)[:, None] * np.uint64(1 << 16)
@@ -430,7 +444,6 @@ class ClinicScenario(Scenario[ClinicConfig, ClinicObservation, DoctorRuleParams,
         bias = self.state.confirmation[doctor_agent]
         turn = c.turns[idx].astype(_INT)
         c.turns[idx] += 1
-        c.bias_sum[idx] += bias
         self._count_problems(a.problems[rows])
         # a rule doctor's questions and tests, batched: answers and its differential
         finding = a.finding[rows]
@@ -444,13 +457,23 @@ class ClinicScenario(Scenario[ClinicConfig, ClinicObservation, DoctorRuleParams,
             pos = self.index_of[agent]
             miss = self._draw(_MISS, agent, turn[rule]) < self.persona["miss_rate"][pos]
             wrong = self._draw(_WRONG, agent, turn[rule]) < self.persona["wrong_rate"][pos]
-            answer = np.where(symptom, np.where(wrong, ~answer, answer & ~miss), answer)
-            positive[rule] = answer
+            positive[rule] = np.where(symptom, np.where(wrong, ~answer, answer & ~miss), answer)
+        spoken: dict[int, str] = {}
+        if self.config.patients == "llm" and (code == ASK).any():
+            spoken = self._llm_replies(a, rows, idx, code, rule, positive, step)
+        if rule.any():
+            f, i = finding[rule], idx[rule]
             params = DoctorParams(confirmation=bias[rule])
             likelihood = self.knowledge.tables(self.agent_doctor[doctor_agent[rule]])[1]
-            c.log_post[i] = update(table, c.log_post[i], f, answer, params, likelihood)
+            c.log_post[i] = update(table, c.log_post[i], f, positive[rule], params, likelihood)
             c.asked[i, f] = True
-            c.answers[i, f] = answer
+            c.answers[i, f] = positive[rule]
+        # the patient's confidence in its doctor moves with each turn (its persona's terms)
+        agent = c.agent[idx]
+        moved = (self.state.confidence[agent] + self.persona["confidence_turn"][idx]
+                 + self.persona["confidence_test"][idx] * (code == ORDER_TEST)
+                 - self.persona["confidence_bias"][idx] * bias)
+        self.state.confidence[agent] = np.clip(moved, 0.0, 1.0)
         ended: list[int] = []
         unsure: list[tuple[int, int, Case]] = []  # diagnoses the string rule refused
         cases = self.library
@@ -458,8 +481,9 @@ class ClinicScenario(Scenario[ClinicConfig, ClinicObservation, DoctorRuleParams,
             case = cases[int(self.state.hospital.patients.case[i])]
             kind = int(code[k])
             if kind == ASK:
-                reply = (("Yes." if positive[k] else "No.") if rule[k]
-                         else self._patient_reply(case, i, a.question[row] or "", turn[k]))
+                reply = spoken.get(k) or (
+                    ("Yes." if positive[k] else "No.") if rule[k]
+                    else self._patient_reply(case, i, a.question[row] or "", turn[k]))
             elif kind == ORDER_TEST:
                 reply = self._order(case, i, a.test[row] or "", bool(positive[k]), rule[k],
                                     step)
@@ -486,6 +510,32 @@ class ClinicScenario(Scenario[ClinicConfig, ClinicObservation, DoctorRuleParams,
         done = np.concatenate((np.asarray(ended, dtype=_INT), out_of_turns))
         self._end(done, step)
         return done
+
+    def _llm_replies(self, a: ClinicArgs, rows: np.ndarray, idx: np.ndarray, code: np.ndarray,
+                     rule: np.ndarray, positive: np.ndarray, step: int) -> dict[int, str]:
+        """Language-model patients answer this step's questions, in one batch; a rule
+        doctor takes the reply's yes or no. Returns the replies by position in ``rows``; a
+        patient whose reply does not validate answers by rule (counted)."""
+        c, counts = self.state.charts, self.state.patient_llm
+        asks = np.flatnonzero(code == ASK)
+        case = self.state.hospital.patients.case[idx[asks]]
+        messages = [reply_messages(self.library[int(k)], int(self.persona_index[i]),
+                                   c.transcript[i], a.question[row] or "")
+                    for k, i, row in zip(case.tolist(), idx[asks].tolist(),
+                                         rows[asks].tolist(), strict=True)]
+        answers = self.world.llm.ask(  # type: ignore[union-attr]
+            messages, REPLY, keys=c.agent[idx[asks]].tolist(), purpose="clinic.patient",
+            step=step)
+        counts[0] += len(asks)
+        spoken: dict[int, str] = {}
+        for k, answer in zip(asks.tolist(), answers, strict=True):
+            if answer is None:
+                counts[1] += 1
+                continue
+            spoken[k] = answer.reply
+            if rule[k] and answer.yes is not None:
+                positive[k] = answer.yes
+        return spoken
 
     def _patient_reply(self, case: Case, i: int, question: str, turn: int) -> str:
         """A rule patient's answer to a free-text question: yes or no for each symptom it
@@ -596,15 +646,32 @@ class ClinicScenario(Scenario[ClinicConfig, ClinicObservation, DoctorRuleParams,
         if not len(patients):
             return
         c = self.state.charts
-        pos = patients
-        params = {k: v[pos] for k, v in self.persona.items()}
-        c.confidence[patients] = confidence_after(params, c.turns[patients], c.tests[patients],
-                                                  c.bias_sum[patients])
+        c.confidence[patients] = self.state.confidence[c.agent[patients]]
+        if self.config.patients == "llm":
+            self._llm_confidence(patients, step)
         doctors = self.state.hospital.patients.doctor[patients].astype(_INT)
         self.knowledge.remember(doctors, self.case_row[self.state.hospital.patients.case[patients]],
                                 c.asked[patients], c.answers[patients])
         finish(self.state.hospital, patients, step,
                talk_min=c.turns[patients] * self.step_minutes)
+
+    def _llm_confidence(self, patients: np.ndarray, step: int) -> None:
+        """Language-model patients say how much they trust their doctor (0-10, as a share)
+        when their consultation ends; without a valid answer the persona's rule value
+        stays (counted)."""
+        c, h, counts = self.state.charts, self.state.hospital, self.state.patient_llm
+        messages = [confidence_messages(self.library[int(h.patients.case[i])],
+                                        int(self.persona_index[i]), c.transcript[i])
+                    for i in patients.tolist()]
+        answers = self.world.llm.ask(  # type: ignore[union-attr]
+            messages, CONFIDENCE, keys=c.agent[patients].tolist(),
+            purpose="clinic.confidence", step=step)
+        counts[2] += len(patients)
+        for i, answer in zip(patients.tolist(), answers, strict=True):
+            if answer is None:
+                counts[3] += 1
+            else:
+                c.confidence[i] = self.state.confidence[c.agent[i]] = answer.confidence / 10
 
     def _admit(self, step: int) -> np.ndarray:
         """Admit the step's arrivals; open charts for new consultations; return the patients

@@ -6,8 +6,8 @@ Core objects:
         differential (log-posterior over the knowledge table's diagnoses), the findings asked
         or ordered, the counts of the consultation (turns, tests, cost), when a test result
         is due, the diagnosis and its verdict, and the transcript language-model doctors read.
-    ClinicState: the hospital, the charts, every agent's confirmation bias, the doctors'
-        memory and the counts of protocol problems.
+    ClinicState: the hospital, the charts, every agent's confirmation bias, patients'
+        confidence, the doctors' memory and the counts of protocol problems.
 
 Outcome codes of a consultation (``Charts.outcome``): ``OPEN`` (not ended), ``DIAGNOSED``,
 ``NO_DIAGNOSIS`` (the turn limit came first: a failure) and ``LEFT`` (left unseen).
@@ -51,8 +51,6 @@ class Charts(ArrayState):
     """(P,) cost of the tests ordered."""
     ready_at: np.ndarray
     """(P,) the step from which the consultation can go on (a test result is due)."""
-    bias_sum: np.ndarray
-    """(P,) the doctor's confirmation bias summed over the turns (patients' confidence)."""
     outcome: np.ndarray
     """(P,) ``OPEN``, ``DIAGNOSED``, ``NO_DIAGNOSIS`` or ``LEFT_UNSEEN``."""
     correct: np.ndarray
@@ -77,7 +75,7 @@ class Charts(ArrayState):
                    answers=np.zeros((n, findings), bool),
                    turns=np.zeros(n, np.int32), tests=np.zeros(n, np.int32),
                    needed=np.zeros(n, np.int32), cost=np.zeros(n),
-                   ready_at=np.zeros(n, np.int64), bias_sum=np.zeros(n),
+                   ready_at=np.zeros(n, np.int64),
                    outcome=np.zeros(n, np.int8), correct=np.zeros(n, bool),
                    rank=np.zeros(n, np.int8), bias=np.zeros(n),
                    confidence=np.full(n, np.nan), diagnosis=[""] * n, transcript=[""] * n)
@@ -91,9 +89,14 @@ class ClinicState(ArrayState):
     charts: Charts
     confirmation: np.ndarray
     """(agents,) each agent's confirmation bias (doctors'; 0 for patients)."""
+    confidence: np.ndarray
+    """(agents,) each patient's confidence in its doctor now (NaN for doctors)."""
     memory: DoctorMemory
     """What rule doctors remember (empty arrays without ``memory: true``)."""
     problems: np.ndarray = field(default_factory=lambda: np.zeros(len(PROBLEMS), np.int64))
     """Protocol problems of language-model answers, counted per ``PROBLEMS`` code."""
     judge_llm: np.ndarray = field(default_factory=lambda: np.zeros(3, np.int64))
     """The language-model judge: [asked, accepted, no valid answer]."""
+    patient_llm: np.ndarray = field(default_factory=lambda: np.zeros(4, np.int64))
+    """Language-model patients: [replies asked, replies without a valid answer, confidences
+    asked, confidences without a valid answer]."""
