@@ -165,7 +165,14 @@ def test_triage_levels() -> None:
     levels = dict(zip(library.ids, triage_levels(library).tolist(), strict=True))
     assert levels["pulm-02"] == 1  # SpO2 86 %
     assert levels["card-05"] == 2  # heart rate 132
-    assert levels["card-07"] == 4  # normal vitals, one decisive test
+    assert levels["card-07"] == 2  # normal vitals, but syncope on exertion: high risk
+    assert levels["neuro-02"] == 2 and levels["card-01"] == 2  # stroke, STEMI: high risk
+    assert levels["gi-03"] == 4  # appendicitis: normal-ish vitals, one decisive test
+    level = triage(oxygen_saturation_pct=np.array([98, 98]), systolic_bp_mmhg=np.array([120, 120]),
+                   heart_rate_bpm=np.array([80, 80]), respiratory_rate_per_min=np.array([16, 16]),
+                   temperature_c=np.array([37, 37]), resources=np.array([0, 0]),
+                   high_risk=np.array([True, False]))
+    assert level.tolist() == [2, 5]
     assert set(levels.values()) <= {1, 2, 3, 4, 5}
 
 

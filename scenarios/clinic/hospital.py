@@ -8,7 +8,8 @@ Core objects:
         case of the library drawn from a specialty mix; ``arrivals_for`` draws one step's
         patients, ``arrival_counts`` the counts of many steps.
     triage, triage_levels: the severity level (1 = immediate .. 5 = non-urgent) from vital
-        signs and the tests a case needs (an illustrative ESI-like rule, see ``triage``).
+        signs, a high-risk chief complaint and the tests a case needs (an illustrative
+        ESI-like rule, see ``triage``).
     CaseFacts: what the hospital needs of each case of a library (specialty, severity).
     QueueRules: the clock (minutes per step and per turn), the wait after which a patient
         may see any doctor, and the patience after which a waiting patient leaves.
@@ -54,7 +55,13 @@ import numpy as np
 from populace.simulator import ArrayState
 
 from .cases import Case
-from .vocabulary import SPECIALTIES, TEST_VOCABULARY, normalise_test
+from .vocabulary import (
+    SPECIALTIES,
+    TEST_VOCABULARY,
+    find_symptoms,
+    implied_symptoms,
+    normalise_test,
+)
 
 # --- specialties ----------------------------------------------------------------------------
 
@@ -216,9 +223,21 @@ VITALS = ("temperature_c", "heart_rate_bpm", "respiratory_rate_per_min", "systol
 """The vital signs triage reads (``case.examination.vital_signs`` fields)."""
 
 
+HIGH_RISK_COMPLAINTS = frozenset({
+    "chest_pain", "one_sided_weakness", "speech_difficulty", "sudden_severe_headache",
+    "syncope", "seizure", "vomiting_blood", "confusion", "vision_loss", "scrotal_pain",
+    "neck_stiffness"})
+"""Chief complaints that make a patient emergent (ESI's "high-risk situation": possible
+acute coronary syndrome or dissection, stroke, subarachnoid haemorrhage, syncope, seizure,
+haematemesis, new confusion, sudden visual loss, testicular torsion, meningism), whatever its
+vital signs. Specific keys count through the general ones they imply (pleuritic chest pain
+is chest pain)."""
+
+
 def triage(*, temperature_c: np.ndarray, heart_rate_bpm: np.ndarray,
            respiratory_rate_per_min: np.ndarray, systolic_bp_mmhg: np.ndarray,
-           oxygen_saturation_pct: np.ndarray, resources: np.ndarray) -> np.ndarray:
+           oxygen_saturation_pct: np.ndarray, resources: np.ndarray,
+           high_risk: np.ndarray | None = None) -> np.ndarray:
     """Severity levels from vital signs and expected resources, batched (NaN: not measured,
     which never raises the level).
 
@@ -229,7 +248,7 @@ def triage(*, temperature_c: np.ndarray, heart_rate_bpm: np.ndarray,
       >= 41 degrees C.
     - 2, emergent (a danger-zone vital sign): SpO2 < 92 %, systolic BP < 90 or >= 180 mmHg,
       heart rate < 50 or > 120 /min, respiratory rate > 26 /min, temperature < 35 or
-      >= 39.5 degrees C.
+      >= 39.5 degrees C; or a high-risk situation (``high_risk``).
     - otherwise by the resources (tests) the patient is expected to need, as ESI does:
       3 (urgent) for two or more, 4 (less urgent) for one, 5 (non-urgent) for none.
 
@@ -237,6 +256,8 @@ def triage(*, temperature_c: np.ndarray, heart_rate_bpm: np.ndarray,
         temperature_c, heart_rate_bpm, respiratory_rate_per_min, systolic_bp_mmhg,
             oxygen_saturation_pct: one value per patient (NaN where unknown).
         resources: the number of tests each patient is expected to need.
+        high_risk: whether each patient is in a high-risk situation (ESI level 2 whatever
+            its vital signs; None: nobody).
 
     Returns:
         int8 levels, 1..5.
@@ -249,6 +270,8 @@ def triage(*, temperature_c: np.ndarray, heart_rate_bpm: np.ndarray,
                      | (t < 32) | (t >= 41))
         emergent = ((spo2 < 92) | (sbp < 90) | (sbp >= 180) | (hr < 50) | (hr > 120)
                     | (rr > 26) | (t < 35) | (t >= 39.5))
+    if high_risk is not None:
+        emergent = emergent | np.asarray(high_risk, dtype=bool)
     resources = np.asarray(resources)
     by_resources = np.where(resources >= 2, URGENT,
                             np.where(resources == 1, LESS_URGENT, NON_URGENT))
@@ -262,13 +285,22 @@ def expected_resources(case: Case) -> int:
     return len(case.decisive_tests()) or len(case.abnormal_tests())
 
 
+def high_risk(case: Case) -> bool:
+    """Whether the case's chief complaint is a high-risk situation: it names a symptom of
+    ``HIGH_RISK_COMPLAINTS`` (or one that implies it) that the case has."""
+    named = set(find_symptoms(case.patient.primary_symptom)) & set(case.symptom_keys)
+    return bool((named | implied_symptoms(named)) & HIGH_RISK_COMPLAINTS)
+
+
 def triage_levels(cases: Sequence[Case]) -> np.ndarray:
-    """Each case's severity level by ``triage`` from its vital signs and
-    ``expected_resources`` (the library has no severity field of its own)."""
+    """Each case's severity level by ``triage`` from its vital signs, its chief complaint
+    (``high_risk``) and ``expected_resources`` (the library has no severity field of its
+    own)."""
     vitals = {name: np.array([_value(getattr(c.examination.vital_signs, name)) for c in cases])
               for name in VITALS}
     resources = np.array([expected_resources(c) for c in cases], dtype=np.int64)
-    return triage(**vitals, resources=resources)
+    risk = np.array([high_risk(c) for c in cases], dtype=bool)
+    return triage(**vitals, resources=resources, high_risk=risk)
 
 
 def _value(x: float | None) -> float:

@@ -34,6 +34,7 @@ Core objects:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -142,6 +143,10 @@ class ClinicScenario(Scenario[ClinicConfig, ClinicObservation, DoctorRuleParams,
         self.table = KnowledgeTable.from_cases(self.library, a=config.knowledge_prior,
                                                b=config.knowledge_prior)
         self._case_arrays()
+        # doctors expect the hospital's case mix (the library's shares when no mix is given)
+        weights = case_weights(list(self.library), config.mix)
+        self.table = dataclasses.replace(self.table, prior=np.bincount(
+            self.case_row, weights=weights, minlength=len(self.table.diagnoses)))
         self.step_minutes = world.clock.step_duration.total_seconds() / 60.0
         self.rules = self._rules(config)
         attrs = world.population.attributes
