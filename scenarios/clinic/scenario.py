@@ -166,7 +166,7 @@ class ClinicScenario(Scenario[ClinicConfig, ClinicObservation, DoctorRuleParams,
         its diagnosis, the tests it needs, its facts for the hospital."""
         table, cases = self.table, list(self.library)
         self.case_truth = case_findings(cases, table.findings)
-        column = {f: j for j, f in enumerate(table.findings)}
+        column = self.finding_index = {f: j for j, f in enumerate(table.findings)}
         self.case_complaint = np.zeros_like(self.case_truth)
         for i, case in enumerate(cases):
             for key in find_symptoms(case.patient.primary_symptom):
@@ -547,10 +547,10 @@ class ClinicScenario(Scenario[ClinicConfig, ClinicObservation, DoctorRuleParams,
         names (with the patient's recall and confusion), else the part of its history the
         question is about, else its story."""
         keys = [k for k in find_symptoms(question)
-                if f"symptom:{k}" in self._finding_index]
+                if f"symptom:{k}" in self.finding_index]
         patient = case.patient
         if keys:
-            cols = np.array([self._finding_index[f"symptom:{k}"] for k in keys], dtype=_INT)
+            cols = np.array([self.finding_index[f"symptom:{k}"] for k in keys], dtype=_INT)
             idx = np.full(len(cols), i, dtype=_INT)
             has = self.has_finding(idx, cols)
             agent = self.state.charts.agent[idx]
@@ -573,12 +573,6 @@ class ClinicScenario(Scenario[ClinicConfig, ClinicObservation, DoctorRuleParams,
             return f"{patient.history} {patient.primary_symptom} is what bothers me most."
         return f"As I said, {patient.primary_symptom[:1].lower()}{patient.primary_symptom[1:]}."
 
-    @property
-    def _finding_index(self) -> dict[str, int]:
-        if not hasattr(self, "_findings"):
-            self._findings = {f: j for j, f in enumerate(self.table.findings)}
-        return self._findings
-
     def _order(self, case: Case, i: int, test: str, positive: bool, rule: bool,
                step: int) -> str:
         """Carry out a test order: its result (after the turnaround: the consultation waits),
@@ -587,7 +581,7 @@ class ClinicScenario(Scenario[ClinicConfig, ClinicObservation, DoctorRuleParams,
         outcome = result_of(case, test)
         info = TEST_VOCABULARY.get(outcome.name or "")
         if not rule and outcome.name is not None:
-            col = self._finding_index.get(f"test:{outcome.name}")
+            col = self.finding_index.get(f"test:{outcome.name}")
             if col is not None:
                 positive = bool(self.has_finding(np.array([i]), np.array([col]))[0])
                 c.asked[i, col] = True
