@@ -268,6 +268,9 @@ def scenario_runs(browser: Browser, work: Path, out: Path) -> None:
     economy = finished(work / "economy.sqlite", "scenarios/economy/examples/macro.yaml")
     with Monitor(browser, economy, 8523, out, "economy") as m:
         m.shoot("scenario", "scenario")
+    clinic = finished(work / "clinic.sqlite", "scenarios/clinic/examples/hospital_day.yaml")
+    with Monitor(browser, clinic, 8525, out, "clinic") as m:
+        m.shoot("scenario", "scenario", settle_ms=6000)
 
 
 def million(browser: Browser, work: Path, out: Path) -> None:

@@ -1,6 +1,7 @@
 """The web monitor (``populace monitor``, issue 14): each Streamlit page through Streamlit's
 ``AppTest`` against a real SQLite run database (a small social run with events, a small
-market run and a beauty-contest run without a network), asserting that what a page shows is
+market run, a beauty-contest run without a network, an economy and a clinic whose doctor is
+scripted to write markup as a diagnosis), asserting that what a page shows is
 what the database holds; agent-written text shown literally; clear messages for an empty
 database, a run without a network, a finished run's controls and bad filters or events; the
 controls steering a real running ``populace run`` subprocess; and ``populace monitor`` serving
@@ -25,6 +26,8 @@ from populace.simulator import Simulation, experiment_from_dict
 from populace.simulator.cli import main
 from populace.storage import Database, list_runs, open_run
 from populace.webui import monitor_cli
+from populace.webui.monitor.clinic import CHARTS as CLINIC_CHARTS
+from populace.webui.monitor.clinic import specialty_accuracy
 from populace.webui.monitor.common import DB_ENV, RUN_ENV, RUN_KEY
 from populace.webui.monitor.economy import CHARTS as ECONOMY_CHARTS
 from populace.webui.monitor.social import cascade_tree
@@ -32,6 +35,7 @@ from populace.webui.monitor.steering import checked_event
 from populace.webui.monitor_cli import APP, monitor_command
 from populace.webui.queries import RunQueries
 
+from .test_clinic_scenario import clinic
 from .test_economy import small as economy
 from .test_market import market
 from .test_steering import steered
@@ -46,7 +50,8 @@ TIMEOUT = 30  # seconds an AppTest run may take (the first imports pandas, altai
 @pytest.fixture(scope="module")
 def db_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One database: a social run with events (run 1), a market run (2), a beauty contest
-    (3), which records no network, and an economy (4)."""
+    (3), which records no network, an economy (4) and a clinic (5) whose doctor 0 is scripted
+    to diagnose a patient with markup."""
     url = f"sqlite:///{tmp_path_factory.mktemp('monitor') / 'runs.sqlite'}"
     events = [{"name": "poll", "kind": "interview", "at": 3, "agents": [4, 5],
                "questions": [{"text": "?", "answer": "scale", "low": 1, "high": 7}]},
@@ -60,7 +65,11 @@ def db_url(tmp_path_factory: pytest.TempPathFactory) -> str:
         "dist": "categorical", "values": ["nurse", "farmer", "teacher"]}
     beauty = {"name": "b", "seed": 1, "steps": 2, "scenario": {"type": "beauty_contest"},
               "population": {"size": 20}, "policy": {"type": "rule", "params": {"level": 1}}}
-    for data in (social, market(steps=6), beauty, economy(steps=6)):
+    hospital = clinic(steps=40, doctors=2, patients=12)
+    hospital["events"] = [{"name": "shout", "kind": "action", "at": 3, "agents": 0,
+                           "action": "diagnose",
+                           "args": {"patient": 2, "diagnosis": f"{SHOUT} {BOLD}"}}]
+    for data in (social, market(steps=6), beauty, economy(steps=6), hospital):
         Simulation(experiment_from_dict(data), db_url=url).run()
     return url
 
@@ -109,19 +118,20 @@ def test_runs_page_lists_every_run_with_its_progress(monitor_env: str) -> None:
     at = page(None)
     (table,) = frames(at)
     runs = list_runs(Database(monitor_env, create=False))
-    assert table["id"].tolist() == [1, 2, 3, 4]
+    assert table["id"].tolist() == [1, 2, 3, 4, 5]
     assert table["name"].tolist() == runs["name"].tolist() == [
-        "small", "market_test", "b", "economy_small"]
-    assert table["scenario"].tolist() == ["social", "market", "beauty_contest", "economy"]
-    assert table["status"].tolist() == ["completed"] * 4
-    assert table["steps_done"].tolist() == [6, 6, 2, 6]
-    assert table["progress"].tolist() == [1.0] * 4
+        "small", "market_test", "b", "economy_small", "clinic"]
+    assert table["scenario"].tolist() == ["social", "market", "beauty_contest", "economy",
+                                          "clinic"]
+    assert table["status"].tolist() == ["completed"] * 5
+    assert table["steps_done"].tolist() == [6, 6, 2, 6, 40]
+    assert table["progress"].tolist() == [1.0] * 5
     assert at.sidebar.selectbox[0].value == 1
 
 
 def test_the_run_picker_starts_on_the_newest_run_or_the_one_asked_for(
         monitor_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert page(None, run_id=None).sidebar.selectbox[0].value == 4
+    assert page(None, run_id=None).sidebar.selectbox[0].value == 5
     monkeypatch.setenv(RUN_ENV, "2")
     at = page("overview", run_id=None)
     assert at.sidebar.selectbox[0].value == 2
@@ -355,6 +365,64 @@ def test_economy_page_shows_its_indicators_and_state(monitor_env: str) -> None:
     assert state["step"].tolist() == table["step"].tolist()[::-1]
     assert state["unemployment"].tolist() == pytest.approx(
         table["unemployment"].tolist()[::-1])
+
+
+def test_clinic_page_shows_accuracy_the_queue_and_consultations(monitor_env: str) -> None:
+    at = page("scenario", run_id=5)
+    assert texts(at, "title") == ["Clinic"]
+    run = open_run(monitor_env, 5)
+    metrics = run.metrics()
+    shown = metric_values(at)
+    assert shown["consultations"] == f"{metrics['consultations'].iloc[-1]:,.0f}"
+    assert float(shown["accuracy"]) == pytest.approx(metrics["accuracy"].iloc[-1], abs=5e-4)
+    # a chart each for accuracy, the queue, waits and utilisation, and the specialties' bars
+    assert len(at.get("vega_lite_chart")) == len(CLINIC_CHARTS) + 1
+    by_step, by_specialty, done, turns = frames(at)[:4]
+    charted = [n for names in CLINIC_CHARTS.values() for n in names]
+    assert list(by_step.columns) == charted
+    assert by_step.index.tolist() == list(range(1, 41))
+    for name in ("accuracy", "top5_accuracy", "queue", "waiting_test", "wait_p90"):
+        assert by_step[name].tolist() == pytest.approx(metrics.loc[1:, name].tolist(),
+                                                       nan_ok=True)
+    last = metrics.iloc[-1]
+    assert len(by_specialty) > 1 and by_specialty["accuracy"].tolist() == pytest.approx(
+        [last[f"accuracy.{s}"] for s in by_specialty["specialty"]], nan_ok=True)
+    assert ("at step 40: the share of each specialty's ended consultations diagnosed "
+            "correctly") in texts(at)
+    table = run.table("clinic_consultations")
+    assert done["patient_id"].tolist() == table["patient_id"].tolist()[::-1][:50]
+    assert {"doctor_id", "case_id", "outcome", "turns", "tests", "diagnosis",
+            "correct_diagnosis", "correct", "waited_min"} <= set(done.columns)
+    trace = run.table("clinic_turns")
+    assert turns["step"].tolist() == trace["step"].tolist()[::-1][:50]
+    # the scripted diagnosis, in both tables as written, never rendered
+    said = f"{SHOUT} {BOLD}"
+    at.selectbox(key="clinic_action").set_value("diagnose").run()
+    done, turns = frames(at)[2:4]
+    assert said in done["diagnosis"].tolist() and said in turns["diagnosis"].tolist()
+    assert set(turns["action"]) == {"diagnose"}
+    assert "alert(1)" not in rendered_markup(at) and "bold" not in rendered_markup(at)
+    # filters by outcome and doctor
+    at.selectbox(key="clinic_outcome").set_value("diagnosed").run()
+    at.number_input(key="clinic_outcome_doctor_5").set_value(1).run()
+    at.number_input(key="clinic_action_doctor_5").set_value(1).run()
+    done, turns = frames(at)[2:4]
+    mine = table[(table["outcome"] == "diagnosed") & (table["doctor_id"] == 1)]
+    assert len(mine) > 0 and done["patient_id"].tolist() == mine["patient_id"].tolist()[::-1]
+    assert set(turns["agent_id"]) == {1} and set(turns["action"]) == {"diagnose"}
+    at.selectbox(key="clinic_outcome").set_value("left").run()
+    assert any("No such consultations" in t for t in texts(at, "info"))
+
+
+def test_the_specialty_accuracy_is_the_latest_step_s(monitor_env: str) -> None:
+    q = RunQueries(Database(monitor_env, create=False), 5)
+    step, frame = specialty_accuracy(q)
+    metrics = open_run(monitor_env, 5).metrics()
+    assert step == 40
+    names = sorted(n for n in metrics.columns if n.startswith("accuracy."))
+    assert frame["specialty"].tolist() == [n.removeprefix("accuracy.") for n in names]
+    assert frame["accuracy"].tolist() == pytest.approx(metrics.loc[40, names].tolist(),
+                                                       nan_ok=True)
 
 
 def test_controls_of_a_finished_run_are_disabled_with_the_reason(monitor_env: str) -> None:

@@ -1,7 +1,8 @@
 """The web service (``populace serve``, issue 14): a real uvicorn process over a real run
 database. Reads of runs, metrics, the action mix, attribute distributions, agent searches and
-one agent's record agree with the database; unknown runs, agents and attributes are 404s with a
-message; filters are bound parameters; control needs the token and reaches a running
+one agent's record agree with the database; a scenario's objects (posts, a clinic's
+consultations and doctor turns) page newest first with their text as written; unknown runs,
+agents and attributes are 404s with a message; filters are bound parameters; control needs the token and reaches a running
 ``populace run`` subprocess; the live stream sends each step."""
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from populace.storage import Database, open_run
 from populace.storage.read_indexes import attribute_index_name, index_names
 from populace.webui.queries import NotFound, RunQueries
 
+from .test_clinic_scenario import clinic
 from .test_steering import steered
 from .test_steering_llm import with_llm
 
@@ -230,6 +232,42 @@ def test_scenario_tables_page_newest_first_and_show_text_as_written(finished) ->
     assert api.get("/api/runs/1/tables/runs").status_code == 404  # not a run's table
     bad = api.get("/api/runs/1/tables/posts", params={"where": "nope=1"})
     assert bad.status_code == 404 and "no column 'nope'" in bad.json()["detail"]
+
+
+def test_a_clinic_s_consultations_and_turns_are_served_as_written(tmp_path: Path) -> None:
+    db = tmp_path / "clinic.sqlite"
+    said = "<script>alert(1)</script> **bold**"
+    data = clinic(steps=30, doctors=2, patients=8)
+    data["events"] = [{"name": "shout", "kind": "action", "at": 3, "agents": 0,
+                       "action": "diagnose", "args": {"patient": 2, "diagnosis": said}}]
+    Simulation(experiment_from_dict(data), db_url=f"sqlite:///{db}").run()
+    run = open_run(f"sqlite:///{db}")
+    served = Served(db)
+    try:
+        api = served.client
+        assert {"clinic_cases", "clinic_patients", "clinic_consultations",
+                "clinic_turns"} <= set(api.get("/api/runs/1/tables").json())
+        table = run.table("clinic_consultations")
+        page = api.get("/api/runs/1/tables/clinic_consultations").json()
+        assert [r["patient_id"] for r in page["rows"]] == table["patient_id"].tolist()[::-1]
+        mine = api.get("/api/runs/1/tables/clinic_consultations",
+                       params={"where": ["doctor_id=0", "outcome=diagnosed"]}).json()["rows"]
+        wanted = table[(table["doctor_id"] == 0) & (table["outcome"] == "diagnosed")]
+        assert [r["patient_id"] for r in mine] == wanted["patient_id"].tolist()[::-1]
+        assert said in [r["diagnosis"] for r in mine]  # stored and served as written
+        turns = api.get("/api/runs/1/tables/clinic_turns",
+                        params={"where": ["action=diagnose", "patient=2"]}).json()["rows"]
+        assert [(t["diagnosis"], t["answer"]) for t in turns] == [(said, "incorrect")]
+        # a value is a bound parameter, never SQL
+        sly = api.get("/api/runs/1/tables/clinic_consultations",
+                      params={"where": "outcome=diagnosed' OR '1'='1"})
+        assert sly.status_code == 200 and sly.json()["rows"] == []
+        gone = api.get("/api/runs/9/tables/clinic_consultations")
+        assert gone.status_code == 404 and "no run 9" in gone.json()["detail"]
+        bad = api.get("/api/runs/1/tables/clinic_consultations", params={"where": "nope=1"})
+        assert bad.status_code == 404 and "no column 'nope'" in bad.json()["detail"]
+    finally:
+        served.close()
 
 
 def test_a_completed_run_is_indexed_for_its_readers(finished) -> None:

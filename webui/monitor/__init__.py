@@ -11,7 +11,7 @@ Modules:
     runs_page, overview_page, population_page, network_page, agents_page, scenario_page,
     controls_page: one page each (Streamlit runs each file as a script, so a bare string
     in one, such as a constant's docstring, would be shown on the page: they use comments).
-    social, market, economy: the scenario page's parts for each scenario.
+    social, market, economy, clinic: the scenario page's parts for each scenario.
 
 Agent-written text (posts, memories, prompts, answers) is shown as text, never as Markdown or
 HTML; pages read pages and aggregates, never a whole population.

@@ -17,7 +17,8 @@ from populace.webui.monitor.common import database, pick_run, show_error
 from populace.webui.queries import NotFound, RunQueries
 
 HERE = Path(__file__).resolve().parent
-SCENARIO_TITLES = {"social": "Social", "market": "Market", "economy": "Economy"}
+SCENARIO_TITLES = {"social": "Social", "market": "Market", "economy": "Economy",
+                   "clinic": "Clinic"}
 
 
 def scenario_title(run: RunQueries | None) -> str:

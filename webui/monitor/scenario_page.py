@@ -1,6 +1,6 @@
 """The scenario page: the picked run's scenario's own view (social: posts and cascades;
-market: welfare, concentration and orders; economy: indicators), then a browser of any of
-its tables."""
+market: welfare, concentration and orders; economy: indicators; clinic: accuracy, the queue,
+waits, consultations and doctor turns), then a browser of any of its tables."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from populace.webui.monitor import economy, market, social
+from populace.webui.monitor import clinic, economy, market, social
 from populace.webui.monitor.common import current_run, run_caption
 from populace.webui.monitor.tables import browse
 from populace.webui.queries import RunQueries
@@ -17,6 +17,7 @@ VIEWS: dict[str, tuple[str, Callable[[RunQueries], None]]] = {
     "social": ("Social network", social.render),
     "market": ("Marketplace", market.render),
     "economy": ("Economy", economy.render),
+    "clinic": ("Clinic", clinic.render),
 }
 
 
