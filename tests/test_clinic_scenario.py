@@ -364,3 +364,23 @@ def test_quickstart_runs_as_documented(tmp_path: Path) -> None:
     done = r.table("clinic_consultations")
     assert len(done) == 8 and (done.outcome == "diagnosed").all()
     assert r.info["status"] == "completed"
+
+
+def test_patients_get_the_case_their_profile_names(tmp_path: Path) -> None:
+    data = clinic(steps=2, doctors=1, patients=4)
+    data["population"]["attributes"]["case"] = {
+        "dist": "categorical", "values": {"card-01": 0.5, "neuro-02": 0.5}}
+    patients = run(data, tmp_path).table("clinic_patients")
+    assert set(patients.case_id) == {"card-01", "neuro-02"}
+    data["population"]["attributes"]["case"] = {"dist": "categorical",
+                                                "values": {"no-such-case": 1.0}}
+    with pytest.raises(ConfigError, match="no case 'no-such-case'"):
+        experiment_from_dict(data)
+
+
+def test_a_persona_level_nobody_knows_is_refused(tmp_path: Path) -> None:
+    data = clinic(steps=2, doctors=1, patients=4)
+    data["population"]["attributes"]["recall"] = {"dist": "categorical",
+                                                  "values": {"photographic": 1.0}}
+    with pytest.raises(ValueError, match="'recall'.*photographic"):
+        run(data, tmp_path)

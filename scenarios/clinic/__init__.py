@@ -14,9 +14,10 @@ Modules:
         hospital's waiting-time and utilisation measures.
     protocol: the AgentClinic protocol of language-model doctors on one action schema.
     persona: PatientSim persona dimensions and what they do to a patient's answers.
-    config, actions, observation, state, rules, decisions, metrics, tables: the scenario's
-        parts (its YAML, its action schema, what doctors see, what a run changes, the rule
-        and language-model doctors, its measures, its tables).
+    config, intake, actions, observation, state, memory, rules, decisions, patients, metrics,
+        tables: the scenario's parts (its YAML, who comes and when, its action schema, what
+        doctors see, what a run changes, what doctors learn, the rule and language-model
+        doctors, language-model patients, its measures, its tables).
     scenario: ``ClinicScenario``, which plugs them into the engine.
 """
 

@@ -15,6 +15,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from populace.simulator.paths import MissingPathError, existing_path
+from populace.simulator.population.distributions import possible_values
 
 from .agentclinic import import_agentclinic
 from .cases import CaseError, CaseLibrary, default_library, load_cases
@@ -196,6 +197,18 @@ class ClinicConfig(BaseModel):
                              f"{', '.join(library.specialties())})")
         return library
 
+    def _unknown_cases(self, experiment: Any,
+                       library: CaseLibrary) -> list[tuple[tuple[Any, ...], str]]:
+        """Case ids a generated ``case_attribute`` can draw that the library lacks."""
+        spec = experiment.population.attributes.get(self.case_attribute)
+        values = possible_values(spec) if spec is not None else None
+        known = set(library.ids)
+        unknown = sorted(str(v) for v in values or () if isinstance(v, str) and v not in known)
+        if not unknown:
+            return []
+        return [(("population", "attributes", self.case_attribute),
+                 f"no case {', '.join(repr(v) for v in unknown[:5])} in the case library")]
+
     def check_experiment(self, experiment: Any,
                          base_dir: Path) -> list[tuple[tuple[Any, ...], str]]:
         """Problems of the whole experiment seen from the clinic (see config.py): the case
@@ -204,7 +217,8 @@ class ClinicConfig(BaseModel):
         problems: list[tuple[tuple[Any, ...], str]] = []
         where = ("scenario", "agentclinic" if self.agentclinic is not None else "cases")
         try:
-            self.library(base_dir)
+            library = self.library(base_dir)
+            problems.extend(self._unknown_cases(experiment, library))
         except CaseError as err:
             problems.extend((where, problem) for problem in err.problems)
         except MissingPathError as err:

@@ -65,6 +65,14 @@ from .hospital import (
     finish,
     specialty_name,
 )
+from .intake import (
+    PERSONA_COLUMNS,
+    arrival_steps,
+    doctor_specialties,
+    patient_cases,
+    persona_codes,
+    roles,
+)
 from .knowledge import KnowledgeTable, case_findings
 from .memory import DoctorMemory, Knowledge
 from .metrics import clinic_metrics, doctor_accuracy
@@ -94,7 +102,6 @@ _INT = np.int64
 JUDGE = TypeAdapter(JudgeAnswer)
 REPLY = TypeAdapter(PatientReply)
 CONFIDENCE = TypeAdapter(PatientConfidence)
-PERSONA_COLUMNS = ("personality", "language", "recall", "dazed")
 # salts of the keyed draws (doctor.keyed_uniform): one stream per purpose
 _PRESENCE, _SENSITIVITY, _MISS, _WRONG, _TEXTBOOK = 11, 13, 17, 19, 23
 _HISTORY_TOPICS = (
@@ -150,9 +157,7 @@ class ClinicScenario(Scenario[ClinicConfig, ClinicObservation, DoctorRuleParams,
         self.step_minutes = world.clock.step_duration.total_seconds() / 60.0
         self.rules = self._rules(config)
         attrs = world.population.attributes
-        self.doctor_agent, self.patient_agent = self._roles(attrs)
-        if not len(self.patient_agent):
-            raise ValueError("the clinic needs at least one patient (agents beyond the doctors)")
+        self.doctor_agent, self.patient_agent = roles(config, attrs, world.n_agents)
         self.agent_doctor = np.full(world.n_agents, -1, dtype=_INT)
         self.agent_doctor[self.doctor_agent] = np.arange(len(self.doctor_agent))
         self.texts = world.llm is not None  # transcripts are kept for language models only
@@ -188,99 +193,17 @@ class ClinicScenario(Scenario[ClinicConfig, ClinicObservation, DoctorRuleParams,
                           fallback_after_min=config.fallback_after_min,
                           patience_min=config.patience_min)
 
-    def _roles(self, attrs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """Doctor and patient agent ids: the role column, else the first ``doctors`` ids."""
-        n, column = self.world.n_agents, self.config.role_attribute
-        if column in attrs:  # a missing role (generated rows after a file's) is a patient
-            role = attrs[column].fillna("patient").astype(str).str.lower().to_numpy()
-            bad = sorted(set(role.tolist()) - {"doctor", "patient"})
-            if bad:
-                raise ValueError(f"population attribute {column!r}: {bad[:3]} is not doctor "
-                                 "or patient")
-            is_doctor = role == "doctor"
-        else:
-            if self.config.doctors >= n:
-                raise ValueError(f"scenario.doctors is {self.config.doctors}, but the "
-                                 f"population has only {n} agents: patients are the rest")
-            is_doctor = np.arange(n) < self.config.doctors
-        if not is_doctor.any():
-            raise ValueError("the clinic needs at least one doctor")
-        return np.flatnonzero(is_doctor).astype(_INT), np.flatnonzero(~is_doctor).astype(_INT)
-
-    def _doctor_specialties(self, attrs: pd.DataFrame) -> list[str]:
-        doctors = self.doctor_agent
-        if "specialty" in attrs:
-            return [str(s) if isinstance(s, str) else "general"
-                    for s in attrs["specialty"].to_numpy()[doctors]]
-        names = [name for name, count in self.config.specialists.items() for _ in range(count)]
-        return (names + ["general"] * len(doctors))[:len(doctors)]
-
-    def _patient_cases(self, attrs: pd.DataFrame) -> np.ndarray:
-        """Each patient's case index: its ``case_attribute`` value, else drawn by ``mix``."""
-        patients = self.patient_agent
-        weights = case_weights(list(self.library), self.config.mix)
-        u = self.world.rng.uniform("clinic.case", 0, patients)[:, 0]
-        cases = np.minimum(np.searchsorted(np.cumsum(weights), u * weights.sum(),
-                                           side="right"), len(weights) - 1).astype(_INT)
-        column = self.config.case_attribute
-        if column in attrs:
-            index = {case_id: i for i, case_id in enumerate(self.library.ids())}
-            given = attrs[column].to_numpy()[patients]
-            for row, value in enumerate(given.tolist()):
-                if isinstance(value, str) and value:
-                    if value not in index:
-                        raise ValueError(f"population attribute {column!r}: no case {value!r} "
-                                         f"in the library (agent {int(patients[row])})")
-                    cases[row] = index[value]
-        return cases
-
-    def _arrival_steps(self) -> np.ndarray:
-        """Each patient's arrival step: a Poisson process with the hourly profile over
-        ``arrival_hours``, given the number of patients (times drawn i.i.d. from the
-        profile's density), or 0 for all (``arrival: start``)."""
-        patients = self.patient_agent
-        if self.config.arrival == "start":
-            return np.zeros(len(patients), dtype=_INT)
-        start = self.world.clock.start
-        start_minute = start.hour * 60 + start.minute + start.second / 60
-        window = int(math.ceil(self.config.arrival_hours * 60))
-        minute = np.arange(window, dtype=np.float64)
-        hour = ((start_minute + minute) // 60 % 24).astype(_INT)
-        cumulative = np.concatenate(([0.0], np.cumsum(np.asarray(self.config.hourly)[hour])))
-        u = self.world.rng.uniform("clinic.arrival", 0, patients)[:, 0]
-        at = np.interp(u * cumulative[-1], cumulative, np.arange(window + 1, dtype=np.float64))
-        return (at // self.step_minutes).astype(_INT)
-
-    def _persona(self, attrs: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Patients' persona codes (population columns, else ``persona_defaults``)."""
-        levels = {"personality": PERSONALITIES, "language": LANGUAGE_LEVELS,
-                  "recall": RECALL_LEVELS, "dazed": ("clear", "dazed")}
-        out = {}
-        for name in PERSONA_COLUMNS:
-            default = self.config.persona_defaults[name]
-            if name in attrs:
-                raw = attrs[name].to_numpy()[self.patient_agent]
-                values = [default if v is None or (isinstance(v, float) and math.isnan(v))
-                          else ("dazed" if v is True else "clear" if v is False else str(v))
-                          for v in raw.tolist()]
-            else:
-                values = [default] * len(self.patient_agent)
-            known = levels[name]
-            bad = sorted(set(values) - set(known))
-            if bad:
-                raise ValueError(f"population attribute {name!r}: {bad[:3]} is not one of "
-                                 f"{', '.join(known)}")
-            out[name] = np.array([known.index(v) for v in values], dtype=np.int8)
-        return out
-
     def _build_state(self, attrs: pd.DataFrame) -> None:
-        cases = self._patient_cases(attrs)
-        arrival = self._arrival_steps()
-        order = np.lexsort((self.patient_agent, arrival))  # the hospital's order: arrival
-        self.persona_codes = {k: v[order] for k, v in self._persona(attrs).items()}
+        cfg, patients, rng = self.config, self.patient_agent, self.world.rng
+        cases = patient_cases(self.library, cfg, attrs, patients, rng)
+        arrival = arrival_steps(cfg, self.world.clock.start, self.step_minutes, patients, rng)
+        order = np.lexsort((patients, arrival))  # the hospital's order: arrival
+        self.persona_codes = {k: v[order] for k, v in persona_codes(cfg, attrs,
+                                                                    patients).items()}
         self.persona = persona_arrays(*(self.persona_codes[k] for k in PERSONA_COLUMNS))
         self.persona_index = persona_index(*(self.persona_codes[k] for k in PERSONA_COLUMNS))
-        hospital = HospitalState.create(self._doctor_specialties(attrs), self.config.capacity)
+        hospital = HospitalState.create(doctor_specialties(cfg, attrs, self.doctor_agent),
+                                       cfg.capacity)
         if "capacity" in attrs:
             cap = attrs["capacity"].to_numpy()[self.doctor_agent]
             hospital.doctors.capacity[:] = np.where(pd.isna(cap), self.config.capacity,
