@@ -193,6 +193,7 @@ def scenario_names() -> set[str]:
     return names
 
 
+@pytest.mark.slow
 def test_engine_text_names_no_scenario() -> None:
     # The engine documents and validates any scenario through its models (docgen reads their
     # Field descriptions and docstrings); text about one scenario belongs with the scenario.

@@ -122,6 +122,7 @@ def test_bayes_update_and_confirmation_bias() -> None:
     assert list(differential(after, 2)[0]) == list(np.argsort(-after[0])[:2])
 
 
+@pytest.mark.slow
 def test_consultations_on_the_library(library) -> None:
     cases, table, truth, complaints, correct = library
     reps = 20

@@ -92,6 +92,7 @@ def test_judge_paraphrases_match_no_other_case(library: CaseLibrary) -> None:
     assert wrong == []
 
 
+@pytest.mark.slow
 def test_no_case_name_matches_another_case(library: CaseLibrary) -> None:
     """Of two cases with different normalised diagnoses, none of one's names matches the
     other (except the documented myocardial infarction group of card-01 and card-06)."""

@@ -102,6 +102,7 @@ def test_a_doctor_talks_once_per_turn_within_its_capacity(tmp_path: Path) -> Non
     assert (patients_of >= 3).all()
 
 
+@pytest.mark.slow
 def test_patients_arrive_over_the_day_and_the_impatient_leave(tmp_path: Path) -> None:
     data = clinic(steps=288, doctors=3, patients=300, arrival="poisson", patience_min=240)
     data["start_time"] = "2025-01-06 00:00"
@@ -117,6 +118,7 @@ def test_patients_arrive_over_the_day_and_the_impatient_leave(tmp_path: Path) ->
     assert r.metrics().iloc[-1]["left_unseen"] == len(left)
 
 
+@pytest.mark.slow
 def test_the_queue_is_triaged_most_urgent_first(tmp_path: Path) -> None:
     r = run(clinic(steps=200, doctors=2, patients=60), tmp_path)
     seen = r.table("clinic_consultations").merge(
@@ -156,6 +158,7 @@ def test_resume_after_a_crash_gives_the_uninterrupted_database(
     assert_same_run(full, resumed.run())
 
 
+@pytest.mark.slow
 def test_confirmation_bias_lowers_accuracy(tmp_path: Path) -> None:
     data = clinic(steps=150, doctors=30, patients=400)
     data["scenario"]["capacity"] = 6
@@ -320,6 +323,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_a_broken_case_file_is_refused_naming_the_case_and_field(tmp_path: Path) -> None:
     case = json.loads((Path(__file__).resolve().parents[1] / "scenarios" / "clinic" / "cases"
                        / "cardiology" / "card-01.json").read_text())
@@ -359,6 +363,7 @@ def test_examples_validate(path: Path) -> None:
     assert path.read_text(encoding="utf-8").startswith("#")
 
 
+@pytest.mark.slow
 def test_quickstart_runs_as_documented(tmp_path: Path) -> None:
     r = run(copy.deepcopy(load_experiment(EXAMPLES / "quickstart.yaml").raw), tmp_path)
     done = r.table("clinic_consultations")

@@ -257,6 +257,16 @@ def quickstart_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 RUNNABLE_DOCS = [p for p in DOCS if RUNNABLE in p.read_text(encoding="utf-8")]
+# docs whose runnable blocks run sweeps or many runs (several seconds each): the slow lane
+HEAVY_DOCS = {ROOT / "docs" / "sweeps.md", ROOT / "docs" / "analysis.md",
+              ROOT / "docs" / "scenarios" / "economy.md"}
+
+
+def _params(docs: list[Path]) -> list[Any]:
+    """``docs`` as parameters, the heavy ones marked slow (the fast lane stays under a
+    minute)."""
+    return [pytest.param(p, id=_rel(p), marks=[pytest.mark.slow] if p in HEAVY_DOCS else [])
+            for p in docs]
 
 
 def test_readme_and_getting_started_have_runnable_snippets() -> None:
@@ -264,7 +274,7 @@ def test_readme_and_getting_started_have_runnable_snippets() -> None:
     assert ROOT / "docs" / "getting-started.md" in RUNNABLE_DOCS
 
 
-@pytest.mark.parametrize("doc", RUNNABLE_DOCS, ids=[_rel(p) for p in RUNNABLE_DOCS])
+@pytest.mark.parametrize("doc", _params(RUNNABLE_DOCS))
 def test_runnable_snippets_run(doc: Path, quickstart_dir: Path,
                                monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import shutil
@@ -366,7 +376,7 @@ def _run_line(line: str, folder: Path, env: dict[str, str]) -> tuple[int, str]:
     return int(code or 0), out.getvalue()
 
 
-@pytest.mark.parametrize("doc", SHELL_DOCS, ids=[_rel(p) for p in SHELL_DOCS])
+@pytest.mark.parametrize("doc", _params(SHELL_DOCS))
 def test_runnable_commands_run_and_print_what_is_shown(doc: Path, tmp_path: Path) -> None:
     """The document's runnable shell blocks, in order, in one scratch folder; each block's exit
     code and the output shown after it (``<!-- output -->``) are checked."""

@@ -112,6 +112,7 @@ def test_resume_refuses_completed_run(sqlite_url: str) -> None:
         Simulation.resume(sqlite_url, run.id)
 
 
+@pytest.mark.slow
 def test_full_disk_keeps_committed_steps_and_resumes(tmp_path) -> None:
     """SQLite's page limit makes the database 'full' mid-run: a clear error, nothing lost."""
     import sqlite3

@@ -186,6 +186,7 @@ ARG_TOKENS = ["validate", "run", "resume", "runs", "export", "scenarios", "profi
 
 @settings(max_examples=int(os.environ.get("POPULACE_FUZZ_EXAMPLES", "100")), derandomize=True,
           deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.slow
 @given(argv=st.lists(st.sampled_from(ARG_TOKENS), max_size=6))
 def test_any_command_line_gives_a_message_and_an_exit_code(
         tmp_path_factory: pytest.TempPathFactory, argv: list[str]) -> None:

@@ -54,6 +54,7 @@ def test_embeddings_find_paraphrases_that_share_no_word() -> None:
     assert found["lexical"] != found["embeddings"]  # no shared words: lexical cannot tell
 
 
+@pytest.mark.slow
 def test_a_run_with_embedding_relevance_retrieves_memories_into_prompts(sqlite_url: str) -> None:
     with TestServer(ServerBehaviour(seed=4)) as srv:
         data = llm_experiment(srv.url, steps=3, share=0.2)

@@ -264,6 +264,7 @@ def test_erdos_renyi_saturates_at_complete_digraph() -> None:
     assert graph.num_edges == 20 * 19
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mean_degree", [0.5, 6.0, 80.0])  # sparse, typical, dense sampler
 def test_erdos_renyi_degrees_match_networkx(mean_degree: float) -> None:
     """Out- and in-degree distributions agree with networkx's directed G(n, p)."""
@@ -311,6 +312,7 @@ def test_sbm_singleton_group_links_outside_and_missing_values_form_a_group() -> 
     assert np.all(graph.dst[missing] < 50)  # homophily 1: missing-value agents stay together
 
 
+@pytest.mark.slow
 def test_sbm_block_counts_and_degrees_match_networkx() -> None:
     """Edges per (follower group, followee group) agree with networkx.stochastic_block_model."""
     sizes = [400, 800, 1200, 1600]  # unequal groups: out-group targets scale with group size

@@ -209,6 +209,7 @@ def _all_at_once(url: str) -> list[tuple[list[str], dict[str, str]]]:
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql",
                                                              marks=pytest.mark.postgres)])
+@pytest.mark.slow
 def test_sessions_creating_the_indexes_at_once_all_succeed(
         backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     """Parallel sweep workers finish their runs into one fresh database at once: each one's

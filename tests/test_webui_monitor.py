@@ -367,6 +367,7 @@ def test_economy_page_shows_its_indicators_and_state(monitor_env: str) -> None:
         table["unemployment"].tolist()[::-1])
 
 
+@pytest.mark.slow
 def test_clinic_page_shows_accuracy_the_queue_and_consultations(monitor_env: str) -> None:
     at = page("scenario", run_id=5)
     assert texts(at, "title") == ["Clinic"]

@@ -234,6 +234,7 @@ def test_scenario_tables_page_newest_first_and_show_text_as_written(finished) ->
     assert bad.status_code == 404 and "no column 'nope'" in bad.json()["detail"]
 
 
+@pytest.mark.slow
 def test_a_clinic_s_consultations_and_turns_are_served_as_written(tmp_path: Path) -> None:
     db = tmp_path / "clinic.sqlite"
     said = "<script>alert(1)</script> **bold**"
