@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -60,3 +63,28 @@ def crash_after(sim: Simulation, step: int, monkeypatch: pytest.MonkeyPatch) -> 
         return original()
 
     monkeypatch.setattr(sim, "advance", advance)
+
+
+def assert_ray_matches_local(data: dict[str, Any], folder: Path, tables: Sequence[str],
+                             shards: Sequence[int] = (1, 2)) -> None:
+    """Run ``data`` on the local runtime and on Ray with each number of ``shards`` (a local
+    Ray cluster of 2 CPUs, started here unless one is running) into SQLite files in
+    ``folder``; every run records the local run's rows, ``tables`` compared row for row in
+    their order too."""
+    ray = pytest.importorskip("ray")
+    local = run_experiment(data, f"sqlite:///{folder / 'local.sqlite'}")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        for n in shards:
+            sharded = copy.deepcopy(data)
+            sharded["runtime"] = {"type": "ray", "shards": n}
+            ray_run = run_experiment(sharded, f"sqlite:///{folder / f'ray{n}.sqlite'}")
+            assert_same_run(local, ray_run)
+            for table in tables:
+                pd.testing.assert_frame_equal(local.table(table), ray_run.table(table),
+                                              check_exact=True)
+    finally:
+        if started:
+            ray.shutdown()

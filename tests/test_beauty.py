@@ -20,7 +20,15 @@ from populace.scenarios.beauty.rules import level_k_guesses
 from populace.simulator import ConfigError, Simulation, experiment_from_dict, load_experiment
 from populace.simulator.testing.llm_server import ServerBehaviour, TestServer
 
-from .helpers import Crash, assert_same_run, content_tables, crash_after, reopen, run_experiment
+from .helpers import (
+    Crash,
+    assert_ray_matches_local,
+    assert_same_run,
+    content_tables,
+    crash_after,
+    reopen,
+    run_experiment,
+)
 
 P = 2 / 3
 EXAMPLES = Path(__file__).resolve().parents[1] / "scenarios" / "beauty" / "examples"
@@ -251,24 +259,9 @@ def test_llm_players_mix_with_level_k_players(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_ray_shards_record_the_local_runtime_s_rows(tmp_path: Path) -> None:
-    ray = pytest.importorskip("ray")
     data = game(steps=5, size=1000, adaptive=True, level0="anchor", noise_sd=5)
     data["activation"] = {"probability": 0.6}
-    local = run(data, tmp_path, "local")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        for shards in (1, 2):
-            sharded = copy.deepcopy(data)
-            sharded["runtime"] = {"type": "ray", "shards": shards}
-            ray_run = run(sharded, tmp_path, f"ray{shards}")
-            assert_same_run(local, ray_run)
-            pd.testing.assert_frame_equal(local.table("beauty_guesses"),
-                                          ray_run.table("beauty_guesses"), check_exact=True)
-    finally:
-        if started:
-            ray.shutdown()
+    assert_ray_matches_local(data, tmp_path, ["beauty_guesses"])
 
 
 @pytest.mark.parametrize("fallback", ["do_nothing", "guess"])

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from populace.scenarios.clinic.cases import default_library
@@ -23,7 +22,15 @@ from populace.scenarios.clinic.vocabulary import TEST_VOCABULARY
 from populace.simulator import ConfigError, Simulation, experiment_from_dict, load_experiment
 from populace.simulator.testing.llm_server import ServerBehaviour, TestServer
 
-from .helpers import Crash, assert_same_run, content_tables, crash_after, reopen, run_experiment
+from .helpers import (
+    Crash,
+    assert_ray_matches_local,
+    assert_same_run,
+    content_tables,
+    crash_after,
+    reopen,
+    run_experiment,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "scenarios" / "clinic" / "examples"
 LIBRARY = {case.id: case for case in default_library()}
@@ -202,42 +209,26 @@ def test_an_event_makes_a_doctor_biased_mid_run(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_ray_runtime_records_the_local_runtime_s_rows(tmp_path: Path) -> None:
-    ray = pytest.importorskip("ray")
     data = clinic(steps=40, doctors=4, patients=60, arrival="poisson", arrival_hours=2,
                   memory=True, textbook_share=0.7)
-    local = run(data, tmp_path, "local")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        for shards in (1, 2):
-            sharded = copy.deepcopy(data)
-            sharded["runtime"] = {"type": "ray", "shards": shards}
-            ray_run = run(sharded, tmp_path, f"ray{shards}")
-            assert_same_run(local, ray_run)
-            pd.testing.assert_frame_equal(local.table("clinic_consultations"),
-                                          ray_run.table("clinic_consultations"),
-                                          check_exact=True)
-    finally:
-        if started:
-            ray.shutdown()
+    assert_ray_matches_local(data, tmp_path, ["clinic_consultations", "clinic_turns"])
 
 
-def _llm_clinic(protocol: str, **behaviour: Any) -> tuple[dict[str, Any], ServerBehaviour]:
+def _llm_run(protocol: str, tmp_path: Path) -> Any:
+    """The language-model doctors' example, shortened, against the project's test server."""
     raw = copy.deepcopy(load_experiment(EXAMPLES / "llm_doctors.yaml").raw)
     raw["scenario"]["llm_protocol"] = protocol
     raw["steps"] = 30
     raw["llm"]["model"] = "populace-test"
     raw["llm"]["max_fallback_share"] = 1.0
     raw["population"]["file"] = str(EXAMPLES / "data" / "doctors.csv")
-    return raw, ServerBehaviour(seed=1, **behaviour)
+    with TestServer(ServerBehaviour(seed=1)) as server:
+        raw["llm"]["endpoints"][0]["base_url"] = server.url
+        return run(raw, tmp_path)
 
 
 def test_llm_doctors_that_never_diagnose_fail_at_the_turn_limit(tmp_path: Path) -> None:
-    raw, behaviour = _llm_clinic("agentclinic")
-    with TestServer(behaviour) as server:
-        raw["llm"]["endpoints"][0]["base_url"] = server.url
-        r = run(raw, tmp_path)
+    r = _llm_run("agentclinic", tmp_path)
     done = r.table("clinic_consultations")
     turns = r.table("clinic_turns")
     # the test server's free text is prose without tags: every turn is a question
@@ -252,10 +243,7 @@ def test_llm_doctors_that_never_diagnose_fail_at_the_turn_limit(tmp_path: Path) 
 
 
 def test_structured_llm_doctors_share_the_rule_doctors_actions(tmp_path: Path) -> None:
-    raw, behaviour = _llm_clinic("structured")
-    with TestServer(behaviour) as server:
-        raw["llm"]["endpoints"][0]["base_url"] = server.url
-        r = run(raw, tmp_path)
+    r = _llm_run("structured", tmp_path)
     turns = r.table("clinic_turns")
     assert {"ask", "examine", "order_test", "diagnose"} <= set(turns.action)
     tests = turns[turns.action == "order_test"]

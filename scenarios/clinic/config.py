@@ -122,18 +122,12 @@ class ClinicConfig(BaseModel):
         0.1, gt=0, le=10, description="Beta(a, a) pseudo-count of the rule doctors' "
         "knowledge table (larger: less sure of any one finding)")
 
-    @field_validator("specialists", "mix")
+    @field_validator("specialists", "mix", "specialties")
     @classmethod
-    def _known_specialties(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        for name in value or {}:
+    def _known_specialties(cls, value: dict[str, float] | list[str] | None
+                           ) -> dict[str, float] | list[str] | None:
+        for name in value or ():  # a dict's keys, or a list's names
             specialty_code(name)  # raises ValueError naming the specialties
-        return value
-
-    @field_validator("specialties")
-    @classmethod
-    def _known_list(cls, value: list[str] | None) -> list[str] | None:
-        for name in value or []:
-            specialty_code(name)
         return value
 
     @field_validator("persona_defaults")
