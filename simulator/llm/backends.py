@@ -7,6 +7,7 @@ Core objects:
         with ``replay_on_miss: live``).
     ResponseCache: stored answers by request hash, shared by the runs of a database.
     VLLMBackend: an in-process ``vllm.LLM`` engine fed a whole step as one batch (GPU only).
+    (The in-process torch + transformers backend is ``transformers_backend``.)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..paths import experiment_path
 from .answers import got_answer
 from .config import LLMConfig
 from .tables import LLMCacheEntry, LLMCall
+from .transformers_backend import TransformersBackend
 from .types import Backend, BackendError, ChatRequest, ChatResponse, ReplayMissError
 
 if TYPE_CHECKING:
@@ -55,6 +57,8 @@ def make_backend(llm: LLMConfig, db: Database, seed: int, base_dir: Path | None 
             live = _openai_backend(llm, seed, base_dir)
         return ReplayBackend(source, llm.replay, live=live,
                              exclude=run_id if source is db else None, owns_db=source is not db)
+    if llm.backend == "transformers":
+        return TransformersBackend(llm, base_dir)
     return VLLMBackend(llm)
 
 

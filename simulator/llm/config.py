@@ -38,11 +38,37 @@ class Prices(BaseModel):
     completion_per_million: float = Field(0.0, ge=0, le=1e6)
 
 
+class TransformersSettings(BaseModel):
+    """``llm.transformers``: the in-process torch + transformers backend
+    (``backend: transformers``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device: Literal["auto", "cuda", "cpu"] = Field(
+        "auto", description="where the model runs: auto (a CUDA GPU when torch sees one, else "
+        "the CPU), cuda or cpu")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights and activations: auto (bfloat16 on a GPU, float32 on the "
+        "CPU)")
+    max_batch: int = Field(256, ge=1, le=65_536, description="requests decoded together at "
+                           "most (on a GPU also bounded by free memory; halved on an "
+                           "out-of-memory error)")
+    prefix_cache: bool = Field(True, description="encode the prompt prefix a batch shares "
+                               "once and reuse its KV cache for every row")
+    min_prefix_tokens: int = Field(8, ge=1, description="shortest shared prefix worth "
+                                   "encoding apart")
+    max_text_chars: int = Field(200, ge=1, le=100_000, description="with structured output, "
+                                "the longest free-text string the grammar lets an answer hold "
+                                "(so that answers end within max_tokens)")
+
+
 class LLMConfig(BaseModel):
     """``llm:``: how language-model agents reach a model.
 
     ``backend: openai`` sends requests to ``endpoints``; ``vllm`` runs an in-process vLLM
-    engine (needs a GPU and ``populace[vllm]``); ``replay`` answers from the recorded calls of
+    engine (needs a GPU and ``populace[vllm]``); ``transformers`` runs a local Hugging Face
+    model in this process on torch (a GPU or the CPU; ``populace[transformers]``, settings in
+    ``transformers``); ``replay`` answers from the recorded calls of
     the run named in ``replay`` (no server: the original run is reproduced exactly). A replay
     takes every key it does not set itself (model, sampling, endpoints...) from the replayed
     run's ``llm:`` section, so that its requests are the recorded ones.
@@ -50,8 +76,11 @@ class LLMConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["openai", "vllm", "replay"] = "openai"
-    model: str = Field("populace-test", description="model name as the server knows it")
+    backend: Literal["openai", "vllm", "transformers", "replay"] = "openai"
+    model: str = Field("populace-test", description="model name as the server knows it; with "
+                       "backend transformers, a local model folder (relative to the experiment "
+                       "file)")
+    transformers: TransformersSettings = Field(default_factory=TransformersSettings)
     endpoints: list[EndpointSettings] = Field(default_factory=list)
     temperature: float = Field(0.7, ge=0, le=2)
     max_tokens: int = Field(256, ge=1, le=1_000_000)

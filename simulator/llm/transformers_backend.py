@@ -1,0 +1,368 @@
+"""An in-process backend on torch + Hugging Face transformers: a whole step's decisions in
+batched forward passes, the shared prompt prefix encoded once, structured output by grammar.
+
+``llm: {backend: transformers, model: DIR}`` loads a local model directory (weights,
+tokenizer and chat template; nothing is downloaded). For each batch of requests:
+
+1. prompts are rendered with the tokenizer's chat template (or ``llm.chat_format`` when it
+   has none), tokenised, sorted by length and cut into chunks of at most the batch size;
+2. in a chunk, the longest token prefix that every prompt shares (the system prompt, the
+   scenario's shared text) is encoded once and its KV cache repeated for every row
+   (``transformers.prefix_cache``); the rest of each prompt follows, left-padded, with
+   attention masks and position ids that skip the padding, so a row's tokens are what the
+   plain path (every prompt encoded whole) gives;
+3. a decode loop of our own generates up to ``max_tokens`` per row: where a request has a
+   JSON schema, an xgrammar matcher per row masks the logits so that only tokens that keep
+   the answer valid JSON of that schema can come (free-text strings are bounded by
+   ``transformers.max_text_chars``, and no free whitespace is allowed, so that answers end);
+   greedy at temperature 0, else sampled with the request's seed (a row's draws depend on its
+   own seed, not on its batch);
+4. an out-of-memory error halves the chunk and retries (counted in ``health()``), and the
+   batch size on CUDA is sized from free memory and the model's KV cache per token.
+
+Everything but the GPU kernels runs on CPU: the tests build a tiny model from a config with
+random weights and a tokenizer trained on a few kB of text.
+
+Core objects:
+    TransformersBackend: the backend.
+    common_prefix: the length of the token prefix a chunk's prompts share.
+    bounded_schema: a schema with its free-text strings bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..paths import experiment_path
+from .chat_formats import make_renderer
+from .config import LLMConfig
+from .types import Backend, BackendError, ChatRequest, ChatResponse
+
+MIN_BATCH = 1
+
+
+def common_prefix(rows: list[list[int]]) -> int:
+    """The number of leading tokens every row shares."""
+    if not rows:
+        return 0
+    first, n = rows[0], min(len(r) for r in rows)
+    for i in range(n):
+        token = first[i]
+        if any(r[i] != token for r in rows):
+            return i
+    return n
+
+
+def bounded_schema(schema: dict[str, Any], max_chars: int) -> dict[str, Any]:
+    """A copy of ``schema`` for the grammar: each free-text string (no enum, const, pattern or
+    format) becomes ``pattern: ^[^<control>"\\]{min,max}$``, at most ``max_chars`` (or its
+    ``maxLength``) characters without control characters, quotes or backslashes, so that a
+    constrained answer ends within the token budget and parses as strict JSON (xgrammar's
+    plain string admits raw control characters, and ignores ``maxLength`` next to a pattern).
+    The answer is still validated against the original schema."""
+    out = copy.deepcopy(schema)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if (node.get("type") == "string"
+                    and not {"enum", "const", "pattern", "format"} & node.keys()):
+                high = min(int(node.get("maxLength", max_chars)), max_chars)
+                low = min(int(node.get("minLength", 0)), high)
+                node["pattern"] = f'^[^\\x00-\\x1f"\\\\]{{{low},{high}}}$'
+                node.pop("maxLength", None)
+                node.pop("minLength", None)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(out)
+    return out
+
+
+@dataclass
+class _Row:
+    """One request in a chunk: its tokens, grammar and sampling."""
+
+    index: int
+    ids: list[int]
+    request: ChatRequest
+    grammar: Any = None
+    tokens: list[int] = field(default_factory=list)
+    done: bool = False
+
+
+def _is_oom(error: BaseException) -> bool:
+    return "out of memory" in str(error).lower() or type(error).__name__ == "OutOfMemoryError"
+
+
+class TransformersBackend(Backend):
+    """A local Hugging Face model in this process (see the module docstring).
+
+    Needs ``pip install 'populace[transformers]'`` (torch, transformers, xgrammar); imported
+    only when used.
+    """
+
+    name = "transformers"
+
+    def __init__(self, llm: LLMConfig, base_dir: Path | None = None) -> None:
+        try:
+            import torch
+            import transformers
+        except ImportError as exc:
+            raise BackendError("llm.backend transformers needs torch and transformers: pip "
+                               "install 'populace[transformers]'") from exc
+        self.torch, self.llm, self.settings = torch, llm, llm.transformers
+        path = experiment_path(llm.model, base_dir or Path.cwd())
+        source = str(path) if path.exists() else llm.model
+        device = self.settings.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            raise BackendError("llm.transformers.device is cuda, but torch sees no CUDA GPU "
+                               "here; use device: cpu or auto")
+        self.device = torch.device(device)
+        dtype = {"auto": torch.bfloat16 if device == "cuda" else torch.float32,
+                 "float32": torch.float32, "bfloat16": torch.bfloat16,
+                 "float16": torch.float16}[self.settings.dtype]
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(
+                source, local_files_only=True)
+            self.model = transformers.AutoModelForCausalLM.from_pretrained(
+                source, dtype=dtype, local_files_only=True).to(self.device).eval()
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"llm.model {llm.model!r}: no local Hugging Face model there "
+                               f"(a folder with config.json, weights and a tokenizer; nothing "
+                               f"is downloaded): {exc}") from exc
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.render = (None if self.tokenizer.chat_template else make_renderer(llm.chat_format))
+        self.stop_ids = {t for t in (self.tokenizer.eos_token_id,) if t is not None}
+        self.vocab = self.model.config.vocab_size
+        # transformers 5 renamed the cache argument (``cache``; ``past_key_values`` before)
+        params = inspect.signature(self.model.forward).parameters
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
+        self.batch = self.settings.max_batch
+        self.counts = {"oom_halvings": 0, "grammar_violations": 0, "unterminated": 0,
+                       "shared_prefix_tokens": 0}
+        self._compiler: Any = None
+        self._xgr: Any = None  # the xgrammar module, once a schema needs it
+        self._grammars: dict[str, Any] = {}
+
+    # -- grammar ---------------------------------------------------------------------------------
+
+    def _grammar(self, schema: dict[str, Any]) -> Any:
+        """The compiled grammar of a schema (cached by its text)."""
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._grammars:
+            try:
+                import xgrammar
+            except ImportError as exc:
+                raise BackendError("structured output with backend transformers needs "
+                                   "xgrammar: pip install 'populace[transformers]' (or "
+                                   "llm.structured_output: false)") from exc
+            self._xgr = xgr = xgrammar
+            if self._compiler is None:
+                info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=self.vocab,
+                                                          stop_token_ids=sorted(self.stop_ids))
+                self._compiler = xgr.GrammarCompiler(info)
+            bounded = bounded_schema(schema, self.settings.max_text_chars)
+            self._grammars[key] = self._compiler.compile_json_schema(
+                json.dumps(bounded), any_whitespace=False)
+        return self._grammars[key]
+
+    # -- the batch -------------------------------------------------------------------------------
+
+    async def generate(self, requests: list[ChatRequest]) -> list[ChatResponse]:
+        """Answer every request (in a worker thread: the event loop stays free)."""
+        return await asyncio.to_thread(self._generate, requests)
+
+    def _prompt_ids(self, request: ChatRequest) -> list[int]:
+        if self.render is not None:
+            text = self.render(request.messages)
+        else:
+            text = self.tokenizer.apply_chat_template(request.messages, tokenize=False,
+                                                      add_generation_prompt=True)
+        return list(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def _generate(self, requests: list[ChatRequest]) -> list[ChatResponse]:
+        t0 = time.perf_counter()
+        rows = []
+        for i, r in enumerate(requests):
+            grammar = (self._grammar(r.schema) if r.schema is not None
+                       and self.llm.structured_output else None)
+            rows.append(_Row(i, self._prompt_ids(r), r, grammar))
+        # sorting by length keeps padding short and prompts that share a prefix together
+        order = sorted(rows, key=lambda row: (len(row.ids), row.index))
+        size = max(MIN_BATCH, min(self.batch, self._memory_batch(order)))
+        for start in range(0, len(order), size):
+            self._run(order[start:start + size])
+        latency = time.perf_counter() - t0
+        out = []
+        for row in rows:
+            tokens = [t for t in row.tokens if t not in self.stop_ids]
+            out.append(ChatResponse(self.tokenizer.decode(tokens, skip_special_tokens=True),
+                                    len(row.ids), len(row.tokens), latency, "model",
+                                    "transformers", None, 1, row.request.key))
+        return out
+
+    def _memory_batch(self, rows: list[_Row]) -> int:
+        """Rows that fit in free GPU memory (KV cache of the longest prompt plus the answer,
+        with room to spare); unbounded on CPU."""
+        if self.device.type != "cuda" or not rows:
+            return self.batch
+        free, _ = self.torch.cuda.mem_get_info(self.device)
+        cfg = self.model.config
+        heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        per_token = 2 * cfg.num_hidden_layers * heads * head_dim * self.model.dtype.itemsize
+        tokens = max(len(r.ids) for r in rows) + max(r.request.max_tokens for r in rows)
+        return max(MIN_BATCH, int(0.6 * free // max(per_token * tokens, 1)))
+
+    def _run(self, rows: list[_Row]) -> None:
+        """Decode a chunk; on out-of-memory, halve it and retry each half."""
+        try:
+            self._decode(rows)
+        except (RuntimeError, MemoryError) as exc:
+            if not _is_oom(exc) or len(rows) <= MIN_BATCH:
+                raise
+            if self.device.type == "cuda":
+                self.torch.cuda.empty_cache()
+            self.counts["oom_halvings"] += 1
+            self.batch = max(MIN_BATCH, len(rows) // 2)
+            for row in rows:
+                row.tokens, row.done = [], False
+            half = len(rows) // 2
+            self._run(rows[:half])
+            self._run(rows[half:])
+
+    def _forward(self, ids: Any, mask: Any, positions: Any, cache: Any) -> Any:
+        return self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                          use_cache=True, **{self.cache_arg: cache})
+
+    def _decode(self, rows: list[_Row]) -> None:
+        """Prefill (the shared prefix once) and the decode loop of one chunk."""
+        torch = self.torch
+        b, device = len(rows), self.device
+        ids = [r.ids for r in rows]
+        prefix = common_prefix(ids) if self.settings.prefix_cache and b > 1 else 0
+        prefix = min(prefix, min(len(i) for i in ids) - 1)  # every row keeps a token
+        if prefix < self.settings.min_prefix_tokens:
+            prefix = 0
+        # prompt tokens not encoded again: the prefix, for every row but the one that did
+        self.counts["shared_prefix_tokens"] += prefix * (b - 1)
+        with torch.inference_mode():
+            cache = None
+            if prefix:
+                out = self._forward(torch.tensor([ids[0][:prefix]], device=device),
+                                    torch.ones((1, prefix), dtype=torch.long, device=device),
+                                    torch.arange(prefix, device=device)[None], None)
+                cache = self._cache(out)
+                cache.batch_repeat_interleave(b)
+            rest = [i[prefix:] for i in ids]
+            width = max(len(r) for r in rest)
+            pad = self.tokenizer.pad_token_id
+            tokens = torch.full((b, width), pad, dtype=torch.long)
+            mask = torch.zeros((b, prefix + width), dtype=torch.long)
+            mask[:, :prefix] = 1
+            for k, r in enumerate(rest):
+                tokens[k, width - len(r):] = torch.tensor(r)
+                mask[k, prefix + width - len(r):] = 1
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, prefix:]
+            mask, tokens, positions = mask.to(device), tokens.to(device), positions.to(device)
+            out = self._forward(tokens, mask, positions, cache)
+            cache = self._cache(out)
+            logits = out.logits[:, -1, :].float()
+            last = positions[:, -1]
+            self._loop(rows, logits, mask, last, cache)
+
+    def _cache(self, out: Any) -> Any:
+        return getattr(out, "past_key_values", None) or getattr(out, "cache", None)
+
+    def _loop(self, rows: list[_Row], logits: Any, mask: Any, last: Any, cache: Any) -> None:
+        """Generate until every row is done (grammar terminated, stop token, or its
+        ``max_tokens``)."""
+        torch = self.torch
+        matchers, bitmask = self._matchers(rows)
+        generators = [self._generator(r.request) for r in rows]
+        steps = max(r.request.max_tokens for r in rows)
+        pad = self.tokenizer.pad_token_id
+        for _ in range(steps):
+            if matchers:
+                for k, m in enumerate(matchers):
+                    if m is not None and not rows[k].done:
+                        m.fill_next_token_bitmask(bitmask, k)
+                    else:
+                        bitmask[k].fill_(-1)  # no constraint
+                self._xgr.apply_token_bitmask_inplace(logits, bitmask.to(logits.device))
+            chosen = self._choose(rows, logits, generators)
+            for k, row in enumerate(rows):
+                if row.done:
+                    chosen[k] = pad
+                    continue
+                token = int(chosen[k])
+                row.tokens.append(token)
+                m = matchers[k] if matchers else None
+                if m is not None and not m.accept_token(token):
+                    self.counts["grammar_violations"] += 1
+                    m = None
+                if ((m is not None and m.is_terminated()) or token in self.stop_ids
+                        or len(row.tokens) >= row.request.max_tokens):
+                    row.done = True
+                    if m is not None and not m.is_terminated():
+                        self.counts["unterminated"] += 1
+            if all(r.done for r in rows):
+                return
+            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype,
+                                               device=mask.device)], dim=1)
+            last = last + 1
+            step = torch.tensor(chosen, dtype=torch.long, device=self.device)[:, None]
+            out = self._forward(step, mask, last[:, None], cache)
+            cache = self._cache(out)
+            logits = out.logits[:, -1, :].float()
+
+    def _matchers(self, rows: list[_Row]) -> tuple[list[Any], Any]:
+        if not any(r.grammar is not None for r in rows):
+            return [], None
+        xgr = self._xgr
+        matchers = [xgr.GrammarMatcher(r.grammar) if r.grammar is not None else None
+                    for r in rows]
+        return matchers, xgr.allocate_token_bitmask(len(rows), self.vocab)
+
+    def _generator(self, request: ChatRequest) -> Any:
+        if request.temperature <= 0:
+            return None
+        g = self.torch.Generator()
+        g.manual_seed(int(request.seed or 0) & 0x7FFFFFFFFFFFFFFF)
+        return g
+
+    def _choose(self, rows: list[_Row], logits: Any, generators: list[Any]) -> list[int]:
+        """Greedy rows by argmax, all at once; sampled rows each with their own generator
+        (temperature, then top-p), on the CPU so that draws do not depend on the device."""
+        torch = self.torch
+        chosen = logits.argmax(-1).tolist()
+        for k, g in enumerate(generators):
+            if g is None or rows[k].done:
+                continue
+            r = rows[k].request
+            probs = torch.softmax(logits[k].cpu() / r.temperature, dim=-1)
+            if r.top_p < 1.0:
+                sorted_p, index = probs.sort(descending=True)
+                keep = sorted_p.cumsum(0) - sorted_p < r.top_p
+                probs = torch.zeros_like(probs).scatter(0, index[keep], sorted_p[keep])
+            chosen[k] = int(torch.multinomial(probs, 1, generator=g))
+        return chosen
+
+    def health(self) -> dict[str, int]:
+        """Out-of-memory halvings, grammar violations (answers the grammar could not keep
+        valid: should stay 0), answers cut at ``max_tokens`` before the grammar ended, and the
+        prompt tokens the shared prefix saved encoding (``llm.*`` metrics of the step)."""
+        return dict(self.counts)

@@ -1,0 +1,174 @@
+"""The in-process torch + transformers backend on the CPU, with a tiny model built here from a
+config (random weights) and a byte-level tokenizer trained on a few kB of text: every
+constrained answer validates, the shared-prefix path gives the plain path's tokens, an
+out-of-memory error halves the batch, sampling is fixed by the seed, and a whole run of
+language-model agents goes through it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("xgrammar")
+
+from populace.simulator.llm.config import LLMConfig  # noqa: E402
+from populace.simulator.llm.transformers_backend import (  # noqa: E402
+    TransformersBackend,
+    bounded_schema,
+    common_prefix,
+)
+from populace.simulator.llm.types import ChatRequest  # noqa: E402
+
+from .helpers import run_experiment  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+                 "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+                 "{% endif %}")
+SCHEMA = {"type": "object", "additionalProperties": False, "required": ["reasoning", "guess"],
+          "properties": {"reasoning": {"type": "string", "maxLength": 600},
+                         "guess": {"type": "integer", "minimum": 0, "maximum": 100}}}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer Llama (grouped-query attention) with random weights and a byte-level BPE
+    tokenizer trained on the README, saved as a Hugging Face model folder."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    text = (ROOT / "README.md").read_text(encoding="utf-8")[:20_000]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator([text], trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|pad|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
+                                              pad_token="<|pad|>")
+    hf.chat_template = CHAT_TEMPLATE
+    hf.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=len(hf), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        pad_token_id=hf.pad_token_id, eos_token_id=hf.eos_token_id, bos_token_id=None)
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def backend(folder: Path, **settings: Any) -> TransformersBackend:
+    llm = LLMConfig(backend="transformers", model=str(folder), temperature=0.0,
+                    max_tokens=96, transformers={"device": "cpu", "max_text_chars": 24,
+                                                 **settings})
+    return TransformersBackend(llm)
+
+
+def requests(n: int, *, temperature: float = 0.0, seed: int = 1) -> list[ChatRequest]:
+    system = ("You are playing the guess 2/3 of the average game with many players. Pick a "
+              "number from 0 to 100. Answer with JSON.")
+    return [ChatRequest([{"role": "system", "content": system},
+                         {"role": "user", "content": f"You are player {i}; round {1 + i % 3}."
+                          + " Think." * (i % 4)}],
+                        "tiny", SCHEMA, temperature=temperature, max_tokens=96,
+                        seed=seed + i, key=i) for i in range(n)]
+
+
+def answers(b: TransformersBackend, reqs: list[ChatRequest]) -> list[str]:
+    return [r.text for r in asyncio.run(b.generate(reqs))]
+
+
+def test_every_constrained_answer_is_valid_json_of_its_schema(tiny_model: Path) -> None:
+    b = backend(tiny_model)
+    texts = answers(b, requests(12))
+    for text in texts:
+        value = json.loads(text)
+        assert set(value) == {"reasoning", "guess"}
+        assert 0 <= value["guess"] <= 100 and len(value["reasoning"]) <= 24
+    assert b.health()["grammar_violations"] == 0 and b.health()["unterminated"] == 0
+
+
+def test_the_shared_prefix_path_gives_the_plain_path_s_tokens(tiny_model: Path) -> None:
+    cached, plain = backend(tiny_model), backend(tiny_model, prefix_cache=False)
+    reqs = requests(9)
+    assert answers(cached, reqs) == answers(plain, reqs)
+    assert cached.health()["shared_prefix_tokens"] > 0
+    assert plain.health()["shared_prefix_tokens"] == 0
+    # one request alone (no padding, no shared prefix) answers as it does in the batch
+    assert answers(plain, reqs[4:5]) == answers(cached, reqs)[4:5]
+
+
+def test_an_out_of_memory_error_halves_the_batch(tiny_model: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    reqs = requests(8)
+    expected = answers(backend(tiny_model), reqs)
+    b = backend(tiny_model)
+    forward = b._forward
+
+    def small_memory(ids: Any, mask: Any, positions: Any, cache: Any) -> Any:
+        if ids.shape[0] > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        return forward(ids, mask, positions, cache)
+
+    monkeypatch.setattr(b, "_forward", small_memory)
+    assert answers(b, reqs) == expected
+    assert b.health()["oom_halvings"] == 3 and b.batch == 2  # 8 -> 4 + 4 -> 2 + 2 + 2 + 2
+
+
+def test_sampling_is_fixed_by_the_seed(tiny_model: Path) -> None:
+    b = backend(tiny_model)
+    first = answers(b, requests(6, temperature=1.0, seed=7))
+    assert answers(b, requests(6, temperature=1.0, seed=7)) == first
+    assert answers(b, requests(6, temperature=1.0, seed=8)) != first
+    assert all(json.loads(t)["guess"] <= 100 for t in first)
+
+
+def test_helpers() -> None:
+    assert common_prefix([[1, 2, 3], [1, 2, 4], [1, 2]]) == 2
+    assert common_prefix([[5], [6]]) == 0 and common_prefix([]) == 0
+    bounded = bounded_schema({"type": "object", "properties": {
+        "a": {"type": "string", "maxLength": 600}, "b": {"type": "string"},
+        "c": {"type": "string", "enum": ["x", "y"]}, "d": {"type": "string", "maxLength": 5}}},
+        24)
+    props = bounded["properties"]
+    assert props["a"]["pattern"] == props["b"]["pattern"] == '^[^\\x00-\\x1f"\\\\]{0,24}$'
+    assert props["c"] == {"type": "string", "enum": ["x", "y"]}
+    assert props["d"]["pattern"].endswith("{0,5}$") and "maxLength" not in props["d"]
+
+
+def test_a_run_of_language_model_agents_goes_through_the_backend(tiny_model: Path,
+                                                                  tmp_path: Path) -> None:
+    data = {
+        "name": "tiny", "seed": 4, "steps": 2, "step_duration": "1d",
+        "scenario": {"type": "beauty_contest", "history": 2, "level_attribute": None},
+        "population": {"size": 6},
+        "policy": {"type": "llm", "params": {"memory": {"enabled": False}}},
+        "llm": {"backend": "transformers", "model": str(tiny_model), "temperature": 0.0,
+                "max_tokens": 96, "transformers": {"device": "cpu", "max_text_chars": 24}},
+    }
+    run = run_experiment(data, f"sqlite:///{tmp_path / 'run.sqlite'}")
+    assert run.info["status"] == "completed"
+    calls = run.table("llm_calls")
+    decisions = calls[calls.kind == "decision"]
+    assert len(decisions) == 12 and decisions.valid.all()
+    guesses = run.table("beauty_guesses")
+    assert len(guesses) == 12 and guesses.guess.between(0, 100).all()
+    last = run.metrics().iloc[-1]
+    assert last["llm.fallbacks"] == 0 and last["llm.grammar_violations"] == 0
+    assert last["llm.shared_prefix_tokens"] > 0
+    again = run_experiment(data, f"sqlite:///{tmp_path / 'again.sqlite'}")
+    assert list(again.table("llm_calls").response) == list(calls.response)
+
+
+def test_a_missing_model_folder_is_a_clear_error(tmp_path: Path) -> None:
+    from populace.simulator.llm.types import BackendError
+
+    with pytest.raises(BackendError, match="no local Hugging Face model"):
+        TransformersBackend(LLMConfig(backend="transformers", model=str(tmp_path / "nope"),
+                                      transformers={"device": "cpu"}))
