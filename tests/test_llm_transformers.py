@@ -172,3 +172,35 @@ def test_a_missing_model_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="no local Hugging Face model"):
         TransformersBackend(LLMConfig(backend="transformers", model=str(tmp_path / "nope"),
                                       transformers={"device": "cpu"}))
+
+
+@pytest.mark.slow
+def test_shards_of_the_ray_runtime_answer_as_the_local_runtime(tiny_model: Path,
+                                                               tmp_path: Path) -> None:
+    """Each Ray shard loads the model and decides for its agents: the answers and the
+    guesses are the local run's (timings aside)."""
+    ray = pytest.importorskip("ray")
+    data = {
+        "name": "tiny", "seed": 4, "steps": 2, "step_duration": "1d",
+        "scenario": {"type": "beauty_contest", "history": 2, "level_attribute": None},
+        "population": {"size": 6},
+        "policy": {"type": "llm", "params": {"memory": {"enabled": False}}},
+        "llm": {"backend": "transformers", "model": str(tiny_model), "temperature": 0.0,
+                "max_tokens": 96, "transformers": {"device": "cpu", "max_text_chars": 24}},
+    }
+    local = run_experiment(data, f"sqlite:///{tmp_path / 'local.sqlite'}")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        sharded = run_experiment({**data, "runtime": {"type": "ray", "shards": 2}},
+                                 f"sqlite:///{tmp_path / 'ray.sqlite'}")
+    finally:
+        if started:
+            ray.shutdown()
+    by_agent = ["step", "agent_id"]
+    for table, columns in (("llm_calls", ["agent_id", "response"]),
+                           ("beauty_guesses", ["agent_id", "guess", "won"])):
+        a = local.table(table).sort_values(by_agent)[columns].reset_index(drop=True)
+        b = sharded.table(table).sort_values(by_agent)[columns].reset_index(drop=True)
+        assert a.equals(b), table
