@@ -5,18 +5,27 @@ Core objects:
         must fit, the prompt templates and their variables, and how decisions become actions
         and memories. A scenario that has one returns it from ``Scenario.llm_adapter``.
     Memory: one thing an LLM agent remembers of a step.
+    Id: the type of an id in a decision model (bounded so that it fits the engine's arrays).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Literal, NamedTuple
+from typing import Annotated, Any, ClassVar, Generic, Literal, NamedTuple
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from .actions import ActionBatch, ArgsT
 from .step import ObsT
+
+MAX_ID = 2**53
+"""The largest id a model's answer may name: ids are int64 in the engine, and JSON numbers
+are exact integers up to 2**53."""
+
+Id = Annotated[int, Field(ge=0, le=MAX_ID)]
+"""An agent, post, proposal... id in a decision model: an answer naming a larger one is
+invalid (repaired or falling back), never an overflow in the scenario's arrays."""
 
 
 class Memory(NamedTuple):

@@ -278,3 +278,24 @@ def test_clinic_benchmark_smoke(tmp_path: Path) -> None:
     (rounds,) = report["llm"]
     assert rounds["doctors"] == 40 and len(rounds["round_s"]) == 4
     assert rounds["requests_per_round"] >= 40 and rounds["requests_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_runs_its_tiny_shape_on_the_cpu(tmp_path: Path) -> None:
+    """benchmarks/gpu.py, checked on the CPU before a GPU session: a random-weight model and a
+    tokenizer built here, a step of language-model agents through the transformers backend
+    with every answer valid, and plain generate on the same prompts."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("xgrammar")
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run([sys.executable, str(BENCH / "gpu.py"), "--shapes", "tiny",
+                           "--agents", "30", "--device", "cpu", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    tiny = json.loads(out.read_text(encoding="utf-8"))["shapes"]["tiny"]
+    assert "error" not in tiny, tiny
+    ours = tiny["populace"]
+    assert ours["decisions"] == 30 and ours["valid_share"] == 1.0
+    assert ours["grammar_violations"] == 0 and ours["shared_prefix_tokens"] > 0
+    assert ours["decisions_per_s"] > 0 and tiny["plain_generate"]["decisions_per_s"] > 0

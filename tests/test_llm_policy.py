@@ -225,3 +225,21 @@ def test_two_llm_parts_pool_their_latency_percentiles_and_prefix_share(sqlite_ur
         assert metrics.loc[step, "llm.latency_p95"] == pytest.approx(np.percentile(lat, 95))
         assert metrics.loc[step, "llm.requests"] == len(calls[calls["step"] == step])
         assert 0.2 < metrics.loc[step, "llm.shared_prefix_share"] < 0.95
+
+
+def test_an_answer_naming_an_id_too_large_for_the_engine_is_invalid_not_a_crash() -> None:
+    """A model may write any digits where an id goes (a grammar only asks for an integer):
+    ids beyond 2**53 fail validation (repaired or falling back) instead of overflowing the
+    scenario's int64 arrays."""
+    from pydantic import BaseModel, ValidationError
+
+    from populace.simulator.llm_adapter import MAX_ID, Id
+
+    class Answer(BaseModel):
+        user_id: Id
+
+    assert Answer(user_id=MAX_ID).user_id == MAX_ID
+    with pytest.raises(ValidationError):
+        Answer(user_id=10**30)
+    with pytest.raises(ValidationError):
+        Answer(user_id=-1)

@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from populace.simulator.actions import ActionBatch
-from populace.simulator.llm_adapter import LLMAdapter, Memory
+from populace.simulator.llm_adapter import Id, LLMAdapter, Memory
 
 from .actions import ACTIONS, MarketArgs, action_batch
 from .catalog import Catalog
@@ -44,7 +44,7 @@ class Search(_Decision):
 
 class Pay(_Decision):
     action: Literal["pay"]
-    proposal_id: int = Field(ge=0)
+    proposal_id: Id
     price: float = Field(ge=0, description="the proposal's price, which you agree to pay")
 
 
@@ -59,7 +59,7 @@ class Respond(_Decision):
 
 class Message(_Decision):
     action: Literal["message"]
-    to: int = Field(ge=0, description="agent id of the receiver")
+    to: Id = Field(description="agent id of the receiver")
     content: Text
 
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from populace.simulator.llm_adapter import LLMAdapter, Memory
+from populace.simulator.llm_adapter import Id, LLMAdapter, Memory
 from populace.simulator.population import Population
 from populace.simulator.scenario import ActionBatch
 
@@ -47,35 +47,35 @@ def decision_model(topics: list[str]) -> type[BaseModel]:
 
     class Repost(_Decision):
         action: Literal["repost"]
-        post_id: int = Field(ge=0)
+        post_id: Id
 
     class Quote(_Decision):
         action: Literal["quote"]
-        post_id: int = Field(ge=0)
+        post_id: Id
         content: Text
         stance: Stance
 
     class Comment(_Decision):
         action: Literal["comment"]
-        post_id: int = Field(ge=0)
+        post_id: Id
         content: Text
         stance: Stance
 
     class Like(_Decision):
         action: Literal["like"]
-        post_id: int = Field(ge=0)
+        post_id: Id
 
     class Dislike(_Decision):
         action: Literal["dislike"]
-        post_id: int = Field(ge=0)
+        post_id: Id
 
     class Follow(_Decision):
         action: Literal["follow"]
-        user_id: int = Field(ge=0)
+        user_id: Id
 
     class Unfollow(_Decision):
         action: Literal["unfollow"]
-        user_id: int = Field(ge=0)
+        user_id: Id
 
     class DoNothing(_Decision):
         action: Literal["do_nothing"]

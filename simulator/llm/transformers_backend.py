@@ -150,9 +150,12 @@ class TransformersBackend(Backend):
         # transformers 5 renamed the cache argument (``cache``; ``past_key_values`` before)
         params = inspect.signature(self.model.forward).parameters
         self.cache_arg = "cache" if "cache" in params else "past_key_values"
+        # only the last position's logits are needed: (batch x prompt x vocabulary) logits
+        # would not fit in memory for a large batch of a 150k-token vocabulary
+        self.keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
         self.batch = self.settings.max_batch
         self.counts = {"oom_halvings": 0, "grammar_violations": 0, "unterminated": 0,
-                       "shared_prefix_tokens": 0}
+                       "shared_prefix_tokens": 0, "prefill_ms": 0, "decode_ms": 0}
         self._compiler: Any = None
         self._xgr: Any = None  # the xgrammar module, once a schema needs it
         self._grammars: dict[str, Any] = {}
@@ -246,7 +249,7 @@ class TransformersBackend(Backend):
 
     def _forward(self, ids: Any, mask: Any, positions: Any, cache: Any) -> Any:
         return self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                          use_cache=True, **{self.cache_arg: cache})
+                          use_cache=True, **{self.cache_arg: cache}, **self.keep)
 
     def _decode(self, rows: list[_Row]) -> None:
         """Prefill (the shared prefix once) and the decode loop of one chunk."""
@@ -260,6 +263,7 @@ class TransformersBackend(Backend):
         # prompt tokens not encoded again: the prefix, for every row but the one that did
         self.counts["shared_prefix_tokens"] += prefix * (b - 1)
         with torch.inference_mode():
+            t0 = self._clock()
             cache = None
             if prefix:
                 out = self._forward(torch.tensor([ids[0][:prefix]], device=device),
@@ -282,10 +286,20 @@ class TransformersBackend(Backend):
             cache = self._cache(out)
             logits = out.logits[:, -1, :].float()
             last = positions[:, -1]
+            t1 = self._clock()
             self._loop(rows, logits, mask, last, cache)
+            self.counts["prefill_ms"] += round(1000 * (t1 - t0))
+            self.counts["decode_ms"] += round(1000 * (self._clock() - t1))
+
+    def _clock(self) -> float:
+        """Seconds, after the GPU's queued work (so that prefill and decode are apart)."""
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize(self.device)
+        return time.perf_counter()
 
     def _cache(self, out: Any) -> Any:
-        return getattr(out, "past_key_values", None) or getattr(out, "cache", None)
+        # transformers 5 names it ``cache`` (``past_key_values`` is a deprecated alias there)
+        return getattr(out, "cache", None) or getattr(out, "past_key_values", None)
 
     def _loop(self, rows: list[_Row], logits: Any, mask: Any, last: Any, cache: Any) -> None:
         """Generate until every row is done (grammar terminated, stop token, or its
@@ -363,6 +377,7 @@ class TransformersBackend(Backend):
 
     def health(self) -> dict[str, int]:
         """Out-of-memory halvings, grammar violations (answers the grammar could not keep
-        valid: should stay 0), answers cut at ``max_tokens`` before the grammar ended, and the
-        prompt tokens the shared prefix saved encoding (``llm.*`` metrics of the step)."""
+        valid: should stay 0), answers cut at ``max_tokens`` before the grammar ended, the
+        prompt tokens the shared prefix saved encoding, and the milliseconds of prefill and of
+        decoding (``llm.*`` metrics of the step)."""
         return dict(self.counts)

@@ -1,0 +1,228 @@
+"""GPU benchmark of the in-process transformers backend: a step of N language-model agents of
+the social scenario through the whole Populace path, next to plain ``generate``.
+
+Usage::
+
+    python benchmarks/gpu.py --out gpu.json                     # on a GPU: the three shapes
+    python benchmarks/gpu.py --shapes tiny --agents 40 --device cpu   # the CPU check
+
+Nothing is downloaded. For each model shape (the published configurations of Qwen2.5-0.5B,
+Qwen2.5-1.5B and Llama-3-8B, or ``tiny``), a model with random weights is built from its
+config on the device and saved (bf16 on a GPU) with a byte-level BPE tokenizer trained here on
+the project's docs (the model keeps its published vocabulary size; the tokenizer's few thousand
+tokens are the ones answers use) and a ChatML template. Then:
+
+1. Populace: the social scenario's ``llm_agents`` example with N agents (``--agents``, default
+   10,000), every agent a language-model agent, every agent active, the response cache off,
+   temperature 0, structured output (the decision's JSON schema as a grammar), through
+   ``llm: {backend: transformers}``; the second step is timed (the first warms up). Reported:
+   decisions/s (decisions over the step's decide seconds, repairs included), the share of
+   first answers that validate,
+   prefill and decode seconds, prompt tokens the shared prefix saved, peak GPU memory.
+2. Plain ``generate``: the same prompts (the step's, from ``llm_calls``), left-padded, greedy,
+   exactly ``--new-tokens`` (24) new tokens each, batch ``--plain-batch``, two batches timed.
+
+Figures go to stdout and ``--out``; docs/benchmarks.md ("GPU") records them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from environment import environment
+
+ROOT = Path(__file__).resolve().parents[1]
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+SHAPES: dict[str, dict[str, Any]] = {
+    "tiny": {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
+             "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "vocab_size": 4096},
+    "qwen2.5-0.5b": {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+                     "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+                     "num_attention_heads": 14, "num_key_value_heads": 2,
+                     "vocab_size": 151936, "tie_word_embeddings": True,
+                     "rope_theta": 1000000.0},
+    "qwen2.5-1.5b": {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+                     "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28,
+                     "num_attention_heads": 12, "num_key_value_heads": 2,
+                     "vocab_size": 151936, "tie_word_embeddings": True,
+                     "rope_theta": 1000000.0},
+    "llama-3-8b": {"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+                   "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+                   "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,
+                   "rope_theta": 500000.0},
+}
+BATCH = {"tiny": 64, "qwen2.5-0.5b": 2048, "qwen2.5-1.5b": 1024, "llama-3-8b": 512}
+
+
+def tokenizer(folder: Path, vocab: int) -> Any:
+    """A byte-level BPE tokenizer trained on the project's docs, with ChatML's tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    text = [p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").rglob("*.md"))]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(text, trainers.BpeTrainer(
+        vocab_size=min(vocab, 8000), special_tokens=["<|pad|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
+                                 pad_token="<|pad|>")
+    hf.chat_template = CHATML
+    hf.save_pretrained(folder)
+    return hf
+
+
+def build(shape: str, folder: Path, device: str) -> None:
+    """A random-weight model of ``shape`` saved in ``folder`` with its tokenizer."""
+    import torch
+    import transformers
+
+    spec = dict(SHAPES[shape])
+    tok = tokenizer(folder, spec["vocab_size"])
+    config = transformers.AutoConfig.for_model(
+        spec.pop("model_type"), max_position_embeddings=4096, pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id, bos_token_id=None, **spec)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.save_pretrained(folder)
+    del model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+
+
+def experiment(agents: int, model: Path, device: str, batch: int) -> dict[str, Any]:
+    """The social ``llm_agents`` example: every agent a language-model agent, every step."""
+    import yaml
+
+    data = yaml.safe_load((ROOT / "scenarios/social/examples/llm_agents.yaml").read_text())
+    data.update(name=f"gpu_{agents}", steps=2, checkpoint_every=2)
+    data["population"]["size"] = agents
+    data["activation"] = {"probability": 1.0}
+    data["policy"] = {"type": "llm", "params": {"memory": {"enabled": False}}}
+    data["llm"] = {"backend": "transformers", "model": str(model), "temperature": 0.0,
+                   "max_tokens": 160, "cache": False, "record_prompts": True,
+                   "transformers": {"device": device, "max_batch": batch,
+                                    "max_text_chars": 32}}
+    return data
+
+
+def populace_step(shape: str, folder: Path, agents: int, device: str) -> dict[str, Any]:
+    """The whole Populace path for a step of ``agents`` language-model agents."""
+    import torch
+
+    from populace.simulator import Simulation, experiment_from_dict
+    from populace.storage import open_run
+
+    db = folder / "run.sqlite"
+    sim = Simulation(experiment_from_dict(experiment(agents, folder, device, BATCH[shape])),
+                     db_url=f"sqlite:///{db}")
+    sim.start()
+    sim.advance()  # warm-up: kernels, the grammar compiled
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    report = sim.advance()
+    wall = time.perf_counter() - t0
+    sim.flush()
+    m = report.metrics
+    sim.close()
+    calls = open_run(f"sqlite:///{db}", sim.run_id).table("llm_calls")
+    first = calls.query(f"step == {report.step} and kind == 'decision'")
+    prompts = [json.loads(p) for p in first.prompt]
+    decisions = m.get("llm.decisions", 0.0)
+    return {"decisions": decisions, "step_s": report.compute_s, "wall_s": wall,
+            "decisions_per_s": decisions / report.compute_s if report.compute_s else None,
+            "valid_share": float(first.valid.mean()) if len(first) else None,  # first answers
+            "fallbacks": m.get("llm.fallbacks"), "prefill_s": m.get("llm.prefill_ms", 0) / 1000,
+            "decode_s": m.get("llm.decode_ms", 0) / 1000,
+            "grammar_violations": m.get("llm.grammar_violations"),
+            "unterminated": m.get("llm.unterminated"),
+            "shared_prefix_tokens": m.get("llm.shared_prefix_tokens"),
+            "peak_gpu_gb": (torch.cuda.max_memory_allocated() / 2**30 if device == "cuda"
+                            else None), "prompts": prompts}
+
+
+def plain_generate(folder: Path, prompts: list[Any], device: str, batch: int,
+                   new_tokens: int) -> dict[str, Any]:
+    """``model.generate`` on the same prompts: greedy, exactly ``new_tokens`` each."""
+    import torch
+    import transformers
+
+    tok = transformers.AutoTokenizer.from_pretrained(folder, padding_side="left")
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device)
+    texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+             for p in prompts]
+    batch = max(1, min(batch, len(texts) // 3))  # three batches: one warms up, two are timed
+    timed, done = 0.0, 0
+    for start in range(0, 3 * batch, batch):
+        enc = tok(texts[start:start + batch], return_tensors="pt", padding=True,
+                  add_special_tokens=False).to(device)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            model.generate(**enc, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                           do_sample=False, pad_token_id=tok.pad_token_id)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if start:  # the first batch warms up
+            timed += time.perf_counter() - t0
+            done += enc.input_ids.shape[0]
+    del model
+    return {"batch": batch, "decisions_per_s": done / timed if timed else None}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--shapes", nargs="+", default=["qwen2.5-0.5b", "qwen2.5-1.5b",
+                                                         "llama-3-8b"], choices=list(SHAPES))
+    parser.add_argument("--agents", type=int, default=10_000)
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--new-tokens", type=int, default=24)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    import torch
+
+    report: dict[str, Any] = {"environment": environment(["torch", "transformers", "xgrammar"]),
+                              "device": (torch.cuda.get_device_name() if args.device == "cuda"
+                                         else "cpu"), "agents": args.agents, "shapes": {}}
+    for shape in args.shapes:
+        folder = Path(tempfile.mkdtemp(prefix=f"populace-{shape}-"))
+        try:
+            t0 = time.perf_counter()
+            build(shape, folder, args.device)
+            built = time.perf_counter() - t0
+            ours = populace_step(shape, folder, args.agents, args.device)
+            prompts = ours.pop("prompts")
+            plain = plain_generate(folder, prompts, args.device, BATCH[shape], args.new_tokens)
+            result = {"build_s": built, "populace": ours, "plain_generate": plain}
+        except Exception as exc:  # one shape failing (e.g. out of memory) leaves the others
+            traceback.print_exc()
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+            if args.device == "cuda":
+                torch.cuda.empty_cache()
+        report["shapes"][shape] = result
+        print(json.dumps({shape: result}, indent=1), flush=True)
+        if args.out:
+            args.out.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
