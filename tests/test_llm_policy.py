@@ -100,7 +100,9 @@ def test_server_errors_are_retried_then_fall_back(server, sqlite_url: str) -> No
     result = run(llm_experiment(url, steps=2), sqlite_url)
     m = result.metrics().sum()
     assert srv.stats["by_status"].get(500, 0) > 0 and srv.stats["by_status"].get(429, 0) > 0
-    assert m["llm.errors"] < m["llm.requests"] * 0.2  # most recovered by retries
+    # half the attempts fail (500 or 429): without retries half the requests would end in an
+    # error; with 3 attempts about 1 in 8 does (binomial over ~35 requests: below 0.3 by far)
+    assert m["llm.errors"] < m["llm.requests"] * 0.3
     assert m["llm.errors"] == m["llm.fallbacks"]  # each error left its agent on the fallback
     srv.behaviour.error_rate = 1.0  # a server that answers no request: the run stops at once
     with pytest.raises(LLMStopError, match=r"(?s)all 1\d decisions of step 1 got no answer.*"
