@@ -80,6 +80,18 @@ def requests(n: int, *, temperature: float = 0.0, seed: int = 1) -> list[ChatReq
                         seed=seed + i, key=i) for i in range(n)]
 
 
+def beauty_of_llm_agents(model: Path) -> dict[str, Any]:
+    """Six language-model players of the beauty contest for two rounds, on ``model``."""
+    return {
+        "name": "tiny", "seed": 4, "steps": 2, "step_duration": "1d",
+        "scenario": {"type": "beauty_contest", "history": 2, "level_attribute": None},
+        "population": {"size": 6},
+        "policy": {"type": "llm", "params": {"memory": {"enabled": False}}},
+        "llm": {"backend": "transformers", "model": str(model), "temperature": 0.0,
+                "max_tokens": 96, "transformers": {"device": "cpu", "max_text_chars": 24}},
+    }
+
+
 def answers(b: TransformersBackend, reqs: list[ChatRequest]) -> list[str]:
     return [r.text for r in asyncio.run(b.generate(reqs))]
 
@@ -144,14 +156,7 @@ def test_helpers() -> None:
 
 def test_a_run_of_language_model_agents_goes_through_the_backend(tiny_model: Path,
                                                                   tmp_path: Path) -> None:
-    data = {
-        "name": "tiny", "seed": 4, "steps": 2, "step_duration": "1d",
-        "scenario": {"type": "beauty_contest", "history": 2, "level_attribute": None},
-        "population": {"size": 6},
-        "policy": {"type": "llm", "params": {"memory": {"enabled": False}}},
-        "llm": {"backend": "transformers", "model": str(tiny_model), "temperature": 0.0,
-                "max_tokens": 96, "transformers": {"device": "cpu", "max_text_chars": 24}},
-    }
+    data = beauty_of_llm_agents(tiny_model)
     run = run_experiment(data, f"sqlite:///{tmp_path / 'run.sqlite'}")
     assert run.info["status"] == "completed"
     calls = run.table("llm_calls")
@@ -180,14 +185,7 @@ def test_shards_of_the_ray_runtime_answer_as_the_local_runtime(tiny_model: Path,
     """Each Ray shard loads the model and decides for its agents: the answers and the
     guesses are the local run's (timings aside)."""
     ray = pytest.importorskip("ray")
-    data = {
-        "name": "tiny", "seed": 4, "steps": 2, "step_duration": "1d",
-        "scenario": {"type": "beauty_contest", "history": 2, "level_attribute": None},
-        "population": {"size": 6},
-        "policy": {"type": "llm", "params": {"memory": {"enabled": False}}},
-        "llm": {"backend": "transformers", "model": str(tiny_model), "temperature": 0.0,
-                "max_tokens": 96, "transformers": {"device": "cpu", "max_text_chars": 24}},
-    }
+    data = beauty_of_llm_agents(tiny_model)
     local = run_experiment(data, f"sqlite:///{tmp_path / 'local.sqlite'}")
     started = not ray.is_initialized()
     if started:
