@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+# the slow lane (scripts/test, CI), where scripts/setup-transformers installs the extra
+pytestmark = pytest.mark.slow
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("xgrammar")
