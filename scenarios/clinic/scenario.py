@@ -363,6 +363,18 @@ class ClinicScenario(Scenario[ClinicConfig, ClinicObservation, DoctorRuleParams,
                           + finding.astype(np.uint64))
         return truth & (complaint | (draw < chance))
 
+    def patient_says(self, idx: np.ndarray, finding: np.ndarray, keys: np.ndarray,
+                     turn: np.ndarray) -> np.ndarray:
+        """What rule patients (hospital indices) say when asked about findings: whether they
+        have it (``has_finding``), except that a symptom is left out with the persona's
+        ``miss_rate`` and answered wrongly with its ``wrong_rate`` (a test reports the truth);
+        draws keyed by ``keys`` and ``turn``."""
+        answer = self.has_finding(idx, finding)
+        miss = self._draw(_MISS, keys, turn) < self.persona["miss_rate"][idx]
+        wrong = self._draw(_WRONG, keys, turn) < self.persona["wrong_rate"][idx]
+        return np.where(self.table.is_test[finding], answer,
+                        np.where(wrong, ~answer, answer & ~miss))
+
     def _turns(self, actions: ActionBatch[ClinicArgs], rows: np.ndarray, idx: np.ndarray,
                step: int) -> np.ndarray:
         """Answer the valid turns; return the patients whose consultations ended."""
@@ -378,14 +390,8 @@ class ClinicScenario(Scenario[ClinicConfig, ClinicObservation, DoctorRuleParams,
         rule = (finding >= 0) & ((code == ASK) | (code == ORDER_TEST))
         positive = np.zeros(len(rows), dtype=bool)
         if rule.any():
-            f, i = finding[rule], idx[rule]
-            answer = self.has_finding(i, f)
-            symptom = ~table.is_test[f]
-            agent = c.agent[i]
-            pos = self.index_of[agent]
-            miss = self._draw(_MISS, agent, turn[rule]) < self.persona["miss_rate"][pos]
-            wrong = self._draw(_WRONG, agent, turn[rule]) < self.persona["wrong_rate"][pos]
-            positive[rule] = np.where(symptom, np.where(wrong, ~answer, answer & ~miss), answer)
+            i = idx[rule]
+            positive[rule] = self.patient_says(i, finding[rule], c.agent[i], turn[rule])
         spoken: dict[int, str] = {}
         if self.config.patients == "llm" and (code == ASK).any():
             spoken = self._llm_replies(a, rows, idx, code, rule, positive, step)
@@ -475,14 +481,9 @@ class ClinicScenario(Scenario[ClinicConfig, ClinicObservation, DoctorRuleParams,
         if keys:
             cols = np.array([self.finding_index[f"symptom:{k}"] for k in keys], dtype=_INT)
             idx = np.full(len(cols), i, dtype=_INT)
-            has = self.has_finding(idx, cols)
-            agent = self.state.charts.agent[idx]
-            turns = np.full(len(cols), turn, dtype=_INT)
-            miss = self._draw(_MISS, agent * 256 + np.arange(len(cols)), turns)
-            wrong = self._draw(_WRONG, agent * 256 + np.arange(len(cols)), turns)
-            pos = self.index_of[agent]
-            has = np.where(wrong < self.persona["wrong_rate"][pos], ~has,
-                           has & (miss >= self.persona["miss_rate"][pos]))
+            # one draw per symptom the question names (the key tells them apart)
+            draw_keys = self.state.charts.agent[idx] * 256 + np.arange(len(cols))
+            has = self.patient_says(idx, cols, draw_keys, np.full(len(cols), turn, dtype=_INT))
             parts = [f"{'Yes' if h else 'No'}, I have {'' if h else 'not '}had "
                      f"{SYMPTOM_VOCABULARY[k].label}." for k, h in zip(keys, has.tolist(),
                                                                          strict=True)]
