@@ -115,23 +115,24 @@ def page_of(q: RunQueries, table: str, conditions: list[Condition], columns: lis
     return frame[[c for c in columns if c in frame.columns]]
 
 
-def filters(q: RunQueries, label: str, choices: list[str], key: str
-            ) -> tuple[str, int | None]:
-    """A row of two filters: one of ``choices`` and a doctor (None: every doctor)."""
+def filters(q: RunQueries, label: str, choices: list[str], column: str,
+            doctor_column: str) -> list[Condition]:
+    """A row of two filters, one of ``choices`` for ``column`` ("all": any) and a doctor for
+    ``doctor_column`` (empty: every doctor), as conditions on the table's rows."""
     cols = st.columns(2)
-    chosen = cols[0].selectbox(label, choices, key=f"clinic_{key}")
+    chosen = str(cols[0].selectbox(label, choices, key=f"clinic_{column}"))
     doctor = cols[1].number_input("Doctor (empty: every doctor)", min_value=0, value=None,
-                                  step=1, key=f"clinic_{key}_doctor_{q.id}")
-    return str(chosen), None if doctor is None else int(doctor)
+                                  step=1, key=f"clinic_{column}_doctor_{q.id}")
+    conditions = [] if chosen == "all" else [parse_condition(f"{column}={chosen}")]
+    if doctor is not None:
+        conditions.append(parse_condition(f"{doctor_column}={int(doctor)}"))
+    return conditions
 
 
 def consultations(q: RunQueries) -> None:
     """The newest consultations that ended (or patients who left unseen)."""
     st.subheader("Consultations")
-    outcome, doctor = filters(q, "Outcome", OUTCOMES, "outcome")
-    conditions = [] if outcome == "all" else [parse_condition(f"outcome={outcome}")]
-    if doctor is not None:
-        conditions.append(parse_condition(f"doctor_id={doctor}"))
+    conditions = filters(q, "Outcome", OUTCOMES, "outcome", "doctor_id")
     frame = page_of(q, "clinic_consultations", conditions, CONSULTATION_COLUMNS)
     if frame.empty:
         st.info("No consultation has ended yet." if not conditions
@@ -146,10 +147,7 @@ def turns(q: RunQueries) -> None:
     """The newest doctor turns: each question, examination, test or diagnosis and its
     answer."""
     st.subheader("Doctor turns")
-    action, doctor = filters(q, "Action", ACTIONS, "action")
-    conditions = [] if action == "all" else [parse_condition(f"action={action}")]
-    if doctor is not None:
-        conditions.append(parse_condition(f"agent_id={doctor}"))
+    conditions = filters(q, "Action", ACTIONS, "action", "agent_id")
     frame = page_of(q, "clinic_turns", conditions, TURN_COLUMNS)
     if frame.empty:
         st.info("No doctor turn yet." if not conditions else "No such turns.")
