@@ -118,21 +118,23 @@ def test_the_shared_prefix_path_gives_the_plain_path_s_tokens(tiny_model: Path) 
     assert answers(plain, reqs[4:5]) == answers(cached, reqs)[4:5]
 
 
-def test_an_out_of_memory_error_halves_the_batch(tiny_model: Path,
+@pytest.mark.parametrize("static", [True, False])
+def test_an_out_of_memory_error_halves_the_batch(tiny_model: Path, static: bool,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     reqs = requests(8)
-    expected = answers(backend(tiny_model), reqs)
-    b = backend(tiny_model)
-    forward = b._forward
+    expected = answers(backend(tiny_model, static_decode=static), reqs)
+    b = backend(tiny_model, static_decode=static)
+    start = b._start
 
-    def small_memory(ids: Any, mask: Any, positions: Any, cache: Any) -> Any:
-        if ids.shape[0] > 2:
+    def small_memory(ids: list[list[int]], prefix: int, length: int) -> Any:
+        if len(ids) > 2:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
-        return forward(ids, mask, positions, cache)
+        return start(ids, prefix, length)
 
-    monkeypatch.setattr(b, "_forward", small_memory)
+    monkeypatch.setattr(b, "_start", small_memory)
     assert answers(b, reqs) == expected
     assert b.health()["oom_halvings"] == 3 and b.batch == 2  # 8 -> 4 + 4 -> 2 + 2 + 2 + 2
+    assert b.health()["static_rows"] == (8 if static else 0)
 
 
 def test_sampling_is_fixed_by_the_seed(tiny_model: Path) -> None:
@@ -141,6 +143,70 @@ def test_sampling_is_fixed_by_the_seed(tiny_model: Path) -> None:
     assert answers(b, requests(6, temperature=1.0, seed=7)) == first
     assert answers(b, requests(6, temperature=1.0, seed=8)) != first
     assert all(json.loads(t)["guess"] <= 100 for t in first)
+
+
+def tiny_of(kind: str, folder: Path, tokenizer_from: Path) -> Path:
+    """A 2-layer model of ``kind`` (grouped-query attention) with the tiny model's tokenizer."""
+    hf = transformers.AutoTokenizer.from_pretrained(tokenizer_from)
+    hf.save_pretrained(folder)
+    torch.manual_seed(1)
+    extra = {"attention_bias": True} if kind == "qwen2" else {}
+    config = transformers.AutoConfig.for_model(
+        kind, vocab_size=len(hf), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=2048,
+        pad_token_id=hf.pad_token_id, eos_token_id=hf.eos_token_id, bos_token_id=None,
+        **extra)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "qwen3", "mistral"])
+def test_the_static_decoder_gives_transformers_tokens(kind: str, tiny_model: Path,
+                                                      tmp_path: Path) -> None:
+    """Our prefill and decode (static cache, folded grouped-query attention) against
+    transformers' forward, greedy, in float32: the same tokens, chunks of 3 rows, the last one
+    with an idle row (8 requests)."""
+    folder = tiny_model if kind == "llama" else tiny_of(kind, tmp_path, tiny_model)
+    fast = backend(folder, max_batch=3)
+    generic = backend(folder, max_batch=3, static_decode=False)
+    assert fast.static_reason is None and generic.static_reason == "static_decode: false"
+    reqs = requests(8)
+    assert answers(fast, reqs) == answers(generic, reqs)
+    assert fast.health()["static_rows"] == 8 and generic.health()["static_rows"] == 0
+    assert fast._static is not None and fast._static.batch == 3  # one decoder for the chunks
+
+
+def test_the_static_decoder_s_logits_are_the_model_s(tiny_model: Path) -> None:
+    """Prefill (shared prefix and padding) and three decode steps: each row's logits are those
+    of the model's forward on the row's whole sequence, without cache or padding."""
+    from populace.simulator.llm.static_decode import StaticDecoder
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    prompts = [[5, 6, 7, 8, 9, 10, 11], [5, 6, 7, 8, 20], [5, 6, 7, 8, 30, 31, 32, 33, 34]]
+    decoder = StaticDecoder(model, 4, 32)  # a row more than the prompts: an idle row
+    logits = decoder.prefill(prompts, 4, pad=0)
+    sequences = [list(p) for p in prompts]
+    for _ in range(4):
+        with torch.inference_mode():
+            for k, seq in enumerate(sequences):
+                expected = model(input_ids=torch.tensor([seq])).logits[0, -1]
+                torch.testing.assert_close(logits[k], expected, atol=1e-4, rtol=1e-4)
+        chosen = logits[:3].argmax(-1)
+        for k, token in enumerate(chosen.tolist()):
+            sequences[k].append(token)
+        logits = decoder.step(chosen)[:3]
+
+
+def test_other_architectures_use_transformers_forward(tiny_model: Path, tmp_path: Path) -> None:
+    from populace.simulator.llm.static_decode import unsupported
+
+    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        n_layer=1, n_embd=32, n_head=2, vocab_size=64))
+    assert "gpt2" in unsupported(gpt2)
+    llama = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, rope_scaling={"rope_type": "dynamic", "factor": 2.0}))
+    assert "dynamic" in unsupported(llama)
 
 
 def test_helpers() -> None:

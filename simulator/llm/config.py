@@ -60,6 +60,12 @@ class TransformersSettings(BaseModel):
     max_text_chars: int = Field(200, ge=1, le=100_000, description="with structured output, "
                                 "the longest free-text string the grammar lets an answer hold "
                                 "(so that answers end within max_tokens)")
+    static_decode: bool = Field(True, description="Llama-family models (Llama, Qwen2, Qwen3, "
+                                "Mistral): decode with Populace's own loop on a static KV "
+                                "cache, grouped-query attention without copying the cache; "
+                                "other models, or false, use transformers' forward")
+    cuda_graphs: bool = Field(True, description="with static_decode on a GPU, capture a "
+                              "decode step as a CUDA graph and replay it")
 
 
 class LLMConfig(BaseModel):

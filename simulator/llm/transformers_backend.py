@@ -35,17 +35,28 @@ import asyncio
 import copy
 import inspect
 import json
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..paths import experiment_path
 from .chat_formats import make_renderer
 from .config import LLMConfig
 from .types import Backend, BackendError, ChatRequest, ChatResponse
 
+if TYPE_CHECKING:
+    from .static_decode import StaticDecoder
+
+log = logging.getLogger(__name__)
 MIN_BATCH = 1
+#: the static cache's length is a multiple of this (so that calls of similar prompt lengths
+#: reuse one decoder and its CUDA graph)
+LENGTH_QUANTUM = 64
+#: the next logits from each row's chosen token (a device tensor)
+Stepper = Callable[[Any], Any]
 
 
 def common_prefix(rows: list[list[int]]) -> int:
@@ -155,7 +166,21 @@ class TransformersBackend(Backend):
         self.keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
         self.batch = self.settings.max_batch
         self.counts = {"oom_halvings": 0, "grammar_violations": 0, "unterminated": 0,
-                       "shared_prefix_tokens": 0, "prefill_ms": 0, "decode_ms": 0}
+                       "shared_prefix_tokens": 0, "prefill_ms": 0, "decode_ms": 0,
+                       "static_rows": 0, "graph_failures": 0}
+        # the static decoder (our prefill and decode loop) where the architecture allows;
+        # imported here, with torch, since both are optional
+        from . import static_decode
+
+        self._static_decode = static_decode
+        self.static_reason = (static_decode.unsupported(self.model)
+                              if self.settings.static_decode else "static_decode: false")
+        if self.static_reason is not None and self.settings.static_decode:
+            log.info("transformers backend: transformers' forward decodes (%s)",
+                     self.static_reason)
+        self._static: StaticDecoder | None = None
+        self._graph_failure_counted = False
+        self._batch_matcher: Any = None
         self._compiler: Any = None
         self._xgr: Any = None  # the xgrammar module, once a schema needs it
         self._grammars: dict[str, Any] = {}
@@ -206,8 +231,12 @@ class TransformersBackend(Backend):
         # sorting by length keeps padding short and prompts that share a prefix together
         order = sorted(rows, key=lambda row: (len(row.ids), row.index))
         size = max(MIN_BATCH, min(self.batch, self._memory_batch(order)))
+        # one static cache length for the whole call (rounded up: a decoder, and its CUDA
+        # graph, serves every chunk and the next calls of similar length)
+        need = max(len(r.ids) for r in order) + max(r.request.max_tokens for r in order) + 1
+        length = -(-need // LENGTH_QUANTUM) * LENGTH_QUANTUM
         for start in range(0, len(order), size):
-            self._run(order[start:start + size])
+            self._run(order[start:start + size], length)
         latency = time.perf_counter() - t0
         out = []
         for row in rows:
@@ -223,6 +252,8 @@ class TransformersBackend(Backend):
         if self.device.type != "cuda" or not rows:
             return self.batch
         free, _ = self.torch.cuda.mem_get_info(self.device)
+        if self._static is not None:  # its cache is ours to reuse
+            free += self._static.nbytes
         cfg = self.model.config
         heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -230,13 +261,16 @@ class TransformersBackend(Backend):
         tokens = max(len(r.ids) for r in rows) + max(r.request.max_tokens for r in rows)
         return max(MIN_BATCH, int(0.6 * free // max(per_token * tokens, 1)))
 
-    def _run(self, rows: list[_Row]) -> None:
+    def _run(self, rows: list[_Row], length: int) -> None:
         """Decode a chunk; on out-of-memory, halve it and retry each half."""
         try:
-            self._decode(rows)
+            self._decode(rows, length)
         except (RuntimeError, MemoryError) as exc:
             if not _is_oom(exc) or len(rows) <= MIN_BATCH:
                 raise
+            if self._static is not None:
+                self._static.release()
+                self._static = None
             if self.device.type == "cuda":
                 self.torch.cuda.empty_cache()
             self.counts["oom_halvings"] += 1
@@ -244,17 +278,16 @@ class TransformersBackend(Backend):
             for row in rows:
                 row.tokens, row.done = [], False
             half = len(rows) // 2
-            self._run(rows[:half])
-            self._run(rows[half:])
+            self._run(rows[:half], length)
+            self._run(rows[half:], length)
 
     def _forward(self, ids: Any, mask: Any, positions: Any, cache: Any) -> Any:
         return self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                           use_cache=True, **{self.cache_arg: cache}, **self.keep)
 
-    def _decode(self, rows: list[_Row]) -> None:
+    def _decode(self, rows: list[_Row], length: int) -> None:
         """Prefill (the shared prefix once) and the decode loop of one chunk."""
-        torch = self.torch
-        b, device = len(rows), self.device
+        b = len(rows)
         ids = [r.ids for r in rows]
         prefix = common_prefix(ids) if self.settings.prefix_cache and b > 1 else 0
         prefix = min(prefix, min(len(i) for i in ids) - 1)  # every row keeps a token
@@ -262,34 +295,81 @@ class TransformersBackend(Backend):
             prefix = 0
         # prompt tokens not encoded again: the prefix, for every row but the one that did
         self.counts["shared_prefix_tokens"] += prefix * (b - 1)
-        with torch.inference_mode():
+        with self.torch.inference_mode():
             t0 = self._clock()
-            cache = None
-            if prefix:
-                out = self._forward(torch.tensor([ids[0][:prefix]], device=device),
-                                    torch.ones((1, prefix), dtype=torch.long, device=device),
-                                    torch.arange(prefix, device=device)[None], None)
-                cache = self._cache(out)
-                cache.batch_repeat_interleave(b)
-            rest = [i[prefix:] for i in ids]
-            width = max(len(r) for r in rest)
-            pad = self.tokenizer.pad_token_id
-            tokens = torch.full((b, width), pad, dtype=torch.long)
-            mask = torch.zeros((b, prefix + width), dtype=torch.long)
-            mask[:, :prefix] = 1
-            for k, r in enumerate(rest):
-                tokens[k, width - len(r):] = torch.tensor(r)
-                mask[k, prefix + width - len(r):] = 1
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, prefix:]
-            mask, tokens, positions = mask.to(device), tokens.to(device), positions.to(device)
-            out = self._forward(tokens, mask, positions, cache)
-            cache = self._cache(out)
-            logits = out.logits[:, -1, :].float()
-            last = positions[:, -1]
+            logits, step = self._start(ids, prefix, length)
             t1 = self._clock()
-            self._loop(rows, logits, mask, last, cache)
+            self._loop(rows, logits, step)
             self.counts["prefill_ms"] += round(1000 * (t1 - t0))
             self.counts["decode_ms"] += round(1000 * (self._clock() - t1))
+
+    def _start(self, ids: list[list[int]], prefix: int, length: int) -> tuple[Any, Stepper]:
+        """Prefill a chunk: the logits of each row's last prompt token, and the step that
+        takes each row's chosen token (a device tensor) to the next logits. The static
+        decoder where the model and settings allow (``static_decode``), else transformers'
+        forward with its dynamic cache."""
+        if self.static_reason is None:
+            decoder = self._static
+            # a decoder serves smaller chunks with idle rows, down to half its batch
+            if (decoder is None or decoder.length != length
+                    or not len(ids) <= decoder.batch < 2 * len(ids)):
+                if decoder is not None:
+                    decoder.release()
+                    self._static = None
+                    if self.device.type == "cuda":
+                        self.torch.cuda.empty_cache()
+                decoder = self._static = self._static_decode.StaticDecoder(
+                    self.model, len(ids), length, graphs=self.settings.cuda_graphs)
+            logits = decoder.prefill(ids, prefix, self.tokenizer.pad_token_id)
+            self.counts["static_rows"] += len(ids)
+            return logits, self._static_step(decoder, len(ids))
+        return self._generic_start(ids, prefix)
+
+    def _static_step(self, decoder: StaticDecoder, n: int) -> Stepper:
+        def step(tokens: Any) -> Any:
+            out = decoder.step(tokens)
+            if decoder.graph_failed and not self._graph_failure_counted:
+                self._graph_failure_counted = True
+                self.counts["graph_failures"] += 1
+                log.warning("CUDA graph capture failed; decoding without graphs (slower)")
+            return out[:n]
+        return step
+
+    def _generic_start(self, ids: list[list[int]], prefix: int) -> tuple[Any, Stepper]:
+        """transformers' forward: the prefix encoded once and its dynamic cache repeated for
+        every row, the rest left-padded with masks and positions that skip the padding."""
+        torch, device, b = self.torch, self.device, len(ids)
+        cache = None
+        if prefix:
+            out = self._forward(torch.tensor([ids[0][:prefix]], device=device),
+                                torch.ones((1, prefix), dtype=torch.long, device=device),
+                                torch.arange(prefix, device=device)[None], None)
+            cache = self._cache(out)
+            cache.batch_repeat_interleave(b)
+        rest = [i[prefix:] for i in ids]
+        width = max(len(r) for r in rest)
+        pad = self.tokenizer.pad_token_id
+        tokens = torch.full((b, width), pad, dtype=torch.long)
+        mask = torch.zeros((b, prefix + width), dtype=torch.long)
+        mask[:, :prefix] = 1
+        for k, r in enumerate(rest):
+            tokens[k, width - len(r):] = torch.tensor(r)
+            mask[k, prefix + width - len(r):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, prefix:]
+        mask, tokens, positions = mask.to(device), tokens.to(device), positions.to(device)
+        out = self._forward(tokens, mask, positions, cache)
+        state = {"cache": self._cache(out), "mask": mask, "last": positions[:, -1]}
+
+        def step(chosen: Any) -> Any:
+            state["mask"] = torch.cat([state["mask"], torch.ones(
+                (b, 1), dtype=mask.dtype, device=device)], dim=1)
+            state["last"] = state["last"] + 1
+            out = self._forward(chosen[:, None], state["mask"], state["last"][:, None],
+                                state["cache"])
+            state["cache"] = self._cache(out)
+            return out.logits[:, -1, :].float()
+
+        return out.logits[:, -1, :].float(), step
 
     def _clock(self) -> float:
         """Seconds, after the GPU's queued work (so that prefill and decode are apart)."""
@@ -301,47 +381,99 @@ class TransformersBackend(Backend):
         # transformers 5 names it ``cache`` (``past_key_values`` is a deprecated alias there)
         return getattr(out, "cache", None) or getattr(out, "past_key_values", None)
 
-    def _loop(self, rows: list[_Row], logits: Any, mask: Any, last: Any, cache: Any) -> None:
+    def _loop(self, rows: list[_Row], logits: Any, step: Stepper) -> None:
         """Generate until every row is done (grammar terminated, stop token, or its
-        ``max_tokens``)."""
-        torch = self.torch
+        ``max_tokens``).
+
+        Each iteration masks the logits by the grammar, chooses the tokens on the device,
+        queues their copy to the host, and queues the next step before it waits for that
+        copy: the grammar's work on the host (accepting the tokens, filling the next masks)
+        runs while the device computes the next step.
+        """
+        torch, device, b = self.torch, self.device, len(rows)
+        cuda = device.type == "cuda"
         matchers, bitmask = self._matchers(rows)
+        live = [k for k, m in enumerate(matchers) if m is not None]
+        if live:
+            self._fill(matchers, bitmask, live)
+            mask_dev = bitmask.to(device) if cuda else bitmask
         generators = [self._generator(r.request) for r in rows]
+        sampled = any(g is not None for g in generators)
         steps = max(r.request.max_tokens for r in rows)
         pad = self.tokenizer.pad_token_id
-        for _ in range(steps):
-            if matchers:
-                for k, m in enumerate(matchers):
-                    if m is not None and not rows[k].done:
-                        m.fill_next_token_bitmask(bitmask, k)
-                    else:
-                        bitmask[k].fill_(-1)  # no constraint
-                self._xgr.apply_token_bitmask_inplace(logits, bitmask.to(logits.device))
-            chosen = self._choose(rows, logits, generators)
-            for k, row in enumerate(rows):
-                if row.done:
-                    chosen[k] = pad
-                    continue
-                token = int(chosen[k])
-                row.tokens.append(token)
-                m = matchers[k] if matchers else None
-                if m is not None and not m.accept_token(token):
-                    self.counts["grammar_violations"] += 1
-                    m = None
-                if ((m is not None and m.is_terminated()) or token in self.stop_ids
-                        or len(row.tokens) >= row.request.max_tokens):
-                    row.done = True
-                    if m is not None and not m.is_terminated():
-                        self.counts["unterminated"] += 1
-            if all(r.done for r in rows):
+        done = torch.zeros(b, dtype=torch.bool, device=device)
+        host = torch.empty(b, dtype=torch.long, pin_memory=cuda)
+        for t in range(steps):
+            logits = logits[:b]
+            if live:
+                if cuda:
+                    mask_dev.copy_(bitmask, non_blocking=True)
+                self._xgr.apply_token_bitmask_inplace(logits, mask_dev)
+            if sampled:
+                chosen = torch.tensor(self._choose(rows, logits, generators), device=device)
+            else:
+                chosen = logits.argmax(-1)
+            chosen = chosen.masked_fill(done, pad)
+            host.copy_(chosen, non_blocking=True)
+            copied = torch.cuda.Event() if cuda else None
+            if copied is not None:
+                copied.record()
+            if t + 1 < steps:
+                logits = step(chosen)  # queued: the device works while the host goes on
+            if copied is not None:
+                copied.synchronize()
+            if not self._accept(rows, matchers, host.tolist(), bitmask):
                 return
-            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype,
-                                               device=mask.device)], dim=1)
-            last = last + 1
-            step = torch.tensor(chosen, dtype=torch.long, device=self.device)[:, None]
-            out = self._forward(step, mask, last[:, None], cache)
-            cache = self._cache(out)
-            logits = out.logits[:, -1, :].float()
+            live = [k for k in live if not rows[k].done]
+            if live:
+                self._fill(matchers, bitmask, live)
+            finished = [k for k, r in enumerate(rows) if r.done]
+            done = torch.zeros(b, dtype=torch.bool)
+            done[finished] = True
+            done = done.to(device, non_blocking=cuda)
+
+    def _accept(self, rows: list[_Row], matchers: list[Any], chosen: list[int],
+                bitmask: Any) -> bool:
+        """Take each open row's token, through its grammar; whether any row is still open."""
+        open_rows = [k for k, r in enumerate(rows) if not r.done]
+        for k in open_rows:
+            rows[k].tokens.append(chosen[k])
+        checked = [k for k in open_rows if matchers and matchers[k] is not None]
+        if checked:
+            ok = self._accept_tokens([matchers[k] for k in checked], [chosen[k] for k in checked])
+            for k, accepted in zip(checked, ok, strict=True):
+                if not accepted:
+                    self.counts["grammar_violations"] += 1
+                    matchers[k] = None
+        for k in open_rows:
+            row, m = rows[k], (matchers[k] if matchers else None)
+            if ((m is not None and m.is_terminated()) or chosen[k] in self.stop_ids
+                    or len(row.tokens) >= row.request.max_tokens):
+                row.done = True
+                if m is not None and not m.is_terminated():
+                    self.counts["unterminated"] += 1
+                if bitmask is not None:
+                    bitmask[k].fill_(-1)  # no constraint on a finished row
+            elif m is None and bitmask is not None:
+                bitmask[k].fill_(-1)
+        return any(not r.done for r in rows)
+
+    def _accept_tokens(self, matchers: list[Any], tokens: list[int]) -> list[bool]:
+        batch = getattr(self._xgr, "BatchGrammarMatcher", None)
+        if batch is not None:
+            return list(batch.batch_accept_token(matchers, tokens))
+        return [m.accept_token(t) for m, t in zip(matchers, tokens, strict=True)]
+
+    def _fill(self, matchers: list[Any], bitmask: Any, live: list[int]) -> None:
+        """The next-token masks of the rows in ``live`` (in threads where xgrammar can)."""
+        if self._batch_matcher is None and hasattr(self._xgr, "BatchGrammarMatcher"):
+            self._batch_matcher = self._xgr.BatchGrammarMatcher()
+        if self._batch_matcher is not None:
+            self._batch_matcher.batch_fill_next_token_bitmask(
+                [matchers[k] for k in live], bitmask, live)
+        else:
+            for k in live:
+                matchers[k].fill_next_token_bitmask(bitmask, k)
 
     def _matchers(self, rows: list[_Row]) -> tuple[list[Any], Any]:
         if not any(r.grammar is not None for r in rows):
@@ -349,7 +481,9 @@ class TransformersBackend(Backend):
         xgr = self._xgr
         matchers = [xgr.GrammarMatcher(r.grammar) if r.grammar is not None else None
                     for r in rows]
-        return matchers, xgr.allocate_token_bitmask(len(rows), self.vocab)
+        bitmask = xgr.allocate_token_bitmask(len(rows), self.vocab)  # -1: no constraint
+        # pinned, so that its copy to the GPU does not wait for the host
+        return matchers, bitmask.pin_memory() if self.device.type == "cuda" else bitmask
 
     def _generator(self, request: ChatRequest) -> Any:
         if request.temperature <= 0:

@@ -1,0 +1,275 @@
+"""A prefill and decode of our own for Llama-family models (Llama, Qwen2, Qwen3, Mistral) on
+a static KV cache: the transformers backend's fast path.
+
+Why not transformers' forward: with an attention mask, its sdpa path copies the whole KV
+cache once per query-head group at every decode step (``repeat_kv``: 4-7x the cache for
+grouped-query attention), and a dynamic cache grows by concatenation. Here
+
+* the KV cache is one preallocated tensor per layer, ``[batch, kv_heads, length, head_dim]``,
+  written in place at one slot per step (left padding puts every row's next token in the same
+  slot; a boolean ``valid`` mask says which slots a row attends to);
+* the query heads of a group are folded into the query length (``[b, kv, group, d]``), so a
+  decode step reads each key and value once and copies nothing (the same result as
+  ``repeat_kv``: query head ``h`` uses key head ``h // group``);
+* the shared prompt prefix is encoded once (one row) and copied into every row's slots;
+* a decode step reads its inputs from fixed tensors and advances its own slot and positions,
+  so on CUDA it is captured once as a CUDA graph and replayed: one launch per step, and the
+  host never waits for the GPU inside it.
+
+The layers' own modules (projections, norms, MLP, rotary embedding, head) do the arithmetic;
+only attention and the cache are ours. Other architectures use transformers' forward
+(``TransformersBackend``'s generic path). Greedy tokens agree with transformers' (the tests
+check it on CPU in float32).
+
+Core objects:
+    unsupported: why a model cannot take this path (None when it can).
+    StaticDecoder: the cache and the step of one batch size and length.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+ARCHITECTURES = ("llama", "qwen2", "qwen3", "mistral")
+
+
+def unsupported(model: Any) -> str | None:
+    """Why ``model`` cannot use the static decoder, or None when it can."""
+    cfg = model.config
+    kind = getattr(cfg, "model_type", None)
+    if kind not in ARCHITECTURES:
+        return f"model type {kind!r} (the static decoder knows {', '.join(ARCHITECTURES)})"
+    if getattr(cfg, "use_sliding_window", False):
+        return "sliding-window attention"
+    rope = getattr(cfg, "rope_scaling", None) or getattr(cfg, "rope_parameters", None) or {}
+    if "dynamic" in str(rope.get("rope_type", rope.get("type", ""))):
+        return "dynamic rotary scaling (its frequencies change with the length)"
+    inner = getattr(model, "model", None)
+    layers = getattr(inner, "layers", None)
+    if layers is None or not hasattr(inner, "rotary_emb") or not hasattr(model, "lm_head"):
+        return "no decoder layers, rotary embedding or head where Llama keeps them"
+    attn = layers[0].self_attn
+    if not all(hasattr(attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj")):
+        return "attention without q/k/v/o projections"
+    return None
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of ``x`` ``[b, heads, t, d]`` with ``cos``/``sin`` ``[b, t, d]``."""
+    return x * cos[:, None] + _rotate_half(x) * sin[:, None]
+
+
+class StaticDecoder:
+    """The KV cache, and the prefill and decode step, of ``batch`` rows of at most ``length``
+    tokens (prompt and answer).
+
+    Use: ``prefill`` a chunk (its rows' prompt tokens; fewer rows than ``batch`` are padded
+    with idle rows), then ``step`` with each chosen token until done. ``graphs``: capture the
+    step as a CUDA graph on first use (CUDA only; a failed capture leaves the eager step and
+    sets ``graph_failed``).
+    """
+
+    def __init__(self, model: Any, batch: int, length: int, *, graphs: bool = False) -> None:
+        self.model, self.batch, self.length = model, batch, length
+        cfg = model.config
+        window = getattr(cfg, "sliding_window", None) if cfg.model_type == "mistral" else None
+        if window and length > window:
+            raise ValueError(f"{length} tokens exceed the model's sliding window of {window}")
+        self.layers = list(model.model.layers)
+        attn = self.layers[0].self_attn
+        self.heads = cfg.num_attention_heads
+        self.kv_heads = getattr(cfg, "num_key_value_heads", None) or self.heads
+        self.head_dim = (getattr(attn, "head_dim", None) or getattr(cfg, "head_dim", None)
+                         or cfg.hidden_size // self.heads)
+        self.group = self.heads // self.kv_heads
+        self.scale = float(getattr(attn, "scaling", self.head_dim ** -0.5))
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        shape = (batch, self.kv_heads, length, self.head_dim)
+        self.keys = [torch.zeros(shape, dtype=self.dtype, device=self.device)
+                     for _ in self.layers]
+        self.values = [torch.zeros(shape, dtype=self.dtype, device=self.device)
+                       for _ in self.layers]
+        self.valid = torch.zeros((batch, length), dtype=torch.bool, device=self.device)
+        # the step's inputs and outputs: fixed tensors, so that a CUDA graph can replay it
+        self.tokens = torch.zeros(batch, dtype=torch.long, device=self.device)
+        self.positions = torch.zeros(batch, dtype=torch.long, device=self.device)
+        self.slot = torch.zeros(1, dtype=torch.long, device=self.device)
+        self.logits = torch.zeros((batch, cfg.vocab_size), dtype=torch.float32,
+                                  device=self.device)
+        self.graphs = graphs and self.device.type == "cuda"
+        self.graph: Any = None
+        self.graph_failed = False
+        self.filled = 0  # slots written (host side: no read of ``slot`` from the device)
+
+    # -- the layers ------------------------------------------------------------------------------
+
+    def _qkv(self, layer: Any, x: torch.Tensor, positions: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries ``[b, heads, t, d]``, keys and values ``[b, kv_heads, t, d]`` of ``x``
+        ``[b, t, hidden]``, rotated for ``positions`` ``[b, t]``."""
+        attn = layer.self_attn
+        b, t, _ = x.shape
+        q = attn.q_proj(x).view(b, t, self.heads, self.head_dim)
+        k = attn.k_proj(x).view(b, t, self.kv_heads, self.head_dim)
+        v = attn.v_proj(x).view(b, t, self.kv_heads, self.head_dim)
+        if hasattr(attn, "q_norm"):  # Qwen3 normalises each head before the rotation
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        cos, sin = self.model.model.rotary_emb(x, positions)
+        return _rope(q, cos, sin), _rope(k, cos, sin), v
+
+    def _attend(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+        """Grouped-query attention with the group folded into the query length: ``q``
+        ``[b, heads, t, d]`` against ``keys``/``values`` ``[b, kv_heads, s, d]``; ``mask``
+        ``[b, t, s]`` (True: attend). Returns ``[b, t, heads * d]``."""
+        b, _, t, d = q.shape
+        folded = q.reshape(b, self.kv_heads, self.group * t, d)
+        if t == 1:  # a decode step: the row's mask serves every folded query
+            m = mask[:, None]
+        else:
+            m = mask[:, None, None].expand(b, 1, self.group, t, mask.shape[-1])
+            m = m.reshape(b, 1, self.group * t, -1)
+        out = F.scaled_dot_product_attention(folded, keys, values, attn_mask=m,
+                                             scale=self.scale)
+        return out.view(b, self.heads, t, d).transpose(1, 2).reshape(b, t, self.heads * d)
+
+    def _layers(self, x: torch.Tensor, positions: torch.Tensor, start: int | torch.Tensor,
+                mask: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
+        """Run every layer over ``x`` ``[b, t, hidden]``, writing its keys and values at
+        slots ``start..start+t`` of ``rows`` and attending to the first ``mask.shape[-1]``
+        slots."""
+        t, span = x.shape[1], mask.shape[-1]
+        for i, layer in enumerate(self.layers):
+            q, k, v = self._qkv(layer, layer.input_layernorm(x), positions)
+            if isinstance(start, int):
+                self.keys[i][rows, :, start:start + t] = k
+                self.values[i][rows, :, start:start + t] = v
+            else:  # the decode step: one slot, given as a tensor (graph-safe)
+                self.keys[i].index_copy_(2, start, k)
+                self.values[i].index_copy_(2, start, v)
+            out = self._attend(q, self.keys[i][rows, :, :span], self.values[i][rows, :, :span],
+                               mask)
+            x = x + layer.self_attn.o_proj(out)
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return x
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[b, vocab]`` (float32) of the last position of ``x``."""
+        return self.model.lm_head(self.model.model.norm(x[:, -1])).float()
+
+    # -- prefill and step ------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def prefill(self, prompts: list[list[int]], prefix: int, pad: int) -> torch.Tensor:
+        """Encode ``prompts`` (one per row, at most ``batch``; they share their first
+        ``prefix`` tokens, encoded once) and return the logits of their last tokens
+        ``[rows, vocab]``. Rows are left-padded to the longest, so that every row's next
+        token goes in the same slot."""
+        n, device = len(prompts), self.device
+        self.valid.zero_()
+        if prefix:
+            ids = torch.tensor([prompts[0][:prefix]], device=device)
+            positions = torch.arange(prefix, device=device)[None]
+            causal = torch.ones((prefix, prefix), dtype=torch.bool, device=device).tril()
+            self._layers(self.model.model.embed_tokens(ids), positions, 0, causal[None],
+                         slice(0, 1))
+            for keys, values in zip(self.keys, self.values, strict=True):
+                keys[1:, :, :prefix] = keys[:1, :, :prefix]
+                values[1:, :, :prefix] = values[:1, :, :prefix]
+            self.valid[:, :prefix] = True
+        rest = [p[prefix:] for p in prompts] + [[pad]] * (self.batch - n)  # idle rows
+        width = max(len(r) for r in rest)
+        if prefix + width >= self.length:
+            raise ValueError(f"prompts of {prefix + width} tokens do not fit the decoder's "
+                             f"{self.length}")
+        tokens = torch.full((self.batch, width), pad, dtype=torch.long)
+        own = torch.zeros((self.batch, width), dtype=torch.bool)
+        for k, r in enumerate(rest):
+            tokens[k, width - len(r):] = torch.tensor(r)
+            own[k, width - len(r):] = True
+        own = own.to(device)
+        self.valid[:, prefix:prefix + width] = own
+        positions = (self.valid[:, :prefix + width].long().cumsum(-1) - 1).clamp(min=0)
+        positions = positions[:, prefix:]
+        # a token attends to the valid slots up to its own
+        span = prefix + width
+        causal = torch.ones((width, span), dtype=torch.bool, device=device).tril(prefix)
+        mask = causal[None] & self.valid[:, None, :span]
+        mask |= ~mask.any(-1, keepdim=True)  # a padding query attends to anything (unused)
+        x = self._layers(self.model.model.embed_tokens(tokens.to(device)), positions, prefix,
+                         mask)
+        self.logits.copy_(self._head(x))
+        self.positions.copy_(positions[:, -1] + 1)
+        self.slot.fill_(span)
+        self.filled = span
+        return self.logits[:n]
+
+    def _step(self) -> None:
+        """One decode step from the fixed inputs: the token of every row at ``slot``."""
+        self.valid.index_fill_(1, self.slot, True)
+        x = self.model.model.embed_tokens(self.tokens[:, None])
+        x = self._layers(x, self.positions[:, None], self.slot, self.valid[:, None])
+        self.logits.copy_(self._head(x))
+        self.slot.add_(1)
+        self.positions.add_(1)
+
+    @torch.inference_mode()
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed each row's chosen token (a device tensor of at most ``batch`` rows) and return
+        the next logits ``[batch, vocab]`` (queued on the device: reading them waits)."""
+        if self.filled >= self.length:
+            raise ValueError("the decoder's cache is full")
+        self.tokens[:tokens.shape[0]].copy_(tokens, non_blocking=True)
+        if self.graphs and self.graph is None and not self.graph_failed:
+            self._capture()
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self._step()
+        self.filled += 1
+        return self.logits
+
+    def _capture(self) -> None:
+        """Capture ``_step`` as a CUDA graph (after warm-up steps on a side stream, whose
+        writes are undone: they only run kernels once before capture)."""
+        saved = [t.clone() for t in (self.valid, self.slot, self.positions)]
+        try:
+            stream = torch.cuda.Stream(self.device)
+            stream.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(stream):
+                for _ in range(2):
+                    self._step()
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            for t, s in zip((self.valid, self.slot, self.positions), saved, strict=True):
+                t.copy_(s)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self._step()
+            self.graph = graph
+        except RuntimeError:
+            self.graph_failed = True
+            self.graph = None
+        for t, s in zip((self.valid, self.slot, self.positions), saved, strict=True):
+            t.copy_(s)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the cache."""
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
+
+    def release(self) -> None:
+        """Drop the cache and the graph (memory back to the allocator)."""
+        self.keys, self.values, self.graph = [], [], None
+
+
+__all__ = ["ARCHITECTURES", "StaticDecoder", "unsupported"]
