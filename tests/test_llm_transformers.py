@@ -137,6 +137,19 @@ def test_an_out_of_memory_error_halves_the_batch(tiny_model: Path, static: bool,
     assert b.health()["static_rows"] == (8 if static else 0)
 
 
+def test_the_grammar_s_work_in_threads_gives_the_same_answers(
+        tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from populace.simulator.llm import transformers_backend
+
+    reqs = requests(12)
+    alone = answers(backend(tiny_model), reqs)
+    monkeypatch.setattr(transformers_backend, "GRAMMAR_ROWS_PER_THREAD", 2)
+    b = backend(tiny_model)
+    assert answers(b, reqs) == alone
+    assert b._pool is not None  # the rows were split between threads
+    asyncio.run(b.close())
+
+
 def test_sampling_is_fixed_by_the_seed(tiny_model: Path) -> None:
     b = backend(tiny_model)
     first = answers(b, requests(6, temperature=1.0, seed=7))

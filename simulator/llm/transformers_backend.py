@@ -36,8 +36,10 @@ import copy
 import inspect
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +57,10 @@ MIN_BATCH = 1
 #: the static cache's length is a multiple of this (so that calls of similar prompt lengths
 #: reuse one decoder and its CUDA graph)
 LENGTH_QUANTUM = 64
+#: the grammar's host work (accept a token, fill the next mask) is split between threads of
+#: at least this many rows each, and at most this many threads
+GRAMMAR_ROWS_PER_THREAD = 64
+GRAMMAR_THREADS = 16
 #: the next logits from each row's chosen token (a device tensor)
 Stepper = Callable[[Any], Any]
 
@@ -180,7 +186,7 @@ class TransformersBackend(Backend):
                      self.static_reason)
         self._static: StaticDecoder | None = None
         self._graph_failure_counted = False
-        self._batch_matcher: Any = None
+        self._pool: ThreadPoolExecutor | None = None
         self._compiler: Any = None
         self._xgr: Any = None  # the xgrammar module, once a schema needs it
         self._grammars: dict[str, Any] = {}
@@ -387,15 +393,15 @@ class TransformersBackend(Backend):
 
         Each iteration masks the logits by the grammar, chooses the tokens on the device,
         queues their copy to the host, and queues the next step before it waits for that
-        copy: the grammar's work on the host (accepting the tokens, filling the next masks)
-        runs while the device computes the next step.
+        copy: the grammar's work on the host (accepting the tokens, filling the next masks,
+        in threads) runs while the device computes the next step.
         """
         torch, device, b = self.torch, self.device, len(rows)
         cuda = device.type == "cuda"
         matchers, bitmask = self._matchers(rows)
-        live = [k for k, m in enumerate(matchers) if m is not None]
-        if live:
-            self._fill(matchers, bitmask, live)
+        if matchers:
+            self._grammar_work([(k, None) for k, m in enumerate(matchers) if m is not None],
+                               matchers, bitmask)
             mask_dev = bitmask.to(device) if cuda else bitmask
         generators = [self._generator(r.request) for r in rows]
         sampled = any(g is not None for g in generators)
@@ -405,7 +411,7 @@ class TransformersBackend(Backend):
         host = torch.empty(b, dtype=torch.long, pin_memory=cuda)
         for t in range(steps):
             logits = logits[:b]
-            if live:
+            if matchers:
                 if cuda:
                     mask_dev.copy_(bitmask, non_blocking=True)
                 self._xgr.apply_token_bitmask_inplace(logits, mask_dev)
@@ -424,56 +430,67 @@ class TransformersBackend(Backend):
                 copied.synchronize()
             if not self._accept(rows, matchers, host.tolist(), bitmask):
                 return
-            live = [k for k in live if not rows[k].done]
-            if live:
-                self._fill(matchers, bitmask, live)
-            finished = [k for k, r in enumerate(rows) if r.done]
-            done = torch.zeros(b, dtype=torch.bool)
-            done[finished] = True
-            done = done.to(device, non_blocking=cuda)
+            finished = torch.tensor([r.done for r in rows])
+            done = finished.to(device, non_blocking=cuda)
 
     def _accept(self, rows: list[_Row], matchers: list[Any], chosen: list[int],
                 bitmask: Any) -> bool:
-        """Take each open row's token, through its grammar; whether any row is still open."""
-        open_rows = [k for k, r in enumerate(rows) if not r.done]
-        for k in open_rows:
-            rows[k].tokens.append(chosen[k])
-        checked = [k for k in open_rows if matchers and matchers[k] is not None]
+        """Take each open row's token (through its grammar, which then fills the row's next
+        mask); whether any row is still open."""
+        checked = []
+        for k, row in enumerate(rows):
+            if row.done:
+                continue
+            token = chosen[k]
+            row.tokens.append(token)
+            ending = token in self.stop_ids or len(row.tokens) >= row.request.max_tokens
+            m = matchers[k] if matchers else None
+            if m is not None:
+                checked.append((k, token))
+            if ending:
+                row.done = True
         if checked:
-            ok = self._accept_tokens([matchers[k] for k in checked], [chosen[k] for k in checked])
-            for k, accepted in zip(checked, ok, strict=True):
+            for (k, _), (accepted, terminated) in zip(
+                    checked, self._grammar_work(checked, matchers, bitmask), strict=True):
                 if not accepted:
                     self.counts["grammar_violations"] += 1
                     matchers[k] = None
-        for k in open_rows:
-            row, m = rows[k], (matchers[k] if matchers else None)
-            if ((m is not None and m.is_terminated()) or chosen[k] in self.stop_ids
-                    or len(row.tokens) >= row.request.max_tokens):
-                row.done = True
-                if m is not None and not m.is_terminated():
+                    bitmask[k].fill_(-1)  # no constraint left on this row
+                elif terminated:
+                    rows[k].done = True
+                elif rows[k].done:
                     self.counts["unterminated"] += 1
-                if bitmask is not None:
-                    bitmask[k].fill_(-1)  # no constraint on a finished row
-            elif m is None and bitmask is not None:
-                bitmask[k].fill_(-1)
         return any(not r.done for r in rows)
 
-    def _accept_tokens(self, matchers: list[Any], tokens: list[int]) -> list[bool]:
-        batch = getattr(self._xgr, "BatchGrammarMatcher", None)
-        if batch is not None:
-            return list(batch.batch_accept_token(matchers, tokens))
-        return [m.accept_token(t) for m, t in zip(matchers, tokens, strict=True)]
+    def _grammar_work(self, work: list[tuple[int, int | None]], matchers: list[Any],
+                      bitmask: Any) -> list[tuple[bool, bool]]:
+        """For each (row, token): the row's matcher accepts the token (None: none yet) and,
+        unless it ended, fills the row's next-token mask. Rows are split between threads
+        (xgrammar releases the GIL); a row that ended gets no constraint. Returns (accepted,
+        terminated) per row."""
+        def part(items: list[tuple[int, int | None]]) -> list[tuple[bool, bool]]:
+            out = []
+            with self.torch.inference_mode():  # thread-local: the mask is an inference tensor
+                for k, token in items:
+                    m = matchers[k]
+                    accepted = token is None or m.accept_token(token)
+                    terminated = accepted and m.is_terminated()
+                    if accepted and not terminated:
+                        m.fill_next_token_bitmask(bitmask, k)
+                    else:
+                        bitmask[k].fill_(-1)
+                    out.append((accepted, terminated))
+            return out
 
-    def _fill(self, matchers: list[Any], bitmask: Any, live: list[int]) -> None:
-        """The next-token masks of the rows in ``live`` (in threads where xgrammar can)."""
-        if self._batch_matcher is None and hasattr(self._xgr, "BatchGrammarMatcher"):
-            self._batch_matcher = self._xgr.BatchGrammarMatcher()
-        if self._batch_matcher is not None:
-            self._batch_matcher.batch_fill_next_token_bitmask(
-                [matchers[k] for k in live], bitmask, live)
-        else:
-            for k in live:
-                matchers[k].fill_next_token_bitmask(bitmask, k)
+        if len(work) < GRAMMAR_ROWS_PER_THREAD * 2:
+            return part(work)
+        threads = max(1, min(GRAMMAR_THREADS, os.cpu_count() or 1))
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="populace-grammar")
+        n = min(threads, len(work) // GRAMMAR_ROWS_PER_THREAD)
+        size = -(-len(work) // n)
+        parts = self._pool.map(part, [work[i:i + size] for i in range(0, len(work), size)])
+        return [r for p in parts for r in p]
 
     def _matchers(self, rows: list[_Row]) -> tuple[list[Any], Any]:
         if not any(r.grammar is not None for r in rows):
@@ -508,6 +525,15 @@ class TransformersBackend(Backend):
                 probs = torch.zeros_like(probs).scatter(0, index[keep], sorted_p[keep])
             chosen[k] = int(torch.multinomial(probs, 1, generator=g))
         return chosen
+
+    async def close(self) -> None:
+        """Stop the grammar threads and drop the static cache."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+        if self._static is not None:
+            self._static.release()
+            self._static = None
 
     def health(self) -> dict[str, int]:
         """Out-of-memory halvings, grammar violations (answers the grammar could not keep
