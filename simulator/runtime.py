@@ -30,6 +30,7 @@ import logging
 import os
 import socket
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,8 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from .actions import ActionBatch
+from .llm.config import LLMConfig
+from .llm.model_actor import start_model_actor
 from .policy import Policy, check_batch
 from .records import AGENT_CHUNK, Records, joined_records
 from .runtime_config import RuntimeConfig
@@ -155,14 +158,28 @@ class RayRuntime:
             log.warning("runtime.shards is %d but the Ray cluster has %g CPUs: shards will "
                         "share CPUs and run slower than they could", config.shards, cpus)
         per_shard = min(1.0, cpus / config.shards)
-        actor = ray.remote(num_cpus=per_shard, max_restarts=0)(ShardReplica)
+        gpus = ray.cluster_resources().get("GPU", 0.0)
+        if config.shard_gpus * config.shards > gpus:
+            raise RayUnavailableError(
+                f"runtime.shard_gpus is {config.shard_gpus:g} for {config.shards} shards, but "
+                f"the Ray cluster has {gpus:g} GPUs")
+        self.model, model_name = None, None
+        llm = LLMConfig.model_validate(experiment["llm"]) if experiment.get("llm") else None
+        if llm is not None and llm.backend == "transformers" and llm.transformers.ray_actor:
+            t0, model_name = time.perf_counter(), f"populace-model-{uuid.uuid4().hex}"
+            self.model = start_model_actor(ray, llm, source.parent, model_name,
+                                           config.call_timeout_s)
+            log.info("the model actor loaded %s in %.1f s", llm.model, time.perf_counter() - t0)
+        actor = ray.remote(num_cpus=per_shard, num_gpus=config.shard_gpus,
+                           max_restarts=0)(ShardReplica)
         self.bounds = blocks(n_agents, config.shards)
         if (np.diff(self.bounds) == 0).any():
             log.warning("%d agents in %d shards: shards own blocks of %d agent ids, so some "
                         "own none", n_agents, config.shards, AGENT_CHUNK)
         t0 = time.perf_counter()
         last = config.shards - 1  # the last shard takes the agents that join mid-run
-        self.shards = [actor.remote(experiment, str(source), int(lo), int(hi), i == last)
+        self.shards = [actor.remote(experiment, str(source), int(lo), int(hi), i == last,
+                                    model_name)
                        for i, (lo, hi) in enumerate(zip(self.bounds[:-1], self.bounds[1:],
                                                         strict=True))]
         info = self._get([s.info.remote() for s in self.shards])
@@ -300,6 +317,9 @@ class RayRuntime:
         for s in self.shards:
             self.ray.kill(s, no_restart=True)
         self.shards = []
+        if self.model is not None:
+            self.ray.kill(self.model, no_restart=True)
+            self.model = None
 
 
 class ShardedScenario:

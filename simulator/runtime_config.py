@@ -38,6 +38,11 @@ class RuntimeConfig(BaseModel):
                         "into (at most 1024)")
     num_cpus: int | None = Field(None, ge=1, le=100_000, description="CPUs of the private Ray "
                                  "(default: all of this machine's)")
+    shard_gpus: float = Field(0.0, ge=0, le=1024, description="GPUs each shard asks Ray for, "
+                              "so that a shard running the transformers backend sees one (1: a "
+                              "GPU per shard; 0.5: two shards share one). Ray hides GPUs from "
+                              "actors that ask for none; llm.transformers.ray_actor is the "
+                              "other way: one model for all shards")
     # Timeouts end up in socket and asyncio calls, which overflow on huge or infinite values.
     connect_timeout_s: float = Field(30.0, gt=0, le=86_400, description="how long to wait for "
                                      "the cluster (at most a day)")

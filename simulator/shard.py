@@ -20,6 +20,7 @@ from populace.storage import Database
 from .actions import ActionBatch
 from .build import build_world
 from .config import experiment_from_dict
+from .llm.model_actor import serve_from_actor
 from .llm.service import ReplayedLLM
 from .local_runtime import decide_with_script
 from .policy import Policy
@@ -40,10 +41,13 @@ class ShardReplica:
         source: the experiment file's path (relative paths in it are resolved from there).
         lo, hi: the block of agent ids this shard decides for.
         tail: whether agents that join mid-run are this shard's (the last one's).
+        model_actor: the name of the run's model actor (``llm.transformers.ray_actor``), which
+            this shard's transformers requests go to.
     """
 
     def __init__(self, config: dict[str, Any], source: str, lo: int, hi: int,
-                 tail: bool = True) -> None:
+                 tail: bool = True, model_actor: str | None = None) -> None:
+        serve_from_actor(model_actor)  # before the policy's backend is made (attach)
         exp = experiment_from_dict(config, source=Path(source))
         exp.config.runtime = RuntimeConfig()  # the replica itself runs locally
         cfg = exp.config

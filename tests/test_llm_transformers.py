@@ -261,19 +261,31 @@ def test_a_missing_model_folder_is_a_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_shards_of_the_ray_runtime_answer_as_the_local_runtime(tiny_model: Path,
+@pytest.mark.parametrize("actor", [False, True], ids=["model-per-shard", "model-actor"])
+def test_shards_of_the_ray_runtime_answer_as_the_local_runtime(tiny_model: Path, actor: bool,
                                                                tmp_path: Path) -> None:
-    """Each Ray shard loads the model and decides for its agents: the answers and the
-    guesses are the local run's (timings aside)."""
+    """Each Ray shard loads the model and decides for its agents, or sends its requests to
+    one model actor (``ray_actor``, here without a GPU): the answers and the guesses are the
+    local run's (timings aside)."""
     ray = pytest.importorskip("ray")
     data = beauty_of_llm_agents(tiny_model)
     local = run_experiment(data, f"sqlite:///{tmp_path / 'local.sqlite'}")
+    if actor:
+        data["llm"]["transformers"].update(ray_actor=True, ray_num_gpus=0)
     started = not ray.is_initialized()
     if started:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         sharded = run_experiment({**data, "runtime": {"type": "ray", "shards": 2}},
                                  f"sqlite:///{tmp_path / 'ray.sqlite'}")
+        if actor:  # asking for a GPU the cluster lacks is an error at once, not a wait
+            from populace.simulator.llm.model_actor import start_model_actor
+            from populace.simulator.llm.types import BackendError
+
+            llm = LLMConfig.model_validate({**data["llm"], "transformers": {
+                **data["llm"]["transformers"], "ray_num_gpus": 1}})
+            with pytest.raises(BackendError, match="has 0 GPUs"):
+                start_model_actor(ray, llm, tmp_path, "no-gpu", 60)
     finally:
         if started:
             ray.shutdown()
@@ -283,3 +295,11 @@ def test_shards_of_the_ray_runtime_answer_as_the_local_runtime(tiny_model: Path,
         a = local.table(table).sort_values(by_agent)[columns].reset_index(drop=True)
         b = sharded.table(table).sort_values(by_agent)[columns].reset_index(drop=True)
         assert a.equals(b), table
+    # the shards' counters add up to the local run's (the actor gives each batch's to one)
+    for name in ("llm.static_rows", "llm.shared_prefix_tokens"):
+        assert sharded.metrics()[name].sum() > 0
+    assert sharded.metrics()["llm.static_rows"].sum() == local.metrics()["llm.static_rows"].sum()
+    # batches the model actor decoded: at least one a step (the shards' requests merged into
+    # one when they arrive together), none without the actor
+    batches = sharded.metrics()["llm.actor_batches"].sum()
+    assert (2 <= batches <= 4) if actor else batches == 0

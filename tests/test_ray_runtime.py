@@ -148,6 +148,11 @@ def test_ray_configuration_errors_are_clear(tmp_path) -> None:
     data["runtime"] = {"type": "ray", "shards": 2}
     with pytest.raises(ValueError, match="in-memory SQLite"):
         Simulation(experiment_from_dict(data), db_url="sqlite://").start()
+    # shards that ask for GPUs the cluster lacks would wait for ever: an error at once
+    data["runtime"] = {"type": "ray", "shards": 2, "shard_gpus": 0.5}
+    with pytest.raises(RayUnavailableError, match="shard_gpus is 0.5 for 2 shards, but the "
+                       "Ray cluster has 0 GPUs"):
+        Simulation(experiment_from_dict(data), db_url=f"sqlite:///{tmp_path / 'g.db'}").start()
 
 
 

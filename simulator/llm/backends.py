@@ -27,6 +27,7 @@ from populace.storage import Database, database_url, find_run
 from ..paths import experiment_path
 from .answers import got_answer
 from .config import LLMConfig
+from .model_actor import RemoteBackend, model_actor_name
 from .tables import LLMCacheEntry, LLMCall
 from .transformers_backend import TransformersBackend
 from .types import Backend, BackendError, ChatRequest, ChatResponse, ReplayMissError
@@ -58,6 +59,11 @@ def make_backend(llm: LLMConfig, db: Database, seed: int, base_dir: Path | None 
         return ReplayBackend(source, llm.replay, live=live,
                              exclude=run_id if source is db else None, owns_db=source is not db)
     if llm.backend == "transformers":
+        actor = model_actor_name()
+        if actor is not None:  # a Ray shard of a run whose model is in one actor
+            import ray  # only on a Ray shard, where Ray is running
+
+            return RemoteBackend(ray, actor)
         return TransformersBackend(llm, base_dir)
     return VLLMBackend(llm)
 

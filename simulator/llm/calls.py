@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 COUNTERS = ("requests", "decisions", "invalid", "repairs", "repaired", "fallbacks", "errors",
             "cache_hits", "prompt_tokens", "completion_tokens", "reflections", "retries",
             "ejections", "replay_misses", "oom_halvings", "grammar_violations", "unterminated",
-            "shared_prefix_tokens", "prefill_ms", "decode_ms", "static_rows", "graph_failures")
+            "shared_prefix_tokens", "prefill_ms", "decode_ms", "static_rows", "graph_failures",
+            "actor_batches")
 
 
 class LLMCalls:

@@ -66,6 +66,11 @@ class TransformersSettings(BaseModel):
                                 "other models, or false, use transformers' forward")
     cuda_graphs: bool = Field(True, description="with static_decode on a GPU, capture a "
                               "decode step as a CUDA graph and replay it")
+    ray_actor: bool = Field(False, description="on runtime ray: one actor holds the model and "
+                            "answers every shard (their requests merged into large batches); "
+                            "false: each shard loads the model. The local runtime ignores it")
+    ray_num_gpus: float = Field(1.0, ge=0, le=1024, description="GPUs the ray_actor asks Ray "
+                                "for (0 on a cluster without GPUs)")
 
 
 class LLMConfig(BaseModel):
