@@ -252,6 +252,34 @@ def test_a_run_of_language_model_agents_goes_through_the_backend(tiny_model: Pat
     assert list(again.table("llm_calls").response) == list(calls.response)
 
 
+def test_a_mixed_policy_with_memory_then_a_replay_of_it(tiny_model: Path,
+                                                        tmp_path: Path) -> None:
+    """Half the players are language-model agents with memory, half the rule policy; a replay
+    of the run reproduces every guess from the recorded calls, with no model."""
+    data = beauty_of_llm_agents(tiny_model)
+    data["steps"] = 3
+    data["policy"] = {"type": "mixed", "parts": [
+        {"select": {"fraction": 0.5}, "type": "llm",
+         "params": {"memory": {"enabled": True, "capacity": 4}}},
+        {"type": "rule", "params": {"level": 1}}]}
+    db = f"sqlite:///{tmp_path / 'runs.sqlite'}"
+    original = run_experiment(data, db)
+    assert original.info["status"] == "completed"
+    calls = original.table("llm_calls")
+    decisions = calls[calls.kind == "decision"]
+    llm_agents = decisions.agent_id.nunique()
+    assert 1 <= llm_agents < 6 and len(decisions) == 3 * llm_agents and decisions.valid.all()
+    last = decisions[decisions.step == 3].prompt
+    # the JSON-encoded prompts of the last step hold what the agents remember
+    assert last.str.contains("You remember:\\n- In round 2 I guessed", regex=False).all()
+    replay = {**data, "llm": {"backend": "replay", "replay": original.id}}
+    replayed = run_experiment(replay, db)
+    assert replayed.info["status"] == "completed"
+    assert set(replayed.table("llm_calls").source) == {"replay"}
+    cols = ["step", "agent_id", "guess"]
+    assert original.table("beauty_guesses")[cols].equals(replayed.table("beauty_guesses")[cols])
+
+
 def test_a_missing_model_folder_is_a_clear_error(tmp_path: Path) -> None:
     from populace.simulator.llm.types import BackendError
 
