@@ -10,17 +10,23 @@ Nothing is downloaded. For each model shape (the published configurations of Qwe
 Qwen2.5-1.5B and Llama-3-8B, or ``tiny``), a model with random weights is built from its
 config on the device and saved (bf16 on a GPU) with a byte-level BPE tokenizer trained here on
 the project's docs (the model keeps its published vocabulary size; the tokenizer's few thousand
-tokens are the ones answers use) and a ChatML template. Then:
+tokens are the ones answers use) and a ChatML template.
+
+First, a check of the decode paths (seconds): a tiny model in float32 on the device answers 64
+constrained requests through the static decoder with CUDA graphs, without them, and through
+transformers' forward; the share of answers that agree with transformers' forward and the
+share that parse are reported (``paths``). Then, for each shape:
 
 1. Populace: the social scenario's ``llm_agents`` example with N agents (``--agents``, default
    10,000), every agent a language-model agent, every agent active, the response cache off,
    temperature 0, structured output (the decision's JSON schema as a grammar), through
    ``llm: {backend: transformers}``; the second step is timed (the first warms up). Reported:
    decisions/s (decisions over the step's decide seconds, repairs included), the share of
-   first answers that validate,
-   prefill and decode seconds, prompt tokens the shared prefix saved, peak GPU memory.
+   first answers that validate, prefill and decode seconds, decode milliseconds per step (one
+   token for every row of a chunk), rows on the static decoder, failed graph captures, prompt
+   tokens the shared prefix saved, peak GPU memory.
 2. Plain ``generate``: the same prompts (the step's, from ``llm_calls``), left-padded, greedy,
-   exactly ``--new-tokens`` (24) new tokens each, batch ``--plain-batch``, two batches timed.
+   exactly ``--new-tokens`` (24) new tokens each, at the shape's batch, two batches timed.
 
 Figures go to stdout and ``--out``; docs/benchmarks.md ("GPU") records them.
 """
@@ -28,6 +34,7 @@ Figures go to stdout and ``--out``; docs/benchmarks.md ("GPU") records them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -148,6 +155,11 @@ def populace_step(shape: str, folder: Path, agents: int, device: str) -> dict[st
             "valid_share": float(first.valid.mean()) if len(first) else None,  # first answers
             "fallbacks": m.get("llm.fallbacks"), "prefill_s": m.get("llm.prefill_ms", 0) / 1000,
             "decode_s": m.get("llm.decode_ms", 0) / 1000,
+            "decode_steps": m.get("llm.decode_steps"),
+            "decode_ms_per_step": (m.get("llm.decode_ms", 0) / m["llm.decode_steps"]
+                                   if m.get("llm.decode_steps") else None),
+            "static_rows": m.get("llm.static_rows"),
+            "graph_failures": m.get("llm.graph_failures"),
             "grammar_violations": m.get("llm.grammar_violations"),
             "unterminated": m.get("llm.unterminated"),
             "shared_prefix_tokens": m.get("llm.shared_prefix_tokens"),
@@ -186,6 +198,51 @@ def plain_generate(folder: Path, prompts: list[Any], device: str, batch: int,
     return {"batch": batch, "decisions_per_s": done / timed if timed else None}
 
 
+def paths_agree(device: str, rows: int = 64) -> dict[str, Any]:
+    """The decode paths on one tiny model in float32 on ``device``: the static decoder with
+    CUDA graphs, without them, and transformers' forward, greedy, on the same constrained
+    requests: the share of answers that agree with transformers' forward, and that parse."""
+    import asyncio
+
+    from populace.simulator.llm.config import LLMConfig
+    from populace.simulator.llm.transformers_backend import TransformersBackend
+    from populace.simulator.llm.types import ChatRequest
+
+    schema = {"type": "object", "additionalProperties": False, "required": ["reasoning", "guess"],
+              "properties": {"reasoning": {"type": "string"},
+                             "guess": {"type": "integer", "minimum": 0, "maximum": 100}}}
+    system = "You are playing the guess 2/3 of the average game. Answer with JSON."
+    requests = [ChatRequest([{"role": "system", "content": system},
+                             {"role": "user",
+                              "content": f"You are player {i}." + " Think." * (i % 5)}],
+                            "tiny", schema, temperature=0.0, max_tokens=64, key=i)
+                for i in range(rows)]
+    folder = Path(tempfile.mkdtemp(prefix="populace-paths-"))
+    try:
+        build("tiny", folder, "cpu")  # float32 weights, moved to the device by the backend
+        answers, health = {}, {}
+        for name, settings in (("graphs", {}), ("static", {"cuda_graphs": False}),
+                               ("transformers", {"static_decode": False})):
+            llm = LLMConfig(backend="transformers", model=str(folder), temperature=0.0,
+                            max_tokens=64, transformers={"device": device, "dtype": "float32",
+                                                         "max_text_chars": 24, **settings})
+            backend = TransformersBackend(llm)
+            answers[name] = [r.text for r in asyncio.run(backend.generate(requests))]
+            health[name] = backend.health()
+        valid = 0
+        for text in answers["graphs"]:
+            with contextlib.suppress(ValueError, AttributeError):
+                valid += isinstance(json.loads(text).get("guess"), int)
+        ref = answers["transformers"]
+        return {"rows": rows, "valid_share": valid / rows,
+                **{f"{n}_agree_share": sum(a == b for a, b in zip(answers[n], ref,
+                                                                     strict=True)) / rows
+                   for n in ("graphs", "static")},
+                "graph_failures": health["graphs"]["graph_failures"]}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shapes", nargs="+", default=["qwen2.5-0.5b", "qwen2.5-1.5b",
@@ -200,6 +257,13 @@ def main() -> int:
     report: dict[str, Any] = {"environment": environment(["torch", "transformers", "xgrammar"]),
                               "device": (torch.cuda.get_device_name() if args.device == "cuda"
                                          else "cpu"), "agents": args.agents, "shapes": {}}
+    t0 = time.perf_counter()
+    try:
+        report["paths"] = {**paths_agree(args.device), "s": time.perf_counter() - t0}
+    except Exception as exc:  # the shapes are still measured
+        traceback.print_exc()
+        report["paths"] = {"error": f"{type(exc).__name__}: {exc}"}
+    print(json.dumps({"paths": report["paths"]}), flush=True)
     for shape in args.shapes:
         folder = Path(tempfile.mkdtemp(prefix=f"populace-{shape}-"))
         try:

@@ -293,9 +293,14 @@ def test_gpu_benchmark_runs_its_tiny_shape_on_the_cpu(tmp_path: Path) -> None:
                            "--agents", "30", "--device", "cpu", "--out", str(out)],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    tiny = json.loads(out.read_text(encoding="utf-8"))["shapes"]["tiny"]
+    report = json.loads(out.read_text(encoding="utf-8"))
+    paths = report["paths"]  # the decode paths agree (on the CPU: no graphs to capture)
+    assert paths["valid_share"] == 1.0 and paths["static_agree_share"] == 1.0
+    assert paths["graphs_agree_share"] == 1.0 and paths["graph_failures"] == 0
+    tiny = report["shapes"]["tiny"]
     assert "error" not in tiny, tiny
     ours = tiny["populace"]
     assert ours["decisions"] == 30 and ours["valid_share"] == 1.0
     assert ours["grammar_violations"] == 0 and ours["shared_prefix_tokens"] > 0
+    assert ours["static_rows"] == 30 and ours["decode_ms_per_step"] > 0
     assert ours["decisions_per_s"] > 0 and tiny["plain_generate"]["decisions_per_s"] > 0

@@ -173,7 +173,7 @@ class TransformersBackend(Backend):
         self.batch = self.settings.max_batch
         self.counts = {"oom_halvings": 0, "grammar_violations": 0, "unterminated": 0,
                        "shared_prefix_tokens": 0, "prefill_ms": 0, "decode_ms": 0,
-                       "static_rows": 0, "graph_failures": 0}
+                       "static_rows": 0, "graph_failures": 0, "decode_steps": 0}
         # the static decoder (our prefill and decode loop) where the architecture allows;
         # imported here, with torch, since both are optional
         from . import static_decode
@@ -410,6 +410,7 @@ class TransformersBackend(Backend):
         done = torch.zeros(b, dtype=torch.bool, device=device)
         host = torch.empty(b, dtype=torch.long, pin_memory=cuda)
         for t in range(steps):
+            self.counts["decode_steps"] += 1
             logits = logits[:b]
             if matchers:
                 if cuda:
