@@ -37,7 +37,9 @@ def test_llm_benchmark_smoke(tmp_path: Path) -> None:
     assert server["peak"] == 8 and server["requests"] == 300 and server["share"] == 1.0
     assert run["client_peak"] == [16]
     assert run["first_answer_s"] > 0
-    assert 0 < server["busy_slots"] <= 8 and server["slot_s"] >= 0.05
+    # slot_s estimates a request's time in a slot from sampled occupancy (busy slots x window
+    # / answered): at least the server's 0.05 s, less the sampling error (once 0.0496)
+    assert 0 < server["busy_slots"] <= 8 and server["slot_s"] >= 0.05 * 0.95
     assert run["problems"] == {"invalid": 0, "repairs": 0, "fallbacks": 0, "errors": 0}
 
     [cpu] = data["cpu"]
