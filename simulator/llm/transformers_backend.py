@@ -219,21 +219,28 @@ class TransformersBackend(Backend):
         """Answer every request (in a worker thread: the event loop stays free)."""
         return await asyncio.to_thread(self._generate, requests)
 
-    def _prompt_ids(self, request: ChatRequest) -> list[int]:
+    def _prompt_ids(self, requests: list[ChatRequest]) -> list[list[int]]:
+        """Each request's prompt tokens: rendered one by one, tokenised in one batch (the
+        tokenizer's threads: 0.5 ms a 350-token prompt one at a time)."""
         if self.render is not None:
-            text = self.render(request.messages)
+            texts = [self.render(r.messages) for r in requests]
         else:
-            text = self.tokenizer.apply_chat_template(request.messages, tokenize=False,
-                                                      add_generation_prompt=True)
-        return list(self.tokenizer(text, add_special_tokens=False).input_ids)
+            texts = [self.tokenizer.apply_chat_template(r.messages, tokenize=False,
+                                                        add_generation_prompt=True)
+                     for r in requests]
+        return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=False).input_ids]
 
     def _generate(self, requests: list[ChatRequest]) -> list[ChatResponse]:
         t0 = time.perf_counter()
         rows = []
-        for i, r in enumerate(requests):
-            grammar = (self._grammar(r.schema) if r.schema is not None
-                       and self.llm.structured_output else None)
-            rows.append(_Row(i, self._prompt_ids(r), r, grammar))
+        grammars: dict[int, Any] = {}  # by schema object: requests of a step share one
+        for i, (r, ids) in enumerate(zip(requests, self._prompt_ids(requests), strict=True)):
+            grammar = None
+            if r.schema is not None and self.llm.structured_output:
+                if id(r.schema) not in grammars:
+                    grammars[id(r.schema)] = self._grammar(r.schema)
+                grammar = grammars[id(r.schema)]
+            rows.append(_Row(i, ids, r, grammar))
         # sorting by length keeps padding short and prompts that share a prefix together
         order = sorted(rows, key=lambda row: (len(row.ids), row.index))
         size = max(MIN_BATCH, min(self.batch, self._memory_batch(order)))
