@@ -189,15 +189,28 @@ def test_the_static_decoder_gives_transformers_tokens(kind: str, tiny_model: Pat
     assert fast._static is not None and fast._static.batch == 3  # one decoder for the chunks
 
 
-def test_the_static_decoder_s_logits_are_the_model_s(tiny_model: Path) -> None:
-    """Prefill (shared prefix and padding) and three decode steps: each row's logits are those
-    of the model's forward on the row's whole sequence, without cache or padding."""
+@pytest.mark.parametrize("variant", ["plain", "blocks", "transposed-attention-output"])
+def test_the_static_decoder_s_logits_are_the_model_s(tiny_model: Path, variant: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefill (shared prefix and padding) and four decode steps: each row's logits are those
+    of the model's forward on the row's whole sequence, without cache or padding. Also with
+    the prefill in blocks of one row, and with attention output in the layout CUDA's
+    memory-efficient kernel returns (transposed, not contiguous)."""
+    from populace.simulator.llm import static_decode
     from populace.simulator.llm.static_decode import StaticDecoder
 
+    if variant == "transposed-attention-output":
+        sdpa = torch.nn.functional.scaled_dot_product_attention
+
+        def transposed(*args: Any, **kwargs: Any) -> Any:
+            return sdpa(*args, **kwargs).transpose(1, 2).contiguous().transpose(1, 2)
+
+        monkeypatch.setattr(static_decode.F, "scaled_dot_product_attention", transposed)
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     prompts = [[5, 6, 7, 8, 9, 10, 11], [5, 6, 7, 8, 20], [5, 6, 7, 8, 30, 31, 32, 33, 34]]
     decoder = StaticDecoder(model, 4, 32)  # a row more than the prompts: an idle row
-    logits = decoder.prefill(prompts, 4, pad=0)
+    blocks = {"block_tokens": 5} if variant == "blocks" else {}  # one 5-token row a block
+    logits = decoder.prefill(prompts, 4, 0, **blocks)
     sequences = [list(p) for p in prompts]
     for _ in range(4):
         with torch.inference_mode():

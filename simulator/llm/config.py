@@ -66,6 +66,9 @@ class TransformersSettings(BaseModel):
                                 "other models, or false, use transformers' forward")
     cuda_graphs: bool = Field(True, description="with static_decode on a GPU, capture a "
                               "decode step as a CUDA graph and replay it")
+    prefill_tokens: int = Field(65_536, ge=256, le=16_777_216, description="with "
+                                "static_decode, prompt tokens encoded together at most (a "
+                                "chunk's rows are prefilled in blocks: the activations' memory)")
     ray_actor: bool = Field(False, description="on runtime ray: one actor holds the model and "
                             "answers every shard (their requests merged into large batches); "
                             "false: each shard loads the model. The local runtime ignores it")

@@ -45,8 +45,9 @@ def unsupported(model: Any) -> str | None:
     if getattr(cfg, "use_sliding_window", False):
         return "sliding-window attention"
     rope = getattr(cfg, "rope_scaling", None) or getattr(cfg, "rope_parameters", None) or {}
-    if "dynamic" in str(rope.get("rope_type", rope.get("type", ""))):
-        return "dynamic rotary scaling (its frequencies change with the length)"
+    kind_of_rope = str(rope.get("rope_type", rope.get("type", "")))
+    if "dynamic" in kind_of_rope or "longrope" in kind_of_rope:
+        return f"{kind_of_rope} rotary scaling (its frequencies change with the length)"
     inner = getattr(model, "model", None)
     layers = getattr(inner, "layers", None)
     if layers is None or not hasattr(inner, "rotary_emb") or not hasattr(model, "lm_head"):
@@ -74,7 +75,7 @@ class StaticDecoder:
     Use: ``prefill`` a chunk (its rows' prompt tokens; fewer rows than ``batch`` are padded
     with idle rows), then ``step`` with each chosen token until done. ``graphs``: capture the
     step as a CUDA graph on first use (CUDA only; a failed capture leaves the eager step and
-    sets ``graph_failed``).
+    says why in ``graph_error``).
     """
 
     def __init__(self, model: Any, batch: int, length: int, *, graphs: bool = False) -> None:
@@ -107,15 +108,16 @@ class StaticDecoder:
                                   device=self.device)
         self.graphs = graphs and self.device.type == "cuda"
         self.graph: Any = None
-        self.graph_failed = False
+        self.graph_error: str | None = None  # why capture failed (then steps run eagerly)
+        self.graph_error_counted = False  # by the backend's counters
         self.filled = 0  # slots written (host side: no read of ``slot`` from the device)
 
     # -- the layers ------------------------------------------------------------------------------
 
-    def _qkv(self, layer: Any, x: torch.Tensor, positions: torch.Tensor
+    def _qkv(self, layer: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries ``[b, heads, t, d]``, keys and values ``[b, kv_heads, t, d]`` of ``x``
-        ``[b, t, hidden]``, rotated for ``positions`` ``[b, t]``."""
+        ``[b, t, hidden]``, rotated by ``cos``/``sin`` ``[b, t, d]``."""
         attn = layer.self_attn
         b, t, _ = x.shape
         q = attn.q_proj(x).view(b, t, self.heads, self.head_dim)
@@ -124,33 +126,42 @@ class StaticDecoder:
         if hasattr(attn, "q_norm"):  # Qwen3 normalises each head before the rotation
             q, k = attn.q_norm(q), attn.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        cos, sin = self.model.model.rotary_emb(x, positions)
         return _rope(q, cos, sin), _rope(k, cos, sin), v
 
+    def _bias(self, allowed: torch.Tensor) -> torch.Tensor:
+        """The additive attention bias ``[b, 1, group * t, s]`` (model dtype, contiguous) of
+        ``allowed`` ``[b, t, s]`` (True: attend), repeated for the folded query heads. Built
+        once per prefill block or decode step, not per layer (sdpa would convert a boolean
+        mask in every layer)."""
+        b, t, s = allowed.shape
+        bias = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
+        bias.masked_fill_(~allowed, torch.finfo(self.dtype).min)
+        return bias[:, None, None].expand(b, 1, self.group, t, s).reshape(
+            b, 1, self.group * t, s)
+
     def _attend(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-                mask: torch.Tensor) -> torch.Tensor:
+                bias: torch.Tensor) -> torch.Tensor:
         """Grouped-query attention with the group folded into the query length: ``q``
-        ``[b, heads, t, d]`` against ``keys``/``values`` ``[b, kv_heads, s, d]``; ``mask``
-        ``[b, t, s]`` (True: attend). Returns ``[b, t, heads * d]``."""
+        ``[b, heads, t, d]`` against ``keys``/``values`` ``[b, kv_heads, s, d]``, with
+        ``bias`` from ``_bias``. Returns ``[b, t, heads * d]``."""
         b, _, t, d = q.shape
         folded = q.reshape(b, self.kv_heads, self.group * t, d)
-        if t == 1:  # a decode step: the row's mask serves every folded query
-            m = mask[:, None]
-        else:
-            m = mask[:, None, None].expand(b, 1, self.group, t, mask.shape[-1])
-            m = m.reshape(b, 1, self.group * t, -1)
-        out = F.scaled_dot_product_attention(folded, keys, values, attn_mask=m,
+        out = F.scaled_dot_product_attention(folded, keys, values, attn_mask=bias,
                                              scale=self.scale)
-        return out.view(b, self.heads, t, d).transpose(1, 2).reshape(b, t, self.heads * d)
+        # whatever the kernel's output layout (the memory-efficient one returns it
+        # transposed): [b, kv, group * t, d] -> [b, t, kv, group, d] -> [b, t, heads * d]
+        return out.reshape(b, self.kv_heads, self.group, t, d).permute(0, 3, 1, 2, 4).reshape(
+            b, t, self.heads * d)
 
     def _layers(self, x: torch.Tensor, positions: torch.Tensor, start: int | torch.Tensor,
-                mask: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
-        """Run every layer over ``x`` ``[b, t, hidden]``, writing its keys and values at
-        slots ``start..start+t`` of ``rows`` and attending to the first ``mask.shape[-1]``
-        slots."""
-        t, span = x.shape[1], mask.shape[-1]
+                bias: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
+        """Run every layer over ``x`` ``[b, t, hidden]`` (positions ``[b, t]``), writing its
+        keys and values at slots ``start..start+t`` of ``rows`` and attending to the first
+        ``bias.shape[-1]`` slots."""
+        t, span = x.shape[1], bias.shape[-1]
+        cos, sin = self.model.model.rotary_emb(x, positions)  # once for every layer
         for i, layer in enumerate(self.layers):
-            q, k, v = self._qkv(layer, layer.input_layernorm(x), positions)
+            q, k, v = self._qkv(layer, layer.input_layernorm(x), cos, sin)
             if isinstance(start, int):
                 self.keys[i][rows, :, start:start + t] = k
                 self.values[i][rows, :, start:start + t] = v
@@ -158,7 +169,7 @@ class StaticDecoder:
                 self.keys[i].index_copy_(2, start, k)
                 self.values[i].index_copy_(2, start, v)
             out = self._attend(q, self.keys[i][rows, :, :span], self.values[i][rows, :, :span],
-                               mask)
+                               bias)
             x = x + layer.self_attn.o_proj(out)
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return x
@@ -167,22 +178,30 @@ class StaticDecoder:
         """Logits ``[b, vocab]`` (float32) of the last position of ``x``."""
         return self.model.lm_head(self.model.model.norm(x[:, -1])).float()
 
+    def _span(self, tokens: int) -> int:
+        """Slots attended in a prefill of ``tokens``: rounded up to 8 (aligned rows for the
+        attention kernels; the extra slots are not valid, so masked)."""
+        return min(self.length, -(-tokens // 8) * 8)
+
     # -- prefill and step ------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def prefill(self, prompts: list[list[int]], prefix: int, pad: int) -> torch.Tensor:
+    def prefill(self, prompts: list[list[int]], prefix: int, pad: int,
+                block_tokens: int = 65_536) -> torch.Tensor:
         """Encode ``prompts`` (one per row, at most ``batch``; they share their first
         ``prefix`` tokens, encoded once) and return the logits of their last tokens
         ``[rows, vocab]``. Rows are left-padded to the longest, so that every row's next
-        token goes in the same slot."""
+        token goes in the same slot, and encoded in blocks of at most ``block_tokens`` tokens
+        (bounding the activations' memory)."""
         n, device = len(prompts), self.device
         self.valid.zero_()
         if prefix:
             ids = torch.tensor([prompts[0][:prefix]], device=device)
             positions = torch.arange(prefix, device=device)[None]
-            causal = torch.ones((prefix, prefix), dtype=torch.bool, device=device).tril()
-            self._layers(self.model.model.embed_tokens(ids), positions, 0, causal[None],
-                         slice(0, 1))
+            causal = torch.ones((prefix, self._span(prefix)), dtype=torch.bool,
+                                device=device).tril()
+            self._layers(self.model.model.embed_tokens(ids), positions, 0,
+                         self._bias(causal[None]), slice(0, 1))
             for keys, values in zip(self.keys, self.values, strict=True):
                 keys[1:, :, :prefix] = keys[:1, :, :prefix]
                 values[1:, :, :prefix] = values[:1, :, :prefix]
@@ -197,28 +216,31 @@ class StaticDecoder:
         for k, r in enumerate(rest):
             tokens[k, width - len(r):] = torch.tensor(r)
             own[k, width - len(r):] = True
-        own = own.to(device)
-        self.valid[:, prefix:prefix + width] = own
+        tokens = tokens.to(device)
+        self.valid[:, prefix:prefix + width] = own.to(device)
         positions = (self.valid[:, :prefix + width].long().cumsum(-1) - 1).clamp(min=0)
         positions = positions[:, prefix:]
         # a token attends to the valid slots up to its own
-        span = prefix + width
+        span = self._span(prefix + width)
         causal = torch.ones((width, span), dtype=torch.bool, device=device).tril(prefix)
-        mask = causal[None] & self.valid[:, None, :span]
-        mask |= ~mask.any(-1, keepdim=True)  # a padding query attends to anything (unused)
-        x = self._layers(self.model.model.embed_tokens(tokens.to(device)), positions, prefix,
-                         mask)
-        self.logits.copy_(self._head(x))
+        step = max(1, block_tokens // width)
+        for lo in range(0, self.batch, step):
+            hi = min(self.batch, lo + step)
+            allowed = causal[None] & self.valid[lo:hi, None, :span]
+            allowed |= ~allowed.any(-1, keepdim=True)  # a padding query attends anywhere
+            x = self._layers(self.model.model.embed_tokens(tokens[lo:hi]), positions[lo:hi],
+                             prefix, self._bias(allowed), slice(lo, hi))
+            self.logits[lo:hi].copy_(self._head(x))
         self.positions.copy_(positions[:, -1] + 1)
-        self.slot.fill_(span)
-        self.filled = span
+        self.slot.fill_(prefix + width)
+        self.filled = prefix + width
         return self.logits[:n]
 
     def _step(self) -> None:
         """One decode step from the fixed inputs: the token of every row at ``slot``."""
         self.valid.index_fill_(1, self.slot, True)
         x = self.model.model.embed_tokens(self.tokens[:, None])
-        x = self._layers(x, self.positions[:, None], self.slot, self.valid[:, None])
+        x = self._layers(x, self.positions[:, None], self.slot, self._bias(self.valid[:, None]))
         self.logits.copy_(self._head(x))
         self.slot.add_(1)
         self.positions.add_(1)
@@ -230,7 +252,7 @@ class StaticDecoder:
         if self.filled >= self.length:
             raise ValueError("the decoder's cache is full")
         self.tokens[:tokens.shape[0]].copy_(tokens, non_blocking=True)
-        if self.graphs and self.graph is None and not self.graph_failed:
+        if self.graphs and self.graph is None and self.graph_error is None:
             self._capture()
         if self.graph is not None:
             self.graph.replay()
@@ -240,27 +262,33 @@ class StaticDecoder:
         return self.logits
 
     def _capture(self) -> None:
-        """Capture ``_step`` as a CUDA graph (after warm-up steps on a side stream, whose
-        writes are undone: they only run kernels once before capture)."""
-        saved = [t.clone() for t in (self.valid, self.slot, self.positions)]
+        """Capture ``_step`` as a CUDA graph, on a side stream after two warm-up steps there
+        (their writes are undone: they only run each kernel once before capture). A failed
+        capture leaves the eager step and says why in ``graph_error``; running out of memory
+        is raised (the caller halves the batch)."""
+        state = (self.valid, self.slot, self.positions)
+        saved = [t.clone() for t in state]
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        error: BaseException | None = None
         try:
-            stream = torch.cuda.Stream(self.device)
-            stream.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(stream):
                 for _ in range(2):
                     self._step()
-            torch.cuda.current_stream(self.device).wait_stream(stream)
-            for t, s in zip((self.valid, self.slot, self.positions), saved, strict=True):
-                t.copy_(s)
+                for t, s in zip(state, saved, strict=True):
+                    t.copy_(s)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, stream=stream):
                 self._step()
             self.graph = graph
-        except RuntimeError:
-            self.graph_failed = True
-            self.graph = None
-        for t, s in zip((self.valid, self.slot, self.positions), saved, strict=True):
+        except Exception as exc:  # torch raises RuntimeError and its own subclasses
+            error, self.graph = exc, None
+            self.graph_error = f"{type(exc).__name__}: {exc}"[:500]
+        torch.cuda.synchronize(self.device)  # nothing of the warm-up left in flight
+        for t, s in zip(state, saved, strict=True):
             t.copy_(s)
+        if isinstance(error, torch.cuda.OutOfMemoryError):
+            raise error
 
     @property
     def nbytes(self) -> int:

@@ -185,7 +185,6 @@ class TransformersBackend(Backend):
             log.info("transformers backend: transformers' forward decodes (%s)",
                      self.static_reason)
         self._static: StaticDecoder | None = None
-        self._graph_failure_counted = False
         self._pool: ThreadPoolExecutor | None = None
         self._compiler: Any = None
         self._xgr: Any = None  # the xgrammar module, once a schema needs it
@@ -243,11 +242,13 @@ class TransformersBackend(Backend):
             rows.append(_Row(i, ids, r, grammar))
         # sorting by length keeps padding short and prompts that share a prefix together
         order = sorted(rows, key=lambda row: (len(row.ids), row.index))
-        size = max(MIN_BATCH, min(self.batch, self._memory_batch(order)))
         # one static cache length for the whole call (rounded up: a decoder, and its CUDA
         # graph, serves every chunk and the next calls of similar length)
         need = max(len(r.ids) for r in order) + max(r.request.max_tokens for r in order) + 1
         length = -(-need // LENGTH_QUANTUM) * LENGTH_QUANTUM
+        size = max(MIN_BATCH, min(self.batch, self._memory_batch(length)))
+        # chunks of equal size (within one row), so that one decoder serves them all
+        size = -(-len(order) // -(-len(order) // size))
         for start in range(0, len(order), size):
             self._run(order[start:start + size], length)
         latency = time.perf_counter() - t0
@@ -259,40 +260,47 @@ class TransformersBackend(Backend):
                                     "transformers", None, 1, row.request.key))
         return out
 
-    def _memory_batch(self, rows: list[_Row]) -> int:
-        """Rows that fit in free GPU memory (KV cache of the longest prompt plus the answer,
-        with room to spare); unbounded on CPU."""
-        if self.device.type != "cuda" or not rows:
+    def _memory_batch(self, length: int) -> int:
+        """Rows that fit in free GPU memory (a row: its KV cache of ``length`` tokens and
+        three vocabulary-wide float32 logit rows), with room to spare for the prefill's
+        activations (bounded by ``prefill_tokens``); unbounded on CPU."""
+        torch = self.torch
+        if self.device.type != "cuda":
             return self.batch
-        free, _ = self.torch.cuda.mem_get_info(self.device)
-        if self._static is not None:  # its cache is ours to reuse
+        free, _ = torch.cuda.mem_get_info(self.device)
+        # memory the allocator holds but no tensor uses is free to us, and so is our cache
+        free += torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+        if self._static is not None:
             free += self._static.nbytes
         cfg = self.model.config
         heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         per_token = 2 * cfg.num_hidden_layers * heads * head_dim * self.model.dtype.itemsize
-        tokens = max(len(r.ids) for r in rows) + max(r.request.max_tokens for r in rows)
-        return max(MIN_BATCH, int(0.6 * free // max(per_token * tokens, 1)))
+        per_row = per_token * length + 3 * 4 * self.vocab
+        return max(MIN_BATCH, int(0.6 * free // max(per_row, 1)))
 
     def _run(self, rows: list[_Row], length: int) -> None:
-        """Decode a chunk; on out-of-memory, halve it and retry each half."""
+        """Decode a chunk; on out-of-memory, halve it and retry each half (after leaving the
+        ``except`` block: its traceback holds the failed attempt's tensors)."""
         try:
             self._decode(rows, length)
+            return
         except (RuntimeError, MemoryError) as exc:
             if not _is_oom(exc) or len(rows) <= MIN_BATCH:
                 raise
-            if self._static is not None:
-                self._static.release()
-                self._static = None
-            if self.device.type == "cuda":
-                self.torch.cuda.empty_cache()
-            self.counts["oom_halvings"] += 1
-            self.batch = max(MIN_BATCH, len(rows) // 2)
-            for row in rows:
-                row.tokens, row.done = [], False
-            half = len(rows) // 2
-            self._run(rows[:half], length)
-            self._run(rows[half:], length)
+        # out of memory: free what we hold, halve, retry
+        if self._static is not None:
+            self._static.release()
+            self._static = None
+        if self.device.type == "cuda":
+            self.torch.cuda.empty_cache()
+        self.counts["oom_halvings"] += 1
+        self.batch = max(MIN_BATCH, len(rows) // 2)
+        for row in rows:
+            row.tokens, row.done = [], False
+        half = len(rows) // 2
+        self._run(rows[:half], length)
+        self._run(rows[half:], length)
 
     def _forward(self, ids: Any, mask: Any, positions: Any, cache: Any) -> Any:
         return self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
@@ -322,29 +330,42 @@ class TransformersBackend(Backend):
         decoder where the model and settings allow (``static_decode``), else transformers'
         forward with its dynamic cache."""
         if self.static_reason is None:
-            decoder = self._static
-            # a decoder serves smaller chunks with idle rows, down to half its batch
-            if (decoder is None or decoder.length != length
-                    or not len(ids) <= decoder.batch < 2 * len(ids)):
-                if decoder is not None:
-                    decoder.release()
-                    self._static = None
-                    if self.device.type == "cuda":
-                        self.torch.cuda.empty_cache()
-                decoder = self._static = self._static_decode.StaticDecoder(
-                    self.model, len(ids), length, graphs=self.settings.cuda_graphs)
-            logits = decoder.prefill(ids, prefix, self.tokenizer.pad_token_id)
-            self.counts["static_rows"] += len(ids)
-            return logits, self._static_step(decoder, len(ids))
+            decoder = self._static_decoder(len(ids), length)
+            if decoder is not None:
+                logits = decoder.prefill(ids, prefix, self.tokenizer.pad_token_id,
+                                         self.settings.prefill_tokens)
+                self.counts["static_rows"] += len(ids)
+                return logits, self._static_step(decoder, len(ids))
         return self._generic_start(ids, prefix)
+
+    def _static_decoder(self, rows: int, length: int) -> StaticDecoder | None:
+        """The static decoder for ``rows`` rows of ``length`` tokens: the current one where
+        it fits (it serves smaller chunks with idle rows, down to half its batch), else a new
+        one; None where the model cannot take that length (a sliding window)."""
+        decoder = self._static
+        if (decoder is not None and decoder.length == length
+                and rows <= decoder.batch < 2 * rows):
+            return decoder
+        if decoder is not None:
+            decoder.release()
+            self._static = decoder = None  # no reference left to the old cache
+            if self.device.type == "cuda":
+                self.torch.cuda.empty_cache()
+        try:
+            self._static = self._static_decode.StaticDecoder(
+                self.model, rows, length, graphs=self.settings.cuda_graphs)
+        except ValueError as exc:
+            log.info("transformers backend: transformers' forward decodes this batch (%s)", exc)
+        return self._static
 
     def _static_step(self, decoder: StaticDecoder, n: int) -> Stepper:
         def step(tokens: Any) -> Any:
             out = decoder.step(tokens)
-            if decoder.graph_failed and not self._graph_failure_counted:
-                self._graph_failure_counted = True
+            if decoder.graph_error is not None and not decoder.graph_error_counted:
+                decoder.graph_error_counted = True
                 self.counts["graph_failures"] += 1
-                log.warning("CUDA graph capture failed; decoding without graphs (slower)")
+                log.warning("CUDA graph capture failed; decoding without graphs (slower): %s",
+                            decoder.graph_error)
             return out[:n]
         return step
 
@@ -415,6 +436,7 @@ class TransformersBackend(Backend):
         steps = max(r.request.max_tokens for r in rows)
         pad = self.tokenizer.pad_token_id
         done = torch.zeros(b, dtype=torch.bool, device=device)
+        done_host = torch.zeros(b, dtype=torch.bool, pin_memory=cuda)
         host = torch.empty(b, dtype=torch.long, pin_memory=cuda)
         for t in range(steps):
             self.counts["decode_steps"] += 1
@@ -438,8 +460,10 @@ class TransformersBackend(Backend):
                 copied.synchronize()
             if not self._accept(rows, matchers, host.tolist(), bitmask):
                 return
-            finished = torch.tensor([r.done for r in rows])
-            done = finished.to(device, non_blocking=cuda)
+            # pinned: the copy is queued before the next wait, which orders it before the
+            # next time this buffer is written
+            done_host.copy_(torch.tensor([r.done for r in rows]))
+            done.copy_(done_host, non_blocking=cuda)
 
     def _accept(self, rows: list[_Row], matchers: list[Any], chosen: list[int],
                 bitmask: Any) -> bool:
@@ -522,11 +546,11 @@ class TransformersBackend(Backend):
         (temperature, then top-p), on the CPU so that draws do not depend on the device."""
         torch = self.torch
         chosen = logits.argmax(-1).tolist()
-        for k, g in enumerate(generators):
-            if g is None or rows[k].done:
-                continue
-            r = rows[k].request
-            probs = torch.softmax(logits[k].cpu() / r.temperature, dim=-1)
+        sampled = [k for k, g in enumerate(generators) if g is not None and not rows[k].done]
+        on_host = logits[sampled].cpu() if sampled else None  # one copy, not one per row
+        for j, k in enumerate(sampled):
+            g, r = generators[k], rows[k].request
+            probs = torch.softmax(on_host[j] / r.temperature, dim=-1)
             if r.top_p < 1.0:
                 sorted_p, index = probs.sort(descending=True)
                 keep = sorted_p.cumsum(0) - sorted_p < r.top_p
