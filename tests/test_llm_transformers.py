@@ -186,7 +186,11 @@ def test_the_static_decoder_gives_transformers_tokens(kind: str, tiny_model: Pat
     reqs = requests(8)
     assert answers(fast, reqs) == answers(generic, reqs)
     assert fast.health()["static_rows"] == 8 and generic.health()["static_rows"] == 0
-    assert fast._static is not None and fast._static.batch == 3  # one decoder for the chunks
+    assert [d.batch for d in fast._decoders] == [3]  # one decoder for the chunks (3, 3, 2)
+    answers(fast, reqs[:1])  # a small batch (e.g. repairs) gets a decoder of its own
+    assert [d.batch for d in fast._decoders] == [3, 1]
+    answers(fast, reqs[1:7])  # and the large one is kept: 6 rows in 2 chunks of 3
+    assert [d.batch for d in fast._decoders] == [1, 3]
 
 
 @pytest.mark.parametrize("variant", ["plain", "blocks", "transposed-attention-output"])

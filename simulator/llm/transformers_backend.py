@@ -57,6 +57,8 @@ MIN_BATCH = 1
 #: the static cache's length is a multiple of this (so that calls of similar prompt lengths
 #: reuse one decoder and its CUDA graph)
 LENGTH_QUANTUM = 64
+#: static decoders kept at once (a step's batch and its repairs)
+KEPT_DECODERS = 2
 #: the grammar's host work (accept a token, fill the next mask) is split between threads of
 #: at least this many rows each, and at most this many threads
 GRAMMAR_ROWS_PER_THREAD = 64
@@ -184,7 +186,9 @@ class TransformersBackend(Backend):
         if self.static_reason is not None and self.settings.static_decode:
             log.info("transformers backend: transformers' forward decodes (%s)",
                      self.static_reason)
-        self._static: StaticDecoder | None = None
+        # the static decoders kept, most recently used last: a step's large batch and its
+        # small batch of repairs each keep theirs (and its CUDA graph) from step to step
+        self._decoders: list[StaticDecoder] = []
         self._pool: ThreadPoolExecutor | None = None
         self._compiler: Any = None
         self._xgr: Any = None  # the xgrammar module, once a schema needs it
@@ -270,8 +274,7 @@ class TransformersBackend(Backend):
         free, _ = torch.cuda.mem_get_info(self.device)
         # memory the allocator holds but no tensor uses is free to us, and so is our cache
         free += torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
-        if self._static is not None:
-            free += self._static.nbytes
+        free += sum(d.nbytes for d in self._decoders)
         cfg = self.model.config
         heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -289,11 +292,7 @@ class TransformersBackend(Backend):
             if not _is_oom(exc) or len(rows) <= MIN_BATCH:
                 raise
         # out of memory: free what we hold, halve, retry
-        if self._static is not None:
-            self._static.release()
-            self._static = None
-        if self.device.type == "cuda":
-            self.torch.cuda.empty_cache()
+        self._release_decoders()
         self.counts["oom_halvings"] += 1
         self.batch = max(MIN_BATCH, len(rows) // 2)
         for row in rows:
@@ -342,21 +341,31 @@ class TransformersBackend(Backend):
         """The static decoder for ``rows`` rows of ``length`` tokens: the current one where
         it fits (it serves smaller chunks with idle rows, down to half its batch), else a new
         one; None where the model cannot take that length (a sliding window)."""
-        decoder = self._static
-        if (decoder is not None and decoder.length == length
-                and rows <= decoder.batch < 2 * rows):
-            return decoder
-        if decoder is not None:
-            decoder.release()
-            self._static = decoder = None  # no reference left to the old cache
+        for decoder in self._decoders:
+            if decoder.length == length and rows <= decoder.batch < 2 * rows:
+                self._decoders.remove(decoder)
+                self._decoders.append(decoder)
+                return decoder
+        if len(self._decoders) >= KEPT_DECODERS:
+            self._decoders.pop(0).release()  # no reference left to its cache
             if self.device.type == "cuda":
                 self.torch.cuda.empty_cache()
         try:
-            self._static = self._static_decode.StaticDecoder(
-                self.model, rows, length, graphs=self.settings.cuda_graphs)
+            decoder = self._static_decode.StaticDecoder(self.model, rows, length,
+                                                        graphs=self.settings.cuda_graphs)
         except ValueError as exc:
             log.info("transformers backend: transformers' forward decodes this batch (%s)", exc)
-        return self._static
+            return None
+        self._decoders.append(decoder)
+        return decoder
+
+    def _release_decoders(self) -> None:
+        """Drop every static decoder (their caches back to the allocator)."""
+        for decoder in self._decoders:
+            decoder.release()
+        self._decoders = []
+        if self.device.type == "cuda":
+            self.torch.cuda.empty_cache()
 
     def _static_step(self, decoder: StaticDecoder, n: int) -> Stepper:
         def step(tokens: Any) -> Any:
@@ -563,9 +572,7 @@ class TransformersBackend(Backend):
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
-        if self._static is not None:
-            self._static.release()
-            self._static = None
+        self._release_decoders()
 
     def health(self) -> dict[str, int]:
         """Out-of-memory halvings, grammar violations (answers the grammar could not keep
