@@ -22,7 +22,8 @@ share that parse are reported (``paths``). Then, for each shape:
    temperature 0, structured output (the decision's JSON schema as a grammar), through
    ``llm: {backend: transformers}``; the second step is timed (the first warms up). Reported:
    decisions/s (decisions over the step's decide seconds, repairs included), the share of
-   first answers that validate, prefill and decode seconds, decode milliseconds per step (one
+   first answers that validate, prefill and decode seconds, the step's other (host) seconds,
+   decode milliseconds per step (one
    token for every row of a chunk), rows on the static decoder, failed graph captures, prompt
    tokens the shared prefix saved, peak GPU memory.
 2. Plain ``generate``: the same prompts (the step's, from ``llm_calls``), left-padded, greedy,
@@ -155,6 +156,10 @@ def populace_step(shape: str, folder: Path, agents: int, device: str) -> dict[st
             "valid_share": float(first.valid.mean()) if len(first) else None,  # first answers
             "fallbacks": m.get("llm.fallbacks"), "prefill_s": m.get("llm.prefill_ms", 0) / 1000,
             "decode_s": m.get("llm.decode_ms", 0) / 1000,
+            # the step's host work outside the model: prompts, tokenising, parsing, the
+            # scenario, recording (a step's wall time less prefill and decode)
+            "host_s": report.compute_s - (m.get("llm.prefill_ms", 0)
+                                          + m.get("llm.decode_ms", 0)) / 1000,
             "decode_steps": m.get("llm.decode_steps"),
             "decode_ms_per_step": (m.get("llm.decode_ms", 0) / m["llm.decode_steps"]
                                    if m.get("llm.decode_steps") else None),
