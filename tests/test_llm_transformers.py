@@ -150,6 +150,19 @@ def test_the_grammar_s_work_in_threads_gives_the_same_answers(
     asyncio.run(b.close())
 
 
+def test_prompts_are_the_chat_template_s(tiny_model: Path) -> None:
+    """Rendered once per shape (the template only copies contents): the tokens of each
+    request's own rendering, also for an odd one out."""
+    b = backend(tiny_model)
+    reqs = requests(70)
+    reqs[40].messages[1]["content"] = "  spaced  "
+    reqs.append(ChatRequest([{"role": "user", "content": "alone"}], "tiny", None, key=99))
+    expected = [b.tokenizer(b.tokenizer.apply_chat_template(
+        r.messages, tokenize=False, add_generation_prompt=True),
+        add_special_tokens=False).input_ids for r in reqs]
+    assert b._prompt_ids(reqs) == expected
+
+
 def test_sampling_is_fixed_by_the_seed(tiny_model: Path) -> None:
     b = backend(tiny_model)
     first = answers(b, requests(6, temperature=1.0, seed=7))
