@@ -161,6 +161,7 @@ def test_prompts_are_the_chat_template_s(tiny_model: Path) -> None:
         r.messages, tokenize=False, add_generation_prompt=True),
         add_special_tokens=False).input_ids for r in reqs]
     assert b._prompt_ids(reqs) == expected
+    assert answers(b, []) == []  # every request answered from the cache: nothing to do
 
 
 def test_sampling_is_fixed_by_the_seed(tiny_model: Path) -> None:

@@ -240,6 +240,8 @@ class TransformersBackend(Backend):
                                                   add_generation_prompt=True)
 
     def _generate(self, requests: list[ChatRequest]) -> list[ChatResponse]:
+        if not requests:  # e.g. every request of the step answered from the cache
+            return []
         t0 = time.perf_counter()
         rows = []
         grammars: dict[int, Any] = {}  # by schema object: requests of a step share one
