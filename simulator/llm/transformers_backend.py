@@ -15,8 +15,9 @@ tokenizer and chat template; nothing is downloaded). For each batch of requests:
    JSON schema, an xgrammar matcher per row masks the logits so that only tokens that keep
    the answer valid JSON of that schema can come (free-text strings are bounded by
    ``transformers.max_text_chars``, and no free whitespace is allowed, so that answers end);
-   greedy at temperature 0, else sampled with the request's seed (a row's draws depend on its
-   own seed, not on its batch);
+   greedy at temperature 0, else sampled on the device with the request's seed (Gumbel-max
+   with a counter-based hash, ``sampling``: a row's draws depend on its own seed and token
+   index, not on its batch, and nothing waits for the host);
 4. an out-of-memory error halves the chunk and retries (counted in ``health()``), and the
    batch size on CUDA is sized from free memory and the model's KV cache per token.
 
@@ -179,9 +180,10 @@ class TransformersBackend(Backend):
                        "static_rows": 0, "graph_failures": 0, "decode_steps": 0}
         # the static decoder (our prefill and decode loop) where the architecture allows;
         # imported here, with torch, since both are optional
-        from . import static_decode
+        from . import sampling, static_decode
 
         self._static_decode = static_decode
+        self._sample_fn = sampling.sample
         self.static_reason = (static_decode.unsupported(self.model)
                               if self.settings.static_decode else "static_decode: false")
         if self.static_reason is not None and self.settings.static_decode:
@@ -448,8 +450,7 @@ class TransformersBackend(Backend):
             self._grammar_work([(k, None) for k, m in enumerate(matchers) if m is not None],
                                matchers, bitmask)
             mask_dev = bitmask.to(device) if cuda else bitmask
-        generators = [self._generator(r.request) for r in rows]
-        sampled = any(g is not None for g in generators)
+        choose = self._sampling(rows)
         steps = max(r.request.max_tokens for r in rows)
         pad = self.tokenizer.pad_token_id
         done = torch.zeros(b, dtype=torch.bool, device=device)
@@ -462,11 +463,7 @@ class TransformersBackend(Backend):
                 if cuda:
                     mask_dev.copy_(bitmask, non_blocking=True)
                 self._xgr.apply_token_bitmask_inplace(logits, mask_dev)
-            if sampled:
-                chosen = torch.tensor(self._choose(rows, logits, generators), device=device)
-            else:
-                chosen = logits.argmax(-1)
-            chosen = chosen.masked_fill(done, pad)
+            chosen = choose(logits, t).masked_fill(done, pad)
             host.copy_(chosen, non_blocking=True)
             copied = torch.cuda.Event() if cuda else None
             if copied is not None:
@@ -551,29 +548,22 @@ class TransformersBackend(Backend):
         # pinned, so that its copy to the GPU does not wait for the host
         return matchers, bitmask.pin_memory() if self.device.type == "cuda" else bitmask
 
-    def _generator(self, request: ChatRequest) -> Any:
-        if request.temperature <= 0:
-            return None
-        g = self.torch.Generator()
-        g.manual_seed(int(request.seed or 0) & 0x7FFFFFFFFFFFFFFF)
-        return g
-
-    def _choose(self, rows: list[_Row], logits: Any, generators: list[Any]) -> list[int]:
-        """Greedy rows by argmax, all at once; sampled rows each with their own generator
-        (temperature, then top-p), on the CPU so that draws do not depend on the device."""
-        torch = self.torch
-        chosen = logits.argmax(-1).tolist()
-        sampled = [k for k, g in enumerate(generators) if g is not None and not rows[k].done]
-        on_host = logits[sampled].cpu() if sampled else None  # one copy, not one per row
-        for j, k in enumerate(sampled):
-            g, r = generators[k], rows[k].request
-            probs = torch.softmax(on_host[j] / r.temperature, dim=-1)
-            if r.top_p < 1.0:
-                sorted_p, index = probs.sort(descending=True)
-                keep = sorted_p.cumsum(0) - sorted_p < r.top_p
-                probs = torch.zeros_like(probs).scatter(0, index[keep], sorted_p[keep])
-            chosen[k] = int(torch.multinomial(probs, 1, generator=g))
-        return chosen
+    def _sampling(self, rows: list[_Row]) -> Callable[[Any, int], Any]:
+        """How a chunk's tokens are chosen from its masked logits at token index ``t``: the
+        argmax, and for rows at a temperature above 0 a draw fixed by the row's seed and
+        ``t`` (``sampling.sample``), all on the device."""
+        torch, device = self.torch, self.device
+        drawn = [k for k, r in enumerate(rows) if r.request.temperature > 0]
+        if not drawn:
+            return lambda logits, t: logits.argmax(-1)
+        temperature = torch.tensor([r.request.temperature for r in rows], device=device)
+        top_p = (torch.tensor([r.request.top_p for r in rows], device=device)
+                 if any(rows[k].request.top_p < 1 for k in drawn) else None)
+        seeds = torch.tensor([int(r.request.seed or 0) & 0x7FFFFFFFFFFFFFFF for r in rows],
+                             dtype=torch.long, device=device)
+        index = torch.tensor(drawn, dtype=torch.long, device=device)
+        sample = self._sample_fn
+        return lambda logits, t: sample(logits, index, temperature, top_p, seeds, t)
 
     async def close(self) -> None:
         """Stop the grammar threads and drop the static cache."""
