@@ -111,7 +111,8 @@ def build(shape: str, folder: Path, device: str) -> None:
         torch.cuda.empty_cache()
 
 
-def experiment(agents: int, model: Path, device: str, batch: int) -> dict[str, Any]:
+def experiment(agents: int, model: Path, device: str, batch: int,
+               temperature: float = 0.0) -> dict[str, Any]:
     """The social ``llm_agents`` example: every agent a language-model agent, every step."""
     import yaml
 
@@ -120,14 +121,15 @@ def experiment(agents: int, model: Path, device: str, batch: int) -> dict[str, A
     data["population"]["size"] = agents
     data["activation"] = {"probability": 1.0}
     data["policy"] = {"type": "llm", "params": {"memory": {"enabled": False}}}
-    data["llm"] = {"backend": "transformers", "model": str(model), "temperature": 0.0,
+    data["llm"] = {"backend": "transformers", "model": str(model), "temperature": temperature,
                    "max_tokens": 160, "cache": False, "record_prompts": True,
                    "transformers": {"device": device, "max_batch": batch,
                                     "max_text_chars": 32}}
     return data
 
 
-def populace_step(shape: str, folder: Path, agents: int, device: str) -> dict[str, Any]:
+def populace_step(shape: str, folder: Path, agents: int, device: str,
+                  temperature: float = 0.0) -> dict[str, Any]:
     """The whole Populace path for a step of ``agents`` language-model agents."""
     import torch
 
@@ -135,7 +137,8 @@ def populace_step(shape: str, folder: Path, agents: int, device: str) -> dict[st
     from populace.storage import open_run
 
     db = folder / "run.sqlite"
-    sim = Simulation(experiment_from_dict(experiment(agents, folder, device, BATCH[shape])),
+    sim = Simulation(experiment_from_dict(experiment(agents, folder, device, BATCH[shape],
+                                                     temperature)),
                      db_url=f"sqlite:///{db}")
     sim.start()
     sim.advance()  # warm-up: kernels, the grammar compiled
@@ -255,6 +258,9 @@ def main() -> int:
     parser.add_argument("--agents", type=int, default=10_000)
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--new-tokens", type=int, default=24)
+    parser.add_argument("--temperature", type=float, default=0.0,
+                        help="the agents' sampling temperature (0: greedy, as the issue's "
+                        "figures; above 0 draws on the device)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     import torch
@@ -275,7 +281,7 @@ def main() -> int:
             t0 = time.perf_counter()
             build(shape, folder, args.device)
             built = time.perf_counter() - t0
-            ours = populace_step(shape, folder, args.agents, args.device)
+            ours = populace_step(shape, folder, args.agents, args.device, args.temperature)
             prompts = ours.pop("prompts")
             plain = plain_generate(folder, prompts, args.device, BATCH[shape], args.new_tokens)
             result = {"build_s": built, "populace": ours, "plain_generate": plain}

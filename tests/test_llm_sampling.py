@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from populace.simulator.llm.sampling import sample, uniforms  # noqa: E402
+from populace.simulator.llm.sampling import sample, uniforms, unit  # noqa: E402
 
 
 def test_uniforms_are_uniform_and_fixed_by_seed_counter_and_token() -> None:
@@ -23,6 +23,11 @@ def test_uniforms_are_uniform_and_fixed_by_seed_counter_and_token() -> None:
     counts = torch.histc(u, bins=10, min=0, max=1) / u.numel()
     assert (counts - 0.1).abs().max() < 0.002
     assert abs(float(torch.corrcoef(torch.stack([u[0], u[1]]))[0, 1])) < 0.01
+    # the extreme hashes stay strictly inside (0, 1): their Gumbel noise is finite (a 24-bit
+    # version rounded the top one to 1.0 in float32, and a masked token won as NaN)
+    ends = unit(torch.tensor([-1, 0, 2**63 - 1, -(2**63)]))
+    assert bool((ends > 0).all() and (ends < 1).all())
+    assert bool((-(-ends.log()).log()).isfinite().all())
 
 
 def draws(logits: list[float], n: int, *, temperature: float = 1.0,

@@ -47,8 +47,13 @@ def uniforms(seeds: torch.Tensor, counter: int, vocab: int) -> torch.Tensor:
     x = seeds[:, None] * _GOLDEN + (ids * _signed(2 * _GOLDEN) + _signed(counter * _STEP + 1))[None]
     x = (x ^ _shift(x, 30)) * _MIX1
     x = (x ^ _shift(x, 27)) * _MIX2
-    x = x ^ _shift(x, 31)
-    return (_shift(x, 40).float() + 0.5) / float(1 << 24)
+    return unit(x ^ _shift(x, 31))
+
+
+def unit(x: torch.Tensor) -> torch.Tensor:
+    """float32 numbers strictly inside (0, 1) from the top 23 bits of int64 hashes (24 bits
+    plus a half would round up to 1.0 in float32, and a Gumbel of 1 is infinite)."""
+    return (_shift(x, 41).float() + 0.5) / float(1 << 23)
 
 
 def sample(logits: torch.Tensor, drawn: torch.Tensor, temperature: torch.Tensor,
@@ -69,9 +74,9 @@ def sample(logits: torch.Tensor, drawn: torch.Tensor, temperature: torch.Tensor,
             # a token stays while the tokens before it hold less than top_p
             drop = probs.cumsum(-1) - probs >= p[:, None]
             scaled = scaled.scatter(-1, order, ordered.masked_fill(drop, float("-inf")))
-        u = uniforms(seeds[rows], counter, logits.shape[-1])
-        chosen[rows] = (scaled - (-u.log()).log()).argmax(-1)
+        gumbel = -(-uniforms(seeds[rows], counter, logits.shape[-1]).log()).log()
+        chosen[rows] = (scaled + gumbel).argmax(-1)  # finite noise: -inf stays -inf
     return chosen
 
 
-__all__ = ["BLOCK_ROWS", "sample", "uniforms"]
+__all__ = ["BLOCK_ROWS", "sample", "uniforms", "unit"]
