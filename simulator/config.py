@@ -43,6 +43,7 @@ from .config_errors import (
 )
 from .events import Event, check_events
 from .llm.config import LLMConfig, LLMParams
+from .llm.transformers_backend import local_model_problem
 from .network import NetworkConfig
 from .paths import MissingPathError, existing_path
 from .policy import PolicyConfig
@@ -457,6 +458,10 @@ def _check_files(config: ExperimentConfig, base_dir: Path, marks: Marks) -> list
             existing_path(name, base_dir, kind)
         except MissingPathError as err:
             problems.append(_located(loc, str(err), marks))
+    if config.llm is not None and config.llm.backend == "transformers":
+        problem = local_model_problem(config.llm.model, base_dir)
+        if problem is not None:
+            problems.append(_located(("llm", "model"), problem, marks))
     return problems
 
 

@@ -588,6 +588,28 @@ def test_chat_template_is_checked_only_where_it_is_read(tmp_path: Path) -> None:
     assert "llm.chat_template: no such file" in problem and "missing.j2" in problem
 
 
+def test_the_transformers_backend_s_model_must_be_on_this_machine(tmp_path: Path) -> None:
+    """A local folder with config.json, or an org/name in the Hugging Face cache: nothing is
+    downloaded, so `populace validate` says so before a run starts."""
+    def problems(model: str) -> list[str]:
+        return _experiment_problems(
+            SMALL_EXP + f"llm: {{backend: transformers, model: '{model}'}}\n", tmp_path)
+
+    (problem,) = problems("./models/none")
+    assert "llm.model: no model folder at" in problem and "nothing is downloaded" in problem
+    (tmp_path / "empty").mkdir()
+    (problem,) = problems("empty")
+    assert "holds no config.json" in problem
+    (tmp_path / "empty" / "config.json").write_text("{}", encoding="utf-8")
+    assert problems("empty") == []  # relative to the experiment's folder
+    (tmp_path / "weights.bin").write_text("x", encoding="utf-8")
+    (problem,) = problems("weights.bin")
+    assert "is a file, not a model folder" in problem
+    found = problems("nobody-here/no-such-model-0")
+    if found:  # with huggingface_hub installed, the cache is looked at
+        assert "not in this machine's Hugging Face cache" in found[0]
+
+
 def test_the_64_bit_check_skips_paths_already_reported() -> None:
     from populace.simulator.config import _huge_integers
 

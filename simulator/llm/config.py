@@ -93,7 +93,8 @@ class LLMConfig(BaseModel):
     backend: Literal["openai", "vllm", "transformers", "replay"] = "openai"
     model: str = Field("populace-test", description="model name as the server knows it; with "
                        "backend transformers, a local model folder (relative to the experiment "
-                       "file)")
+                       "file) or an org/name in this machine's Hugging Face cache (checked by "
+                       "populace validate; nothing is downloaded)")
     transformers: TransformersSettings = Field(default_factory=TransformersSettings)
     endpoints: list[EndpointSettings] = Field(default_factory=list)
     temperature: float = Field(0.7, ge=0, le=2)

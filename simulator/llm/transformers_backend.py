@@ -38,6 +38,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -67,6 +68,34 @@ GRAMMAR_ROWS_PER_THREAD = 64
 GRAMMAR_THREADS = 16
 #: the next logits from each row's chosen token (a device tensor)
 Stepper = Callable[[Any], Any]
+
+
+#: ``org/name``: a model name the Hugging Face cache may hold (anything else is a path)
+HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9]$")
+
+
+def local_model_problem(model: str, base_dir: Path) -> str | None:
+    """Why ``llm.model`` names no model this machine holds (None: it does): a folder with a
+    ``config.json`` (relative to the experiment's folder), or an ``org/name`` in the local
+    Hugging Face cache. Nothing is downloaded. Without huggingface_hub (the transformers extra
+    not installed), a name that is not a folder is not checked here."""
+    path = experiment_path(model, base_dir)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            return f"{path} holds no config.json: not a Hugging Face model folder"
+        return None
+    if path.exists():
+        return f"{path} is a file, not a model folder"
+    if not HUB_NAME.match(model):
+        return f"no model folder at {path} (nothing is downloaded: give a local folder)"
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # checked when the run loads the model
+        return None
+    if not isinstance(try_to_load_from_cache(model, "config.json"), str):
+        return (f"no model folder at {path}, and {model!r} is not in this machine's Hugging "
+                f"Face cache (nothing is downloaded: give a local folder)")
+    return None
 
 
 def common_prefix(rows: list[list[int]]) -> int:
