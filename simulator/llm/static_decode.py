@@ -23,6 +23,8 @@ check it on CPU in float32).
 
 Core objects:
     unsupported: why a model cannot take this path (None when it can).
+    kv_layout: a model's key/value heads and head size (what its cache holds per token).
+    left_padded: a chunk's prompt tokens left-padded, with their positions (both paths).
     StaticDecoder: the cache and the step of one batch size and length.
 """
 
@@ -58,6 +60,28 @@ def unsupported(model: Any) -> str | None:
     return None
 
 
+def kv_layout(config: Any) -> tuple[int, int]:
+    """Key/value heads and head size of a model's attention (its config's)."""
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    return kv_heads, getattr(config, "head_dim", None) or config.hidden_size // heads
+
+
+def left_padded(rows: list[list[int]], pad: int, prefix: int = 0
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``rows`` of tokens that follow a shared ``prefix`` of that many tokens, left-padded to
+    the longest (on the CPU): the tokens ``[b, width]``, which of them are the row's own (not
+    padding), and their positions (counting the prefix and the row's own tokens, not the
+    padding), so that a row's tokens are encoded as they would be alone."""
+    width = max(len(r) for r in rows)
+    tokens = torch.full((len(rows), width), pad, dtype=torch.long)
+    own = torch.zeros((len(rows), width), dtype=torch.bool)
+    for k, r in enumerate(rows):
+        tokens[k, width - len(r):] = torch.tensor(r)
+        own[k, width - len(r):] = True
+    return tokens, own, (prefix + own.long().cumsum(-1) - 1).clamp(min=0)
+
+
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
@@ -87,9 +111,7 @@ class StaticDecoder:
         self.layers = list(model.model.layers)
         attn = self.layers[0].self_attn
         self.heads = cfg.num_attention_heads
-        self.kv_heads = getattr(cfg, "num_key_value_heads", None) or self.heads
-        self.head_dim = (getattr(attn, "head_dim", None) or getattr(cfg, "head_dim", None)
-                         or cfg.hidden_size // self.heads)
+        self.kv_heads, self.head_dim = kv_layout(cfg)
         self.group = self.heads // self.kv_heads
         self.scale = float(getattr(attn, "scaling", self.head_dim ** -0.5))
         param = next(model.parameters())
@@ -207,19 +229,13 @@ class StaticDecoder:
                 values[1:, :, :prefix] = values[:1, :, :prefix]
             self.valid[:, :prefix] = True
         rest = [p[prefix:] for p in prompts] + [[pad]] * (self.batch - n)  # idle rows
-        width = max(len(r) for r in rest)
+        tokens, own, positions = left_padded(rest, pad, prefix)
+        width = tokens.shape[1]
         if prefix + width >= self.length:
             raise ValueError(f"prompts of {prefix + width} tokens do not fit the decoder's "
                              f"{self.length}")
-        tokens = torch.full((self.batch, width), pad, dtype=torch.long)
-        own = torch.zeros((self.batch, width), dtype=torch.bool)
-        for k, r in enumerate(rest):
-            tokens[k, width - len(r):] = torch.tensor(r)
-            own[k, width - len(r):] = True
-        tokens = tokens.to(device)
+        tokens, positions = tokens.to(device), positions.to(device)
         self.valid[:, prefix:prefix + width] = own.to(device)
-        positions = (self.valid[:, :prefix + width].long().cumsum(-1) - 1).clamp(min=0)
-        positions = positions[:, prefix:]
         # a token attends to the valid slots up to its own
         span = self._span(prefix + width)
         causal = torch.ones((width, span), dtype=torch.bool, device=device).tril(prefix)
@@ -300,4 +316,4 @@ class StaticDecoder:
         self.keys, self.values, self.graph = [], [], None
 
 
-__all__ = ["ARCHITECTURES", "StaticDecoder", "unsupported"]
+__all__ = ["ARCHITECTURES", "StaticDecoder", "kv_layout", "left_padded", "unsupported"]

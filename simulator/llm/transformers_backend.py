@@ -207,8 +207,8 @@ class TransformersBackend(Backend):
         self.counts = {"oom_halvings": 0, "grammar_violations": 0, "unterminated": 0,
                        "shared_prefix_tokens": 0, "prefill_ms": 0, "decode_ms": 0,
                        "static_rows": 0, "graph_failures": 0, "decode_steps": 0}
-        # the static decoder (our prefill and decode loop) where the architecture allows;
-        # imported here, with torch, since both are optional
+        # the torch modules (the static decoder and its padding and cache layout, used by
+        # both paths; device sampling): imported here, with torch, since both are optional
         from . import sampling, static_decode
 
         self._static_decode = static_decode
@@ -315,9 +315,8 @@ class TransformersBackend(Backend):
         free += torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
         free += sum(d.nbytes for d in self._decoders)
         cfg = self.model.config
-        heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        per_token = 2 * cfg.num_hidden_layers * heads * head_dim * self.model.dtype.itemsize
+        kv_heads, head_dim = self._static_decode.kv_layout(cfg)
+        per_token = 2 * cfg.num_hidden_layers * kv_heads * head_dim * self.model.dtype.itemsize
         per_row = per_token * length + 3 * 4 * self.vocab
         return max(MIN_BATCH, int(0.6 * free // max(per_row, 1)))
 
@@ -428,16 +427,9 @@ class TransformersBackend(Backend):
                                 torch.arange(prefix, device=device)[None], None)
             cache = self._cache(out)
             cache.batch_repeat_interleave(b)
-        rest = [i[prefix:] for i in ids]
-        width = max(len(r) for r in rest)
-        pad = self.tokenizer.pad_token_id
-        tokens = torch.full((b, width), pad, dtype=torch.long)
-        mask = torch.zeros((b, prefix + width), dtype=torch.long)
-        mask[:, :prefix] = 1
-        for k, r in enumerate(rest):
-            tokens[k, width - len(r):] = torch.tensor(r)
-            mask[k, prefix + width - len(r):] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, prefix:]
+        tokens, own, positions = self._static_decode.left_padded(
+            [i[prefix:] for i in ids], self.tokenizer.pad_token_id, prefix)
+        mask = torch.cat([torch.ones((b, prefix), dtype=torch.long), own.long()], dim=1)
         mask, tokens, positions = mask.to(device), tokens.to(device), positions.to(device)
         out = self._forward(tokens, mask, positions, cache)
         state = {"cache": self._cache(out), "mask": mask, "last": positions[:, -1]}
@@ -527,10 +519,9 @@ class TransformersBackend(Backend):
         if checked:
             for (k, _), (accepted, terminated) in zip(
                     checked, self._grammar_work(checked, matchers, bitmask), strict=True):
-                if not accepted:
+                if not accepted:  # its mask is cleared: no constraint left on this row
                     self.counts["grammar_violations"] += 1
                     matchers[k] = None
-                    bitmask[k].fill_(-1)  # no constraint left on this row
                 elif terminated:
                     rows[k].done = True
                 elif rows[k].done:
