@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,18 +66,30 @@ def crash_after(sim: Simulation, step: int, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(sim, "advance", advance)
 
 
+@contextmanager
+def local_ray() -> Iterator[Any]:
+    """The ``ray`` module with a private Ray of 2 CPUs running: started here (and shut down
+    after) unless one already runs; the tests skip where Ray is not installed."""
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def assert_ray_matches_local(data: dict[str, Any], folder: Path, tables: Sequence[str],
                              shards: Sequence[int] = (1, 2)) -> None:
     """Run ``data`` on the local runtime and on Ray with each number of ``shards`` (a local
     Ray cluster of 2 CPUs, started here unless one is running) into SQLite files in
     ``folder``; every run records the local run's rows, ``tables`` compared row for row in
     their order too."""
-    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray")
     local = run_experiment(data, f"sqlite:///{folder / 'local.sqlite'}")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
+    with local_ray():
         for n in shards:
             sharded = copy.deepcopy(data)
             sharded["runtime"] = {"type": "ray", "shards": n}
@@ -85,6 +98,3 @@ def assert_ray_matches_local(data: dict[str, Any], folder: Path, tables: Sequenc
             for table in tables:
                 pd.testing.assert_frame_equal(local.table(table), ray_run.table(table),
                                               check_exact=True)
-    finally:
-        if started:
-            ray.shutdown()

@@ -27,7 +27,7 @@ from populace.simulator.llm.transformers_backend import (  # noqa: E402
 )
 from populace.simulator.llm.types import ChatRequest  # noqa: E402
 
-from .helpers import run_experiment  # noqa: E402
+from .helpers import local_ray, run_experiment  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
@@ -326,15 +326,12 @@ def test_shards_of_the_ray_runtime_answer_as_the_local_runtime(tiny_model: Path,
     """Each Ray shard loads the model and decides for its agents, or sends its requests to
     one model actor (``ray_actor``, here without a GPU): the answers and the guesses are the
     local run's (timings aside)."""
-    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray")
     data = beauty_of_llm_agents(tiny_model)
     local = run_experiment(data, f"sqlite:///{tmp_path / 'local.sqlite'}")
     if actor:
         data["llm"]["transformers"].update(ray_actor=True, ray_num_gpus=0)
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
+    with local_ray() as ray:
         sharded = run_experiment({**data, "runtime": {"type": "ray", "shards": 2}},
                                  f"sqlite:///{tmp_path / 'ray.sqlite'}")
         if actor:  # asking for a GPU the cluster lacks is an error at once, not a wait
@@ -345,9 +342,6 @@ def test_shards_of_the_ray_runtime_answer_as_the_local_runtime(tiny_model: Path,
                 **data["llm"]["transformers"], "ray_num_gpus": 1}})
             with pytest.raises(BackendError, match="has 0 GPUs"):
                 start_model_actor(ray, llm, tmp_path, "no-gpu", 60)
-    finally:
-        if started:
-            ray.shutdown()
     by_agent = ["step", "agent_id"]
     for table, columns in (("llm_calls", ["agent_id", "response"]),
                            ("beauty_guesses", ["agent_id", "guess", "won"])):

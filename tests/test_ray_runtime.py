@@ -18,7 +18,7 @@ from populace.simulator.local_runtime import LocalRuntime  # noqa: E402
 from populace.simulator.runtime import RayUnavailableError, RuntimeConfig, blocks, connect  # noqa: E402
 
 from .conftest import experiment  # noqa: E402
-from .helpers import assert_same_run, run_experiment  # noqa: E402
+from .helpers import assert_same_run, local_ray, run_experiment  # noqa: E402
 from .test_economy import SMALL as ECONOMY  # noqa: E402
 from .test_market import market  # noqa: E402
 from .test_steering import EVENTS, JOINS, steered  # noqa: E402
@@ -27,14 +27,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", autouse=True)
-def local_ray():
+def one_ray():
     """One private Ray for the module (starting it takes several seconds)."""
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
+    with local_ray():
+        yield
 
 
 def social() -> dict:

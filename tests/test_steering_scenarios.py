@@ -22,7 +22,7 @@ from populace.simulator.config_problems import ConfigError
 from populace.simulator.testing.llm_server import ServerBehaviour, TestServer
 from populace.storage import Run
 
-from .helpers import Crash, assert_same_run, crash_after, reopen, run_experiment
+from .helpers import Crash, assert_same_run, crash_after, local_ray, reopen, run_experiment
 from .test_beauty import game
 from .test_economy import SMALL as ECONOMY
 from .test_market import market
@@ -424,21 +424,16 @@ def test_a_steered_run_resumed_after_a_crash_is_the_uninterrupted_run(
 
 
 @pytest.fixture(scope="module")
-def local_ray():  # noqa: ANN201
+def one_ray():  # noqa: ANN201
     """One private Ray for the module's Ray tests (starting it takes several seconds)."""
-    ray = pytest.importorskip("ray")
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if started_here:
-        ray.shutdown()
+    with local_ray():
+        yield
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario", sorted(STEERED))
 def test_a_steered_run_on_two_ray_shards_is_the_local_run(scenario: str, tmp_path: Path,
-                                                          local_ray: None) -> None:
+                                                          one_ray: None) -> None:
     make = STEERED[scenario]
     local = run_experiment(make(), f"sqlite:///{tmp_path / 'local.sqlite'}")
     data = make()
