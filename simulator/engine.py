@@ -204,7 +204,7 @@ class Simulation:
                   else Path.cwd() / f"{self.config.name}.yaml")  # base_dir for relative paths
         runtime = RayRuntime(self.config.runtime, self.experiment.to_dict(), source,
                              population.size, self.experiment.scenario_cls,
-                             asks_model=self.config.llm is not None,
+                             self.config.llm,
                              metrics_due=self._metrics_due, next_active=self._next_active,
                              resume_hint=resume_command(self.config.name, self.db_url))
         self.runtime = runtime

@@ -133,9 +133,9 @@ class RayRuntime:
             so that shards on other machines or in other folders read the same files).
         n_agents: population size.
         scenario_cls: the run's scenario class (its sharding hooks pool the shards' parts).
-        asks_model: whether the experiment has an ``llm:`` section, so the scenario may ask
-            the model while applying a step: the lead shard then applies first and the others
-            replay its answers.
+        llm: the experiment's ``llm:`` section, if any: the scenario may then ask the model
+            while applying a step (the lead shard applies first and the others replay its
+            answers), and with ``transformers.ray_actor`` one actor holds the model.
         metrics_due: whether the engine asks for the metrics of a step (the shards then
             measure right after applying it, in the same call).
         next_active: the agents active at a step, or None when the shards must not decide for
@@ -148,24 +148,30 @@ class RayRuntime:
 
     def __init__(self, config: RuntimeConfig, experiment: dict[str, Any], source: Path,
                  n_agents: int, scenario_cls: type[Scenario[Any, Any, Any, Any]],
-                 asks_model: bool,
+                 llm: LLMConfig | None,
                  *, metrics_due: Callable[[int], bool],
                  next_active: Callable[[int], np.ndarray | None], resume_hint: str) -> None:
         ray = connect(config)
         self.ray, self.config, self.resume_hint = ray, config, resume_hint
-        cpus = ray.cluster_resources().get("CPU", 1.0)
+        resources = ray.cluster_resources()
+        cpus = resources.get("CPU", 1.0)
         if config.shards > cpus:
             log.warning("runtime.shards is %d but the Ray cluster has %g CPUs: shards will "
                         "share CPUs and run slower than they could", config.shards, cpus)
         per_shard = min(1.0, cpus / config.shards)
-        gpus = ray.cluster_resources().get("GPU", 0.0)
-        if config.shard_gpus * config.shards > gpus:
-            raise RayUnavailableError(
-                f"runtime.shard_gpus is {config.shard_gpus:g} for {config.shards} shards, but "
-                f"the Ray cluster has {gpus:g} GPUs")
+        model_gpus = (llm.transformers.ray_num_gpus if llm is not None
+                      and llm.backend == "transformers" and llm.transformers.ray_actor else None)
+        # the shards and the model actor together: GPUs asked for and not there would be
+        # waited for without end
+        asked = [f"runtime.shard_gpus is {config.shard_gpus:g} for {config.shards} shards"]
+        if model_gpus is not None:
+            asked.append(f"llm.transformers.ray_num_gpus is {model_gpus:g}")
+        gpus = resources.get("GPU", 0.0)
+        if config.shard_gpus * config.shards + (model_gpus or 0) > gpus:
+            raise RayUnavailableError(f"{' and '.join(asked)}, but the Ray cluster has "
+                                      f"{gpus:g} GPUs")
         self.model, model_name = None, None
-        llm = LLMConfig.model_validate(experiment["llm"]) if experiment.get("llm") else None
-        if llm is not None and llm.backend == "transformers" and llm.transformers.ray_actor:
+        if model_gpus is not None:
             t0, model_name = time.perf_counter(), f"populace-model-{uuid.uuid4().hex}"
             self.model = start_model_actor(ray, llm, source.parent, model_name,
                                            config.call_timeout_s)
@@ -186,7 +192,7 @@ class RayRuntime:
         self.pids = [pid for pid, _ in info]
         log.info("%d Ray shards ready in %.1f s", config.shards, time.perf_counter() - t0)
         self.policy = ShardedPolicy(self, info[0][1])
-        self.llm = ShardedLLM() if asks_model else None
+        self.llm = ShardedLLM() if llm is not None else None
         self.scenario = ShardedScenario(self, scenario_cls, self.llm, metrics_due)
         self.next_active = next_active
         self._ahead: tuple[int, np.ndarray, list[Any]] | None = None

@@ -149,6 +149,15 @@ def test_ray_configuration_errors_are_clear(tmp_path) -> None:
     with pytest.raises(RayUnavailableError, match="shard_gpus is 0.5 for 2 shards, but the "
                        "Ray cluster has 0 GPUs"):
         Simulation(experiment_from_dict(data), db_url=f"sqlite:///{tmp_path / 'g.db'}").start()
+    # and the model actor's GPUs count with the shards'
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}", encoding="utf-8")
+    data["runtime"] = {"type": "ray", "shards": 2}
+    data["llm"] = {"backend": "transformers", "model": str(tmp_path / "model"),
+                   "transformers": {"ray_actor": True, "ray_num_gpus": 1}}
+    with pytest.raises(RayUnavailableError, match="shard_gpus is 0 for 2 shards and "
+                       "llm.transformers.ray_num_gpus is 1, but the Ray cluster has 0 GPUs"):
+        Simulation(experiment_from_dict(data), db_url=f"sqlite:///{tmp_path / 'm.db'}").start()
 
 
 
