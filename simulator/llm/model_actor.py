@@ -54,7 +54,6 @@ class ModelActor:
         self.backend = TransformersBackend(LLMConfig.model_validate(llm), Path(base_dir))
         self.waiting: list[tuple[list[ChatRequest], asyncio.Future[Any]]] = []
         self.busy = False
-        self.batches = 0
 
     async def generate(self, requests: list[ChatRequest]
                        ) -> tuple[list[ChatResponse], dict[str, int]]:
@@ -79,7 +78,6 @@ class ModelActor:
                     for _, future in batch:
                         future.set_exception(exc)
                     continue
-                self.batches += 1
                 grown = {k: v - before.get(k, 0) for k, v in self.backend.health().items()}
                 grown["actor_batches"] = 1
                 start = 0
@@ -91,8 +89,9 @@ class ModelActor:
             self.busy = False
 
     def stats(self) -> dict[str, int]:
-        """Batches decoded, and the backend's counters."""
-        return {"batches": self.batches, **self.backend.health()}
+        """The backend's counters (the run's shards count its batches in
+        ``llm.actor_batches``)."""
+        return self.backend.health()
 
 
 class RemoteBackend(Backend):
