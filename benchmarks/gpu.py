@@ -29,6 +29,13 @@ share that parse are reported (``paths``). Then, for each shape:
 2. Plain ``generate``: the same prompts (the step's, from ``llm_calls``), left-padded, greedy,
    exactly ``--new-tokens`` (24) new tokens each, at the shape's batch, two batches timed.
 
+Last, if time is left (``mixed``): answers of mixed lengths, as a real model's are (a like is
+a few tokens, a post many): 2 batches' worth of unconstrained requests of the first shape,
+each with ``max_tokens`` from 12 to 120 (a third of them 80 or 120), through the backend with
+the static decoder's refill (rows whose answers are done take the next requests) and without
+it (``REFILL_SHARE = 1``: the next batch starts when the whole batch is done): requests/s and
+decode steps of each.
+
 Figures go to stdout and ``--out``; docs/benchmarks.md ("GPU") records them.
 """
 
@@ -166,7 +173,7 @@ def populace_step(shape: str, folder: Path, agents: int, device: str,
             "decode_steps": m.get("llm.decode_steps"),
             "decode_ms_per_step": (m.get("llm.decode_ms", 0) / m["llm.decode_steps"]
                                    if m.get("llm.decode_steps") else None),
-            "static_rows": m.get("llm.static_rows"),
+            "static_rows": m.get("llm.static_rows"), "refills": m.get("llm.refills"),
             "graph_failures": m.get("llm.graph_failures"),
             "grammar_violations": m.get("llm.grammar_violations"),
             "unterminated": m.get("llm.unterminated"),
@@ -204,6 +211,48 @@ def plain_generate(folder: Path, prompts: list[Any], device: str, batch: int,
             done += enc.input_ids.shape[0]
     del model
     return {"batch": batch, "decisions_per_s": done / timed if timed else None}
+
+
+def mixed_lengths(folder: Path, device: str, batch: int) -> dict[str, Any]:
+    """Requests whose answers have mixed lengths (``max_tokens`` 12 to 120, no grammar, so
+    that a random model's answers run to it), ``2 * batch`` of them, through the backend with
+    the static decoder's refill and without it: requests/s and decode steps of each."""
+    import asyncio
+    import random
+
+    from populace.simulator.llm import transformers_backend
+    from populace.simulator.llm.config import LLMConfig
+    from populace.simulator.llm.types import ChatRequest
+
+    rng = random.Random(3)
+    system = "You are a user of a social network. Decide what you do next. " * 20
+    requests = [ChatRequest([{"role": "system", "content": system},
+                             {"role": "user", "content": f"User {i}: " + "news " * rng.randint(
+                                 5, 40)}], "bench", None, temperature=0.0,
+                            max_tokens=rng.choice([12, 16, 20, 24, 80, 120]), key=i)
+                for i in range(2 * batch)]
+    llm = LLMConfig(backend="transformers", model=str(folder), temperature=0.0, max_tokens=128,
+                    transformers={"device": device, "max_batch": batch})
+    backend = transformers_backend.TransformersBackend(llm)
+    out: dict[str, Any] = {"requests": len(requests)}
+    share = transformers_backend.REFILL_SHARE
+    try:
+        for name, value in (("refill", share), ("batch_after_batch", 1)):
+            transformers_backend.REFILL_SHARE = value
+            asyncio.run(backend.generate(requests[:batch]))  # warm-up: the decoder, its graph
+            before = dict(backend.health())
+            t0 = time.perf_counter()
+            answers = asyncio.run(backend.generate(requests))
+            seconds = time.perf_counter() - t0
+            health = backend.health()
+            out[name] = {"requests_per_s": len(requests) / seconds, "s": seconds,
+                         "tokens": sum(a.completion_tokens for a in answers),
+                         **{k: health[k] - before[k] for k in ("decode_steps", "refills",
+                                                                "prefill_ms", "decode_ms")}}
+    finally:
+        transformers_backend.REFILL_SHARE = share
+        asyncio.run(backend.close())
+    return out
 
 
 def paths_agree(device: str, rows: int = 64) -> dict[str, Any]:
@@ -296,6 +345,19 @@ def main() -> int:
         print(json.dumps({shape: result}, indent=1), flush=True)
         if args.out:
             args.out.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    shape = args.shapes[0]  # after the issue's figures: what time is left
+    folder = Path(tempfile.mkdtemp(prefix=f"populace-{shape}-"))
+    try:
+        build(shape, folder, args.device)
+        report["mixed"] = {"shape": shape, **mixed_lengths(folder, args.device, BATCH[shape])}
+    except Exception as exc:
+        traceback.print_exc()
+        report["mixed"] = {"error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print(json.dumps({"mixed": report["mixed"]}, indent=1), flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=1), encoding="utf-8")
     return 0
 
 

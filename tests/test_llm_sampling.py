@@ -20,6 +20,11 @@ def test_uniforms_are_uniform_and_fixed_by_seed_counter_and_token() -> None:
     assert torch.equal(u, uniforms(seeds, 3, 250_000))
     assert not torch.equal(u, uniforms(seeds, 4, 250_000))
     assert len({round(float(x), 7) for x in u[:, 0]}) == 4  # the seeds differ
+    # a counter per row (rows at different token indices) gives each row its own counter's
+    mixed = uniforms(seeds, torch.tensor([3, 4, 3, 2**40]), 250_000)
+    assert torch.equal(mixed[[0, 2]], u[[0, 2]])
+    assert torch.equal(mixed[1], uniforms(seeds, 4, 250_000)[1])
+    assert torch.equal(mixed[3], uniforms(seeds, 2**40, 250_000)[3])
     counts = torch.histc(u, bins=10, min=0, max=1) / u.numel()
     assert (counts - 0.1).abs().max() < 0.002
     assert abs(float(torch.corrcoef(torch.stack([u[0], u[1]]))[0, 1])) < 0.01
@@ -35,7 +40,7 @@ def draws(logits: list[float], n: int, *, temperature: float = 1.0,
     rows = torch.tensor([logits] * n, dtype=torch.float32)
     p = None if top_p is None else torch.full((n,), top_p)
     return sample(rows, torch.arange(n), torch.full((n,), temperature), p,
-                  torch.arange(n) * 7919 + 1, counter)
+                  torch.arange(n) * 7919 + 1, torch.full((n,), counter))
 
 
 def test_draws_follow_the_softmax_of_the_scaled_logits() -> None:
@@ -59,11 +64,12 @@ def test_masked_tokens_greedy_rows_and_batches() -> None:
     seeds = torch.tensor([11, 12, 13])
     seen = set()
     for counter in range(300):
-        chosen = sample(logits, torch.tensor([0, 2]), temperature, None, seeds, counter)
+        at = torch.full((3,), counter)
+        chosen = sample(logits, torch.tensor([0, 2]), temperature, None, seeds, at)
         assert int(chosen[1]) == 2  # not drawn: the argmax
         assert int(chosen[0]) != 1  # masked: never drawn
         seen.add(int(chosen[2]))
         alone = sample(logits[2:], torch.tensor([0]), temperature[2:], None, seeds[2:],
-                       counter)
+                       at[2:])
         assert int(alone[0]) == int(chosen[2])  # a row's draw does not depend on its batch
     assert seen == {0, 1, 2, 3}

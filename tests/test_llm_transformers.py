@@ -121,20 +121,59 @@ def test_the_shared_prefix_path_gives_the_plain_path_s_tokens(tiny_model: Path) 
 @pytest.mark.parametrize("static", [True, False])
 def test_an_out_of_memory_error_halves_the_batch(tiny_model: Path, static: bool,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prefill of more than 2 rows runs out of memory (simulated), and so does the static
+    decoder's first refill: the batch is halved each time, the requests not done yet are
+    answered again, those done keep their answers, and every answer is the one without."""
     reqs = requests(8)
     expected = answers(backend(tiny_model, static_decode=static), reqs)
     b = backend(tiny_model, static_decode=static)
-    start = b._start
+    start, refill = b._start, b._refill
+    oom = RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+    refills: list[int] = []
 
-    def small_memory(ids: list[list[int]], prefix: int, length: int) -> Any:
+    def small_memory(ids: list[list[int]], prefix: int, decoder: Any) -> Any:
         if len(ids) > 2:
-            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
-        return start(ids, prefix, length)
+            raise oom
+        return start(ids, prefix, decoder)
+
+    def first_refill_fails(decoder: Any, slots: list[int], rows: list[Any]) -> None:
+        refills.append(len(slots))
+        if len(refills) == 1:
+            raise oom
+        refill(decoder, slots, rows)
 
     monkeypatch.setattr(b, "_start", small_memory)
+    monkeypatch.setattr(b, "_refill", first_refill_fails)
     assert answers(b, reqs) == expected
-    assert b.health()["oom_halvings"] == 3 and b.batch == 2  # 8 -> 4 + 4 -> 2 + 2 + 2 + 2
-    assert b.health()["static_rows"] == (8 if static else 0)
+    # 8 -> 4 -> 2 rows a batch; the static decoder streams the rest and its first refill
+    # fails: -> 1 row, refilled 5 times (2 answers were done before it failed)
+    assert b.health()["oom_halvings"] == (3 if static else 2)
+    assert b.batch == (1 if static else 2)
+    assert refills == ([2, 1, 1, 1, 1, 1] if static else [])
+    assert b.health()["static_rows"] == (2 + 1 + 5 if static else 0)
+
+
+def test_the_static_decoder_refills_rows_whose_answers_are_done(tiny_model: Path) -> None:
+    """Answers of different lengths (max_tokens from 3 to 40), 4 rows a batch: the static
+    decoder gives rows whose answers are done the next requests while the others go on
+    decoding (its cache a ring), and every answer is what transformers' forward gives one
+    batch after another. Also with sampling, whose draws follow each row's seed and token
+    index: the same answers however the rows are batched."""
+    reqs = [ChatRequest(r.messages, "tiny", None, temperature=0.0, max_tokens=3 + 37 * i // 10,
+                        key=i) for i, r in enumerate(requests(11))]
+    fast, generic = backend(tiny_model, max_batch=4), backend(tiny_model, max_batch=4,
+                                                              static_decode=False)
+    texts = answers(fast, reqs)
+    assert texts == answers(generic, reqs)
+    health = fast.health()
+    assert health["refills"] >= 3 and health["static_rows"] == 11
+    assert health["decode_steps"] < generic.health()["decode_steps"]  # no waiting for the longest
+    drawn = [ChatRequest(r.messages, "tiny", None, temperature=1.0, max_tokens=r.max_tokens,
+                         seed=50 + r.key, key=r.key) for r in reqs]
+    by_four = answers(fast, drawn)
+    assert by_four == answers(backend(tiny_model, max_batch=16), drawn)
+    assert by_four == answers(backend(tiny_model, max_batch=4, static_decode=False), drawn)
+    assert by_four != texts
 
 
 def test_the_grammar_s_work_in_threads_gives_the_same_answers(

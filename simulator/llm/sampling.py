@@ -40,11 +40,16 @@ def _shift(x: torch.Tensor, bits: int) -> torch.Tensor:
     return (x >> bits) & ((1 << (64 - bits)) - 1)
 
 
-def uniforms(seeds: torch.Tensor, counter: int, vocab: int) -> torch.Tensor:
-    """Uniform numbers in (0, 1), float32 ``[rows, vocab]``, one per (row's seed, ``counter``,
-    vocabulary id): the same on every device (integer arithmetic wraps alike)."""
+def uniforms(seeds: torch.Tensor, counter: int | torch.Tensor, vocab: int) -> torch.Tensor:
+    """Uniform numbers in (0, 1), float32 ``[rows, vocab]``, one per (row's seed, its
+    ``counter``, vocabulary id): the same on every device (integer arithmetic wraps alike).
+    ``counter``: one for every row, or an int64 tensor ``[rows]``."""
     ids = torch.arange(vocab, dtype=torch.int64, device=seeds.device)
-    x = seeds[:, None] * _GOLDEN + (ids * _signed(2 * _GOLDEN) + _signed(counter * _STEP + 1))[None]
+    if isinstance(counter, torch.Tensor):
+        offset = (counter * _STEP + 1)[:, None]  # wraps as _signed does
+    else:
+        offset = torch.tensor(_signed(counter * _STEP + 1), device=seeds.device)
+    x = seeds[:, None] * _GOLDEN + ids[None] * _signed(2 * _GOLDEN) + offset
     x = (x ^ _shift(x, 30)) * _MIX1
     x = (x ^ _shift(x, 27)) * _MIX2
     return unit(x ^ _shift(x, 31))
@@ -57,12 +62,13 @@ def unit(x: torch.Tensor) -> torch.Tensor:
 
 
 def sample(logits: torch.Tensor, drawn: torch.Tensor, temperature: torch.Tensor,
-           top_p: torch.Tensor | None, seeds: torch.Tensor, counter: int) -> torch.Tensor:
+           top_p: torch.Tensor | None, seeds: torch.Tensor, counter: torch.Tensor
+           ) -> torch.Tensor:
     """The token of each row of ``logits`` ``[rows, vocab]`` (float32, masked tokens -inf):
-    the argmax, except the rows ``drawn`` (indices), drawn with their seed at token index
-    ``counter``. ``temperature``, ``top_p`` (None: 1 for every row) and ``seeds`` are
-    ``[rows]`` device tensors. Nothing waits for the device (the caller knows which rows draw
-    and whether any has a top-p)."""
+    the argmax, except the rows ``drawn`` (indices), drawn with their seed at their token
+    index ``counter``. ``temperature``, ``top_p`` (None: 1 for every row), ``seeds`` and
+    ``counter`` are ``[rows]`` device tensors. Nothing waits for the device (the caller knows
+    which rows draw and whether any has a top-p)."""
     chosen = logits.argmax(-1)
     for start in range(0, drawn.numel(), BLOCK_ROWS):
         rows = drawn[start:start + BLOCK_ROWS]
@@ -74,7 +80,7 @@ def sample(logits: torch.Tensor, drawn: torch.Tensor, temperature: torch.Tensor,
             # a token stays while the tokens before it hold less than top_p
             drop = probs.cumsum(-1) - probs >= p[:, None]
             scaled = scaled.scatter(-1, order, ordered.masked_fill(drop, float("-inf")))
-        gumbel = -(-uniforms(seeds[rows], counter, logits.shape[-1]).log()).log()
+        gumbel = -(-uniforms(seeds[rows], counter[rows], logits.shape[-1]).log()).log()
         chosen[rows] = (scaled + gumbel).argmax(-1)  # finite noise: -inf stays -inf
     return chosen
 

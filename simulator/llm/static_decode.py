@@ -8,6 +8,9 @@ grouped-query attention), and a dynamic cache grows by concatenation. Here
 * the KV cache is one preallocated tensor per layer, ``[batch, kv_heads, length, head_dim]``,
   written in place at one slot per step (left padding puts every row's next token in the same
   slot; a boolean ``valid`` mask says which slots a row attends to);
+* the cache is a ring: a row whose answer is done takes the next request's prompt in the
+  slots before the next step's (``refill``) while the other rows go on decoding, so that the
+  batch stays full until the requests run out, instead of waiting for its longest answer;
 * the query heads of a group are folded into the query length (``[b, kv, group, d]``), so a
   decode step reads each key and value once and copies nothing (the same result as
   ``repeat_kv``: query head ``h`` uses key head ``h // group``);
@@ -30,12 +33,16 @@ Core objects:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 ARCHITECTURES = ("llama", "qwen2", "qwen3", "mistral")
+#: where a layer's new keys and values go: (layer, keys, values) -> the keys and values its
+#: queries attend to
+Store = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 def unsupported(model: Any) -> str | None:
@@ -96,8 +103,9 @@ class StaticDecoder:
     """The KV cache, and the prefill and decode step, of ``batch`` rows of at most ``length``
     tokens (prompt and answer).
 
-    Use: ``prefill`` a chunk (its rows' prompt tokens; fewer rows than ``batch`` are padded
-    with idle rows), then ``step`` with each chosen token until done. ``graphs``: capture the
+    Use: ``prefill`` a batch (its rows' prompt tokens; fewer rows than ``batch`` are padded
+    with idle rows), then ``step`` with each chosen token, and ``refill`` rows whose answers
+    are done with new prompts, until every answer is done. ``graphs``: capture the
     step as a CUDA graph on first use (CUDA only; a failed capture leaves the eager step and
     says why in ``graph_error``).
     """
@@ -132,7 +140,10 @@ class StaticDecoder:
         self.graph: Any = None
         self.graph_error: str | None = None  # why capture failed (then steps run eagerly)
         self.graph_error_counted = False  # by the backend's counters
-        self.filled = 0  # slots written (host side: no read of ``slot`` from the device)
+        self.at = 0  # the next step's slot (``slot`` on the host: no read from the device)
+        self.prefix = 0  # tokens of the shared prefix kept for ``refill``
+        self.prefix_keys: list[torch.Tensor] = []  # per layer, [kv_heads, prefix, head_dim]
+        self.prefix_values: list[torch.Tensor] = []
 
     # -- the layers ------------------------------------------------------------------------------
 
@@ -175,24 +186,16 @@ class StaticDecoder:
         return out.reshape(b, self.kv_heads, self.group, t, d).permute(0, 3, 1, 2, 4).reshape(
             b, t, self.heads * d)
 
-    def _layers(self, x: torch.Tensor, positions: torch.Tensor, start: int | torch.Tensor,
-                bias: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
-        """Run every layer over ``x`` ``[b, t, hidden]`` (positions ``[b, t]``), writing its
-        keys and values at slots ``start..start+t`` of ``rows`` and attending to the first
-        ``bias.shape[-1]`` slots."""
-        t, span = x.shape[1], bias.shape[-1]
+    def _layers(self, x: torch.Tensor, positions: torch.Tensor, bias: torch.Tensor,
+                store: Store) -> torch.Tensor:
+        """Run every layer over ``x`` ``[b, t, hidden]`` (positions ``[b, t]``): ``store``
+        puts each layer's new keys and values in the cache and gives the keys and values its
+        queries attend to, with ``bias``."""
         cos, sin = self.model.model.rotary_emb(x, positions)  # once for every layer
         for i, layer in enumerate(self.layers):
             q, k, v = self._qkv(layer, layer.input_layernorm(x), cos, sin)
-            if isinstance(start, int):
-                self.keys[i][rows, :, start:start + t] = k
-                self.values[i][rows, :, start:start + t] = v
-            else:  # the decode step: one slot, given as a tensor (graph-safe)
-                self.keys[i].index_copy_(2, start, k)
-                self.values[i].index_copy_(2, start, v)
-            out = self._attend(q, self.keys[i][rows, :, :span], self.values[i][rows, :, :span],
-                               bias)
-            x = x + layer.self_attn.o_proj(out)
+            keys, values = store(i, k, v)
+            x = x + layer.self_attn.o_proj(self._attend(q, keys, values, bias))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return x
 
@@ -205,68 +208,119 @@ class StaticDecoder:
         attention kernels; the extra slots are not valid, so masked)."""
         return min(self.length, -(-tokens // 8) * 8)
 
-    # -- prefill and step ------------------------------------------------------------------------
+    # -- prefill, refill and step ----------------------------------------------------------------
 
     @torch.inference_mode()
     def prefill(self, prompts: list[list[int]], prefix: int, pad: int,
                 block_tokens: int = 65_536) -> torch.Tensor:
-        """Encode ``prompts`` (one per row, at most ``batch``; they share their first
-        ``prefix`` tokens, encoded once) and return the logits of their last tokens
-        ``[rows, vocab]``. Rows are left-padded to the longest, so that every row's next
-        token goes in the same slot, and encoded in blocks of at most ``block_tokens`` tokens
-        (bounding the activations' memory)."""
+        """Start a batch: encode ``prompts`` (one per row, at most ``batch``; they share
+        their first ``prefix`` tokens, encoded once and kept for ``refill``) and return the
+        logits of their last tokens ``[rows, vocab]``. Rows beyond the prompts are idle."""
         n, device = len(prompts), self.device
         self.valid.zero_()
+        self.at, self.prefix = 0, prefix
+        self.prefix_keys, self.prefix_values = [], []
         if prefix:
-            ids = torch.tensor([prompts[0][:prefix]], device=device)
-            positions = torch.arange(prefix, device=device)[None]
-            causal = torch.ones((prefix, self._span(prefix)), dtype=torch.bool,
-                                device=device).tril()
-            self._layers(self.model.model.embed_tokens(ids), positions, 0,
-                         self._bias(causal[None]), slice(0, 1))
-            for keys, values in zip(self.keys, self.values, strict=True):
-                keys[1:, :, :prefix] = keys[:1, :, :prefix]
-                values[1:, :, :prefix] = values[:1, :, :prefix]
-            self.valid[:, :prefix] = True
-        rest = [p[prefix:] for p in prompts] + [[pad]] * (self.batch - n)  # idle rows
-        tokens, own, positions = left_padded(rest, pad, prefix)
+            span = self._span(prefix)
+            shape = (1, self.kv_heads, span, self.head_dim)
+            keys = [torch.zeros(shape, dtype=self.dtype, device=device) for _ in self.layers]
+            values = [torch.zeros(shape, dtype=self.dtype, device=device) for _ in self.layers]
+
+            def store(i: int, k: torch.Tensor, v: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+                keys[i][:, :, :prefix] = k
+                values[i][:, :, :prefix] = v
+                return keys[i], values[i]
+
+            causal = torch.ones((prefix, span), dtype=torch.bool, device=device).tril()
+            self._layers(self.model.model.embed_tokens(
+                torch.tensor([prompts[0][:prefix]], device=device)),
+                torch.arange(prefix, device=device)[None], self._bias(causal[None]), store)
+            self.prefix_keys = [k[0, :, :prefix] for k in keys]
+            self.prefix_values = [v[0, :, :prefix] for v in values]
+        self.positions.zero_()
+        self.slot.fill_(0)
+        idle = [prompts[0][:prefix] + [pad]] * (self.batch - n)
+        self.refill(list(range(self.batch)), prompts + idle, pad, block_tokens)
+        return self.logits[:n]
+
+    @torch.inference_mode()
+    def refill(self, rows: list[int], prompts: list[list[int]], pad: int,
+               block_tokens: int = 65_536) -> torch.Tensor:
+        """Give ``rows`` (whose answers are done) new ``prompts``, which start with the
+        prefix of the last ``prefill``, and return the logits of their last tokens (also
+        written to the step's logits, so that the next token of every row is chosen from
+        them): the other rows go on decoding. Rows are encoded in blocks of at most
+        ``block_tokens`` tokens (the activations' memory).
+
+        The cache is a ring: a row's prompt takes the slots just before the next step's
+        slot (left-padded to the longest of ``prompts``), and its answer the slots after
+        it; slots are attended by the ``valid`` mask, not by their order, since positions
+        are rotated into the keys. A row's prompt and answer must fit in ``length`` slots
+        (the caller's bound), so that the ring never reaches a row's own live slots."""
+        device, prefix = self.device, self.prefix
+        index = torch.tensor(rows, device=device)
+        tokens, own, positions = left_padded([p[prefix:] for p in prompts], pad, prefix)
         width = tokens.shape[1]
-        if prefix + width >= self.length:
-            raise ValueError(f"prompts of {prefix + width} tokens do not fit the decoder's "
-                             f"{self.length}")
+        used = prefix + width
+        if used >= self.length:
+            raise ValueError(f"prompts of {used} tokens do not fit the decoder's {self.length}")
+        span = self._span(used)
+        # the slots of the rows' prompts, in order: the last is just before the next step's
+        order = (self.at - span + torch.arange(span, device=device)) % self.length
+        valid = torch.cat([torch.zeros((len(rows), span - used), dtype=torch.bool),
+                           torch.ones((len(rows), prefix), dtype=torch.bool), own], 1).to(device)
+        self.valid[index] = False
+        self.valid[index[:, None], order[None]] = valid
+        slots = order[span - width:][None]
+        if prefix:
+            shared = order[span - used:span - width][None]
+            for i in range(len(self.layers)):  # [kv, prefix, d] -> every row's prefix slots
+                self.keys[i][index[:, None], :, shared] = self.prefix_keys[i].transpose(0, 1)
+                self.values[i][index[:, None], :, shared] = self.prefix_values[i].transpose(0, 1)
         tokens, positions = tokens.to(device), positions.to(device)
-        self.valid[:, prefix:prefix + width] = own.to(device)
-        # a token attends to the valid slots up to its own
-        span = self._span(prefix + width)
-        causal = torch.ones((width, span), dtype=torch.bool, device=device).tril(prefix)
+        # a prompt token attends to the valid slots up to its own
+        causal = torch.ones((width, span), dtype=torch.bool, device=device).tril(span - width)
         step = max(1, block_tokens // width)
-        for lo in range(0, self.batch, step):
-            hi = min(self.batch, lo + step)
-            allowed = causal[None] & self.valid[lo:hi, None, :span]
+        for lo in range(0, len(rows), step):
+            hi = min(len(rows), lo + step)
+            block = index[lo:hi, None]
+
+            def store(i: int, k: torch.Tensor, v: torch.Tensor,
+                      block: torch.Tensor = block) -> tuple[torch.Tensor, torch.Tensor]:
+                self.keys[i][block, :, slots] = k.transpose(1, 2)
+                self.values[i][block, :, slots] = v.transpose(1, 2)
+                # the rows' prompt slots, gathered in order: [rows, kv, span, d]
+                return (self.keys[i][block, :, order[None]].transpose(1, 2),
+                        self.values[i][block, :, order[None]].transpose(1, 2))
+
+            allowed = causal[None] & valid[lo:hi, None, :]
             allowed |= ~allowed.any(-1, keepdim=True)  # a padding query attends anywhere
             x = self._layers(self.model.model.embed_tokens(tokens[lo:hi]), positions[lo:hi],
-                             prefix, self._bias(allowed), slice(lo, hi))
-            self.logits[lo:hi].copy_(self._head(x))
-        self.positions.copy_(positions[:, -1] + 1)
-        self.slot.fill_(prefix + width)
-        self.filled = prefix + width
-        return self.logits[:n]
+                             self._bias(allowed), store)
+            self.logits[index[lo:hi]] = self._head(x)
+        self.positions[index] = positions[:, -1] + 1
+        return self.logits[index]
 
     def _step(self) -> None:
         """One decode step from the fixed inputs: the token of every row at ``slot``."""
         self.valid.index_fill_(1, self.slot, True)
-        x = self.model.model.embed_tokens(self.tokens[:, None])
-        x = self._layers(x, self.positions[:, None], self.slot, self._bias(self.valid[:, None]))
+
+        def store(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            self.keys[i].index_copy_(2, self.slot, k)
+            self.values[i].index_copy_(2, self.slot, v)
+            return self.keys[i], self.values[i]
+
+        x = self._layers(self.model.model.embed_tokens(self.tokens[:, None]),
+                         self.positions[:, None], self._bias(self.valid[:, None]), store)
         self.logits.copy_(self._head(x))
-        self.slot.add_(1)
+        self.slot.add_(1).remainder_(self.length)
         self.positions.add_(1)
 
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed each row's chosen token (a device tensor of at most ``batch`` rows) and return
         the next logits ``[batch, vocab]`` (queued on the device: reading them waits)."""
-        if self.filled >= self.length:
-            raise ValueError("the decoder's cache is full")
         self.tokens[:tokens.shape[0]].copy_(tokens, non_blocking=True)
         if self.graphs and self.graph is None and self.graph_error is None:
             self._capture()
@@ -274,7 +328,7 @@ class StaticDecoder:
             self.graph.replay()
         else:
             self._step()
-        self.filled += 1
+        self.at = (self.at + 1) % self.length
         return self.logits
 
     def _capture(self) -> None:
@@ -314,6 +368,7 @@ class StaticDecoder:
     def release(self) -> None:
         """Drop the cache and the graph (memory back to the allocator)."""
         self.keys, self.values, self.graph = [], [], None
+        self.prefix_keys, self.prefix_values = [], []
 
 
 __all__ = ["ARCHITECTURES", "StaticDecoder", "kv_layout", "left_padded", "unsupported"]

@@ -5,21 +5,26 @@ batched forward passes, the shared prompt prefix encoded once, structured output
 tokenizer and chat template; nothing is downloaded). For each batch of requests:
 
 1. prompts are rendered with the tokenizer's chat template (or ``llm.chat_format`` when it
-   has none), tokenised, sorted by length and cut into chunks of at most the batch size;
-2. in a chunk, the longest token prefix that every prompt shares (the system prompt, the
-   scenario's shared text) is encoded once and its KV cache repeated for every row
+   has none), tokenised and sorted by length (short padding);
+2. the longest token prefix that every prompt shares (the system prompt, the scenario's
+   shared text) is encoded once and its KV cache repeated for every row
    (``transformers.prefix_cache``); the rest of each prompt follows, left-padded, with
    attention masks and position ids that skip the padding, so a row's tokens are what the
    plain path (every prompt encoded whole) gives;
-3. a decode loop of our own generates up to ``max_tokens`` per row: where a request has a
+3. a decode loop of our own generates up to ``max_tokens`` per row, a batch of at most the
+   batch size at a time. With the static decoder (Llama-family models), one batch streams
+   every request: rows whose answers are done take the next requests (``refill``) while the
+   others go on, so that short answers do not wait for the batch's longest; with
+   transformers' forward, one batch follows another. Where a request has a
    JSON schema, an xgrammar matcher per row masks the logits so that only tokens that keep
    the answer valid JSON of that schema can come (free-text strings are bounded by
    ``transformers.max_text_chars``, and no free whitespace is allowed, so that answers end);
    greedy at temperature 0, else sampled on the device with the request's seed (Gumbel-max
    with a counter-based hash, ``sampling``: a row's draws depend on its own seed and token
    index, not on its batch, and nothing waits for the host);
-4. an out-of-memory error halves the chunk and retries (counted in ``health()``), and the
-   batch size on CUDA is sized from free memory and the model's KV cache per token.
+4. an out-of-memory error halves the batch and retries the requests not done yet (counted
+   in ``health()``), and the batch size on CUDA is sized from free memory and the model's
+   KV cache per token.
 
 Everything but the GPU kernels runs on CPU: the tests build a tiny model from a config with
 random weights and a tokenizer trained on a few kB of text.
@@ -40,6 +45,7 @@ import logging
 import os
 import re
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -66,8 +72,13 @@ KEPT_DECODERS = 2
 #: at least this many rows each, and at most this many threads
 GRAMMAR_ROWS_PER_THREAD = 64
 GRAMMAR_THREADS = 16
+#: with the static decoder, rows whose answers are done take new requests once at least this
+#: share of the batch (1/8) is done, or every request left
+REFILL_SHARE = 8
 #: the next logits from each row's chosen token (a device tensor)
 Stepper = Callable[[Any], Any]
+#: puts new requests (rows) in a batch's places (row indices), their logits in the next step's
+Refill = Callable[[list[int], list["_Row"]], None]
 
 
 #: ``org/name``: a model name the Hugging Face cache may hold (anything else is a path)
@@ -206,7 +217,8 @@ class TransformersBackend(Backend):
         self.batch = self.settings.max_batch
         self.counts = {"oom_halvings": 0, "grammar_violations": 0, "unterminated": 0,
                        "shared_prefix_tokens": 0, "prefill_ms": 0, "decode_ms": 0,
-                       "static_rows": 0, "graph_failures": 0, "decode_steps": 0}
+                       "static_rows": 0, "graph_failures": 0, "decode_steps": 0,
+                       "refills": 0}
         # the torch modules (the static decoder and its padding and cache layout, used by
         # both paths; device sampling): imported here, with torch, since both are optional
         from . import sampling, static_decode
@@ -290,10 +302,9 @@ class TransformersBackend(Backend):
         need = max(len(r.ids) for r in order) + max(r.request.max_tokens for r in order) + 1
         length = -(-need // LENGTH_QUANTUM) * LENGTH_QUANTUM
         size = max(MIN_BATCH, min(self.batch, self._memory_batch(length)))
-        # chunks of equal size (within one row), so that one decoder serves them all
+        # batches of equal size (within one row), so that one decoder serves them all
         size = -(-len(order) // -(-len(order) // size))
-        for start in range(0, len(order), size):
-            self._run(order[start:start + size], length)
+        self._run(order, length, size)
         latency = time.perf_counter() - t0
         out = []
         for row in rows:
@@ -320,59 +331,83 @@ class TransformersBackend(Backend):
         per_row = per_token * length + 3 * 4 * self.vocab
         return max(MIN_BATCH, int(0.6 * free // max(per_row, 1)))
 
-    def _run(self, rows: list[_Row], length: int) -> None:
-        """Decode a chunk; on out-of-memory, halve it and retry each half (after leaving the
-        ``except`` block: its traceback holds the failed attempt's tensors)."""
+    def _run(self, rows: list[_Row], length: int, size: int) -> None:
+        """Decode ``rows`` in batches of ``size``; on out-of-memory, halve the batch and
+        retry the rows not done yet (after leaving the ``except`` block: its traceback holds
+        the failed attempt's tensors)."""
         try:
-            self._decode(rows, length)
+            self._decode(rows, length, size)
             return
         except (RuntimeError, MemoryError) as exc:
-            if not _is_oom(exc) or len(rows) <= MIN_BATCH:
+            if not _is_oom(exc) or size <= MIN_BATCH:
                 raise
-        # out of memory: free what we hold, halve, retry
+        # out of memory: free what we hold, halve, retry what is left
         self._release_decoders()
         self.counts["oom_halvings"] += 1
-        self.batch = max(MIN_BATCH, len(rows) // 2)
-        for row in rows:
-            row.tokens, row.done = [], False
-        half = len(rows) // 2
-        self._run(rows[:half], length)
-        self._run(rows[half:], length)
+        self.batch = size = max(MIN_BATCH, size // 2)
+        left = [row for row in rows if not row.done]
+        for row in left:
+            row.tokens = []
+        self._run(left, length, size)
 
     def _forward(self, ids: Any, mask: Any, positions: Any, cache: Any) -> Any:
         return self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                           use_cache=True, **{self.cache_arg: cache}, **self.keep)
 
-    def _decode(self, rows: list[_Row], length: int) -> None:
-        """Prefill (the shared prefix once) and the decode loop of one chunk."""
-        b = len(rows)
-        ids = [r.ids for r in rows]
-        prefix = common_prefix(ids) if self.settings.prefix_cache and b > 1 else 0
-        prefix = min(prefix, min(len(i) for i in ids) - 1)  # every row keeps a token
-        if prefix < self.settings.min_prefix_tokens:
-            prefix = 0
-        # prompt tokens not encoded again: the prefix, for every row but the one that did
-        self.counts["shared_prefix_tokens"] += prefix * (b - 1)
-        with self.torch.inference_mode():
-            t0 = self._clock()
-            logits, step = self._start(ids, prefix, length)
-            t1 = self._clock()
-            self._loop(rows, logits, step)
-            self.counts["prefill_ms"] += round(1000 * (t1 - t0))
-            self.counts["decode_ms"] += round(1000 * (self._clock() - t1))
+    def _prefix(self, ids: list[list[int]]) -> int:
+        """Tokens of the prefix every prompt shares, encoded once (0: none worth it)."""
+        if not self.settings.prefix_cache or len(ids) < 2:
+            return 0
+        prefix = min(common_prefix(ids), min(len(i) for i in ids) - 1)  # a row keeps a token
+        return prefix if prefix >= self.settings.min_prefix_tokens else 0
 
-    def _start(self, ids: list[list[int]], prefix: int, length: int) -> tuple[Any, Stepper]:
-        """Prefill a chunk: the logits of each row's last prompt token, and the step that
+    def _decode(self, rows: list[_Row], length: int, size: int) -> None:
+        """Prefill and decode ``rows``, ``size`` at a time. With the static decoder, one batch
+        streams them all: a row whose answer is done takes the next request
+        (``StaticDecoder.refill``) while the others go on; transformers' forward decodes one
+        batch after another."""
+        decoder = (self._static_decoder(min(size, len(rows)), length)
+                   if self.static_reason is None else None)
+        batches = [rows] if decoder is not None else [rows[i:i + size]
+                                                      for i in range(0, len(rows), size)]
+        for batch in batches:
+            ids = [r.ids for r in batch]
+            prefix = self._prefix(ids)
+            first, queue = batch[:size], deque(batch[size:])
+            # prompt tokens not encoded again: the prefix, for every row but the one that did
+            self.counts["shared_prefix_tokens"] += prefix * (len(batch) - 1)
+            with self.torch.inference_mode():
+                t0 = self._clock()
+                logits, step = self._start(ids[:size], prefix, decoder)
+                t1 = self._clock()
+                refill = (None if decoder is None else
+                          lambda slots, new, d=decoder: self._refill(d, slots, new))
+                before = self.counts["prefill_ms"]
+                self._loop(first, logits, step, queue, refill)
+                refilled = self.counts["prefill_ms"] - before
+                self.counts["prefill_ms"] += round(1000 * (t1 - t0))
+                self.counts["decode_ms"] += round(1000 * (self._clock() - t1)) - refilled
+
+    def _refill(self, decoder: StaticDecoder, slots: list[int], rows: list[_Row]) -> None:
+        """New requests in the decoder's rows ``slots``, their logits in the next step's."""
+        t0 = self._clock()
+        decoder.refill(slots, [r.ids for r in rows], self.tokenizer.pad_token_id,
+                       self.settings.prefill_tokens)
+        self.counts["static_rows"] += len(rows)
+        self.counts["refills"] += 1
+        self.counts["prefill_ms"] += round(1000 * (self._clock() - t0))
+
+    def _start(self, ids: list[list[int]], prefix: int, decoder: StaticDecoder | None
+               ) -> tuple[Any, Stepper]:
+        """Prefill a batch: the logits of each row's last prompt token, and the step that
         takes each row's chosen token (a device tensor) to the next logits. The static
         decoder where the model and settings allow (``static_decode``), else transformers'
         forward with its dynamic cache."""
-        if self.static_reason is None:
-            decoder = self._static_decoder(len(ids), length)
-            if decoder is not None:
-                logits = decoder.prefill(ids, prefix, self.tokenizer.pad_token_id,
-                                         self.settings.prefill_tokens)
-                self.counts["static_rows"] += len(ids)
-                return logits, self._static_step(decoder, len(ids))
+        if decoder is not None:
+            logits = decoder.prefill(ids, prefix, self.tokenizer.pad_token_id,
+                                     self.settings.prefill_tokens)
+            self.counts["static_rows"] += len(ids)
+            return logits, self._static_step(decoder, len(ids))
         return self._generic_start(ids, prefix)
 
     def _static_decoder(self, rows: int, length: int) -> StaticDecoder | None:
@@ -455,49 +490,74 @@ class TransformersBackend(Backend):
         # transformers 5 names it ``cache`` (``past_key_values`` is a deprecated alias there)
         return getattr(out, "cache", None) or getattr(out, "past_key_values", None)
 
-    def _loop(self, rows: list[_Row], logits: Any, step: Stepper) -> None:
+    def _loop(self, rows: list[_Row], logits: Any, step: Stepper,
+              queue: deque[_Row] | None = None, refill: Refill | None = None) -> None:
         """Generate until every row is done (grammar terminated, stop token, or its
-        ``max_tokens``).
+        ``max_tokens``), and, with ``refill``, the rows of ``queue`` too: once enough rows
+        are done (``REFILL_SHARE`` of the batch, or every row the queue still holds), their
+        places take the next requests of the queue.
 
         Each iteration masks the logits by the grammar, chooses the tokens on the device,
         queues their copy to the host, and queues the next step before it waits for that
         copy: the grammar's work on the host (accepting the tokens, filling the next masks,
-        in threads) runs while the device computes the next step.
+        in threads) runs while the device computes the next step. A refill is queued after
+        that step, so that its rows' first tokens are chosen from the refill's logits.
         """
-        torch, device, b = self.torch, self.device, len(rows)
+        torch, device = self.torch, self.device
+        queue = queue if queue is not None and refill is not None else deque()
+        active, b = list(rows), len(rows)
         cuda = device.type == "cuda"
-        matchers, bitmask = self._matchers(rows)
+        matchers, bitmask = self._matchers(active, any(r.grammar is not None for r in queue))
         if matchers:
             self._grammar_work([(k, None) for k, m in enumerate(matchers) if m is not None],
                                matchers, bitmask)
             mask_dev = bitmask.to(device) if cuda else bitmask
-        choose = self._sampling(rows)
-        steps = max(r.request.max_tokens for r in rows)
+        choose = self._sampling(active)
         pad = self.tokenizer.pad_token_id
         done = torch.zeros(b, dtype=torch.bool, device=device)
         done_host = torch.zeros(b, dtype=torch.bool, pin_memory=cuda)
         host = torch.empty(b, dtype=torch.long, pin_memory=cuda)
-        for t in range(steps):
+        counter = torch.zeros(b, dtype=torch.long, device=device)  # each row's token index
+        while True:
             self.counts["decode_steps"] += 1
             logits = logits[:b]
             if matchers:
                 if cuda:
                     mask_dev.copy_(bitmask, non_blocking=True)
                 self._xgr.apply_token_bitmask_inplace(logits, mask_dev)
-            chosen = choose(logits, t).masked_fill(done, pad)
+            chosen = choose(logits, counter).masked_fill(done, pad)
+            counter += 1
             host.copy_(chosen, non_blocking=True)
             copied = torch.cuda.Event() if cuda else None
             if copied is not None:
                 copied.record()
-            if t + 1 < steps:
+            if queue or any(not r.done and len(r.tokens) + 1 < r.request.max_tokens
+                            for r in active):
                 logits = step(chosen)  # queued: the device works while the host goes on
             if copied is not None:
                 copied.synchronize()
-            if not self._accept(rows, matchers, host.tolist(), bitmask):
+            if not self._accept(active, matchers, host.tolist(), bitmask) and not queue:
                 return
+            free = [k for k, r in enumerate(active) if r.done]
+            if queue and len(free) >= min(len(queue), max(1, b // REFILL_SHARE)):
+                new = [queue.popleft() for _ in free[:len(queue)]]
+                slots = free[:len(new)]
+                refill(slots, new)  # type: ignore[misc]  # queue is empty without refill
+                for k, row in zip(slots, new, strict=True):
+                    active[k] = row
+                if matchers:
+                    for k, row in zip(slots, new, strict=True):
+                        matchers[k] = (self._xgr.GrammarMatcher(row.grammar)
+                                       if row.grammar is not None else None)
+                        if matchers[k] is None:
+                            bitmask[k].fill_(-1)
+                    self._grammar_work([(k, None) for k in slots if matchers[k] is not None],
+                                       matchers, bitmask)
+                counter[slots] = 0
+                choose = self._sampling(active)
             # pinned: the copy is queued before the next wait, which orders it before the
             # next time this buffer is written
-            done_host.copy_(torch.tensor([r.done for r in rows]))
+            done_host.copy_(torch.tensor([r.done for r in active]))
             done.copy_(done_host, non_blocking=cuda)
 
     def _accept(self, rows: list[_Row], matchers: list[Any], chosen: list[int],
@@ -558,8 +618,10 @@ class TransformersBackend(Backend):
         parts = self._pool.map(part, [work[i:i + size] for i in range(0, len(work), size)])
         return [r for p in parts for r in p]
 
-    def _matchers(self, rows: list[_Row]) -> tuple[list[Any], Any]:
-        if not any(r.grammar is not None for r in rows):
+    def _matchers(self, rows: list[_Row], later: bool = False) -> tuple[list[Any], Any]:
+        """A grammar matcher per row (None: no grammar) and the batch's token bitmask; none
+        where no row has a grammar and none comes ``later`` (by refill)."""
+        if not later and not any(r.grammar is not None for r in rows):
             return [], None
         xgr = self._xgr
         matchers = [xgr.GrammarMatcher(r.grammar) if r.grammar is not None else None
@@ -568,14 +630,14 @@ class TransformersBackend(Backend):
         # pinned, so that its copy to the GPU does not wait for the host
         return matchers, bitmask.pin_memory() if self.device.type == "cuda" else bitmask
 
-    def _sampling(self, rows: list[_Row]) -> Callable[[Any, int], Any]:
-        """How a chunk's tokens are chosen from its masked logits at token index ``t``: the
-        argmax, and for rows at a temperature above 0 a draw fixed by the row's seed and
-        ``t`` (``sampling.sample``), all on the device."""
+    def _sampling(self, rows: list[_Row]) -> Callable[[Any, Any], Any]:
+        """How a batch's tokens are chosen from its masked logits, given each row's token
+        index (a device tensor): the argmax, and for rows at a temperature above 0 a draw
+        fixed by the row's seed and token index (``sampling.sample``), all on the device."""
         torch, device = self.torch, self.device
         drawn = [k for k, r in enumerate(rows) if r.request.temperature > 0]
         if not drawn:
-            return lambda logits, t: logits.argmax(-1)
+            return lambda logits, counter: logits.argmax(-1)
         temperature = torch.tensor([r.request.temperature for r in rows], device=device)
         top_p = (torch.tensor([r.request.top_p for r in rows], device=device)
                  if any(rows[k].request.top_p < 1 for k in drawn) else None)
@@ -583,7 +645,8 @@ class TransformersBackend(Backend):
                              dtype=torch.long, device=device)
         index = torch.tensor(drawn, dtype=torch.long, device=device)
         sample = self._sample_fn
-        return lambda logits, t: sample(logits, index, temperature, top_p, seeds, t)
+        return lambda logits, counter: sample(logits, index, temperature, top_p, seeds,
+                                              counter)
 
     async def close(self) -> None:
         """Stop the grammar threads and drop the static cache."""
