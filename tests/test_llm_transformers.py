@@ -22,6 +22,7 @@ pytest.importorskip("xgrammar")
 from populace.simulator.llm.config import LLMConfig  # noqa: E402
 from populace.simulator.llm.transformers_backend import (  # noqa: E402
     TransformersBackend,
+    _is_oom,
     bounded_schema,
     common_prefix,
 )
@@ -303,6 +304,10 @@ def test_helpers() -> None:
     assert props["a"]["pattern"] == props["b"]["pattern"] == '^[^\\x00-\\x1f"\\\\]{0,24}$'
     assert props["c"] == {"type": "string", "enum": ["x", "y"]}
     assert props["d"]["pattern"].endswith("{0,5}$") and "maxLength" not in props["d"]
+    # what halves the batch: the device's memory, also as a library's failed allocation
+    assert _is_oom(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
+    assert _is_oom(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate"))
+    assert not _is_oom(RuntimeError("CUDA error: device-side assert triggered"))
 
 
 def test_a_run_of_language_model_agents_goes_through_the_backend(tiny_model: Path,

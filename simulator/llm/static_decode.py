@@ -33,11 +33,13 @@ Core objects:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 ARCHITECTURES = ("llama", "qwen2", "qwen3", "mistral")
 #: where a layer's new keys and values go: (layer, keys, values) -> the keys and values its
@@ -162,7 +164,7 @@ class StaticDecoder:
         return _rope(q, cos, sin), _rope(k, cos, sin), v
 
     def _bias(self, allowed: torch.Tensor) -> torch.Tensor:
-        """The additive attention bias ``[b, 1, group * t, s]`` (model dtype, contiguous) of
+        """The additive attention bias ``[b, 1, group * t, s]`` (model dtype) of
         ``allowed`` ``[b, t, s]`` (True: attend), repeated for the folded query heads. Built
         once per prefill block or decode step, not per layer (sdpa would convert a boolean
         mask in every layer)."""
@@ -233,9 +235,10 @@ class StaticDecoder:
                 return keys[i], values[i]
 
             causal = torch.ones((prefix, span), dtype=torch.bool, device=device).tril()
-            self._layers(self.model.model.embed_tokens(
-                torch.tensor([prompts[0][:prefix]], device=device)),
-                torch.arange(prefix, device=device)[None], self._bias(causal[None]), store)
+            with self._prompt_kernels():
+                self._layers(self.model.model.embed_tokens(
+                    torch.tensor([prompts[0][:prefix]], device=device)),
+                    torch.arange(prefix, device=device)[None], self._bias(causal[None]), store)
             self.prefix_keys = [k[0, :, :prefix] for k in keys]
             self.prefix_values = [v[0, :, :prefix] for v in values]
         self.positions.zero_()
@@ -244,14 +247,23 @@ class StaticDecoder:
         self.refill(list(range(self.batch)), prompts + idle, pad, block_tokens)
         return self.logits[:n]
 
+    def _prompt_kernels(self) -> Any:
+        """The attention kernels for prompts (prefix, prefill, refill) on CUDA: the
+        memory-efficient one (the math one as a fallback), whose launch costs nothing per
+        shape. Prompt shapes change with nearly every refill, and cuDNN's attention, which
+        torch may prefer on Hopper GPUs, builds a plan for each new shape (tens of ms)."""
+        if self.device.type != "cuda":
+            return contextlib.nullcontext()
+        return sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
     @torch.inference_mode()
     def refill(self, rows: list[int], prompts: list[list[int]], pad: int,
-               block_tokens: int = 65_536) -> torch.Tensor:
+               block_tokens: int = 65_536) -> None:
         """Give ``rows`` (whose answers are done) new ``prompts``, which start with the
-        prefix of the last ``prefill``, and return the logits of their last tokens (also
-        written to the step's logits, so that the next token of every row is chosen from
-        them): the other rows go on decoding. Rows are encoded in blocks of at most
-        ``block_tokens`` tokens (the activations' memory).
+        prefix of the last ``prefill``; the logits of their last tokens go to the step's
+        logits, so that the next token of every row is chosen from them. The other rows go
+        on decoding. Rows are encoded in blocks of at most ``block_tokens`` tokens (the
+        activations' memory).
 
         The cache is a ring: a row's prompt takes the slots just before the next step's
         slot (left-padded to the longest of ``prompts``), and its answer the slots after
@@ -272,7 +284,6 @@ class StaticDecoder:
                            torch.ones((len(rows), prefix), dtype=torch.bool), own], 1).to(device)
         self.valid[index] = False
         self.valid[index[:, None], order[None]] = valid
-        slots = order[span - width:][None]
         if prefix:
             shared = order[span - used:span - width][None]
             for i in range(len(self.layers)):  # [kv, prefix, d] -> every row's prefix slots
@@ -281,9 +292,20 @@ class StaticDecoder:
         tokens, positions = tokens.to(device), positions.to(device)
         # a prompt token attends to the valid slots up to its own
         causal = torch.ones((width, span), dtype=torch.bool, device=device).tril(span - width)
+        with self._prompt_kernels():
+            self._encode(index, tokens, positions, valid, causal, order, block_tokens)
+        self.positions[index] = positions[:, -1] + 1
+
+    def _encode(self, index: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor,
+                valid: torch.Tensor, causal: torch.Tensor, order: torch.Tensor,
+                block_tokens: int) -> None:
+        """``refill``'s encoding of the prompts' own tokens in blocks of rows: their keys and
+        values go to the rows' last slots of ``order``, their last logits to the step's."""
+        width, span = tokens.shape[1], order.shape[0]
+        slots = order[span - width:][None]
         step = max(1, block_tokens // width)
-        for lo in range(0, len(rows), step):
-            hi = min(len(rows), lo + step)
+        for lo in range(0, len(index), step):
+            hi = min(len(index), lo + step)
             block = index[lo:hi, None]
 
             def store(i: int, k: torch.Tensor, v: torch.Tensor,
@@ -299,8 +321,6 @@ class StaticDecoder:
             x = self._layers(self.model.model.embed_tokens(tokens[lo:hi]), positions[lo:hi],
                              self._bias(allowed), store)
             self.logits[index[lo:hi]] = self._head(x)
-        self.positions[index] = positions[:, -1] + 1
-        return self.logits[index]
 
     def _step(self) -> None:
         """One decode step from the fixed inputs: the token of every row at ``slot``."""
@@ -333,7 +353,8 @@ class StaticDecoder:
 
     def _capture(self) -> None:
         """Capture ``_step`` as a CUDA graph, on a side stream after two warm-up steps there
-        (their writes are undone: they only run each kernel once before capture). A failed
+        (they only run each kernel once before capture; the slot, positions and mask they
+        advanced are restored, the keys they wrote lie in slots no row holds). A failed
         capture leaves the eager step and says why in ``graph_error``; running out of memory
         is raised (the caller halves the batch)."""
         state = (self.valid, self.slot, self.positions)
@@ -348,7 +369,8 @@ class StaticDecoder:
                 for t, s in zip(state, saved, strict=True):
                     t.copy_(s)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, stream=stream):
+            # thread-local: another thread's CUDA call (none is expected) does not break it
+            with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
                 self._step()
             self.graph = graph
         except Exception as exc:  # torch raises RuntimeError and its own subclasses

@@ -162,7 +162,11 @@ class _Row:
 
 
 def _is_oom(error: BaseException) -> bool:
-    return "out of memory" in str(error).lower() or type(error).__name__ == "OutOfMemoryError"
+    """Whether ``error`` says the device ran out of memory (torch's, or a library's failed
+    allocation: cuBLAS, cuDNN)."""
+    text = str(error).lower()
+    return (type(error).__name__ == "OutOfMemoryError" or "out of memory" in text
+            or "alloc_failed" in text)
 
 
 class TransformersBackend(Backend):
