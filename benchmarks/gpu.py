@@ -30,11 +30,11 @@ share that parse are reported (``paths``). Then, for each shape:
    exactly ``--new-tokens`` (24) new tokens each, at the shape's batch, two batches timed.
 
 Last, if time is left (``mixed``): answers of mixed lengths, as a real model's are (a like is
-a few tokens, a post many): 2 batches' worth of unconstrained requests of the first shape,
-each with ``max_tokens`` from 12 to 120 (a third of them 80 or 120), through the backend with
-the static decoder's refill (rows whose answers are done take the next requests) and without
-it (``REFILL_SHARE = 1``: the next batch starts when the whole batch is done): requests/s and
-decode steps of each.
+a few tokens, a post many): ``--mixed-batches`` (2) batches' worth of unconstrained requests
+of the first shape, each with ``max_tokens`` from 12 to 120 (a third of them 80 or 120),
+through the backend with the static decoder's refill (rows whose answers are done take the
+next requests) and without it (``REFILL_SHARE = 1``: the next batch starts when the whole
+batch is done): requests/s and decode steps of each.
 
 Figures go to stdout and ``--out``; docs/benchmarks.md ("GPU") records them.
 """
@@ -213,9 +213,9 @@ def plain_generate(folder: Path, prompts: list[Any], device: str, batch: int,
     return {"batch": batch, "decisions_per_s": done / timed if timed else None}
 
 
-def mixed_lengths(folder: Path, device: str, batch: int) -> dict[str, Any]:
+def mixed_lengths(folder: Path, device: str, batch: int, batches: int = 2) -> dict[str, Any]:
     """Requests whose answers have mixed lengths (``max_tokens`` 12 to 120, no grammar, so
-    that a random model's answers run to it), ``2 * batch`` of them, through the backend with
+    that a random model's answers run to it), ``batches * batch`` of them, through the backend with
     the static decoder's refill and without it: requests/s and decode steps of each."""
     import asyncio
     import random
@@ -230,7 +230,7 @@ def mixed_lengths(folder: Path, device: str, batch: int) -> dict[str, Any]:
                              {"role": "user", "content": f"User {i}: " + "news " * rng.randint(
                                  5, 40)}], "bench", None, temperature=0.0,
                             max_tokens=rng.choice([12, 16, 20, 24, 80, 120]), key=i)
-                for i in range(2 * batch)]
+                for i in range(batches * batch)]
     llm = LLMConfig(backend="transformers", model=str(folder), temperature=0.0, max_tokens=128,
                     transformers={"device": device, "max_batch": batch})
     backend = transformers_backend.TransformersBackend(llm)
@@ -310,6 +310,8 @@ def main() -> int:
     parser.add_argument("--temperature", type=float, default=0.0,
                         help="the agents' sampling temperature (0: greedy, as the issue's "
                         "figures; above 0 draws on the device)")
+    parser.add_argument("--mixed-batches", type=int, default=2,
+                        help="requests of mixed lengths, in batches of the first shape's size")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     import torch
@@ -349,7 +351,8 @@ def main() -> int:
     folder = Path(tempfile.mkdtemp(prefix=f"populace-{shape}-"))
     try:
         build(shape, folder, args.device)
-        report["mixed"] = {"shape": shape, **mixed_lengths(folder, args.device, BATCH[shape])}
+        report["mixed"] = {"shape": shape, **mixed_lengths(folder, args.device, BATCH[shape],
+                                                           args.mixed_batches)}
     except Exception as exc:
         traceback.print_exc()
         report["mixed"] = {"error": f"{type(exc).__name__}: {exc}"}
