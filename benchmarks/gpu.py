@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import shutil
 import sys
@@ -334,6 +335,10 @@ def main() -> int:
             built = time.perf_counter() - t0
             ours = populace_step(shape, folder, args.agents, args.device, args.temperature)
             prompts = ours.pop("prompts")
+            # the run's model and caches go before plain generate loads its copy (8B: 16 GB)
+            gc.collect()
+            if args.device == "cuda":
+                torch.cuda.empty_cache()
             plain = plain_generate(folder, prompts, args.device, BATCH[shape], args.new_tokens)
             result = {"build_s": built, "populace": ours, "plain_generate": plain}
         except Exception as exc:  # one shape failing (e.g. out of memory) leaves the others
