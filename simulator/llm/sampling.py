@@ -45,10 +45,8 @@ def uniforms(seeds: torch.Tensor, counter: int | torch.Tensor, vocab: int) -> to
     ``counter``, vocabulary id): the same on every device (integer arithmetic wraps alike).
     ``counter``: one for every row, or an int64 tensor ``[rows]``."""
     ids = torch.arange(vocab, dtype=torch.int64, device=seeds.device)
-    if isinstance(counter, torch.Tensor):
-        offset = (counter * _STEP + 1)[:, None]  # wraps as _signed does
-    else:
-        offset = torch.tensor(_signed(counter * _STEP + 1), device=seeds.device)
+    offset = ((counter * _STEP + 1)[:, None] if isinstance(counter, torch.Tensor)  # wraps alike
+              else _signed(counter * _STEP + 1))
     x = seeds[:, None] * _GOLDEN + ids[None] * _signed(2 * _GOLDEN) + offset
     x = (x ^ _shift(x, 30)) * _MIX1
     x = (x ^ _shift(x, 27)) * _MIX2
