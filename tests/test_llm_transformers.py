@@ -107,6 +107,7 @@ def test_every_constrained_answer_is_valid_json_of_its_schema(tiny_model: Path) 
         assert set(value) == {"reasoning", "guess"}
         assert 0 <= value["guess"] <= 100 and len(value["reasoning"]) <= 24
     assert b.health()["grammar_violations"] == 0 and b.health()["unterminated"] == 0
+    assert b._grammar_s > 0 and "grammar_ms" in b.health()  # the grammar's host time
 
 
 def test_the_shared_prefix_path_gives_the_plain_path_s_tokens(tiny_model: Path) -> None:
@@ -168,6 +169,7 @@ def test_the_static_decoder_refills_rows_whose_answers_are_done(tiny_model: Path
     assert texts == answers(generic, reqs)
     health = fast.health()
     assert health["refills"] >= 3 and health["static_rows"] == 11
+    assert health["grammar_ms"] == 0  # no schema, no grammar
     assert health["decode_steps"] < generic.health()["decode_steps"]  # no waiting for the longest
     drawn = [ChatRequest(r.messages, "tiny", None, temperature=1.0, max_tokens=r.max_tokens,
                          seed=50 + r.key, key=r.key) for r in reqs]

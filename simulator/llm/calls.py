@@ -30,7 +30,7 @@ COUNTERS = ("requests", "decisions", "invalid", "repairs", "repaired", "fallback
             "cache_hits", "prompt_tokens", "completion_tokens", "reflections", "retries",
             "ejections", "replay_misses", "oom_halvings", "grammar_violations", "unterminated",
             "shared_prefix_tokens", "prefill_ms", "decode_ms", "static_rows", "graph_failures",
-            "decode_steps", "refills", "actor_batches")
+            "decode_steps", "refills", "grammar_ms", "actor_batches")
 
 
 class LLMCalls:

@@ -241,6 +241,7 @@ class TransformersBackend(Backend):
         self._compiler: Any = None
         self._xgr: Any = None  # the xgrammar module, once a schema needs it
         self._grammars: dict[str, Any] = {}
+        self._grammar_s = 0.0  # the grammar's host work (``llm.grammar_ms``)
 
     # -- grammar ---------------------------------------------------------------------------------
 
@@ -597,7 +598,7 @@ class TransformersBackend(Backend):
         """For each (row, token): the row's matcher accepts the token (None: none yet) and,
         unless it ended, fills the row's next-token mask. Rows are split between threads
         (xgrammar releases the GIL); a row that ended gets no constraint. Returns (accepted,
-        terminated) per row."""
+        terminated) per row. Its wall time adds to ``llm.grammar_ms``."""
         def part(items: list[tuple[int, int | None]]) -> list[tuple[bool, bool]]:
             out = []
             with self.torch.inference_mode():  # thread-local: the mask is an inference tensor
@@ -612,15 +613,19 @@ class TransformersBackend(Backend):
                     out.append((accepted, terminated))
             return out
 
+        t0 = time.perf_counter()
         if len(work) < GRAMMAR_ROWS_PER_THREAD * 2:
-            return part(work)
-        threads = max(1, min(GRAMMAR_THREADS, os.cpu_count() or 1))
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="populace-grammar")
-        n = min(threads, len(work) // GRAMMAR_ROWS_PER_THREAD)
-        size = -(-len(work) // n)
-        parts = self._pool.map(part, [work[i:i + size] for i in range(0, len(work), size)])
-        return [r for p in parts for r in p]
+            out = part(work)
+        else:
+            threads = max(1, min(GRAMMAR_THREADS, os.cpu_count() or 1))
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(threads, thread_name_prefix="populace-grammar")
+            n = min(threads, len(work) // GRAMMAR_ROWS_PER_THREAD)
+            size = -(-len(work) // n)
+            parts = self._pool.map(part, [work[i:i + size] for i in range(0, len(work), size)])
+            out = [r for p in parts for r in p]
+        self._grammar_s += time.perf_counter() - t0
+        return out
 
     def _matchers(self, rows: list[_Row], later: bool = False) -> tuple[list[Any], Any]:
         """A grammar matcher per row (None: no grammar) and the batch's token bitmask; none
@@ -662,6 +667,8 @@ class TransformersBackend(Backend):
     def health(self) -> dict[str, int]:
         """Out-of-memory halvings, grammar violations (answers the grammar could not keep
         valid: should stay 0), answers cut at ``max_tokens`` before the grammar ended, the
-        prompt tokens the shared prefix saved encoding, and the milliseconds of prefill and of
-        decoding (``llm.*`` metrics of the step)."""
-        return dict(self.counts)
+        prompt tokens the shared prefix saved encoding, the milliseconds of prefill, of
+        decoding and of the grammar's host work (overlapped with decoding: beyond a decode
+        step's time, the device waits for the host), and more (``llm.*`` metrics of the
+        step)."""
+        return {**self.counts, "grammar_ms": round(1000 * self._grammar_s)}
