@@ -9,8 +9,10 @@ Usage::
 Nothing is downloaded. For each model shape (the published configurations of Qwen2.5-0.5B,
 Qwen2.5-1.5B and Llama-3-8B, or ``tiny``), a model with random weights is built from its
 config on the device and saved (bf16 on a GPU) with a byte-level BPE tokenizer trained here on
-the project's docs (the model keeps its published vocabulary size; the tokenizer's few thousand
-tokens are the ones answers use) and a ChatML template.
+the project's docs and a ChatML template. The model keeps its published vocabulary size, and so
+does the tokenizer: its few thousand trained tokens encode the prompts, and tokens made of two
+of them fill the vocabulary (less 256 ids left unused, as a published model pads its own), so
+that the grammar's host work and the choice of tokens are those of a full vocabulary.
 
 First, a check of the decode paths (seconds): a tiny model in float32 on the device answers 64
 constrained requests through the static decoder with CUDA graphs, without them, and through
@@ -24,7 +26,8 @@ share that parse are reported (``paths``). Then, for each shape:
    decisions/s (decisions over the step's decide seconds, repairs included), the share of
    first answers that validate, prefill and decode seconds, the step's other (host) seconds,
    decode milliseconds per step (one
-   token for every row of a chunk), rows on the static decoder, failed graph captures, prompt
+   token for every row of a chunk) and the grammar's host milliseconds per step (overlapped
+   with the step: beyond its time, the device waits), rows on the static decoder, failed graph captures, prompt
    tokens the shared prefix saved, peak GPU memory.
 2. Plain ``generate``: the same prompts (the step's, from ``llm_calls``), left-padded, greedy,
    exactly ``--new-tokens`` (24) new tokens each, at the shape's batch, two batches timed.
@@ -45,6 +48,7 @@ import argparse
 import contextlib
 import gc
 import json
+import random
 import shutil
 import sys
 import tempfile
@@ -77,11 +81,14 @@ SHAPES: dict[str, dict[str, Any]] = {
                    "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,
                    "rope_theta": 500000.0},
 }
+#: ids past the tokenizer's vocabulary (Qwen2.5 leaves 271 of its 151,936 unused)
+UNUSED_IDS = 256
 BATCH = {"tiny": 64, "qwen2.5-0.5b": 2048, "qwen2.5-1.5b": 1024, "llama-3-8b": 512}
 
 
 def tokenizer(folder: Path, vocab: int) -> Any:
-    """A byte-level BPE tokenizer trained on the project's docs, with ChatML's tokens."""
+    """A byte-level BPE tokenizer trained on the project's docs, with ChatML's tokens, its
+    vocabulary filled up to ``vocab`` less ``UNUSED_IDS`` (``full_vocabulary``)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -92,11 +99,32 @@ def tokenizer(folder: Path, vocab: int) -> Any:
     tok.train_from_iterator(text, trainers.BpeTrainer(
         vocab_size=min(vocab, 8000), special_tokens=["<|pad|>", "<|im_start|>", "<|im_end|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = full_vocabulary(tok, vocab - UNUSED_IDS)
     hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
                                  pad_token="<|pad|>")
     hf.chat_template = CHATML
     hf.save_pretrained(folder)
     return hf
+
+
+def full_vocabulary(tok: Any, size: int) -> Any:
+    """``tok`` with tokens added to its BPE vocabulary up to ``size``, each two of its trained
+    tokens joined (seeded). No merge makes them, so prompts encode as before; but the grammar
+    and the model see a vocabulary of the published size, as with a real tokenizer. Without
+    them, xgrammar takes the ids past the tokenizer for special tokens: accepting a token then
+    searches that list (35 us more a token at 144k ids), while masks have few tokens to check
+    (half a full vocabulary's time or less): not the work of a real vocabulary."""
+    from tokenizers import Tokenizer
+
+    data = json.loads(tok.to_str())
+    vocab: dict[str, int] = data["model"]["vocab"]
+    trained = [t for t in sorted(vocab, key=vocab.__getitem__) if not t.startswith("<|")]
+    rng, next_id = random.Random(0), max(vocab.values()) + 1
+    while next_id < size:
+        token = rng.choice(trained) + rng.choice(trained)
+        if token not in vocab:
+            vocab[token], next_id = next_id, next_id + 1
+    return Tokenizer.from_str(json.dumps(data))
 
 
 def build(shape: str, folder: Path, device: str) -> None:
@@ -174,6 +202,10 @@ def populace_step(shape: str, folder: Path, agents: int, device: str,
             "decode_steps": m.get("llm.decode_steps"),
             "decode_ms_per_step": (m.get("llm.decode_ms", 0) / m["llm.decode_steps"]
                                    if m.get("llm.decode_steps") else None),
+            # the grammar's host work, overlapped with decoding: above a decode step's time,
+            # the device waits for the host
+            "grammar_ms_per_step": (m.get("llm.grammar_ms", 0) / m["llm.decode_steps"]
+                                    if m.get("llm.decode_steps") else None),
             "static_rows": m.get("llm.static_rows"), "refills": m.get("llm.refills"),
             "graph_failures": m.get("llm.graph_failures"),
             "grammar_violations": m.get("llm.grammar_violations"),
