@@ -24,11 +24,11 @@ share that parse are reported (``paths``). Then, for each shape:
    temperature 0, structured output (the decision's JSON schema as a grammar), through
    ``llm: {backend: transformers}``; the second step is timed (the first warms up). Reported:
    decisions/s (decisions over the step's decide seconds, repairs included), the share of
-   first answers that validate, prefill and decode seconds, the step's other (host) seconds,
-   decode milliseconds per step (one
-   token for every row of a chunk) and the grammar's host milliseconds per step (overlapped
-   with the step: beyond its time, the device waits), rows on the static decoder, failed graph captures, prompt
-   tokens the shared prefix saved, peak GPU memory.
+   first answers that validate and their mean new tokens, prefill and decode seconds, the
+   step's other (host) seconds, decode milliseconds per step (one token for every row of a
+   chunk) and the grammar's host milliseconds per step (overlapped with the step: beyond its
+   time, the device waits), rows on the static decoder, failed graph captures, prompt tokens
+   the shared prefix saved, peak GPU memory.
 2. Plain ``generate``: the same prompts (the step's, from ``llm_calls``), left-padded, greedy,
    exactly ``--new-tokens`` (24) new tokens each, at the shape's batch, two batches timed.
 
@@ -197,6 +197,9 @@ def populace_step(shape: str, folder: Path, agents: int, device: str,
     return {"decisions": decisions, "step_s": report.compute_s, "wall_s": wall,
             "decisions_per_s": decisions / report.compute_s if report.compute_s else None,
             "valid_share": float(first.valid.mean()) if len(first) else None,  # first answers
+            # new tokens an answer took, its end token included (plain generate: --new-tokens;
+            # a random model writes the longest numbers the grammar allows)
+            "tokens_per_answer": float(first.completion_tokens.mean()) if len(first) else None,
             "fallbacks": m.get("llm.fallbacks"), "prefill_s": m.get("llm.prefill_ms", 0) / 1000,
             "decode_s": m.get("llm.decode_ms", 0) / 1000,
             # the step's host work outside the model: prompts, tokenising, parsing, the
