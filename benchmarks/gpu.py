@@ -258,7 +258,6 @@ def mixed_lengths(folder: Path, device: str, batch: int, batches: int = 2) -> di
     that a random model's answers run to it), ``batches * batch`` of them, through the backend with
     the static decoder's refill and without it: requests/s and decode steps of each."""
     import asyncio
-    import random
 
     from populace.simulator.llm import transformers_backend
     from populace.simulator.llm.config import LLMConfig

@@ -552,8 +552,7 @@ class TransformersBackend(Backend):
                     active[k] = row
                 if matchers:
                     for k, row in zip(slots, new, strict=True):
-                        matchers[k] = (self._xgr.GrammarMatcher(row.grammar)
-                                       if row.grammar is not None else None)
+                        matchers[k] = self._matcher(row)
                         if matchers[k] is None:
                             bitmask[k].fill_(-1)
                     self._grammar_work([(k, None) for k in slots if matchers[k] is not None],
@@ -632,12 +631,14 @@ class TransformersBackend(Backend):
         where no row has a grammar and none comes ``later`` (by refill)."""
         if not later and not any(r.grammar is not None for r in rows):
             return [], None
-        xgr = self._xgr
-        matchers = [xgr.GrammarMatcher(r.grammar) if r.grammar is not None else None
-                    for r in rows]
-        bitmask = xgr.allocate_token_bitmask(len(rows), self.vocab)  # -1: no constraint
+        matchers = [self._matcher(r) for r in rows]
+        bitmask = self._xgr.allocate_token_bitmask(len(rows), self.vocab)  # -1: no constraint
         # pinned, so that its copy to the GPU does not wait for the host
         return matchers, bitmask.pin_memory() if self.device.type == "cuda" else bitmask
+
+    def _matcher(self, row: _Row) -> Any:
+        """A new grammar matcher for ``row`` (None: it has no grammar)."""
+        return self._xgr.GrammarMatcher(row.grammar) if row.grammar is not None else None
 
     def _sampling(self, rows: list[_Row]) -> Callable[[Any, Any], Any]:
         """How a batch's tokens are chosen from its masked logits, given each row's token
