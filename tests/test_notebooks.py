@@ -81,7 +81,10 @@ def test_relative_links_point_to_existing_files(path: Path) -> None:
 
 
 def kernel_manager(folder: Path):
-    """A kernel manager whose only kernel is this Python (``sys.executable``)."""
+    """A kernel manager whose only kernel is this Python (``sys.executable``), talking over
+    Unix sockets in ``folder``: with TCP, the client picks free ports that the kernel binds a
+    moment later, and another process (the other test worker's servers) can take one between
+    ("Address already in use", then "Kernel didn't respond")."""
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import KernelManager
 
@@ -91,7 +94,8 @@ def kernel_manager(folder: Path):
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "Populace tests", "language": "python"}), encoding="utf-8")
     specs = KernelSpecManager(kernel_dirs=[str(folder)])
-    return KernelManager(kernel_name=KERNEL, kernel_spec_manager=specs)
+    return KernelManager(kernel_name=KERNEL, kernel_spec_manager=specs, transport="ipc",
+                         ip=str(folder / "ipc"))
 
 
 @pytest.mark.slow
